@@ -1,0 +1,243 @@
+//! The vocabulary a decoding body and the extractor share about what went wrong while reading.
+//!
+//! A body that stops because a size limit fired yields
+//! [`http_body_util::LengthLimitError`] (see [`length_limit_error`]): axum's own `Bytes`, `String`
+//! and `Json` extractors recognise exactly that type and answer 413, so the stack stays correct
+//! even for handlers that never use our extractor. That error type carries no detail, so which
+//! limit fired, and how many bytes went through, is recorded in a [`BodyStats`] request extension
+//! that the producing layer inserts and readers such as the `PolytomicEvent` extractor consult.
+//! Corrupt or truncated compressed data surfaces as [`InvalidCompressedBody`].
+
+use std::error::Error;
+use std::fmt;
+use std::io;
+use std::pin::pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::task::{Context, Poll, Waker};
+
+use bytes::Bytes;
+use http_body::Body;
+use http_body_util::{Full, Limited};
+
+/// Boxed error type used by bodies in the stack.
+pub type BoxError = Box<dyn Error + Send + Sync>;
+
+/// Which size limit stopped a request body.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum BodyLimit {
+    /// The body as it arrived on the wire was larger than allowed.
+    Compressed,
+    /// The decoded body grew larger than allowed.
+    Decompressed,
+    /// The decoded body grew too large relative to the bytes that produced it.
+    Ratio,
+}
+
+impl BodyLimit {
+    /// A short description for problem details and logs.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Self::Compressed => "compressed body size limit",
+            Self::Decompressed => "decompressed body size limit",
+            Self::Ratio => "decompression ratio limit",
+        }
+    }
+
+    fn to_u8(self) -> u8 {
+        match self {
+            Self::Compressed => 1,
+            Self::Decompressed => 2,
+            Self::Ratio => 3,
+        }
+    }
+
+    fn from_u8(value: u8) -> Option<Self> {
+        match value {
+            1 => Some(Self::Compressed),
+            2 => Some(Self::Decompressed),
+            3 => Some(Self::Ratio),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for BodyLimit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.describe())
+    }
+}
+
+/// Live counters of one request body, shared between the body that decodes it and whoever reads
+/// the request's extensions (extractors, tracing).
+///
+/// Cloning is cheap and every clone sees the same counters. Updates use relaxed atomics: the
+/// values are reports, not synchronisation.
+///
+/// ```
+/// use polytomic_webhook_core::body::{BodyLimit, BodyStats};
+///
+/// let stats = BodyStats::new();
+/// let seen_by_extractor = stats.clone();
+/// stats.add_compressed(10);
+/// stats.add_decoded(1_000);
+/// stats.set_exceeded(BodyLimit::Ratio);
+/// assert_eq!(seen_by_extractor.compressed_bytes(), 10);
+/// assert_eq!(seen_by_extractor.decoded_bytes(), 1_000);
+/// assert_eq!(seen_by_extractor.exceeded(), Some(BodyLimit::Ratio));
+/// ```
+#[derive(Clone, Debug, Default)]
+pub struct BodyStats(Arc<Counters>);
+
+#[derive(Debug, Default)]
+struct Counters {
+    compressed: AtomicU64,
+    decoded: AtomicU64,
+    exceeded: AtomicU8,
+    limit_bytes: AtomicU64,
+}
+
+impl BodyStats {
+    /// Fresh counters at zero.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Bytes of the body as received (before decoding) read so far.
+    pub fn compressed_bytes(&self) -> u64 {
+        self.0.compressed.load(Ordering::Relaxed)
+    }
+
+    /// Bytes of decoded body produced so far.
+    pub fn decoded_bytes(&self) -> u64 {
+        self.0.decoded.load(Ordering::Relaxed)
+    }
+
+    /// The limit that stopped the body, if one did.
+    pub fn exceeded(&self) -> Option<BodyLimit> {
+        BodyLimit::from_u8(self.0.exceeded.load(Ordering::Relaxed))
+    }
+
+    /// The configured value of the limit that fired (bytes, or the ratio for
+    /// [`BodyLimit::Ratio`]); zero when none fired or it was not recorded.
+    pub fn exceeded_limit_value(&self) -> u64 {
+        self.0.limit_bytes.load(Ordering::Relaxed)
+    }
+
+    /// Counts received bytes.
+    pub fn add_compressed(&self, bytes: u64) {
+        self.0.compressed.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    /// Counts decoded bytes.
+    pub fn add_decoded(&self, bytes: u64) {
+        self.0.decoded.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    /// Records which limit stopped the body.
+    pub fn set_exceeded(&self, limit: BodyLimit) {
+        self.0.exceeded.store(limit.to_u8(), Ordering::Relaxed);
+    }
+
+    /// Records which limit stopped the body and its configured value.
+    pub fn set_exceeded_with_value(&self, limit: BodyLimit, value: u64) {
+        self.0.limit_bytes.store(value, Ordering::Relaxed);
+        self.set_exceeded(limit);
+    }
+}
+
+/// The error a body yields when a size limit fires: an [`http_body_util::LengthLimitError`].
+///
+/// That type is `#[non_exhaustive]`, so the only way to obtain one is to let
+/// [`http_body_util::Limited`] produce it; this does so once per call on a one-byte body with a
+/// zero limit, which completes synchronously. The detour is what makes axum's built-in
+/// extractors answer 413 for our limits too.
+///
+/// ```
+/// let error = polytomic_webhook_core::body::length_limit_error();
+/// assert!(error.is::<http_body_util::LengthLimitError>());
+/// ```
+pub fn length_limit_error() -> BoxError {
+    let mut body = pin!(Limited::new(Full::new(Bytes::from_static(b"x")), 0));
+    match body
+        .as_mut()
+        .poll_frame(&mut Context::from_waker(Waker::noop()))
+    {
+        Poll::Ready(Some(Err(error))) => error,
+        // `Limited` checks the frame it was handed against the limit before yielding it;
+        // with a limit of zero and a one-byte frame no other outcome exists.
+        _ => unreachable!("Limited with a zero limit always rejects a one-byte frame"),
+    }
+}
+
+/// Whether a body error means a size limit fired (ours or any `http_body_util::Limited`).
+pub fn is_length_limit_error(error: &(dyn Error + 'static)) -> bool {
+    error.is::<http_body_util::LengthLimitError>()
+}
+
+/// The body's compressed data is corrupt or truncated, so it cannot be decoded.
+#[derive(Debug)]
+pub struct InvalidCompressedBody {
+    coding: &'static str,
+    source: io::Error,
+}
+
+impl InvalidCompressedBody {
+    /// Wraps the decoder's error for the named content coding.
+    pub fn new(coding: &'static str, source: io::Error) -> Self {
+        Self { coding, source }
+    }
+
+    /// The content coding that failed to decode (`gzip`, `br`, ...).
+    pub fn coding(&self) -> &'static str {
+        self.coding
+    }
+}
+
+impl fmt::Display for InvalidCompressedBody {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "the {} request body is corrupt or truncated: {}",
+            self.coding, self.source
+        )
+    }
+}
+
+impl Error for InvalidCompressedBody {
+    fn source(&self) -> Option<&(dyn Error + 'static)> {
+        Some(&self.source)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn length_limit_error_is_the_type_axum_recognises() {
+        let error = length_limit_error();
+        assert!(is_length_limit_error(&*error));
+        assert!(error.downcast::<http_body_util::LengthLimitError>().is_ok());
+    }
+
+    #[test]
+    fn stats_start_empty_and_record_the_limit() {
+        let stats = BodyStats::new();
+        assert_eq!(stats.exceeded(), None);
+        stats.set_exceeded_with_value(BodyLimit::Decompressed, 42);
+        assert_eq!(stats.exceeded(), Some(BodyLimit::Decompressed));
+        assert_eq!(stats.exceeded_limit_value(), 42);
+    }
+
+    #[test]
+    fn invalid_compressed_body_names_coding_and_keeps_source() {
+        let error = InvalidCompressedBody::new(
+            "gzip",
+            io::Error::new(io::ErrorKind::InvalidData, "bad crc"),
+        );
+        assert!(error.to_string().contains("gzip"));
+        assert!(error.source().is_some());
+    }
+}

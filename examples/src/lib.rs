@@ -1,0 +1,1 @@
+//! Examples live beside this file; this library is empty.
