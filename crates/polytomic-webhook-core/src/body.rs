@@ -176,6 +176,43 @@ pub fn is_length_limit_error(error: &(dyn Error + 'static)) -> bool {
     error.is::<http_body_util::LengthLimitError>()
 }
 
+/// What a body read error means for the client, found by walking the error's `source()` chain
+/// (wrappers such as `axum_core::Error` keep the original as their source).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum BodyErrorKind {
+    /// A size limit fired: answer 413.
+    LengthLimit,
+    /// The compressed data could not be decoded: answer 400.
+    InvalidCompressedBody,
+    /// Anything else (a reset connection, an I/O error): answer 400.
+    Other,
+}
+
+impl BodyErrorKind {
+    /// Classifies a body error.
+    ///
+    /// ```
+    /// use polytomic_webhook_core::body::{BodyErrorKind, length_limit_error};
+    ///
+    /// let error = length_limit_error();
+    /// assert_eq!(BodyErrorKind::of(&*error), BodyErrorKind::LengthLimit);
+    /// ```
+    pub fn of(error: &(dyn Error + 'static)) -> Self {
+        let mut current = Some(error);
+        while let Some(error) = current {
+            if is_length_limit_error(error) {
+                return Self::LengthLimit;
+            }
+            if error.is::<InvalidCompressedBody>() {
+                return Self::InvalidCompressedBody;
+            }
+            current = error.source();
+        }
+        Self::Other
+    }
+}
+
 /// The body's compressed data is corrupt or truncated, so it cannot be decoded.
 #[derive(Debug)]
 pub struct InvalidCompressedBody {
@@ -220,6 +257,34 @@ mod tests {
         let error = length_limit_error();
         assert!(is_length_limit_error(&*error));
         assert!(error.downcast::<http_body_util::LengthLimitError>().is_ok());
+    }
+
+    #[test]
+    fn classification_sees_through_wrappers() {
+        #[derive(Debug)]
+        struct Wrapper(BoxError);
+        impl fmt::Display for Wrapper {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("wrapper")
+            }
+        }
+        impl Error for Wrapper {
+            fn source(&self) -> Option<&(dyn Error + 'static)> {
+                Some(&*self.0)
+            }
+        }
+        let limit = Wrapper(length_limit_error());
+        assert_eq!(BodyErrorKind::of(&limit), BodyErrorKind::LengthLimit);
+        let corrupt = Wrapper(Box::new(InvalidCompressedBody::new(
+            "gzip",
+            io::Error::new(io::ErrorKind::UnexpectedEof, "truncated"),
+        )));
+        assert_eq!(
+            BodyErrorKind::of(&corrupt),
+            BodyErrorKind::InvalidCompressedBody
+        );
+        let other = io::Error::other("reset");
+        assert_eq!(BodyErrorKind::of(&other), BodyErrorKind::Other);
     }
 
     #[test]
