@@ -13,12 +13,15 @@ use std::fmt;
 use std::io;
 use std::pin::pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::task::{Context, Poll, Waker};
 
 use bytes::Bytes;
+use http::StatusCode;
 use http_body::Body;
 use http_body_util::{Full, Limited};
+
+use crate::problem::Problem;
 
 /// Boxed error type used by bodies in the stack.
 pub type BoxError = Box<dyn Error + Send + Sync>;
@@ -63,6 +66,52 @@ impl BodyLimit {
     }
 }
 
+impl BodyLimit {
+    /// The value of the `limit` member of a `body_too_large` problem.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Compressed => "compressed",
+            Self::Decompressed => "decompressed",
+            Self::Ratio => "ratio",
+        }
+    }
+}
+
+/// The 413 `body_too_large` problem, the same wherever a body is stopped.
+///
+/// `limit` is the limit that fired and its configured value, when known (from [`BodyStats`]);
+/// `None` for limits that do not say, such as a bare `http_body_util::Limited`. The problem names
+/// the limit in its `detail` and in a `limit` member (`compressed`, `decompressed`, `ratio`).
+///
+/// ```
+/// use polytomic_webhook_core::body::{BodyLimit, body_too_large};
+///
+/// let problem = body_too_large(Some((BodyLimit::Decompressed, 1024)));
+/// assert_eq!(problem.status(), 413);
+/// assert_eq!(problem.code(), "body_too_large");
+/// assert_eq!(problem.member("limit").unwrap(), "decompressed");
+/// assert!(problem.detail().contains("1024"));
+/// ```
+pub fn body_too_large(limit: Option<(BodyLimit, u64)>) -> Problem {
+    let detail = match limit {
+        Some((BodyLimit::Compressed, bytes)) => {
+            format!("the request body as sent exceeds the limit of {bytes} bytes")
+        }
+        Some((BodyLimit::Decompressed, bytes)) => {
+            format!("the decompressed request body exceeds the limit of {bytes} bytes")
+        }
+        Some((BodyLimit::Ratio, ratio)) => {
+            format!("the request body decompresses to more than {ratio} times its size as sent")
+        }
+        None => "the request body exceeds the size limit".to_owned(),
+    };
+    let problem = Problem::new(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", detail);
+    match limit {
+        Some((limit, _)) => problem.with_member("limit", limit.as_str()),
+        None => problem,
+    }
+}
+
 impl fmt::Display for BodyLimit {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.describe())
@@ -96,6 +145,7 @@ struct Counters {
     decoded: AtomicU64,
     exceeded: AtomicU8,
     limit_bytes: AtomicU64,
+    sniffed: AtomicBool,
 }
 
 impl BodyStats {
@@ -123,6 +173,22 @@ impl BodyStats {
     /// [`BodyLimit::Ratio`]); zero when none fired or it was not recorded.
     pub fn exceeded_limit_value(&self) -> u64 {
         self.0.limit_bytes.load(Ordering::Relaxed)
+    }
+
+    /// Whether the body's coding was recognised from its first bytes rather than declared.
+    pub fn was_sniffed(&self) -> bool {
+        self.0.sniffed.load(Ordering::Relaxed)
+    }
+
+    /// The limit that fired and its configured value, if one did.
+    pub fn exceeded_limit(&self) -> Option<(BodyLimit, u64)> {
+        self.exceeded()
+            .map(|limit| (limit, self.exceeded_limit_value()))
+    }
+
+    /// Records that the body's coding was recognised from its first bytes.
+    pub fn set_sniffed(&self) {
+        self.0.sniffed.store(true, Ordering::Relaxed);
     }
 
     /// Counts received bytes.

@@ -1,0 +1,73 @@
+//! [`DecompressionLayer`]: configuration and `tower::Layer` for [`Decompression`].
+
+use tower_layer::Layer;
+
+use crate::config::DecompressionConfig;
+use crate::service::Decompression;
+
+/// Decodes request bodies within limits; see the [crate docs](crate) for the behaviour.
+///
+/// ```
+/// use polytomic_webhook_decompression::DecompressionLayer;
+///
+/// let layer = DecompressionLayer::new()
+///     .max_decompressed_bytes(8 * 1024 * 1024)
+///     .max_compressed_bytes(1024 * 1024)
+///     .max_ratio(Some(50))
+///     .sniff_gzip(true);
+/// assert_eq!(layer.config().max_ratio, Some(50));
+/// ```
+#[derive(Clone, Copy, Debug, Default)]
+#[must_use]
+pub struct DecompressionLayer {
+    config: DecompressionConfig,
+}
+
+impl DecompressionLayer {
+    /// A layer with the default limits (32 MiB decoded, 32 MiB received, ratio 100:1, sniffing on).
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A layer with the given configuration.
+    pub fn from_config(config: DecompressionConfig) -> Self {
+        Self { config }
+    }
+
+    /// The layer's configuration.
+    pub fn config(&self) -> &DecompressionConfig {
+        &self.config
+    }
+
+    /// Most bytes a decoded body may have.
+    pub fn max_decompressed_bytes(mut self, bytes: u64) -> Self {
+        self.config.max_decompressed_bytes = bytes;
+        self
+    }
+
+    /// Most bytes a body may have as received.
+    pub fn max_compressed_bytes(mut self, bytes: u64) -> Self {
+        self.config.max_compressed_bytes = bytes;
+        self
+    }
+
+    /// Most decoded bytes per received byte, checked after the first MiB; `None` disables it.
+    pub fn max_ratio(mut self, ratio: Option<u32>) -> Self {
+        self.config.max_ratio = ratio;
+        self
+    }
+
+    /// Whether a body with no declared coding that starts like gzip is decoded as gzip.
+    pub fn sniff_gzip(mut self, enabled: bool) -> Self {
+        self.config.sniff_gzip = enabled;
+        self
+    }
+}
+
+impl<S> Layer<S> for DecompressionLayer {
+    type Service = Decompression<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Decompression::new(inner, self.config)
+    }
+}

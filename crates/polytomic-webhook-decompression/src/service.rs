@@ -1,0 +1,127 @@
+//! [`Decompression`]: the middleware service.
+
+use std::task::{Context, Poll};
+
+use http::header::{ACCEPT_ENCODING, CONTENT_ENCODING, CONTENT_LENGTH};
+use http::{HeaderMap, Request, Response, StatusCode};
+use http_body::Body;
+use polytomic_webhook_core::Problem;
+use polytomic_webhook_core::body::{BodyLimit, BodyStats, BoxError, body_too_large};
+use polytomic_webhook_core::response::ResponseBody;
+use tower_service::Service;
+
+use crate::body::DecompressionBody;
+use crate::coding::{Codings, UnsupportedContentEncoding, accept_encoding};
+use crate::config::DecompressionConfig;
+use crate::future::ResponseFuture;
+use crate::info::DecompressionInfo;
+
+/// Middleware that decodes request bodies within limits. Built by
+/// [`DecompressionLayer`](crate::DecompressionLayer).
+///
+/// ```
+/// use polytomic_webhook_decompression::{Decompression, DecompressionConfig};
+/// use tower::service_fn;
+///
+/// let service = Decompression::new(
+///     service_fn(|_request: http::Request<_>| async {
+///         Ok::<_, std::convert::Infallible>(http::Response::new(String::new()))
+///     }),
+///     DecompressionConfig::default(),
+/// );
+/// # let _: &Decompression<_> = &service;
+/// ```
+#[derive(Clone, Debug)]
+pub struct Decompression<S> {
+    inner: S,
+    config: DecompressionConfig,
+}
+
+impl<S> Decompression<S> {
+    /// Wraps `inner`.
+    pub fn new(inner: S, config: DecompressionConfig) -> Self {
+        Self { inner, config }
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &DecompressionConfig {
+        &self.config
+    }
+
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Unwraps the inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for Decompression<S>
+where
+    S: Service<Request<DecompressionBody<ReqBody>>, Response = Response<ResBody>>,
+    ReqBody: Body,
+    ReqBody::Error: Into<BoxError>,
+{
+    type Response = Response<ResponseBody<ResBody>>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
+        let codings = match Codings::from_headers(request.headers()) {
+            Ok(codings) => codings,
+            Err(error) => return ResponseFuture::rejected(&unsupported(&error)),
+        };
+        if declared_length(request.headers())
+            .is_some_and(|length| length > self.config.max_compressed_bytes)
+        {
+            let limit = (BodyLimit::Compressed, self.config.max_compressed_bytes);
+            return ResponseFuture::rejected(&body_too_large(Some(limit)));
+        }
+
+        // The headers must describe the body the inner service reads. Once a coding is declared,
+        // or may be sniffed, neither the coding nor the length of what arrives holds for it.
+        if !codings.is_empty() || self.config.sniff_gzip {
+            let headers = request.headers_mut();
+            headers.remove(CONTENT_ENCODING);
+            headers.remove(CONTENT_LENGTH);
+        }
+        let stats = BodyStats::new();
+        let extensions = request.extensions_mut();
+        extensions.insert(DecompressionInfo::new(codings, stats.clone()));
+        extensions.insert(stats.clone());
+        let request =
+            request.map(|body| DecompressionBody::with_stats(body, &codings, self.config, stats));
+        ResponseFuture::inner(self.inner.call(request))
+    }
+}
+
+fn declared_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+fn unsupported(error: &UnsupportedContentEncoding) -> Problem {
+    Problem::new(
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "unsupported_content_encoding",
+        error.to_string(),
+    )
+    .with_header(ACCEPT_ENCODING, accept_encoding())
+}
