@@ -27,7 +27,7 @@ pin_project! {
     /// A request body that decodes its content coding as it streams, within the configured limits.
     ///
     /// Created by [`Decompression`](crate::Decompression). Its errors are boxed:
-    /// - [`http_body_util::LengthLimitError`] when a limit fires (axum's extractors answer 413;
+    /// - [`http_body_util::LengthLimitError`](https://docs.rs/http-body-util/latest/http_body_util/struct.LengthLimitError.html) when a limit fires (axum's extractors answer 413;
     ///   the request's [`BodyStats`] extension says which limit),
     /// - [`InvalidCompressedBody`] when the data cannot be decoded,
     /// - the inner body's own error otherwise.

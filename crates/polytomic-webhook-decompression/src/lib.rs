@@ -37,7 +37,7 @@
 //!
 //! | what happened | error | axum's `Bytes`/`Json` | our `PolytomicEvent` extractor |
 //! |---|---|---|---|
-//! | a limit fired | [`http_body_util::LengthLimitError`] | 413 | 413 `body_too_large`, naming the limit |
+//! | a limit fired | [`http_body_util::LengthLimitError`](https://docs.rs/http-body-util/latest/http_body_util/struct.LengthLimitError.html) | 413 | 413 `body_too_large`, naming the limit |
 //! | corrupt or truncated data | [`InvalidCompressedBody`](polytomic_webhook_core::body::InvalidCompressedBody) | 400 | 400 `invalid_compressed_body` |
 //! | the connection failed | the inner body's error | 400 | 400 `body_read_failed` |
 //!

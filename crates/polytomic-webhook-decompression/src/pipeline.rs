@@ -52,15 +52,15 @@ impl Codec {
     }
 
     fn decoder(&mut self) -> &mut dyn DecodeV2 {
-        match self {
+        match *self {
             #[cfg(feature = "gzip")]
-            Self::Gzip(decoder) => decoder,
+            Self::Gzip(ref mut decoder) => decoder,
             #[cfg(feature = "deflate")]
-            Self::Deflate(decoder) => decoder,
+            Self::Deflate(ref mut decoder) => decoder,
             #[cfg(feature = "br")]
-            Self::Brotli(decoder) => decoder,
+            Self::Brotli(ref mut decoder) => decoder,
             #[cfg(feature = "zstd")]
-            Self::Zstd(decoder) => decoder,
+            Self::Zstd(ref mut decoder) => decoder,
         }
     }
 }

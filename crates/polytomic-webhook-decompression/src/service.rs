@@ -20,16 +20,26 @@ use crate::info::DecompressionInfo;
 /// [`DecompressionLayer`](crate::DecompressionLayer).
 ///
 /// ```
-/// use polytomic_webhook_decompression::{Decompression, DecompressionConfig};
-/// use tower::service_fn;
+/// use bytes::Bytes;
+/// use http::{Request, Response, StatusCode};
+/// use http_body_util::Full;
+/// use polytomic_webhook_decompression::{Decompression, DecompressionBody, DecompressionConfig};
+/// use tower::{ServiceExt, service_fn};
 ///
+/// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
 /// let service = Decompression::new(
-///     service_fn(|_request: http::Request<_>| async {
-///         Ok::<_, std::convert::Infallible>(http::Response::new(String::new()))
+///     service_fn(|_request: Request<DecompressionBody<Full<Bytes>>>| async {
+///         Ok::<_, std::convert::Infallible>(Response::new(Full::new(Bytes::new())))
 ///     }),
 ///     DecompressionConfig::default(),
 /// );
-/// # let _: &Decompression<_> = &service;
+/// let request = Request::post("/")
+///     .header("content-encoding", "compress")
+///     .body(Full::new(Bytes::new()))
+///     .unwrap();
+/// let response = service.oneshot(request).await.unwrap();
+/// assert_eq!(response.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+/// # });
 /// ```
 #[derive(Clone, Debug)]
 pub struct Decompression<S> {

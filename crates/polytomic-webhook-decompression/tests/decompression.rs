@@ -1,5 +1,7 @@
 //! Behaviour of the decompression layer, driven with `oneshot` and no network.
 
+#![allow(clippy::unwrap_used)] // Test code: a failed unwrap is a failed test.
+
 mod support;
 
 use std::sync::{Arc, Mutex};
