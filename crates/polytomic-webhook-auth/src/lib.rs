@@ -62,6 +62,9 @@ pub mod rejection;
 pub mod secret;
 pub mod timestamp;
 
+#[cfg(test)]
+mod test_support;
+
 pub use allowlist::{SourceIpAllowlist, SourceIpAllowlistLayer};
 pub use bearer::{BearerAuth, BearerAuthConfig, BearerAuthLayer};
 pub use clock::{Clock, FixedClock, SystemClock};

@@ -5,10 +5,10 @@
 //!
 //! - [`PeerAddr`], which any server can insert (see its example);
 //! - axum's `ConnectInfo<SocketAddr>`, inserted by
-//!   `Router::into_make_service_with_connect_info::<SocketAddr>()` (with the `axum` feature,
-//!   on by default).
+//!   `Router::into_make_service_with_connect_info::<SocketAddr>()`, or its test double
+//!   `MockConnectInfo<SocketAddr>` (with the `axum` feature, on by default).
 //!
-//! When both are present, [`PeerAddr`] wins.
+//! When several are present, [`PeerAddr`] wins, then `ConnectInfo`.
 
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
@@ -72,10 +72,18 @@ pub fn peer_addr(extensions: &Extensions) -> Option<SocketAddr> {
         return Some(*addr);
     }
     #[cfg(feature = "axum")]
-    if let Some(axum::extract::ConnectInfo(addr)) =
-        extensions.get::<axum::extract::ConnectInfo<SocketAddr>>()
     {
-        return Some(*addr);
+        use axum::extract::ConnectInfo;
+        use axum::extract::connect_info::MockConnectInfo;
+
+        if let Some(ConnectInfo(addr)) = extensions.get::<ConnectInfo<SocketAddr>>() {
+            return Some(*addr);
+        }
+        // axum's own `ConnectInfo` extractor falls back to this test double; so do we, so
+        // applications can test their allowlist the way axum suggests.
+        if let Some(MockConnectInfo(addr)) = extensions.get::<MockConnectInfo<SocketAddr>>() {
+            return Some(*addr);
+        }
     }
     None
 }
