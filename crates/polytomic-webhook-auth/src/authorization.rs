@@ -196,7 +196,14 @@ mod tests {
 
     #[test]
     fn other_schemes_and_glued_schemes_are_unsupported() {
-        for value in ["Basic abc", "Token abc", "Bearerabc", "Bearer\tabc", "", "   "] {
+        for value in [
+            "Basic abc",
+            "Token abc",
+            "Bearerabc",
+            "Bearer\tabc",
+            "",
+            "   ",
+        ] {
             assert_eq!(
                 parse_bearer(value.as_bytes()),
                 Err(AuthorizationError::UnsupportedScheme),
@@ -218,7 +225,12 @@ mod tests {
 
     #[test]
     fn non_visible_ascii() {
-        for value in [&b"Bearer a\x00b"[..], b"Bearer \x7f", b"Bearer caf\xc3\xa9", b"\x01"] {
+        for value in [
+            &b"Bearer a\x00b"[..],
+            b"Bearer \x7f",
+            b"Bearer caf\xc3\xa9",
+            b"\x01",
+        ] {
             assert_eq!(
                 parse_bearer(value),
                 Err(AuthorizationError::InvalidCharacters)

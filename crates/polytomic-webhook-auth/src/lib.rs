@@ -65,6 +65,9 @@ pub mod timestamp;
 #[cfg(test)]
 mod test_support;
 
+#[cfg(test)]
+mod proptests;
+
 pub use allowlist::{SourceIpAllowlist, SourceIpAllowlistLayer};
 pub use bearer::{BearerAuth, BearerAuthConfig, BearerAuthLayer};
 pub use clock::{Clock, FixedClock, SystemClock};

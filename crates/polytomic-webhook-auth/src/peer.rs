@@ -18,26 +18,30 @@ use http::Extensions;
 /// Request extension carrying the address of the connection's remote end.
 ///
 /// Insert it for every request when serving with plain hyper (or anything else that is not
-/// axum's `into_make_service_with_connect_info`), for example with a `map_request` wrapper
-/// built per accepted connection:
+/// axum's `into_make_service_with_connect_info`), by wrapping the application once per
+/// accepted connection:
 ///
 /// ```
 /// use std::net::SocketAddr;
 /// use http::Request;
 /// use polytomic_webhook_auth::PeerAddr;
-/// use tower::ServiceBuilder;
+/// use tower::{Service, ServiceBuilder};
 ///
-/// # fn wrap<S>(app: S, remote: SocketAddr) -> impl Sized where S: Clone {
-/// // `remote` comes from `TcpListener::accept`.
-/// let service = ServiceBuilder::new()
-///     .map_request(move |mut request: Request<_>| {
-///         request.extensions_mut().insert(PeerAddr(remote));
-///         request
-///     })
-///     .service(app);
-/// // ... hand `service` (through `hyper_util::service::TowerToHyperService`) to hyper's
-/// // `serve_connection` for this connection.
-/// # let _: &tower::util::MapRequest<S, _> = &service; service }
+/// /// The application as served on one connection; `remote` is the address that
+/// /// `TcpListener::accept` returned for it.
+/// fn for_connection<S, B>(app: S, remote: SocketAddr) -> impl Service<Request<B>> + Clone
+/// where
+///     S: Service<Request<B>> + Clone,
+/// {
+///     ServiceBuilder::new()
+///         .map_request(move |mut request: Request<B>| {
+///             request.extensions_mut().insert(PeerAddr(remote));
+///             request
+///         })
+///         .service(app)
+/// }
+/// // Then hand `TowerToHyperService::new(for_connection(app.clone(), remote))` (from
+/// // hyper-util) to hyper's `serve_connection`.
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct PeerAddr(pub SocketAddr);

@@ -335,8 +335,14 @@ mod tests {
 
     #[test]
     fn refuses_characters_no_header_can_carry() {
-        assert_eq!(Secret::new("abc\ndef"), Err(InvalidSecret::InvalidCharacter));
-        assert_eq!(Secret::new("caf\u{e9}"), Err(InvalidSecret::InvalidCharacter));
+        assert_eq!(
+            Secret::new("abc\ndef"),
+            Err(InvalidSecret::InvalidCharacter)
+        );
+        assert_eq!(
+            Secret::new("caf\u{e9}"),
+            Err(InvalidSecret::InvalidCharacter)
+        );
         assert_eq!(Secret::new("a\0"), Err(InvalidSecret::InvalidCharacter));
     }
 

@@ -63,7 +63,12 @@ impl Recorder {
     /// The extensions of the only request seen.
     pub(crate) fn extensions(&self) -> Extensions {
         let seen = self.seen.lock().unwrap();
-        assert_eq!(seen.len(), 1, "the inner service was called {} times", seen.len());
+        assert_eq!(
+            seen.len(),
+            1,
+            "the inner service was called {} times",
+            seen.len()
+        );
         seen[0].clone()
     }
 }
@@ -77,7 +82,10 @@ pub(crate) async fn assert_problem(
     assert_eq!(response.status(), status);
     assert_eq!(response.headers()[CONTENT_TYPE], PROBLEM_JSON);
     assert_eq!(
-        response.extensions().get::<ProblemCode>().map(ProblemCode::as_str),
+        response
+            .extensions()
+            .get::<ProblemCode>()
+            .map(ProblemCode::as_str),
         Some(code)
     );
     let bytes = response.into_body().collect().await.unwrap().to_bytes();

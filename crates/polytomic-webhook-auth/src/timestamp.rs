@@ -134,7 +134,11 @@ pub fn parse_timestamp(value: &[u8]) -> Result<DateTime<Utc>, TimestampError> {
 #[serde(deny_unknown_fields)]
 pub struct TimestampWindow {
     /// The oldest accepted timestamp, relative to now. Default: five minutes.
-    #[serde(rename = "max_age_secs", default = "default_max_age", deserialize_with = "secs")]
+    #[serde(
+        rename = "max_age_secs",
+        default = "default_max_age",
+        deserialize_with = "secs"
+    )]
     pub max_age: Duration,
     /// The furthest accepted timestamp ahead of now. Default: one minute.
     #[serde(
@@ -173,7 +177,11 @@ impl TimestampWindow {
     }
 
     /// Checks `delivered` against `now`.
-    pub fn check(&self, delivered: DateTime<Utc>, now: DateTime<Utc>) -> Result<(), TimestampError> {
+    pub fn check(
+        &self,
+        delivered: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<(), TimestampError> {
         // Durations beyond chrono's range (hundreds of millions of years) mean "no bound".
         let max_age = TimeDelta::from_std(self.max_age).unwrap_or(TimeDelta::MAX);
         let max_future_skew = TimeDelta::from_std(self.max_future_skew).unwrap_or(TimeDelta::MAX);
@@ -332,7 +340,10 @@ mod tests {
             assert_eq!(parse_timestamp(value), Err(TimestampError::Malformed));
         }
         let long = format!("2021-06-01T22:55:36.{}Z", "1".repeat(100));
-        assert_eq!(parse_timestamp(long.as_bytes()), Err(TimestampError::Malformed));
+        assert_eq!(
+            parse_timestamp(long.as_bytes()),
+            Err(TimestampError::Malformed)
+        );
     }
 
     #[test]

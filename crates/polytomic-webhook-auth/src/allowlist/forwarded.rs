@@ -51,9 +51,11 @@ pub fn parse_node(text: &str) -> Option<IpAddr> {
             .then(|| address.parse::<Ipv6Addr>().ok().map(IpAddr::V6))
             .flatten();
     }
-    text.parse::<IpAddr>()
-        .ok()
-        .or_else(|| text.parse::<SocketAddrV4>().ok().map(|addr| IpAddr::V4(*addr.ip())))
+    text.parse::<IpAddr>().ok().or_else(|| {
+        text.parse::<SocketAddrV4>()
+            .ok()
+            .map(|addr| IpAddr::V4(*addr.ip()))
+    })
 }
 
 /// Parses the `for=` parameter of one `Forwarded` element (such as
@@ -219,7 +221,10 @@ mod tests {
 
     #[test]
     fn untrusted_peer_ignores_forwarding_headers() {
-        let headers = headers(&[("x-forwarded-for", "203.0.113.1"), ("forwarded", "for=203.0.113.2")]);
+        let headers = headers(&[
+            ("x-forwarded-for", "203.0.113.1"),
+            ("forwarded", "for=203.0.113.2"),
+        ]);
         let result = client_ip(ip("198.51.100.9"), &headers, &trusted(&["10.0.0.0/8"]));
         assert_eq!(result, Ok(ip("198.51.100.9")));
     }
@@ -245,7 +250,10 @@ mod tests {
     #[test]
     fn forwarded_is_walked_from_the_right_and_preferred() {
         let headers = headers(&[
-            ("forwarded", r#"for=1.1.1.1, for="[2001:db8::5]:4711";proto=https"#),
+            (
+                "forwarded",
+                r#"for=1.1.1.1, for="[2001:db8::5]:4711";proto=https"#,
+            ),
             ("x-forwarded-for", "9.9.9.9"),
         ]);
         let result = client_ip(ip("10.0.0.1"), &headers, &trusted(&["10.0.0.0/8"]));
@@ -261,7 +269,12 @@ mod tests {
 
     #[test]
     fn unreadable_hop_fails_closed() {
-        for value in ["for=unknown", "for=_hidden", "proto=https", "for=1.2.3.4;for=5.6.7.8"] {
+        for value in [
+            "for=unknown",
+            "for=_hidden",
+            "proto=https",
+            "for=1.2.3.4;for=5.6.7.8",
+        ] {
             let headers = headers(&[("forwarded", value)]);
             let result = client_ip(ip("10.0.0.1"), &headers, &trusted(&["10.0.0.0/8"]));
             assert_eq!(result, Err(SourceIpRejection::UntraceableClient), "{value}");
@@ -324,15 +337,28 @@ mod tests {
         assert_eq!(parse_node("2001:db8::1"), Some(ip("2001:db8::1")));
         assert_eq!(parse_node("[2001:db8::1]"), Some(ip("2001:db8::1")));
         assert_eq!(parse_node(" 192.0.2.1 "), Some(ip("192.0.2.1")));
-        for text in ["[2001:db8::1]:x", "[2001:db8::1", "[192.0.2.1]", "192.0.2.1:99999", "", "_x"] {
+        for text in [
+            "[2001:db8::1]:x",
+            "[2001:db8::1",
+            "[192.0.2.1]",
+            "192.0.2.1:99999",
+            "",
+            "_x",
+        ] {
             assert_eq!(parse_node(text), None, "{text}");
         }
     }
 
     #[test]
     fn forwarded_element_forms() {
-        assert_eq!(parse_forwarded_element("for=192.0.2.60;proto=http;by=203.0.113.43"), Some(ip("192.0.2.60")));
-        assert_eq!(parse_forwarded_element("for=192.0.2.60;"), Some(ip("192.0.2.60")));
+        assert_eq!(
+            parse_forwarded_element("for=192.0.2.60;proto=http;by=203.0.113.43"),
+            Some(ip("192.0.2.60"))
+        );
+        assert_eq!(
+            parse_forwarded_element("for=192.0.2.60;"),
+            Some(ip("192.0.2.60"))
+        );
         assert_eq!(parse_forwarded_element(r#"for="192.0.2.60"#), None);
         assert_eq!(parse_forwarded_element("for"), None);
     }

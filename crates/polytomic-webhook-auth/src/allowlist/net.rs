@@ -82,7 +82,8 @@ pub(crate) fn deserialize_blocks<'de, D: Deserializer<'de>>(
     texts
         .iter()
         .map(|text| {
-            parse_block(text).map_err(|error| serde::de::Error::custom(format!("{text:?}: {error}")))
+            parse_block(text)
+                .map_err(|error| serde::de::Error::custom(format!("{text:?}: {error}")))
         })
         .collect()
 }
@@ -128,16 +129,30 @@ mod tests {
 
     #[test]
     fn host_bits_and_prefix_edges() {
-        assert_eq!(parse_block("203.0.113.7/24").unwrap().to_string(), "203.0.113.0/24");
+        assert_eq!(
+            parse_block("203.0.113.7/24").unwrap().to_string(),
+            "203.0.113.0/24"
+        );
         assert!(list(&["0.0.0.0/0"]).contains(ip("1.2.3.4")));
         assert!(!list(&["0.0.0.0/0"]).contains(ip("2001:db8::1")));
         assert!(list(&["::/0"]).contains(ip("2001:db8::1")));
-        assert_eq!(parse_block(" 10.0.0.0/8 ").unwrap().to_string(), "10.0.0.0/8");
+        assert_eq!(
+            parse_block(" 10.0.0.0/8 ").unwrap().to_string(),
+            "10.0.0.0/8"
+        );
     }
 
     #[test]
     fn malformed_blocks() {
-        for text in ["", "10.0.0.0/", "10.0.0.0/33", "::/129", "10.0.0", "10.0.0.0/8/8", "x/8"] {
+        for text in [
+            "",
+            "10.0.0.0/",
+            "10.0.0.0/33",
+            "::/129",
+            "10.0.0",
+            "10.0.0.0/8/8",
+            "x/8",
+        ] {
             assert_eq!(parse_block(text), Err(InvalidBlock), "{text}");
         }
     }

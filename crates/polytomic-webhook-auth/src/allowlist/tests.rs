@@ -29,7 +29,11 @@ fn request_from(peer: &str, headers: &[(&str, &str)]) -> Request<PanicBody> {
 
 async fn assert_allowed(request: Request<PanicBody>, client: &str) {
     let recorder = Recorder::default();
-    let response = layer().layer(recorder.service()).oneshot(request).await.unwrap();
+    let response = layer()
+        .layer(recorder.service())
+        .oneshot(request)
+        .await
+        .unwrap();
     assert_passed(response).await;
     let expected = ClientIp(client.parse::<IpAddr>().unwrap());
     assert_eq!(recorder.extensions().get::<ClientIp>(), Some(&expected));
@@ -37,7 +41,11 @@ async fn assert_allowed(request: Request<PanicBody>, client: &str) {
 
 async fn assert_forbidden(request: Request<PanicBody>) -> serde_json::Value {
     let recorder = Recorder::default();
-    let response = layer().layer(recorder.service()).oneshot(request).await.unwrap();
+    let response = layer()
+        .layer(recorder.service())
+        .oneshot(request)
+        .await
+        .unwrap();
     let json = assert_problem(response, StatusCode::FORBIDDEN, "source_ip_not_allowed").await;
     assert!(!recorder.called());
     json
@@ -46,19 +54,30 @@ async fn assert_forbidden(request: Request<PanicBody>) -> serde_json::Value {
 #[tokio::test]
 async fn peer_inside_a_block_is_allowed() {
     assert_allowed(request_from("203.0.113.20:5000", &[]), "203.0.113.20").await;
-    assert_allowed(request_from("[2001:db8:7:1::9]:443", &[]), "2001:db8:7:1::9").await;
+    assert_allowed(
+        request_from("[2001:db8:7:1::9]:443", &[]),
+        "2001:db8:7:1::9",
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn peer_outside_every_block_is_forbidden() {
     let json = assert_forbidden(request_from("198.51.100.20:5000", &[])).await;
-    assert_eq!(json["detail"], "the source address 198.51.100.20 is not allowed");
+    assert_eq!(
+        json["detail"],
+        "the source address 198.51.100.20 is not allowed"
+    );
     assert_forbidden(request_from("[2001:db8:8::1]:443", &[])).await;
 }
 
 #[tokio::test]
 async fn ipv4_mapped_peer_matches_the_ipv4_block() {
-    assert_allowed(request_from("[::ffff:203.0.113.20]:5000", &[]), "::ffff:203.0.113.20").await;
+    assert_allowed(
+        request_from("[::ffff:203.0.113.20]:5000", &[]),
+        "::ffff:203.0.113.20",
+    )
+    .await;
     assert_forbidden(request_from("[::ffff:198.51.100.20]:5000", &[])).await;
 }
 
@@ -92,7 +111,10 @@ async fn forged_entries_left_of_the_real_client_do_not_help() {
         &[("x-forwarded-for", "203.0.113.20, 198.51.100.1")],
     );
     let json = assert_forbidden(request).await;
-    assert_eq!(json["detail"], "the source address 198.51.100.1 is not allowed");
+    assert_eq!(
+        json["detail"],
+        "the source address 198.51.100.1 is not allowed"
+    );
 }
 
 #[tokio::test]
@@ -105,7 +127,9 @@ async fn unreadable_forwarded_entry_is_forbidden() {
 async fn missing_peer_address_fails_closed_with_a_clear_log() {
     let recorder = Recorder::default();
     let mut service = layer().layer(recorder.service());
-    std::future::poll_fn(|cx| service.poll_ready(cx)).await.unwrap();
+    std::future::poll_fn(|cx| service.poll_ready(cx))
+        .await
+        .unwrap();
     let request = Request::post("/webhook").body(PanicBody).unwrap();
     let (future, logs) = capture_logs(|| service.call(request));
     let json = assert_problem(
@@ -115,7 +139,10 @@ async fn missing_peer_address_fails_closed_with_a_clear_log() {
     )
     .await;
     assert!(!recorder.called());
-    assert_eq!(json["detail"], "the source address of the request is unknown");
+    assert_eq!(
+        json["detail"],
+        "the source address of the request is unknown"
+    );
     assert!(logs.contains("WARN"), "{logs}");
     assert!(logs.contains("did not provide the peer address"), "{logs}");
     assert!(logs.contains("code=\"source_ip_not_allowed\""), "{logs}");
@@ -125,10 +152,17 @@ async fn missing_peer_address_fails_closed_with_a_clear_log() {
 async fn refusals_are_logged_with_the_peer() {
     let recorder = Recorder::default();
     let mut service = layer().layer(recorder.service());
-    std::future::poll_fn(|cx| service.poll_ready(cx)).await.unwrap();
+    std::future::poll_fn(|cx| service.poll_ready(cx))
+        .await
+        .unwrap();
     let request = request_from("198.51.100.20:5000", &[]);
     let (future, logs) = capture_logs(|| service.call(request));
-    assert_problem(future.await.unwrap(), StatusCode::FORBIDDEN, "source_ip_not_allowed").await;
+    assert_problem(
+        future.await.unwrap(),
+        StatusCode::FORBIDDEN,
+        "source_ip_not_allowed",
+    )
+    .await;
     assert!(logs.contains("peer=198.51.100.20:5000"), "{logs}");
 }
 
@@ -136,7 +170,10 @@ async fn refusals_are_logged_with_the_peer() {
 async fn empty_allowlist_refuses_everything() {
     let recorder = Recorder::default();
     let service = SourceIpAllowlistLayer::new([]).layer(recorder.service());
-    let response = service.oneshot(request_from("203.0.113.20:1", &[])).await.unwrap();
+    let response = service
+        .oneshot(request_from("203.0.113.20:1", &[]))
+        .await
+        .unwrap();
     assert_problem(response, StatusCode::FORBIDDEN, "source_ip_not_allowed").await;
     assert!(!recorder.called());
 }
@@ -149,7 +186,10 @@ async fn built_from_config() {
     .unwrap();
     let recorder = Recorder::default();
     let service = SourceIpAllowlistLayer::from_config(config).layer(recorder.service());
-    let response = service.oneshot(request_from("198.51.100.20:1", &[])).await.unwrap();
+    let response = service
+        .oneshot(request_from("198.51.100.20:1", &[]))
+        .await
+        .unwrap();
     assert_passed(response).await;
 }
 

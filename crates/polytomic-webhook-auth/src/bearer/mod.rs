@@ -80,7 +80,9 @@
 //!             .clock(FixedClock(now)),
 //!     )
 //!     .service(service_fn(|request: Request<Empty<Bytes>>| async move {
-//!         let DeliveredAt(at) = request.extensions().get::<DeliveredAt>().copied().unwrap();
+//!         // The parsed timestamp travels with the request.
+//!         let delivered = request.extensions().get::<DeliveredAt>().copied();
+//!         assert_eq!(delivered.map(|DeliveredAt(at)| at.timestamp()), Some(1_622_588_136));
 //!         Ok::<_, Infallible>(Response::new(Empty::<Bytes>::new()))
 //!     }));
 //!

@@ -56,11 +56,21 @@ where
     C: crate::Clock + Clone + Send + Sync + 'static,
 {
     let recorder = Recorder::default();
-    let response = layer.layer(recorder.service()).oneshot(request).await.unwrap();
-    assert_eq!(response.headers().get_all(WWW_AUTHENTICATE).iter().count(), 1);
+    let response = layer
+        .layer(recorder.service())
+        .oneshot(request)
+        .await
+        .unwrap();
+    assert_eq!(
+        response.headers().get_all(WWW_AUTHENTICATE).iter().count(),
+        1
+    );
     assert_eq!(response.headers()[WWW_AUTHENTICATE], challenge);
     let json = assert_problem(response, StatusCode::UNAUTHORIZED, code).await;
-    assert!(!recorder.called(), "the inner service was called for {code}");
+    assert!(
+        !recorder.called(),
+        "the inner service was called for {code}"
+    );
     json
 }
 
@@ -74,15 +84,19 @@ where
     C: crate::Clock + Clone + Send + Sync + 'static,
 {
     let recorder = Recorder::default();
-    let response = layer.layer(recorder.service()).oneshot(request).await.unwrap();
+    let response = layer
+        .layer(recorder.service())
+        .oneshot(request)
+        .await
+        .unwrap();
     assert_passed(response).await;
     recorder.extensions().get::<DeliveredAt>().copied()
 }
 
 #[tokio::test]
 async fn polytomic_sample_delivery_passes() {
-    let layer = BearerAuthLayer::new(Secret::new(SAMPLE_JWT).unwrap())
-        .clock(FixedClock(sample_instant()));
+    let layer =
+        BearerAuthLayer::new(Secret::new(SAMPLE_JWT).unwrap()).clock(FixedClock(sample_instant()));
     let request = request(&[
         ("authorization", &format!("Bearer {SAMPLE_JWT}")),
         ("polytomic-signature-timestamp", SAMPLE_TIMESTAMP),
@@ -106,7 +120,10 @@ async fn scheme_is_case_insensitive_and_spaces_are_tolerated() {
             ("authorization", &value),
             ("polytomic-signature-timestamp", SAMPLE_TIMESTAMP),
         ]);
-        assert!(assert_accepted(&layer(), request).await.is_some(), "{value}");
+        assert!(
+            assert_accepted(&layer(), request).await.is_some(),
+            "{value}"
+        );
     }
 }
 
@@ -122,7 +139,13 @@ async fn other_scheme() {
         ("authorization", "Basic dXNlcjpwYXNz"),
         ("polytomic-signature-timestamp", SAMPLE_TIMESTAMP),
     ]);
-    assert_refused(&layer(), request, "unsupported_authorization_scheme", CHALLENGE).await;
+    assert_refused(
+        &layer(),
+        request,
+        "unsupported_authorization_scheme",
+        CHALLENGE,
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -157,12 +180,17 @@ async fn two_authorization_headers() {
 
 #[tokio::test]
 async fn wrong_token() {
-    for token in ["wrong", "correct-horse-battery-stapl", "correct-horse-battery-staplee"] {
+    for token in [
+        "wrong",
+        "correct-horse-battery-stapl",
+        "correct-horse-battery-staplee",
+    ] {
         let request = request(&[
             ("authorization", &format!("Bearer {token}")),
             ("polytomic-signature-timestamp", SAMPLE_TIMESTAMP),
         ]);
-        let json = assert_refused(&layer(), request, "invalid_token", INVALID_TOKEN_CHALLENGE).await;
+        let json =
+            assert_refused(&layer(), request, "invalid_token", INVALID_TOKEN_CHALLENGE).await;
         assert!(!json.to_string().contains(token));
     }
 }
@@ -202,8 +230,19 @@ async fn missing_timestamp() {
 
 #[tokio::test]
 async fn malformed_timestamps() {
-    for value in ["1622588136", "2021-06-01 22:55", "Tue, 01 Jun 2021 22:55:36 GMT", ""] {
-        assert_refused(&layer(), authorized(value), "malformed_timestamp", CHALLENGE).await;
+    for value in [
+        "1622588136",
+        "2021-06-01 22:55",
+        "Tue, 01 Jun 2021 22:55:36 GMT",
+        "",
+    ] {
+        assert_refused(
+            &layer(),
+            authorized(value),
+            "malformed_timestamp",
+            CHALLENGE,
+        )
+        .await;
     }
     let mut request = authorized(SAMPLE_TIMESTAMP);
     request.headers_mut().append(
@@ -223,7 +262,11 @@ async fn offsets_and_fractional_seconds_are_accepted() {
 #[tokio::test]
 async fn timestamp_too_old() {
     // Default max age: five minutes. 22:50:36 is exactly five minutes before the clock.
-    assert!(assert_accepted(&layer(), authorized("2021-06-01T22:50:36Z")).await.is_some());
+    assert!(
+        assert_accepted(&layer(), authorized("2021-06-01T22:50:36Z"))
+            .await
+            .is_some()
+    );
     let json = assert_refused(
         &layer(),
         authorized("2021-06-01T22:50:35Z"),
@@ -241,7 +284,11 @@ async fn timestamp_too_old() {
 #[tokio::test]
 async fn timestamp_in_future() {
     // Default future skew: one minute.
-    assert!(assert_accepted(&layer(), authorized("2021-06-01T22:56:36Z")).await.is_some());
+    assert!(
+        assert_accepted(&layer(), authorized("2021-06-01T22:56:36Z"))
+            .await
+            .is_some()
+    );
     let json = assert_refused(
         &layer(),
         authorized("2021-06-01T22:56:37Z"),
@@ -261,11 +308,25 @@ async fn window_bounds_are_configurable() {
         Duration::from_secs(10),
         Duration::from_secs(0),
     )));
-    assert!(assert_accepted(&layer, authorized("2021-06-01T22:55:26Z")).await.is_some());
-    assert_refused(&layer, authorized("2021-06-01T22:55:25Z"), "timestamp_too_old", CHALLENGE)
-        .await;
-    assert_refused(&layer, authorized("2021-06-01T22:55:37Z"), "timestamp_in_future", CHALLENGE)
-        .await;
+    assert!(
+        assert_accepted(&layer, authorized("2021-06-01T22:55:26Z"))
+            .await
+            .is_some()
+    );
+    assert_refused(
+        &layer,
+        authorized("2021-06-01T22:55:25Z"),
+        "timestamp_too_old",
+        CHALLENGE,
+    )
+    .await;
+    assert_refused(
+        &layer,
+        authorized("2021-06-01T22:55:37Z"),
+        "timestamp_in_future",
+        CHALLENGE,
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -274,7 +335,9 @@ async fn window_can_be_disabled() {
     let delivered = assert_accepted(&layer, authorized("2001-01-01T00:00:00Z")).await;
     assert_eq!(
         delivered,
-        Some(DeliveredAt(Utc.with_ymd_and_hms(2001, 1, 1, 0, 0, 0).unwrap()))
+        Some(DeliveredAt(
+            Utc.with_ymd_and_hms(2001, 1, 1, 0, 0, 0).unwrap()
+        ))
     );
     assert_eq!(assert_accepted(&layer, authorized("garbage")).await, None);
     let request = request(&[("authorization", &format!("Bearer {SECRET}"))]);
@@ -287,15 +350,32 @@ async fn timestamp_can_be_optional() {
     let request = request(&[("authorization", &format!("Bearer {SECRET}"))]);
     assert_eq!(assert_accepted(&layer, request).await, None);
     // A timestamp that is present is still checked.
-    assert_refused(&layer, authorized("2021-06-01T22:00:00Z"), "timestamp_too_old", CHALLENGE)
-        .await;
-    assert_refused(&layer, authorized("yesterday"), "malformed_timestamp", CHALLENGE).await;
+    assert_refused(
+        &layer,
+        authorized("2021-06-01T22:00:00Z"),
+        "timestamp_too_old",
+        CHALLENGE,
+    )
+    .await;
+    assert_refused(
+        &layer,
+        authorized("yesterday"),
+        "malformed_timestamp",
+        CHALLENGE,
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn clock_can_be_a_closure() {
     let layer = layer().clock(|| Utc.with_ymd_and_hms(2030, 1, 1, 0, 0, 0).unwrap());
-    assert_refused(&layer, authorized(SAMPLE_TIMESTAMP), "timestamp_too_old", CHALLENGE).await;
+    assert_refused(
+        &layer,
+        authorized(SAMPLE_TIMESTAMP),
+        "timestamp_too_old",
+        CHALLENGE,
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -315,8 +395,13 @@ async fn built_from_config() {
     }))
     .unwrap();
     let layer = BearerAuthLayer::from_config(config).clock(FixedClock(sample_instant()));
-    assert_refused(&layer, authorized("2021-06-01T22:55:34Z"), "timestamp_too_old", CHALLENGE)
-        .await;
+    assert_refused(
+        &layer,
+        authorized("2021-06-01T22:55:34Z"),
+        "timestamp_too_old",
+        CHALLENGE,
+    )
+    .await;
 }
 
 #[test]
@@ -372,7 +457,9 @@ async fn rejections_are_logged_with_code_and_peer_but_not_the_token() {
     let presented = "presented-but-wrong-token";
     let recorder = Recorder::default();
     let mut service = layer().layer(recorder.service());
-    std::future::poll_fn(|cx| service.poll_ready(cx)).await.unwrap();
+    std::future::poll_fn(|cx| service.poll_ready(cx))
+        .await
+        .unwrap();
     let request = request(&[
         ("authorization", &format!("Bearer {presented}")),
         ("polytomic-signature-timestamp", SAMPLE_TIMESTAMP),
@@ -391,7 +478,9 @@ async fn rejections_are_logged_with_code_and_peer_but_not_the_token() {
 async fn accepted_requests_are_not_logged_as_rejections() {
     let recorder = Recorder::default();
     let mut service = layer().layer(recorder.service());
-    std::future::poll_fn(|cx| service.poll_ready(cx)).await.unwrap();
+    std::future::poll_fn(|cx| service.poll_ready(cx))
+        .await
+        .unwrap();
     let (future, logs) = capture_logs(|| service.call(authorized(SAMPLE_TIMESTAMP)));
     assert_passed(future.await.unwrap()).await;
     assert!(logs.is_empty(), "{logs}");
@@ -406,9 +495,11 @@ async fn works_in_an_axum_router() {
     let app = Router::new()
         .route(
             "/webhook",
-            post(|axum::Extension(DeliveredAt(at)): axum::Extension<DeliveredAt>| async move {
-                at.to_rfc3339()
-            }),
+            post(
+                |axum::Extension(DeliveredAt(at)): axum::Extension<DeliveredAt>| async move {
+                    at.to_rfc3339()
+                },
+            ),
         )
         .layer(layer());
     let request = Request::post("/webhook")
@@ -418,7 +509,10 @@ async fn works_in_an_axum_router() {
         .unwrap();
     let response = app.clone().oneshot(request).await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);
-    let body = http_body_util::BodyExt::collect(response.into_body()).await.unwrap().to_bytes();
+    let body = http_body_util::BodyExt::collect(response.into_body())
+        .await
+        .unwrap()
+        .to_bytes();
     assert_eq!(&body[..], b"2021-06-01T22:55:36+00:00");
 
     let request = Request::post("/webhook").body(Body::empty()).unwrap();
