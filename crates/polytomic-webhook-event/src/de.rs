@@ -24,6 +24,17 @@ use crate::config::EventConfig;
 use crate::event::{PolytomicEvent, Record, RecordHash, SYNC_RECORDS, SyncId, SyncRecords};
 use crate::normalize::{Collision, normalize_fields};
 
+thread_local! {
+    static TRACKED_PARSES: Cell<usize> = const { Cell::new(0) };
+}
+
+/// How many parses on this thread wrapped record fields in `serde_path_to_error`. A test hook:
+/// valid input must leave it unchanged.
+#[doc(hidden)]
+pub fn tracked_parses() -> usize {
+    TRACKED_PARSES.with(Cell::get)
+}
+
 /// One parse: the configuration, and what went wrong if anything did.
 pub(crate) struct Context<'c> {
     config: &'c EventConfig,
@@ -62,6 +73,9 @@ pub(crate) enum Segment {
 
 impl<'c> Context<'c> {
     pub(crate) fn new(config: &'c EventConfig, track_fields: bool) -> Self {
+        if track_fields {
+            TRACKED_PARSES.with(|runs| runs.set(runs.get() + 1));
+        }
         Self {
             config,
             track_fields,

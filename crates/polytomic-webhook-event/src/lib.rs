@@ -106,6 +106,8 @@ pub mod rejection;
 
 pub use ack::Ack;
 pub use config::{EventConfig, UnknownEventPolicy};
+#[doc(hidden)]
+pub use de::tracked_parses;
 pub use event::{
     Fields, InvalidSyncId, PolytomicEvent, Record, RecordHash, SYNC_RECORDS, SyncId, SyncRecords,
 };

@@ -23,7 +23,7 @@ use crate::rejection::{
 /// ```
 /// use polytomic_webhook_event::{EventConfig, PolytomicEvent, parse};
 ///
-/// #[derive(serde::Deserialize)]
+/// #[derive(Debug, serde::Deserialize)]
 /// struct User {
 ///     email: String,
 /// }
