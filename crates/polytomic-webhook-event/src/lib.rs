@@ -52,7 +52,18 @@
 //! }
 //!
 //! let app: Router = Router::new().route("/polytomic", post(receive));
-//! # let _ = app;
+//! # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+//! # use tower::ServiceExt;
+//! # let body = r#"{"event":"sync.records","object":{"id":"1ea8f90a-b22e-4218-86d5-c3c109e1fbb7",
+//! #   "name":"Users","records":[{"hash":"b7421c6c57bd49f7",
+//! #   "fields":{"email":"nathan@polytomic.com","last_login":"2020-12-02T00:00:00Z"}}]}}"#;
+//! # let request = http::Request::post("/polytomic")
+//! #     .header("content-type", "application/json")
+//! #     .body(axum::body::Body::from(body))
+//! #     .unwrap();
+//! let response = app.oneshot(request).await.unwrap();
+//! assert_eq!(response.status(), 200); // body: {"accepted":1}
+//! # });
 //! ```
 //!
 //! # What is checked

@@ -125,10 +125,7 @@ impl UnsupportedMediaType {
     }
 
     fn with_members(&self, problem: Problem) -> Problem {
-        problem.with_header(
-            http::header::ACCEPT,
-            HeaderValue::from_static("application/json"),
-        )
+        problem
     }
 }
 
@@ -141,6 +138,17 @@ problem_rejection!(
 impl Error for UnsupportedMediaType {}
 
 /// Which limit stopped a body.
+///
+/// ```
+/// use polytomic_webhook_core::body::BodyLimit;
+/// use polytomic_webhook_event::rejection::{BodyTooLarge, TooLargeLimit};
+///
+/// let rejection = BodyTooLarge::new(TooLargeLimit::Layer(BodyLimit::Decompressed, 1 << 20));
+/// assert_eq!(
+///     rejection.body_text(),
+///     "the request body exceeds the decompressed body size limit of 1048576 bytes"
+/// );
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum TooLargeLimit {
