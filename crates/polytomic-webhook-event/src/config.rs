@@ -1,0 +1,121 @@
+//! How the extractor validates deliveries.
+
+use serde::Deserialize;
+
+/// Configuration of the extractor and of [`parse`](crate::parse).
+///
+/// Plain data: build it in code with the builder methods, or load it from a configuration file
+/// (every key is optional). The extractor looks for it in the request's extensions, where the
+/// composed layer puts it (or add it yourself with
+/// `axum::Extension(config)` / `tower_http::add_extension`), and uses the defaults when it is
+/// absent, so no global state is involved.
+///
+/// ```
+/// use polytomic_webhook_event::{EventConfig, UnknownEventPolicy};
+///
+/// let config = EventConfig::default()
+///     .max_records(10_000)
+///     .normalize_field_names(true)
+///     .unknown_events(UnknownEventPolicy::Reject);
+/// assert_eq!(config.max_records, 10_000);
+///
+/// let from_file: EventConfig =
+///     serde_json::from_str(r#"{"max_records": 500, "unknown_events": "reject"}"#).unwrap();
+/// assert_eq!(from_file.max_records, 500);
+/// assert_eq!(from_file.unknown_events, UnknownEventPolicy::Reject);
+/// assert!(from_file.require_uuid_sync_id);
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct EventConfig {
+    /// Most records accepted in one batch; more is a 413 `too_many_records`, detected while
+    /// parsing. Default 100,000.
+    pub max_records: usize,
+    /// Most body bytes the extractor buffers itself; more is a 413 `body_too_large`. Default
+    /// 32 MiB. This guards the extractor when it is used without the decompression layer; axum's
+    /// `DefaultBodyLimit` (2 MB unless changed) and the decompression layer's limits apply as
+    /// well, and whichever is smallest fires first.
+    pub max_body_bytes: usize,
+    /// Whether `object.id` must be a UUID. Default `true`; turn it off for senders whose sync ids
+    /// are other non-empty strings.
+    pub require_uuid_sync_id: bool,
+    /// Whether record field names are normalised the way Polytomic does when its normalisation
+    /// is on (see [`normalize_field_name`](crate::normalize_field_name)), before the fields are
+    /// deserialized. Default `false`.
+    pub normalize_field_names: bool,
+    /// What the [`SyncRecords`](crate::SyncRecords) extractor answers for events it does not
+    /// know. Default [`UnknownEventPolicy::Acknowledge`].
+    pub unknown_events: UnknownEventPolicy,
+}
+
+impl Default for EventConfig {
+    fn default() -> Self {
+        Self {
+            max_records: 100_000,
+            max_body_bytes: 32 * 1024 * 1024,
+            require_uuid_sync_id: true,
+            normalize_field_names: false,
+            unknown_events: UnknownEventPolicy::Acknowledge,
+        }
+    }
+}
+
+impl EventConfig {
+    /// Sets [`max_records`](Self::max_records).
+    #[must_use]
+    pub fn max_records(mut self, max: usize) -> Self {
+        self.max_records = max;
+        self
+    }
+
+    /// Sets [`max_body_bytes`](Self::max_body_bytes).
+    #[must_use]
+    pub fn max_body_bytes(mut self, max: usize) -> Self {
+        self.max_body_bytes = max;
+        self
+    }
+
+    /// Sets [`require_uuid_sync_id`](Self::require_uuid_sync_id).
+    #[must_use]
+    pub fn require_uuid_sync_id(mut self, require: bool) -> Self {
+        self.require_uuid_sync_id = require;
+        self
+    }
+
+    /// Sets [`normalize_field_names`](Self::normalize_field_names).
+    #[must_use]
+    pub fn normalize_field_names(mut self, normalize: bool) -> Self {
+        self.normalize_field_names = normalize;
+        self
+    }
+
+    /// Sets [`unknown_events`](Self::unknown_events).
+    #[must_use]
+    pub fn unknown_events(mut self, policy: UnknownEventPolicy) -> Self {
+        self.unknown_events = policy;
+        self
+    }
+}
+
+/// What to answer for an event type the [`SyncRecords`](crate::SyncRecords) extractor does not
+/// know.
+///
+/// Polytomic marks a sync failed on any 4xx or 5xx answer, and asks receivers to act only on
+/// events they know; acknowledging is therefore the default.
+///
+/// ```
+/// use polytomic_webhook_event::UnknownEventPolicy;
+///
+/// assert_eq!(UnknownEventPolicy::default(), UnknownEventPolicy::Acknowledge);
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum UnknownEventPolicy {
+    /// Answer 200 with `{"ignored_event":"<name>"}`, log at `info`, and do not run the handler.
+    #[default]
+    Acknowledge,
+    /// Answer 422 `unknown_event`.
+    Reject,
+}

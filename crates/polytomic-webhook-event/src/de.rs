@@ -1,0 +1,578 @@
+//! The envelope's deserializer: one streaming pass, with the configuration carried in seeds.
+//!
+//! Valid input costs one `serde_json` pass and no path bookkeeping. When a step fails, each
+//! level of the envelope records where it was while the error unwinds (pushing onto
+//! [`Failure::path`]), and marks failures that need a specific rejection (too many records, a
+//! field-name collision, fields that `T` refused) in [`Failure::kind`], since a `serde` error
+//! can carry only a message. Inside a record's `fields` the envelope cannot see where `T`
+//! failed; the slow path in `parse` re-runs with [`Context::track_fields`] set to wrap `T` in
+//! `serde_path_to_error` and learn that too.
+
+use std::cell::{Cell, RefCell};
+use std::fmt;
+use std::marker::PhantomData;
+
+use serde::de::value::MapAccessDeserializer;
+use serde::de::{
+    self, DeserializeOwned, DeserializeSeed, Deserializer, Error as _, IgnoredAny, MapAccess,
+    SeqAccess, Visitor,
+};
+use serde::{Deserialize, forward_to_deserialize_any};
+use serde_json::{Map, Value};
+
+use crate::config::EventConfig;
+use crate::event::{PolytomicEvent, Record, RecordHash, SYNC_RECORDS, SyncId, SyncRecords};
+use crate::normalize::{Collision, normalize_fields};
+
+thread_local! {
+    static TRACKED_PARSES: Cell<usize> = const { Cell::new(0) };
+}
+
+/// How many parses on this thread wrapped record fields in `serde_path_to_error`. A test hook:
+/// valid input must leave it unchanged.
+#[doc(hidden)]
+pub fn tracked_parses() -> usize {
+    TRACKED_PARSES.with(Cell::get)
+}
+
+/// One parse: the configuration, and what went wrong if anything did.
+pub(crate) struct Context<'c> {
+    config: &'c EventConfig,
+    /// Wrap each record's `T` in `serde_path_to_error` (slow path only).
+    track_fields: bool,
+    failure: RefCell<Failure>,
+}
+
+/// What the envelope learned about a failure while it unwound.
+#[derive(Debug, Default)]
+pub(crate) struct Failure {
+    pub(crate) kind: FailureKind,
+    /// Innermost segment first.
+    pub(crate) path: Vec<Segment>,
+}
+
+#[derive(Debug, Default)]
+pub(crate) enum FailureKind {
+    /// The envelope itself is wrong (or the error came from `serde_json`).
+    #[default]
+    Envelope,
+    /// `fields` was an object and `T` refused it. On the slow path the location inside `fields`
+    /// is the innermost [`Segment::Inner`] of the path.
+    RecordFields,
+    TooManyRecords,
+    Collision(Collision),
+}
+
+#[derive(Debug)]
+pub(crate) enum Segment {
+    Key(&'static str),
+    Index(usize),
+    /// A path inside a record's fields, as `serde_path_to_error` renders it.
+    Inner(String),
+}
+
+impl<'c> Context<'c> {
+    pub(crate) fn new(config: &'c EventConfig, track_fields: bool) -> Self {
+        if track_fields {
+            TRACKED_PARSES.with(|runs| runs.set(runs.get() + 1));
+        }
+        Self {
+            config,
+            track_fields,
+            failure: RefCell::new(Failure::default()),
+        }
+    }
+
+    pub(crate) fn into_failure(self) -> Failure {
+        self.failure.into_inner()
+    }
+
+    fn fail(&self, kind: FailureKind) {
+        self.failure.borrow_mut().kind = kind;
+    }
+
+    /// `T` refused a record's fields object; `inner` is where, when tracked.
+    fn record_fields_failed(&self, inner: Option<String>) {
+        let mut failure = self.failure.borrow_mut();
+        failure.kind = FailureKind::RecordFields;
+        if let Some(inner) = inner {
+            failure.path.push(Segment::Inner(inner));
+        }
+    }
+
+    /// Records `segment` as part of the failure's location if `result` is an error.
+    fn at<R, E>(&self, segment: Segment, result: Result<R, E>) -> Result<R, E> {
+        if result.is_err() {
+            self.failure.borrow_mut().path.push(segment);
+        }
+        result
+    }
+}
+
+/// Deserializes a whole delivery (`{"event":…,"object":…}`).
+pub(crate) struct EnvelopeSeed<'a, 'c, T> {
+    cx: &'a Context<'c>,
+    marker: PhantomData<fn() -> T>,
+}
+
+impl<'a, 'c, T> EnvelopeSeed<'a, 'c, T> {
+    pub(crate) fn new(cx: &'a Context<'c>) -> Self {
+        Self {
+            cx,
+            marker: PhantomData,
+        }
+    }
+}
+
+impl<'de, T: DeserializeOwned> DeserializeSeed<'de> for EnvelopeSeed<'_, '_, T> {
+    type Value = PolytomicEvent<T>;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_map(self)
+    }
+}
+
+impl<'de, T: DeserializeOwned> Visitor<'de> for EnvelopeSeed<'_, '_, T> {
+    type Value = PolytomicEvent<T>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a Polytomic webhook envelope (a JSON object with `event` and `object`)")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        const KEYS: &[&str] = &["event", "object"];
+        let cx = self.cx;
+        let mut event: Option<String> = None;
+        let mut batch: Option<SyncRecords<T>> = None;
+        // The object of an unknown event, or of any event when `object` comes before `event`
+        // (Polytomic sends `event` first; the other order costs a second pass over the object).
+        let mut raw: Option<Value> = None;
+        while let Some(key) = map.next_key_seed(KeySeed(KEYS))? {
+            match key {
+                Some(0) => {
+                    if event.is_some() {
+                        return Err(A::Error::duplicate_field("event"));
+                    }
+                    event = Some(cx.at(Segment::Key("event"), map.next_value())?);
+                }
+                Some(1) => {
+                    if batch.is_some() || raw.is_some() {
+                        return Err(A::Error::duplicate_field("object"));
+                    }
+                    if event.as_deref() == Some(SYNC_RECORDS) {
+                        batch = Some(cx.at(
+                            Segment::Key("object"),
+                            map.next_value_seed(BatchSeed::new(cx)),
+                        )?);
+                    } else {
+                        raw = Some(cx.at(Segment::Key("object"), map.next_value())?);
+                    }
+                }
+                _ => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        let event = event.ok_or_else(|| A::Error::missing_field("event"))?;
+        match (batch, raw) {
+            (Some(batch), _) => Ok(PolytomicEvent::SyncRecords(batch)),
+            (None, Some(object)) if event == SYNC_RECORDS => {
+                let batch = BatchSeed::new(cx)
+                    .deserialize(object)
+                    .map_err(A::Error::custom);
+                Ok(PolytomicEvent::SyncRecords(
+                    cx.at(Segment::Key("object"), batch)?,
+                ))
+            }
+            (None, Some(object)) => Ok(PolytomicEvent::Unknown { event, object }),
+            (None, None) => Err(A::Error::missing_field("object")),
+        }
+    }
+}
+
+/// Deserializes a delivery's `object` for `sync.records`.
+pub(crate) struct BatchSeed<'a, 'c, T> {
+    cx: &'a Context<'c>,
+    marker: PhantomData<fn() -> T>,
+}
+
+impl<'a, 'c, T> BatchSeed<'a, 'c, T> {
+    pub(crate) fn new(cx: &'a Context<'c>) -> Self {
+        Self {
+            cx,
+            marker: PhantomData,
+        }
+    }
+}
+
+impl<'de, T: DeserializeOwned> DeserializeSeed<'de> for BatchSeed<'_, '_, T> {
+    type Value = SyncRecords<T>;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_map(self)
+    }
+}
+
+impl<'de, T: DeserializeOwned> Visitor<'de> for BatchSeed<'_, '_, T> {
+    type Value = SyncRecords<T>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a sync.records object with `id`, `name` and `records`")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        const KEYS: &[&str] = &["id", "name", "records", "metadata"];
+        let cx = self.cx;
+        let mut id = None;
+        let mut name = None;
+        let mut records = None;
+        let mut metadata: Option<Option<Map<String, Value>>> = None;
+        while let Some(key) = map.next_key_seed(KeySeed(KEYS))? {
+            match key {
+                Some(0) => {
+                    if id.is_some() {
+                        return Err(A::Error::duplicate_field("id"));
+                    }
+                    let text: String = cx.at(Segment::Key("id"), map.next_value())?;
+                    let parsed = if cx.config.require_uuid_sync_id {
+                        SyncId::parse(text)
+                    } else {
+                        SyncId::parse_relaxed(text)
+                    };
+                    id = Some(cx.at(Segment::Key("id"), parsed.map_err(A::Error::custom))?);
+                }
+                Some(1) => {
+                    if name.is_some() {
+                        return Err(A::Error::duplicate_field("name"));
+                    }
+                    name = Some(cx.at(Segment::Key("name"), map.next_value::<String>())?);
+                }
+                Some(2) => {
+                    if records.is_some() {
+                        return Err(A::Error::duplicate_field("records"));
+                    }
+                    records = Some(cx.at(
+                        Segment::Key("records"),
+                        map.next_value_seed(RecordsSeed::<T>::new(cx)),
+                    )?);
+                }
+                Some(3) => {
+                    if metadata.is_some() {
+                        return Err(A::Error::duplicate_field("metadata"));
+                    }
+                    metadata = Some(cx.at(Segment::Key("metadata"), map.next_value())?);
+                }
+                _ => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(SyncRecords {
+            id: id.ok_or_else(|| A::Error::missing_field("id"))?,
+            name: name.ok_or_else(|| A::Error::missing_field("name"))?,
+            records: records.ok_or_else(|| A::Error::missing_field("records"))?,
+            metadata: metadata.flatten().unwrap_or_default(),
+        })
+    }
+}
+
+/// Deserializes `records`, stopping as soon as there are more than allowed.
+struct RecordsSeed<'a, 'c, T> {
+    cx: &'a Context<'c>,
+    marker: PhantomData<fn() -> T>,
+}
+
+impl<'a, 'c, T> RecordsSeed<'a, 'c, T> {
+    fn new(cx: &'a Context<'c>) -> Self {
+        Self {
+            cx,
+            marker: PhantomData,
+        }
+    }
+}
+
+impl<'de, T: DeserializeOwned> DeserializeSeed<'de> for RecordsSeed<'_, '_, T> {
+    type Value = Vec<Record<T>>;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_seq(self)
+    }
+}
+
+impl<'de, T: DeserializeOwned> Visitor<'de> for RecordsSeed<'_, '_, T> {
+    type Value = Vec<Record<T>>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an array of records")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let cx = self.cx;
+        let max = cx.config.max_records;
+        // The length hint is not trusted: it comes from the sender.
+        let mut records = Vec::new();
+        loop {
+            let index = records.len();
+            if index == max {
+                // Skim one more element without building it, to tell "exactly max" from "more".
+                if seq.next_element::<IgnoredAny>()?.is_some() {
+                    cx.fail(FailureKind::TooManyRecords);
+                    return Err(A::Error::custom(format_args!(
+                        "the batch has more than {max} records"
+                    )));
+                }
+                return Ok(records);
+            }
+            match cx.at(
+                Segment::Index(index),
+                seq.next_element_seed(RecordSeed::new(cx)),
+            )? {
+                Some(record) => records.push(record),
+                None => return Ok(records),
+            }
+        }
+    }
+}
+
+/// Deserializes one record (`{"hash":…,"fields":…}`).
+struct RecordSeed<'a, 'c, T> {
+    cx: &'a Context<'c>,
+    marker: PhantomData<fn() -> T>,
+}
+
+impl<'a, 'c, T> RecordSeed<'a, 'c, T> {
+    fn new(cx: &'a Context<'c>) -> Self {
+        Self {
+            cx,
+            marker: PhantomData,
+        }
+    }
+}
+
+impl<'de, T: DeserializeOwned> DeserializeSeed<'de> for RecordSeed<'_, '_, T> {
+    type Value = Record<T>;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_map(self)
+    }
+}
+
+impl<'de, T: DeserializeOwned> Visitor<'de> for RecordSeed<'_, '_, T> {
+    type Value = Record<T>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a record with `hash` and `fields`")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        const KEYS: &[&str] = &["hash", "fields"];
+        let cx = self.cx;
+        let mut hash: Option<RecordHash> = None;
+        let mut fields: Option<T> = None;
+        while let Some(key) = map.next_key_seed(KeySeed(KEYS))? {
+            match key {
+                Some(0) => {
+                    if hash.is_some() {
+                        return Err(A::Error::duplicate_field("hash"));
+                    }
+                    hash = Some(cx.at(Segment::Key("hash"), map.next_value())?);
+                }
+                Some(1) => {
+                    if fields.is_some() {
+                        return Err(A::Error::duplicate_field("fields"));
+                    }
+                    let seed = FieldsSeed {
+                        cx,
+                        marker: PhantomData,
+                    };
+                    fields = Some(cx.at(Segment::Key("fields"), map.next_value_seed(seed))?);
+                }
+                _ => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(Record::new(
+            hash.ok_or_else(|| A::Error::missing_field("hash"))?,
+            fields.ok_or_else(|| A::Error::missing_field("fields"))?,
+        ))
+    }
+}
+
+/// Deserializes a record's `fields` into `T`, after checking it is an object and, if
+/// configured, normalising its keys.
+struct FieldsSeed<'a, 'c, T> {
+    cx: &'a Context<'c>,
+    marker: PhantomData<fn() -> T>,
+}
+
+impl<'de, T: DeserializeOwned> DeserializeSeed<'de> for FieldsSeed<'_, '_, T> {
+    type Value = T;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<T, D::Error> {
+        let cx = self.cx;
+        let is_object = Cell::new(false);
+        let object = ObjectOnly {
+            de: deserializer,
+            is_object: &is_object,
+        };
+        if cx.config.normalize_field_names {
+            let fields = Map::<String, Value>::deserialize(object)?;
+            let fields = normalize_fields(fields).map_err(|collision| {
+                let error = D::Error::custom(format_args!(
+                    "the field names `{}` and `{}` both normalise to `{}`",
+                    collision.first, collision.second, collision.normalized
+                ));
+                cx.fail(FailureKind::Collision(collision));
+                error
+            })?;
+            let value = Value::Object(fields);
+            let result = if cx.track_fields {
+                serde_path_to_error::deserialize(value).map_err(|error| {
+                    cx.record_fields_failed(Some(error.path().to_string()));
+                    error.into_inner()
+                })
+            } else {
+                T::deserialize(value).inspect_err(|_| cx.record_fields_failed(None))
+            };
+            result.map_err(D::Error::custom)
+        } else if cx.track_fields {
+            let mut track = serde_path_to_error::Track::new();
+            let result = T::deserialize(serde_path_to_error::Deserializer::new(object, &mut track));
+            if result.is_err() && is_object.get() {
+                cx.record_fields_failed(Some(track.path().to_string()));
+            }
+            result
+        } else {
+            T::deserialize(object).inspect_err(|_| {
+                if is_object.get() {
+                    cx.record_fields_failed(None);
+                }
+            })
+        }
+    }
+}
+
+/// Identifies a map key by its position in a list of known keys (`None` for others), without
+/// allocating.
+struct KeySeed(&'static [&'static str]);
+
+impl<'de> DeserializeSeed<'de> for KeySeed {
+    type Value = Option<usize>;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_identifier(self)
+    }
+}
+
+impl Visitor<'_> for KeySeed {
+    type Value = Option<usize>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a key")
+    }
+
+    fn visit_str<E: de::Error>(self, key: &str) -> Result<Self::Value, E> {
+        Ok(self.0.iter().position(|known| *known == key))
+    }
+
+    fn visit_bytes<E: de::Error>(self, key: &[u8]) -> Result<Self::Value, E> {
+        Ok(self.0.iter().position(|known| known.as_bytes() == key))
+    }
+}
+
+/// A deserializer that offers its input to `T` only if it is a JSON object, whatever `T` asks
+/// for: Polytomic's `fields` is always an object, and a `T` that would also accept a string or
+/// an array must not make a malformed envelope look valid. Sets `is_object` once the object is
+/// handed over, so errors after that point are `T`'s.
+struct ObjectOnly<'a, D> {
+    de: D,
+    is_object: &'a Cell<bool>,
+}
+
+impl<'de, D: Deserializer<'de>> Deserializer<'de> for ObjectOnly<'_, D> {
+    type Error = D::Error;
+
+    fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, D::Error> {
+        self.de.deserialize_any(ObjectVisitor {
+            inner: visitor,
+            is_object: self.is_object,
+            as_enum: false,
+        })
+    }
+
+    fn deserialize_option<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, D::Error> {
+        visitor.visit_some(self)
+    }
+
+    fn deserialize_newtype_struct<V: Visitor<'de>>(
+        self,
+        _name: &'static str,
+        visitor: V,
+    ) -> Result<V::Value, D::Error> {
+        visitor.visit_newtype_struct(self)
+    }
+
+    fn deserialize_enum<V: Visitor<'de>>(
+        self,
+        _name: &'static str,
+        _variants: &'static [&'static str],
+        visitor: V,
+    ) -> Result<V::Value, D::Error> {
+        self.de.deserialize_any(ObjectVisitor {
+            inner: visitor,
+            is_object: self.is_object,
+            as_enum: true,
+        })
+    }
+
+    fn is_human_readable(&self) -> bool {
+        self.de.is_human_readable()
+    }
+
+    forward_to_deserialize_any! {
+        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes byte_buf
+        unit unit_struct seq tuple tuple_struct map struct identifier ignored_any
+    }
+}
+
+struct ObjectVisitor<'a, V> {
+    inner: V,
+    is_object: &'a Cell<bool>,
+    as_enum: bool,
+}
+
+impl<'de, V: Visitor<'de>> Visitor<'de> for ObjectVisitor<'_, V> {
+    type Value = V::Value;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+        self.is_object.set(true);
+        if self.as_enum {
+            // An externally tagged enum written as `{"Variant": …}`.
+            self.inner.visit_enum(MapAccessDeserializer::new(map))
+        } else {
+            self.inner.visit_map(map)
+        }
+    }
+}
+
+impl<'de, T: DeserializeOwned> Deserialize<'de> for PolytomicEvent<T> {
+    /// Deserializes a delivery with [`EventConfig::default()`].
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let config = EventConfig::default();
+        EnvelopeSeed::new(&Context::new(&config, false)).deserialize(deserializer)
+    }
+}
+
+impl<'de, T: DeserializeOwned> Deserialize<'de> for SyncRecords<T> {
+    /// Deserializes the `object` of a `sync.records` delivery (the shape `Serialize` writes)
+    /// with [`EventConfig::default()`].
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let config = EventConfig::default();
+        BatchSeed::new(&Context::new(&config, false)).deserialize(deserializer)
+    }
+}

@@ -1,0 +1,129 @@
+//! A typed extractor for Polytomic custom-webhook deliveries.
+//!
+//! Polytomic's custom webhooks `POST` batches of synced records as JSON:
+//!
+//! ```json
+//! {
+//!   "event": "sync.records",
+//!   "object": {
+//!     "id": "1ea8f90a-b22e-4218-86d5-c3c109e1fbb7",
+//!     "name": "Webhook HTTP Endpoint sync",
+//!     "records": [
+//!       {"hash": "b7421c6c57bd49f7",
+//!        "fields": {"email": "nathan@polytomic.com", "last_login": "2020-12-02T00:00:00Z"}}
+//!     ],
+//!     "metadata": {}
+//!   }
+//! }
+//! ```
+//!
+//! This crate turns such a body into [`SyncRecords<T>`], where `T` is your record type (or the
+//! dynamic [`Fields`] map), and refuses anything else with a precise
+//! `application/problem+json` answer (see [`rejection`]). It depends on `axum-core` only; the
+//! extractors work in any axum router, and [`parse`] / [`parse_sync_records`] do the same job
+//! for code that is not axum.
+//!
+//! # Extractors
+//!
+//! - [`SyncRecords<T>`]: the handler runs only for a valid `sync.records` batch. For an event
+//!   type this crate does not know, the handler does not run and the configured
+//!   [`UnknownEventPolicy`] answers: by default 200 `{"ignored_event":"<name>"}` (Polytomic asks
+//!   receivers to act only on events they know, and would mark the sync failed on a 4xx).
+//! - [`PolytomicEvent<T>`]: every event, known or not; unknown ones arrive as
+//!   [`PolytomicEvent::Unknown`].
+//!
+//! ```
+//! use axum::{Router, routing::post};
+//! use chrono::{DateTime, Utc};
+//! use polytomic_webhook_event::{Ack, SyncRecords};
+//!
+//! #[derive(serde::Deserialize)]
+//! struct User {
+//!     email: String,
+//!     last_login: DateTime<Utc>,
+//! }
+//!
+//! async fn receive(batch: SyncRecords<User>) -> Ack {
+//!     for record in &batch {
+//!         let user = record.fields();
+//!         println!("{} ({}) last logged in at {}", user.email, record.hash(), user.last_login);
+//!     }
+//!     Ack::from(&batch)
+//! }
+//!
+//! let app: Router = Router::new().route("/polytomic", post(receive));
+//! # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+//! # use tower::ServiceExt;
+//! # let body = r#"{"event":"sync.records","object":{"id":"1ea8f90a-b22e-4218-86d5-c3c109e1fbb7",
+//! #   "name":"Users","records":[{"hash":"b7421c6c57bd49f7",
+//! #   "fields":{"email":"nathan@polytomic.com","last_login":"2020-12-02T00:00:00Z"}}]}}"#;
+//! # let request = http::Request::post("/polytomic")
+//! #     .header("content-type", "application/json")
+//! #     .body(axum::body::Body::from(body))
+//! #     .unwrap();
+//! let response = app.oneshot(request).await.unwrap();
+//! assert_eq!(response.status(), 200); // body: {"accepted":1}
+//! # });
+//! ```
+//!
+//! # What is checked
+//!
+//! - `Content-Type` is `application/json` or `application/*+json` (else 415).
+//! - The body fits every limit: axum's `DefaultBodyLimit`, honoured exactly as axum's own
+//!   extractors do; the decompression layer's limits, whose [`BodyStats`] extension tells which
+//!   fired; and [`EventConfig::max_body_bytes`] (else 413 `body_too_large`).
+//! - The body is JSON (else 400 `invalid_json` with line and column) and a valid envelope
+//!   (else 422 `invalid_envelope` with the JSON `path` of the first problem). The sync id is a
+//!   UUID unless [`EventConfig::require_uuid_sync_id`] is off; `metadata` may be absent or
+//!   `null` but otherwise must be an object; every record needs `hash` and an object `fields`.
+//!   Keys this crate does not know are ignored at every level, so Polytomic can add some.
+//! - Each record's `fields` deserializes into `T` (else 422 `invalid_record_fields` with the
+//!   path inside the record, e.g. `object.records[3].fields.email`).
+//! - There are at most [`EventConfig::max_records`] records, counted while parsing, so an
+//!   oversized batch is refused before it is built (else 413 `too_many_records`). An empty batch
+//!   is valid.
+//!
+//! # Cost
+//!
+//! The body is buffered once and parsed in a single `serde_json` pass into the final types,
+//! with no intermediate `Value` and no path bookkeeping. Only when that pass fails is the body
+//! examined again (and `T` re-run under `serde_path_to_error`) to say where the problem is.
+//!
+//! # Field-name normalisation
+//!
+//! Polytomic removes from field names every character other than letters, digits, `_`, `-`
+//! and `.`, unless the sync turns that off. With [`EventConfig::normalize_field_names`] on, the
+//! extractor applies the same rule ([`normalize_field_name`]) to each record's field names
+//! before `T` sees them, so handlers get the same names whichever way the sync is set up. Two
+//! names that normalise alike are refused (422 `field_name_collision`) rather than merged.
+//!
+//! # Configuration
+//!
+//! [`EventConfig`] is read from the request's extensions (the composed layer inserts it), with
+//! the defaults when absent.
+//!
+//! [`BodyStats`]: polytomic_webhook_core::body::BodyStats
+
+#![forbid(unsafe_code)]
+
+mod ack;
+mod config;
+mod de;
+mod event;
+mod extract;
+mod normalize;
+mod parse;
+pub mod rejection;
+
+pub use ack::Ack;
+pub use config::{EventConfig, UnknownEventPolicy};
+#[doc(hidden)]
+pub use de::tracked_parses;
+pub use event::{
+    Fields, InvalidSyncId, PolytomicEvent, Record, RecordHash, SYNC_RECORDS, SyncId, SyncRecords,
+};
+pub use normalize::normalize_field_name;
+#[doc(hidden)]
+pub use parse::slow_path_runs;
+pub use parse::{parse, parse_sync_records};
+pub use rejection::EventRejection;

@@ -1,0 +1,209 @@
+//! Parsing a buffered body: the fast path, and the slow path that explains a failure.
+
+use std::cell::Cell;
+
+use serde::Deserialize as _;
+use serde::de::{DeserializeOwned, DeserializeSeed, IgnoredAny};
+use serde_json::error::Category;
+
+use crate::config::{EventConfig, UnknownEventPolicy};
+use crate::de::{Context, EnvelopeSeed, Failure, FailureKind, Segment};
+use crate::event::{PolytomicEvent, SyncRecords};
+use crate::rejection::{
+    EventRejection, FieldNameCollision, InvalidEnvelope, InvalidJson, InvalidRecordFields,
+    TooManyRecords, UnknownEvent,
+};
+
+/// Parses and validates a delivery body, for use without axum.
+///
+/// Applies the same checks, and returns the same types and rejections, as the
+/// [`PolytomicEvent`] extractor (everything but the `Content-Type` check and body reading).
+/// Unknown event types are returned as [`PolytomicEvent::Unknown`].
+///
+/// ```
+/// use polytomic_webhook_event::{EventConfig, PolytomicEvent, parse};
+///
+/// #[derive(Debug, serde::Deserialize)]
+/// struct User {
+///     email: String,
+/// }
+///
+/// let body = br#"{
+///   "event": "sync.records",
+///   "object": {
+///     "id": "1ea8f90a-b22e-4218-86d5-c3c109e1fbb7",
+///     "name": "Webhook HTTP Endpoint sync",
+///     "records": [{"hash": "b7421c6c57bd49f7", "fields": {"email": "nathan@polytomic.com"}}]
+///   }
+/// }"#;
+/// let Ok(PolytomicEvent::SyncRecords(batch)) = parse::<User>(body, &EventConfig::default())
+/// else { panic!("a valid batch") };
+/// assert_eq!(batch.records()[0].fields().email, "nathan@polytomic.com");
+///
+/// let error = parse::<User>(b"{\"event\":", &EventConfig::default()).unwrap_err();
+/// assert_eq!(error.status(), 400);
+/// assert_eq!(error.code(), "invalid_json");
+/// ```
+pub fn parse<T: DeserializeOwned>(
+    body: &[u8],
+    config: &EventConfig,
+) -> Result<PolytomicEvent<T>, EventRejection> {
+    let cx = Context::new(config, false);
+    let mut deserializer = serde_json::Deserializer::from_slice(body);
+    let result = EnvelopeSeed::<T>::new(&cx)
+        .deserialize(&mut deserializer)
+        .and_then(|event| deserializer.end().map(|()| event));
+    result.map_err(|error| explain::<T>(body, config, error, cx.into_failure()))
+}
+
+/// Parses a delivery that must be a `sync.records` batch, for use without axum.
+///
+/// Like [`parse`], but an unknown event type is an [`EventRejection::UnknownEvent`] whose
+/// response follows [`EventConfig::unknown_events`] (200 acknowledgement by default), exactly
+/// as the [`SyncRecords`] extractor answers.
+///
+/// ```
+/// use polytomic_webhook_event::{EventConfig, Fields, SyncRecords, parse_sync_records};
+///
+/// let body = br#"{"event":"sync.records","object":{
+///     "id":"1ea8f90a-b22e-4218-86d5-c3c109e1fbb7","name":"Users","records":[]}}"#;
+/// let batch: SyncRecords<Fields> = parse_sync_records(body, &EventConfig::default()).unwrap();
+/// assert!(batch.is_empty());
+/// ```
+pub fn parse_sync_records<T: DeserializeOwned>(
+    body: &[u8],
+    config: &EventConfig,
+) -> Result<SyncRecords<T>, EventRejection> {
+    match parse(body, config)? {
+        PolytomicEvent::SyncRecords(batch) => Ok(batch),
+        PolytomicEvent::Unknown { event, .. } => Err(unknown_event(&event, config).into()),
+    }
+}
+
+fn unknown_event(event: &str, config: &EventConfig) -> UnknownEvent {
+    let acknowledged = match config.unknown_events {
+        UnknownEventPolicy::Acknowledge => true,
+        UnknownEventPolicy::Reject => false,
+    };
+    let unknown = UnknownEvent::new(event, acknowledged);
+    if acknowledged {
+        tracing::info!(
+            event = ?unknown.event(),
+            "acknowledged a Polytomic event of an unknown type without running the handler"
+        );
+    } else {
+        tracing::info!(
+            event = ?unknown.event(),
+            "rejected a Polytomic event of an unknown type"
+        );
+    }
+    unknown
+}
+
+thread_local! {
+    static SLOW_PATH_RUNS: Cell<usize> = const { Cell::new(0) };
+}
+
+/// How many times this thread has taken the slow path (explaining a failed parse). A test hook:
+/// valid input must leave it unchanged.
+#[doc(hidden)]
+pub fn slow_path_runs() -> usize {
+    SLOW_PATH_RUNS.with(Cell::get)
+}
+
+/// The slow path: turns a failed fast parse into the rejection that says what is wrong and where.
+#[cold]
+fn explain<T: DeserializeOwned>(
+    body: &[u8],
+    config: &EventConfig,
+    error: serde_json::Error,
+    failure: Failure,
+) -> EventRejection {
+    SLOW_PATH_RUNS.with(|runs| runs.set(runs.get() + 1));
+    if is_malformed(&error) {
+        return InvalidJson::new(error).into();
+    }
+    if let FailureKind::TooManyRecords = failure.kind {
+        return TooManyRecords::new(config.max_records).into();
+    }
+    // serde stops at the first error, which may be a data error in front of a syntax error;
+    // a body that is not JSON at all is reported as such.
+    let mut deserializer = serde_json::Deserializer::from_slice(body);
+    let syntax = IgnoredAny::deserialize(&mut deserializer).and_then(|_| deserializer.end());
+    if let Err(syntax) = syntax {
+        return InvalidJson::new(syntax).into();
+    }
+    match failure.kind {
+        FailureKind::Collision(collision) => FieldNameCollision::new(
+            render(&failure.path),
+            collision.first,
+            collision.second,
+            collision.normalized,
+        )
+        .into(),
+        FailureKind::RecordFields => {
+            // Only now pay for tracking where inside `fields` the type gave up.
+            let cx = Context::new(config, true);
+            let mut deserializer = serde_json::Deserializer::from_slice(body);
+            let tracked = EnvelopeSeed::<T>::new(&cx).deserialize(&mut deserializer);
+            let failure = cx.into_failure();
+            match tracked {
+                Err(tracked) if matches!(failure.kind, FailureKind::RecordFields) => {
+                    InvalidRecordFields::new(render(&failure.path), message(&tracked)).into()
+                }
+                // Parsing is deterministic, so this is the same failure; keep the first account.
+                _ => InvalidRecordFields::new(render(&failure.path), message(&error)).into(),
+            }
+        }
+        FailureKind::Envelope | FailureKind::TooManyRecords => {
+            InvalidEnvelope::new(render(&failure.path), message(&error)).into()
+        }
+    }
+}
+
+fn is_malformed(error: &serde_json::Error) -> bool {
+    matches!(
+        error.classify(),
+        Category::Syntax | Category::Eof | Category::Io
+    )
+}
+
+/// serde_json's message without the position suffix, which a JSON path replaces.
+fn message(error: &serde_json::Error) -> String {
+    let text = error.to_string();
+    match text.rfind(" at line ") {
+        Some(end) if error.line() > 0 => text[..end].to_owned(),
+        _ => text,
+    }
+}
+
+/// Renders the segments recorded while an error unwound (innermost first) as a JSON path.
+fn render(segments: &[Segment]) -> String {
+    let mut path = String::new();
+    for segment in segments.iter().rev() {
+        match segment {
+            Segment::Key(key) => {
+                if !path.is_empty() {
+                    path.push('.');
+                }
+                path.push_str(key);
+            }
+            Segment::Index(index) => {
+                path.push('[');
+                path.push_str(&index.to_string());
+                path.push(']');
+            }
+            Segment::Inner(inner) => {
+                // serde_path_to_error renders the empty path as ".".
+                if inner == "." {
+                    continue;
+                }
+                if !path.is_empty() && !inner.starts_with('[') {
+                    path.push('.');
+                }
+                path.push_str(inner);
+            }
+        }
+    }
+    path
+}

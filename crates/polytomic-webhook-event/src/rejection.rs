@@ -1,0 +1,836 @@
+//! Why a delivery was refused, one type per failure, composed into [`EventRejection`].
+//!
+//! Every rejection answers with an `application/problem+json` body rendered by
+//! [`polytomic_webhook_core::Problem`], whose `code` member is stable:
+//!
+//! | status | `code` | type |
+//! | --- | --- | --- |
+//! | 415 | `unsupported_media_type` | [`UnsupportedMediaType`] |
+//! | 413 | `body_too_large` | [`BodyTooLarge`] |
+//! | 400 | `invalid_compressed_body` | [`InvalidCompressedBody`] |
+//! | 400 | `body_read_failed` | [`BodyReadFailed`] |
+//! | 400 | `invalid_json` | [`InvalidJson`] |
+//! | 422 | `invalid_envelope` | [`InvalidEnvelope`] (with `path`) |
+//! | 422 | `invalid_record_fields` | [`InvalidRecordFields`] (with `path`) |
+//! | 413 | `too_many_records` | [`TooManyRecords`] |
+//! | 422 | `field_name_collision` | [`FieldNameCollision`] (with `path`) |
+//! | 422 or 200 | `unknown_event` | [`UnknownEvent`] |
+//!
+//! [`UnknownEvent`] is the exception: under the default
+//! [`UnknownEventPolicy::Acknowledge`](crate::UnknownEventPolicy::Acknowledge) it answers
+//! 200 with `{"ignored_event":"<name>"}`, so Polytomic counts the delivery as received.
+
+use std::error::Error;
+use std::fmt;
+
+use axum_core::response::{IntoResponse, Response};
+use bytes::Bytes;
+use http::StatusCode;
+use http::header::{CONTENT_TYPE, HeaderValue};
+use polytomic_webhook_core::body::{BodyLimit, BoxError};
+use polytomic_webhook_core::problem::Problem;
+
+/// Longest piece of sender-controlled text (serde messages, paths, event names) echoed in a
+/// response or log line.
+const MAX_ECHO: usize = 1024;
+
+/// Cuts `text` to at most [`MAX_ECHO`] bytes on a character boundary.
+pub(crate) fn bounded(mut text: String) -> String {
+    if text.len() > MAX_ECHO {
+        let mut end = MAX_ECHO;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+        text.push('…');
+    }
+    text
+}
+
+macro_rules! problem_rejection {
+    ($name:ident, $status:ident, $code:literal) => {
+        impl $name {
+            /// The stable `code` of the problem body.
+            pub const CODE: &'static str = $code;
+
+            /// The HTTP status of the rejection.
+            pub fn status(&self) -> StatusCode {
+                StatusCode::$status
+            }
+
+            /// The stable `code` of the problem body.
+            pub fn code(&self) -> &'static str {
+                $code
+            }
+
+            /// The human-readable explanation (the problem's `detail`).
+            pub fn body_text(&self) -> String {
+                self.detail()
+            }
+
+            /// The problem this rejection answers with.
+            pub fn to_problem(&self) -> Problem {
+                self.with_members(Problem::new(StatusCode::$status, $code, self.detail()))
+            }
+        }
+
+        impl IntoResponse for $name {
+            fn into_response(self) -> Response {
+                self.to_problem().into_response()
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.detail())
+            }
+        }
+    };
+}
+
+/// The request's `Content-Type` is missing or is not JSON (415 `unsupported_media_type`).
+///
+/// `application/json` and `application/<anything>+json` are accepted, with parameters such as
+/// `charset=utf-8`, in any letter case.
+///
+/// ```
+/// use polytomic_webhook_event::rejection::UnsupportedMediaType;
+///
+/// # let rejection = UnsupportedMediaType::missing();
+/// assert_eq!(rejection.status(), 415);
+/// assert_eq!(rejection.code(), "unsupported_media_type");
+/// ```
+#[derive(Debug)]
+pub struct UnsupportedMediaType {
+    missing: bool,
+}
+
+impl UnsupportedMediaType {
+    /// The request had no `Content-Type`.
+    pub fn missing() -> Self {
+        Self { missing: true }
+    }
+
+    /// The request's `Content-Type` is not JSON.
+    pub fn not_json() -> Self {
+        Self { missing: false }
+    }
+
+    fn detail(&self) -> String {
+        if self.missing {
+            "the request has no Content-Type; expected application/json".into()
+        } else {
+            "the request's Content-Type is not application/json".into()
+        }
+    }
+
+    fn with_members(&self, problem: Problem) -> Problem {
+        problem
+    }
+}
+
+problem_rejection!(
+    UnsupportedMediaType,
+    UNSUPPORTED_MEDIA_TYPE,
+    "unsupported_media_type"
+);
+
+impl Error for UnsupportedMediaType {}
+
+/// Which limit stopped a body.
+///
+/// ```
+/// use polytomic_webhook_core::body::BodyLimit;
+/// use polytomic_webhook_event::rejection::{BodyTooLarge, TooLargeLimit};
+///
+/// let rejection = BodyTooLarge::new(TooLargeLimit::Layer(BodyLimit::Decompressed, 1 << 20));
+/// assert_eq!(
+///     rejection.body_text(),
+///     "the request body exceeds the decompressed body size limit of 1048576 bytes"
+/// );
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TooLargeLimit {
+    /// A limit of the decompression layer, as recorded in its
+    /// [`BodyStats`](polytomic_webhook_core::body::BodyStats) request extension, with the
+    /// configured value when known (0 otherwise).
+    Layer(BodyLimit, u64),
+    /// [`EventConfig::max_body_bytes`](crate::EventConfig::max_body_bytes).
+    Extractor(usize),
+    /// A limit that did not say which it was, such as axum's `DefaultBodyLimit`.
+    Unspecified,
+}
+
+/// The body is larger than a limit allows (413 `body_too_large`).
+///
+/// The `detail` names the limit that fired, and a `limit` member says which kind it was
+/// (`compressed`, `decompressed`, `ratio`, `extractor` or `body`).
+///
+/// ```
+/// use polytomic_webhook_event::rejection::{BodyTooLarge, TooLargeLimit};
+///
+/// let rejection = BodyTooLarge::new(TooLargeLimit::Extractor(1024));
+/// assert_eq!(rejection.status(), 413);
+/// assert!(rejection.body_text().contains("1024"));
+/// ```
+#[derive(Debug)]
+pub struct BodyTooLarge {
+    limit: TooLargeLimit,
+    source: Option<BoxError>,
+}
+
+impl BodyTooLarge {
+    /// A rejection for the given limit.
+    pub fn new(limit: TooLargeLimit) -> Self {
+        Self {
+            limit,
+            source: None,
+        }
+    }
+
+    pub(crate) fn with_source(limit: TooLargeLimit, source: BoxError) -> Self {
+        Self {
+            limit,
+            source: Some(source),
+        }
+    }
+
+    /// The limit that fired.
+    pub fn limit(&self) -> TooLargeLimit {
+        self.limit
+    }
+
+    fn detail(&self) -> String {
+        match self.limit {
+            TooLargeLimit::Layer(BodyLimit::Ratio, ratio) if ratio > 0 => format!(
+                "the request body exceeds the {} of {ratio} to 1",
+                BodyLimit::Ratio.describe()
+            ),
+            TooLargeLimit::Layer(limit, bytes) if bytes > 0 => format!(
+                "the request body exceeds the {} of {bytes} bytes",
+                limit.describe()
+            ),
+            TooLargeLimit::Layer(limit, _) => {
+                format!("the request body exceeds the {}", limit.describe())
+            }
+            TooLargeLimit::Extractor(bytes) => {
+                format!("the request body exceeds the extractor's limit of {bytes} bytes")
+            }
+            TooLargeLimit::Unspecified => "the request body exceeds the body size limit".into(),
+        }
+    }
+
+    fn with_members(&self, problem: Problem) -> Problem {
+        let kind = match self.limit {
+            TooLargeLimit::Layer(BodyLimit::Compressed, _) => "compressed",
+            TooLargeLimit::Layer(BodyLimit::Ratio, _) => "ratio",
+            TooLargeLimit::Layer(..) => "decompressed",
+            TooLargeLimit::Extractor(_) => "extractor",
+            TooLargeLimit::Unspecified => "body",
+        };
+        problem.with_member("limit", kind)
+    }
+}
+
+problem_rejection!(BodyTooLarge, PAYLOAD_TOO_LARGE, "body_too_large");
+
+impl Error for BodyTooLarge {
+    fn source(&self) -> Option<&(dyn Error + 'static)> {
+        self.source.as_deref().map(|error| error as _)
+    }
+}
+
+/// The compressed body is corrupt or truncated (400 `invalid_compressed_body`).
+///
+/// ```
+/// use polytomic_webhook_event::rejection::InvalidCompressedBody;
+///
+/// assert_eq!(InvalidCompressedBody::CODE, "invalid_compressed_body");
+/// ```
+#[derive(Debug)]
+pub struct InvalidCompressedBody {
+    source: BoxError,
+}
+
+impl InvalidCompressedBody {
+    pub(crate) fn new(source: BoxError) -> Self {
+        Self { source }
+    }
+
+    fn detail(&self) -> String {
+        bounded(format!(
+            "the request body could not be decompressed: {}",
+            self.source
+        ))
+    }
+
+    fn with_members(&self, problem: Problem) -> Problem {
+        problem
+    }
+}
+
+problem_rejection!(
+    InvalidCompressedBody,
+    BAD_REQUEST,
+    "invalid_compressed_body"
+);
+
+impl Error for InvalidCompressedBody {
+    fn source(&self) -> Option<&(dyn Error + 'static)> {
+        Some(&*self.source)
+    }
+}
+
+/// Reading the body failed for another reason, such as a reset connection
+/// (400 `body_read_failed`).
+///
+/// ```
+/// use polytomic_webhook_event::rejection::BodyReadFailed;
+///
+/// assert_eq!(BodyReadFailed::CODE, "body_read_failed");
+/// ```
+#[derive(Debug)]
+pub struct BodyReadFailed {
+    source: BoxError,
+}
+
+impl BodyReadFailed {
+    pub(crate) fn new(source: BoxError) -> Self {
+        Self { source }
+    }
+
+    fn detail(&self) -> String {
+        bounded(format!(
+            "the request body could not be read: {}",
+            self.source
+        ))
+    }
+
+    fn with_members(&self, problem: Problem) -> Problem {
+        problem
+    }
+}
+
+problem_rejection!(BodyReadFailed, BAD_REQUEST, "body_read_failed");
+
+impl Error for BodyReadFailed {
+    fn source(&self) -> Option<&(dyn Error + 'static)> {
+        Some(&*self.source)
+    }
+}
+
+/// The body is not well-formed JSON: a syntax error, invalid UTF-8, trailing data, truncation,
+/// or nesting deeper than `serde_json` allows (400 `invalid_json`).
+///
+/// The `detail` gives the line and column; `line` and `column` members carry them too.
+///
+/// ```
+/// use polytomic_webhook_event::{EventConfig, Fields, parse};
+/// use polytomic_webhook_event::rejection::EventRejection;
+///
+/// let error = parse::<Fields>(b"{\"event\": ", &EventConfig::default()).unwrap_err();
+/// let EventRejection::InvalidJson(error) = error else { unreachable!() };
+/// assert_eq!((error.line(), error.column()), (1, 10));
+/// ```
+#[derive(Debug)]
+pub struct InvalidJson {
+    source: serde_json::Error,
+}
+
+impl InvalidJson {
+    pub(crate) fn new(source: serde_json::Error) -> Self {
+        Self { source }
+    }
+
+    /// The line (1-based) where the JSON stops being valid.
+    pub fn line(&self) -> usize {
+        self.source.line()
+    }
+
+    /// The column (1-based) where the JSON stops being valid.
+    pub fn column(&self) -> usize {
+        self.source.column()
+    }
+
+    fn detail(&self) -> String {
+        // serde_json's message ends with "at line L column C".
+        format!("the request body is not valid JSON: {}", self.source)
+    }
+
+    fn with_members(&self, problem: Problem) -> Problem {
+        problem
+            .with_member("line", self.line())
+            .with_member("column", self.column())
+    }
+}
+
+problem_rejection!(InvalidJson, BAD_REQUEST, "invalid_json");
+
+impl Error for InvalidJson {
+    fn source(&self) -> Option<&(dyn Error + 'static)> {
+        Some(&self.source)
+    }
+}
+
+/// Where in the body a problem is, and serde's description of it.
+#[derive(Debug)]
+struct Located {
+    path: String,
+    message: String,
+}
+
+impl Located {
+    fn new(path: String, message: String) -> Self {
+        Self {
+            path: bounded(path),
+            message: bounded(message),
+        }
+    }
+
+    fn describe(&self, what: &str) -> String {
+        if self.path.is_empty() {
+            format!("{what}: {}", self.message)
+        } else {
+            format!("{what} at `{}`: {}", self.path, self.message)
+        }
+    }
+}
+
+/// Well-formed JSON that is not a valid Polytomic envelope: a missing or mistyped `event`,
+/// `object`, `id`, `name`, `records`, `hash` or `fields`, a sync id that is not a UUID, or
+/// `metadata` that is not an object (422 `invalid_envelope`).
+///
+/// The `path` member locates the first problem, e.g. `object.records[3].hash` (empty for the
+/// top level).
+///
+/// ```
+/// use polytomic_webhook_event::{EventConfig, Fields, parse};
+/// use polytomic_webhook_event::rejection::EventRejection;
+///
+/// let body = br#"{"event":"sync.records","object":{"id":"1ea8f90a-b22e-4218-86d5-c3c109e1fbb7",
+///     "name":"n","records":[{"fields":{}}]}}"#;
+/// let EventRejection::InvalidEnvelope(error) = parse::<Fields>(body, &EventConfig::default())
+///     .unwrap_err() else { unreachable!() };
+/// assert_eq!(error.path(), "object.records[0]");
+/// assert!(error.message().contains("hash"));
+/// ```
+#[derive(Debug)]
+pub struct InvalidEnvelope {
+    at: Located,
+}
+
+impl InvalidEnvelope {
+    pub(crate) fn new(path: String, message: String) -> Self {
+        Self {
+            at: Located::new(path, message),
+        }
+    }
+
+    /// The JSON path of the problem.
+    pub fn path(&self) -> &str {
+        &self.at.path
+    }
+
+    /// serde's description of the problem.
+    pub fn message(&self) -> &str {
+        &self.at.message
+    }
+
+    fn detail(&self) -> String {
+        self.at.describe("invalid webhook envelope")
+    }
+
+    fn with_members(&self, problem: Problem) -> Problem {
+        problem.with_member("path", self.at.path.clone())
+    }
+}
+
+problem_rejection!(InvalidEnvelope, UNPROCESSABLE_ENTITY, "invalid_envelope");
+
+impl Error for InvalidEnvelope {}
+
+/// A record's `fields` object does not deserialize into the handler's type `T`
+/// (422 `invalid_record_fields`).
+///
+/// The `path` member points inside the record, e.g. `object.records[3].fields.email`.
+///
+/// ```
+/// use polytomic_webhook_event::rejection::InvalidRecordFields;
+///
+/// assert_eq!(InvalidRecordFields::CODE, "invalid_record_fields");
+/// ```
+#[derive(Debug)]
+pub struct InvalidRecordFields {
+    at: Located,
+}
+
+impl InvalidRecordFields {
+    pub(crate) fn new(path: String, message: String) -> Self {
+        Self {
+            at: Located::new(path, message),
+        }
+    }
+
+    /// The JSON path of the problem.
+    pub fn path(&self) -> &str {
+        &self.at.path
+    }
+
+    /// serde's description of the problem.
+    pub fn message(&self) -> &str {
+        &self.at.message
+    }
+
+    fn detail(&self) -> String {
+        self.at.describe("invalid record fields")
+    }
+
+    fn with_members(&self, problem: Problem) -> Problem {
+        problem.with_member("path", self.at.path.clone())
+    }
+}
+
+problem_rejection!(
+    InvalidRecordFields,
+    UNPROCESSABLE_ENTITY,
+    "invalid_record_fields"
+);
+
+impl Error for InvalidRecordFields {}
+
+/// The batch has more records than
+/// [`EventConfig::max_records`](crate::EventConfig::max_records) (413 `too_many_records`).
+///
+/// ```
+/// use polytomic_webhook_event::rejection::TooManyRecords;
+///
+/// assert_eq!(TooManyRecords::CODE, "too_many_records");
+/// ```
+#[derive(Debug)]
+pub struct TooManyRecords {
+    max: usize,
+}
+
+impl TooManyRecords {
+    pub(crate) fn new(max: usize) -> Self {
+        Self { max }
+    }
+
+    /// The configured maximum.
+    pub fn max_records(&self) -> usize {
+        self.max
+    }
+
+    fn detail(&self) -> String {
+        format!("the batch has more than the allowed {} records", self.max)
+    }
+
+    fn with_members(&self, problem: Problem) -> Problem {
+        problem
+            .with_member("path", "object.records")
+            .with_member("max_records", self.max)
+    }
+}
+
+problem_rejection!(TooManyRecords, PAYLOAD_TOO_LARGE, "too_many_records");
+
+impl Error for TooManyRecords {}
+
+/// With field-name normalisation on, two fields of one record normalise to the same name
+/// (422 `field_name_collision`).
+///
+/// ```
+/// use polytomic_webhook_event::{EventConfig, Fields, parse};
+/// use polytomic_webhook_event::rejection::EventRejection;
+///
+/// let body = br#"{"event":"sync.records","object":{"id":"1ea8f90a-b22e-4218-86d5-c3c109e1fbb7",
+///     "name":"n","records":[{"hash":"h","fields":{"$first_name":"a","first_name":"b"}}]}}"#;
+/// let config = EventConfig::default().normalize_field_names(true);
+/// let EventRejection::FieldNameCollision(error) = parse::<Fields>(body, &config).unwrap_err()
+/// else { unreachable!() };
+/// assert_eq!(error.normalized(), "first_name");
+/// ```
+#[derive(Debug)]
+pub struct FieldNameCollision {
+    path: String,
+    first: String,
+    second: String,
+    normalized: String,
+}
+
+impl FieldNameCollision {
+    pub(crate) fn new(path: String, first: String, second: String, normalized: String) -> Self {
+        Self {
+            path,
+            first: bounded(first),
+            second: bounded(second),
+            normalized: bounded(normalized),
+        }
+    }
+
+    /// The path of the record's `fields`.
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
+    /// The two original field names.
+    pub fn originals(&self) -> (&str, &str) {
+        (&self.first, &self.second)
+    }
+
+    /// The name both normalise to.
+    pub fn normalized(&self) -> &str {
+        &self.normalized
+    }
+
+    fn detail(&self) -> String {
+        format!(
+            "the fields `{}` and `{}` at `{}` both normalise to `{}`",
+            self.first, self.second, self.path, self.normalized
+        )
+    }
+
+    fn with_members(&self, problem: Problem) -> Problem {
+        problem.with_member("path", self.path.clone()).with_member(
+            "fields",
+            serde_json::json!([self.first.clone(), self.second.clone()]),
+        )
+    }
+}
+
+problem_rejection!(
+    FieldNameCollision,
+    UNPROCESSABLE_ENTITY,
+    "field_name_collision"
+);
+
+impl Error for FieldNameCollision {}
+
+/// The [`SyncRecords`](crate::SyncRecords) extractor received an event type it does not know.
+///
+/// Under [`UnknownEventPolicy::Acknowledge`](crate::UnknownEventPolicy::Acknowledge) (the
+/// default) this is not an error for the sender: the response is 200 with
+/// `{"ignored_event":"<name>"}` and the handler does not run. Under
+/// [`UnknownEventPolicy::Reject`](crate::UnknownEventPolicy::Reject) it is 422
+/// `unknown_event`.
+///
+/// ```
+/// use polytomic_webhook_event::{EventConfig, Fields, UnknownEventPolicy, parse_sync_records};
+/// use polytomic_webhook_event::rejection::EventRejection;
+///
+/// let body = br#"{"event":"sync.future_thing","object":{}}"#;
+/// let EventRejection::UnknownEvent(ack) =
+///     parse_sync_records::<Fields>(body, &EventConfig::default()).unwrap_err()
+/// else { unreachable!() };
+/// assert!(ack.is_acknowledged());
+/// assert_eq!(ack.status(), 200);
+/// assert_eq!(ack.body_text(), r#"{"ignored_event":"sync.future_thing"}"#);
+///
+/// let config = EventConfig::default().unknown_events(UnknownEventPolicy::Reject);
+/// let EventRejection::UnknownEvent(rejection) =
+///     parse_sync_records::<Fields>(body, &config).unwrap_err()
+/// else { unreachable!() };
+/// assert_eq!(rejection.status(), 422);
+/// ```
+#[derive(Debug)]
+pub struct UnknownEvent {
+    event: String,
+    acknowledged: bool,
+}
+
+impl UnknownEvent {
+    /// The stable `code` of the problem body under the reject policy.
+    pub const CODE: &'static str = "unknown_event";
+
+    pub(crate) fn new(event: &str, acknowledged: bool) -> Self {
+        Self {
+            event: bounded(event.to_owned()),
+            acknowledged,
+        }
+    }
+
+    /// The event name (cut to 1 KiB).
+    pub fn event(&self) -> &str {
+        &self.event
+    }
+
+    /// Whether the response acknowledges the delivery (200) rather than rejecting it (422).
+    pub fn is_acknowledged(&self) -> bool {
+        self.acknowledged
+    }
+
+    /// 200 when acknowledged, 422 otherwise.
+    pub fn status(&self) -> StatusCode {
+        if self.acknowledged {
+            StatusCode::OK
+        } else {
+            StatusCode::UNPROCESSABLE_ENTITY
+        }
+    }
+
+    /// `unknown_event`.
+    pub fn code(&self) -> &'static str {
+        Self::CODE
+    }
+
+    /// The acknowledgement's JSON body, or the problem's `detail`.
+    pub fn body_text(&self) -> String {
+        if self.acknowledged {
+            self.ack_json()
+        } else {
+            self.detail()
+        }
+    }
+
+    fn ack_json(&self) -> String {
+        serde_json::json!({ "ignored_event": self.event }).to_string()
+    }
+
+    fn detail(&self) -> String {
+        format!(
+            "the event type `{}` is not handled by this endpoint",
+            self.event
+        )
+    }
+
+    /// The problem this rejection answers with under the reject policy.
+    pub fn to_problem(&self) -> Problem {
+        Problem::new(StatusCode::UNPROCESSABLE_ENTITY, Self::CODE, self.detail())
+            .with_member("event", self.event.clone())
+    }
+}
+
+impl IntoResponse for UnknownEvent {
+    fn into_response(self) -> Response {
+        if self.acknowledged {
+            let mut response =
+                Response::new(axum_core::body::Body::from(Bytes::from(self.ack_json())));
+            response
+                .headers_mut()
+                .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            response
+        } else {
+            self.to_problem().into_response()
+        }
+    }
+}
+
+impl fmt::Display for UnknownEvent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.detail())
+    }
+}
+
+impl Error for UnknownEvent {}
+
+/// Every way the extractor or [`parse`](crate::parse) can refuse a delivery.
+///
+/// ```
+/// use polytomic_webhook_event::{EventConfig, Fields, parse};
+///
+/// let error = parse::<Fields>(b"[]", &EventConfig::default()).unwrap_err();
+/// assert_eq!(error.status(), 422);
+/// assert_eq!(error.code(), "invalid_envelope");
+/// ```
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum EventRejection {
+    /// See [`UnsupportedMediaType`].
+    UnsupportedMediaType(UnsupportedMediaType),
+    /// See [`BodyTooLarge`].
+    BodyTooLarge(BodyTooLarge),
+    /// See [`InvalidCompressedBody`].
+    InvalidCompressedBody(InvalidCompressedBody),
+    /// See [`BodyReadFailed`].
+    BodyReadFailed(BodyReadFailed),
+    /// See [`InvalidJson`].
+    InvalidJson(InvalidJson),
+    /// See [`InvalidEnvelope`].
+    InvalidEnvelope(InvalidEnvelope),
+    /// See [`InvalidRecordFields`].
+    InvalidRecordFields(InvalidRecordFields),
+    /// See [`TooManyRecords`].
+    TooManyRecords(TooManyRecords),
+    /// See [`FieldNameCollision`].
+    FieldNameCollision(FieldNameCollision),
+    /// See [`UnknownEvent`].
+    UnknownEvent(UnknownEvent),
+}
+
+macro_rules! each_variant {
+    ($self:ident, $inner:ident => $expr:expr) => {
+        match $self {
+            EventRejection::UnsupportedMediaType($inner) => $expr,
+            EventRejection::BodyTooLarge($inner) => $expr,
+            EventRejection::InvalidCompressedBody($inner) => $expr,
+            EventRejection::BodyReadFailed($inner) => $expr,
+            EventRejection::InvalidJson($inner) => $expr,
+            EventRejection::InvalidEnvelope($inner) => $expr,
+            EventRejection::InvalidRecordFields($inner) => $expr,
+            EventRejection::TooManyRecords($inner) => $expr,
+            EventRejection::FieldNameCollision($inner) => $expr,
+            EventRejection::UnknownEvent($inner) => $expr,
+        }
+    };
+}
+
+impl EventRejection {
+    /// The HTTP status of the response.
+    pub fn status(&self) -> StatusCode {
+        each_variant!(self, inner => inner.status())
+    }
+
+    /// The stable `code` of the rejection.
+    pub fn code(&self) -> &'static str {
+        each_variant!(self, inner => inner.code())
+    }
+
+    /// The problem's `detail` (or, for an acknowledged unknown event, the JSON body).
+    pub fn body_text(&self) -> String {
+        each_variant!(self, inner => inner.body_text())
+    }
+}
+
+impl IntoResponse for EventRejection {
+    fn into_response(self) -> Response {
+        each_variant!(self, inner => inner.into_response())
+    }
+}
+
+impl fmt::Display for EventRejection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        each_variant!(self, inner => fmt::Display::fmt(inner, f))
+    }
+}
+
+impl Error for EventRejection {
+    fn source(&self) -> Option<&(dyn Error + 'static)> {
+        each_variant!(self, inner => Error::source(inner))
+    }
+}
+
+macro_rules! from_variant {
+    ($($name:ident),* $(,)?) => {
+        $(
+            impl From<$name> for EventRejection {
+                fn from(inner: $name) -> Self {
+                    Self::$name(inner)
+                }
+            }
+        )*
+    };
+}
+
+from_variant!(
+    UnsupportedMediaType,
+    BodyTooLarge,
+    InvalidCompressedBody,
+    BodyReadFailed,
+    InvalidJson,
+    InvalidEnvelope,
+    InvalidRecordFields,
+    TooManyRecords,
+    FieldNameCollision,
+    UnknownEvent,
+);

@@ -1,0 +1,513 @@
+//! Parsing and validation through the plain `parse` functions: values, paths and codes.
+#![allow(clippy::unwrap_used)] // Tests and their helpers panic on unexpected outcomes by design.
+
+mod common;
+
+use axum_core::response::IntoResponse;
+use chrono::{DateTime, TimeZone, Utc};
+use common::{SAMPLE, SYNC_ID, answer, envelope};
+use polytomic_webhook_event::rejection::EventRejection;
+use polytomic_webhook_event::{
+    EventConfig, Fields, PolytomicEvent, Record, SyncRecords, parse, parse_sync_records,
+    slow_path_runs, tracked_parses,
+};
+use serde_json::json;
+
+#[derive(Debug, PartialEq, serde::Deserialize)]
+struct User {
+    email: String,
+    last_login: DateTime<Utc>,
+}
+
+fn config() -> EventConfig {
+    EventConfig::default()
+}
+
+fn reject<T: serde::de::DeserializeOwned + std::fmt::Debug>(
+    body: &str,
+    config: &EventConfig,
+) -> EventRejection {
+    parse_sync_records::<T>(body.as_bytes(), config).unwrap_err()
+}
+
+/// Asserts the rejection's status, code and `path`, through the rendered response.
+async fn assert_rejects<T: serde::de::DeserializeOwned + std::fmt::Debug>(
+    body: &str,
+    config: &EventConfig,
+    status: u16,
+    code: &str,
+    path: Option<&str>,
+) -> common::Answer {
+    let rejection = reject::<T>(body, config);
+    assert_eq!(rejection.status(), status, "{rejection}");
+    assert_eq!(rejection.code(), code, "{rejection}");
+    let reply = answer(rejection.into_response()).await;
+    reply.assert_problem(status, code);
+    if let Some(path) = path {
+        assert_eq!(reply.path(), path, "{}", reply.body);
+    }
+    reply
+}
+
+#[test]
+fn sample_parses_into_dynamic_fields() {
+    let batch: SyncRecords = parse_sync_records(SAMPLE.as_bytes(), &config()).unwrap();
+    assert_eq!(batch.id().as_str(), SYNC_ID);
+    assert_eq!(batch.name(), "Webhook HTTP Endpoint sync");
+    assert_eq!(batch.len(), 1);
+    assert!(batch.metadata().is_empty());
+    let record = &batch.records()[0];
+    assert_eq!(record.hash().as_str(), "b7421c6c57bd49f7");
+    assert_eq!(
+        serde_json::Value::Object(record.fields().clone()),
+        json!({"email": "nathan@polytomic.com", "last_login": "2020-12-02T00:00:00Z"})
+    );
+}
+
+#[test]
+fn sample_parses_into_typed_fields() {
+    let batch: SyncRecords<User> = parse_sync_records(SAMPLE.as_bytes(), &config()).unwrap();
+    let users: Vec<User> = batch.into_iter().map(Record::into_fields).collect();
+    assert_eq!(
+        users,
+        [User {
+            email: "nathan@polytomic.com".into(),
+            last_login: Utc.with_ymd_and_hms(2020, 12, 2, 0, 0, 0).unwrap(),
+        }]
+    );
+}
+
+#[test]
+fn valid_input_never_takes_the_slow_path() {
+    let (slow, tracked) = (slow_path_runs(), tracked_parses());
+    for _ in 0..3 {
+        parse_sync_records::<User>(SAMPLE.as_bytes(), &config()).unwrap();
+        parse_sync_records::<Fields>(SAMPLE.as_bytes(), &config().normalize_field_names(true))
+            .unwrap();
+        parse::<Fields>(br#"{"event":"sync.other","object":{"a":1}}"#, &config()).unwrap();
+    }
+    assert_eq!(slow_path_runs(), slow);
+    assert_eq!(tracked_parses(), tracked);
+
+    // The hooks do count: a record `T` refuses takes the slow path once, with path tracking.
+    reject::<User>(
+        &envelope(r#"[{"hash":"h","fields":{"email":1}}]"#),
+        &config(),
+    );
+    assert_eq!(slow_path_runs(), slow + 1);
+    assert_eq!(tracked_parses(), tracked + 1);
+    // An envelope error is located without re-running `T` under tracking.
+    reject::<User>(&envelope(r#"[{"hash":5}]"#), &config());
+    assert_eq!(slow_path_runs(), slow + 2);
+    assert_eq!(tracked_parses(), tracked + 1);
+}
+
+#[tokio::test]
+async fn malformed_json_is_400_with_position() {
+    for body in [
+        "",
+        "{",
+        "{\"event\": }",
+        "not json",
+        &format!("{SAMPLE} trailing"),
+        &"[".repeat(1000),
+        &SAMPLE[..SAMPLE.len() - 3],
+    ] {
+        let reply = assert_rejects::<Fields>(body, &config(), 400, "invalid_json", None).await;
+        assert!(reply.detail().contains("line"), "{}", reply.detail());
+        assert!(reply.body["line"].as_u64().unwrap() >= 1);
+        assert!(reply.body["column"].is_u64());
+    }
+    // Invalid UTF-8 inside a string.
+    let mut bytes = envelope(r#"[{"hash":"h","fields":{"name":"XX"}}]"#).into_bytes();
+    let at = bytes.windows(2).position(|w| w == b"XX").unwrap();
+    bytes[at] = 0xff;
+    let rejection = parse_sync_records::<Fields>(&bytes, &config()).unwrap_err();
+    assert_eq!(rejection.code(), "invalid_json");
+    assert_eq!(rejection.status(), 400);
+}
+
+#[tokio::test]
+async fn syntax_errors_win_over_earlier_data_errors() {
+    // `event` has the wrong type, but the body is not even JSON further on.
+    let body = r#"{"event": 5, "object": {"#;
+    assert_rejects::<Fields>(body, &config(), 400, "invalid_json", None).await;
+}
+
+#[tokio::test]
+async fn envelope_errors_are_422_with_path() {
+    let records = |r: &str| envelope(r);
+    let three_ok = r#"{"hash":"a","fields":{}},{"hash":"b","fields":{}},{"hash":"c","fields":{}}"#;
+    let cases: Vec<(String, &str)> = vec![
+        ("[]".into(), ""),
+        ("5".into(), ""),
+        (r#"{"object":{}}"#.into(), ""),
+        (r#"{"event":"sync.records"}"#.into(), ""),
+        (r#"{"event":5,"object":{}}"#.into(), "event"),
+        (
+            r#"{"event":"sync.records","event":"x","object":{}}"#.into(),
+            "",
+        ),
+        (r#"{"event":"sync.records","object":[]}"#.into(), "object"),
+        (
+            format!(r#"{{"event":"sync.records","object":{{"id":"{SYNC_ID}","name":"n"}}}}"#),
+            "object",
+        ),
+        (
+            format!(r#"{{"event":"sync.records","object":{{"id":"{SYNC_ID}","records":[]}}}}"#),
+            "object",
+        ),
+        (
+            r#"{"event":"sync.records","object":{"id":"nope","name":"n","records":[]}}"#.into(),
+            "object.id",
+        ),
+        (
+            r#"{"event":"sync.records","object":{"id":7,"name":"n","records":[]}}"#.into(),
+            "object.id",
+        ),
+        (
+            format!(
+                r#"{{"event":"sync.records","object":{{"id":"{SYNC_ID}","name":"n","records":{{}}}}}}"#
+            ),
+            "object.records",
+        ),
+        (
+            format!(
+                r#"{{"event":"sync.records","object":{{"id":"{SYNC_ID}","name":"n","records":[],"metadata":"x"}}}}"#
+            ),
+            "object.metadata",
+        ),
+        (
+            format!(
+                r#"{{"event":"sync.records","object":{{"id":"{SYNC_ID}","name":"n","records":[],"metadata":[1]}}}}"#
+            ),
+            "object.metadata",
+        ),
+        (
+            records(&format!(r#"[{three_ok},{{"fields":{{}}}}]"#)),
+            "object.records[3]",
+        ),
+        (
+            records(&format!(r#"[{three_ok},{{"hash":5,"fields":{{}}}}]"#)),
+            "object.records[3].hash",
+        ),
+        (records(r#"[{"hash":"a"}]"#), "object.records[0]"),
+        (
+            records(r#"[{"hash":"a","fields":"x"}]"#),
+            "object.records[0].fields",
+        ),
+        (
+            records(r#"[{"hash":"a","fields":[1]}]"#),
+            "object.records[0].fields",
+        ),
+        (
+            records(r#"[{"hash":"a","fields":null}]"#),
+            "object.records[0].fields",
+        ),
+        (records("[7]"), "object.records[0]"),
+    ];
+    for (body, path) in cases {
+        let reply =
+            assert_rejects::<Fields>(&body, &config(), 422, "invalid_envelope", Some(path)).await;
+        assert!(!reply.detail().is_empty());
+    }
+}
+
+#[tokio::test]
+async fn non_object_fields_are_envelope_errors_whatever_t_accepts() {
+    // `String` and `Value` would accept a string, but `fields` must be an object.
+    let body = envelope(r#"[{"hash":"a","fields":"x"}]"#);
+    assert_rejects::<String>(
+        &body,
+        &config(),
+        422,
+        "invalid_envelope",
+        Some("object.records[0].fields"),
+    )
+    .await;
+    assert_rejects::<serde_json::Value>(
+        &body,
+        &config(),
+        422,
+        "invalid_envelope",
+        Some("object.records[0].fields"),
+    )
+    .await;
+    assert_rejects::<Option<Fields>>(
+        &envelope(r#"[{"hash":"a","fields":null}]"#),
+        &config(),
+        422,
+        "invalid_envelope",
+        Some("object.records[0].fields"),
+    )
+    .await;
+    // A `fields` object, on the other hand, is handed to such a `T`.
+    parse_sync_records::<serde_json::Value>(
+        envelope(r#"[{"hash":"a","fields":{}}]"#).as_bytes(),
+        &config(),
+    )
+    .unwrap();
+    parse_sync_records::<Option<Fields>>(
+        envelope(r#"[{"hash":"a","fields":{"a":1}}]"#).as_bytes(),
+        &config(),
+    )
+    .unwrap();
+}
+
+#[tokio::test]
+async fn record_field_errors_are_422_with_path_inside_fields() {
+    let ok = r#"{"hash":"a","fields":{"email":"a@b.c","last_login":"2020-12-02T00:00:00Z"}}"#;
+    let body = envelope(&format!(
+        r#"[{ok},{ok},{ok},{{"hash":"d","fields":{{"email":5,"last_login":"2020-12-02T00:00:00Z"}}}}]"#
+    ));
+    let reply = assert_rejects::<User>(
+        &body,
+        &config(),
+        422,
+        "invalid_record_fields",
+        Some("object.records[3].fields.email"),
+    )
+    .await;
+    assert!(
+        reply.detail().contains("invalid type"),
+        "{}",
+        reply.detail()
+    );
+
+    let body = envelope(r#"[{"hash":"d","fields":{"email":"x","last_login":"yesterday"}}]"#);
+    assert_rejects::<User>(
+        &body,
+        &config(),
+        422,
+        "invalid_record_fields",
+        Some("object.records[0].fields.last_login"),
+    )
+    .await;
+
+    let body = envelope(r#"[{"hash":"d","fields":{"email":"x"}}]"#);
+    let reply = assert_rejects::<User>(
+        &body,
+        &config(),
+        422,
+        "invalid_record_fields",
+        Some("object.records[0].fields"),
+    )
+    .await;
+    assert!(reply.detail().contains("last_login"), "{}", reply.detail());
+
+    // Nested paths inside fields, and through normalisation too.
+    #[derive(Debug, serde::Deserialize)]
+    #[allow(dead_code)]
+    struct Tags {
+        tags: Vec<u8>,
+    }
+    let body = envelope(r#"[{"hash":"d","fields":{"tags":[1,"x"]}}]"#);
+    assert_rejects::<Tags>(
+        &body,
+        &config(),
+        422,
+        "invalid_record_fields",
+        Some("object.records[0].fields.tags[1]"),
+    )
+    .await;
+    let body = envelope(r#"[{"hash":"d","fields":{"$tags":[1,"x"]}}]"#);
+    assert_rejects::<Tags>(
+        &body,
+        &config().normalize_field_names(true),
+        422,
+        "invalid_record_fields",
+        Some("object.records[0].fields.tags[1]"),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn too_many_records_is_413_and_found_while_parsing() {
+    let record = r#"{"hash":"a","fields":{}}"#;
+    let three = envelope(&format!("[{record},{record},{record}]"));
+    assert_rejects::<Fields>(
+        &three,
+        &config().max_records(2),
+        413,
+        "too_many_records",
+        Some("object.records"),
+    )
+    .await;
+    assert_eq!(
+        parse_sync_records::<Fields>(three.as_bytes(), &config().max_records(3))
+            .unwrap()
+            .len(),
+        3
+    );
+
+    // Found before the rest of the body is looked at: a batch that is also malformed after the
+    // limit is still refused as too large.
+    let truncated = format!(
+        r#"{{"event":"sync.records","object":{{"id":"{SYNC_ID}","name":"n","records":[{record},{record},{record},"#
+    );
+    assert_rejects::<Fields>(
+        &truncated,
+        &config().max_records(2),
+        413,
+        "too_many_records",
+        None,
+    )
+    .await;
+}
+
+#[test]
+fn extra_keys_are_ignored_at_every_level() {
+    let body = format!(
+        r#"{{"version":2,"event":"sync.records","delivery":{{"attempt":1}},"object":{{
+            "id":"{SYNC_ID}","name":"n","mode":"updateOrCreate","records":[
+                {{"hash":"h","fields":{{"email":"a@b.c","last_login":"2020-12-02T00:00:00Z","extra":[1]}},"op":"upsert"}}
+            ],"metadata":{{"team":"growth"}},"future":null}},"trailer":[]}}"#
+    );
+    let batch: SyncRecords<User> = parse_sync_records(body.as_bytes(), &config()).unwrap();
+    assert_eq!(batch.records()[0].fields().email, "a@b.c");
+    assert_eq!(batch.metadata()["team"], "growth");
+}
+
+#[test]
+fn metadata_null_or_absent_is_empty() {
+    for metadata in [r#","metadata":null"#, ""] {
+        let body = format!(
+            r#"{{"event":"sync.records","object":{{"id":"{SYNC_ID}","name":"n","records":[]{metadata}}}}}"#
+        );
+        let batch: SyncRecords = parse_sync_records(body.as_bytes(), &config()).unwrap();
+        assert!(batch.metadata().is_empty());
+    }
+}
+
+#[test]
+fn object_may_come_before_event() {
+    let body = format!(
+        r#"{{"object":{{"id":"{SYNC_ID}","name":"n","records":[{{"hash":"h","fields":{{"a":1}}}}]}},"event":"sync.records"}}"#
+    );
+    let batch: SyncRecords = parse_sync_records(body.as_bytes(), &config()).unwrap();
+    assert_eq!(batch.records()[0].fields()["a"], 1);
+
+    let bad = format!(
+        r#"{{"object":{{"id":"{SYNC_ID}","name":"n","records":[{{"hash":"h","fields":{{}}}},{{"fields":{{}}}}]}},"event":"sync.records"}}"#
+    );
+    let EventRejection::InvalidEnvelope(error) = reject::<Fields>(&bad, &config()) else {
+        panic!("expected an envelope error")
+    };
+    assert_eq!(error.path(), "object.records[1]");
+}
+
+#[test]
+fn sync_id_check_can_be_relaxed() {
+    let body = r#"{"event":"sync.records","object":{"id":"sync-42","name":"n","records":[]}}"#;
+    assert_eq!(reject::<Fields>(body, &config()).code(), "invalid_envelope");
+    let relaxed = config().require_uuid_sync_id(false);
+    let batch: SyncRecords = parse_sync_records(body.as_bytes(), &relaxed).unwrap();
+    assert_eq!(batch.id().as_str(), "sync-42");
+    let empty = r#"{"event":"sync.records","object":{"id":"","name":"n","records":[]}}"#;
+    assert_eq!(reject::<Fields>(empty, &relaxed).code(), "invalid_envelope");
+}
+
+#[derive(Debug, PartialEq, serde::Deserialize)]
+struct Person {
+    first_name: String,
+}
+
+#[tokio::test]
+async fn normalisation_is_opt_in() {
+    let body = envelope(r#"[{"hash":"h","fields":{"$first_name":"Ada"}}]"#);
+    // Off by default: the name arrives as sent.
+    let batch: SyncRecords = parse_sync_records(body.as_bytes(), &config()).unwrap();
+    assert!(batch.records()[0].fields().contains_key("$first_name"));
+    assert_eq!(
+        reject::<Person>(&body, &config()).code(),
+        "invalid_record_fields"
+    );
+
+    // On: `$first_name` becomes `first_name` before `T` sees it.
+    let on = config().normalize_field_names(true);
+    let batch: SyncRecords<Person> = parse_sync_records(body.as_bytes(), &on).unwrap();
+    assert_eq!(batch.records()[0].fields().first_name, "Ada");
+    let batch: SyncRecords = parse_sync_records(body.as_bytes(), &on).unwrap();
+    assert_eq!(batch.records()[0].fields()["first_name"], "Ada");
+
+    // Two names that normalise alike are refused, naming both.
+    let body = envelope(
+        r#"[{"hash":"h","fields":{"first_name":"Cy"}},{"hash":"h","fields":{"$first_name":"Ada","first_name":"Bea"}}]"#,
+    );
+    let reply = assert_rejects::<Person>(
+        &body,
+        &on,
+        422,
+        "field_name_collision",
+        Some("object.records[1].fields"),
+    )
+    .await;
+    let detail = reply.detail();
+    assert!(
+        detail.contains("`$first_name`") && detail.contains("`first_name`"),
+        "{detail}"
+    );
+    let mut named: Vec<_> = reply.body["fields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_owned())
+        .collect();
+    named.sort();
+    assert_eq!(named, ["$first_name", "first_name"]);
+}
+
+#[test]
+fn unknown_events_parse_as_unknown() {
+    let event = parse::<Fields>(
+        br#"{"event":"sync.future_thing","object":{"x":1}}"#,
+        &config(),
+    )
+    .unwrap();
+    assert_eq!(event.event_name(), "sync.future_thing");
+    assert!(matches!(event, PolytomicEvent::Unknown { ref object, .. } if object["x"] == 1));
+    // The `object` is still required.
+    assert_eq!(
+        parse::<Fields>(br#"{"event":"sync.future_thing"}"#, &config())
+            .unwrap_err()
+            .code(),
+        "invalid_envelope"
+    );
+}
+
+#[test]
+fn serialized_shape_matches_the_delivery_object() {
+    let batch: SyncRecords = parse_sync_records(SAMPLE.as_bytes(), &config()).unwrap();
+    assert_eq!(
+        serde_json::to_value(&batch).unwrap(),
+        json!({
+            "id": SYNC_ID,
+            "name": "Webhook HTTP Endpoint sync",
+            "records": [{"hash": "b7421c6c57bd49f7", "fields": {
+                "email": "nathan@polytomic.com", "last_login": "2020-12-02T00:00:00Z"}}],
+            "metadata": {}
+        })
+    );
+    let event = parse::<Fields>(SAMPLE.as_bytes(), &config()).unwrap();
+    let reparsed: serde_json::Value = serde_json::to_value(&event).unwrap();
+    let original: serde_json::Value = serde_json::from_str(SAMPLE).unwrap();
+    assert_eq!(reparsed, original);
+    // And the serde impls read the same shapes back.
+    let again: SyncRecords = serde_json::from_value(serde_json::to_value(&batch).unwrap()).unwrap();
+    assert_eq!(again, batch);
+    let again: PolytomicEvent = serde_json::from_str(SAMPLE).unwrap();
+    assert_eq!(again, event);
+}
+
+#[test]
+fn echoed_text_is_bounded() {
+    let huge = "x".repeat(100_000);
+    let body = envelope(&format!(
+        r#"[{{"hash":"h","fields":{{"email":"{huge}","last_login":5}}}}]"#
+    ));
+    let rejection = reject::<User>(&body, &config());
+    assert!(rejection.body_text().len() < 4096);
+    let body = format!(r#"{{"event":"{huge}","object":{{}}}}"#);
+    let rejection = reject::<Fields>(&body, &config());
+    assert!(rejection.body_text().len() < 4096);
+}
