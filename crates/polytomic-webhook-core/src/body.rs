@@ -77,40 +77,87 @@ impl BodyLimit {
     }
 }
 
-/// The 413 `body_too_large` problem, the same wherever a body is stopped.
-///
-/// `limit` is the limit that fired and its configured value, when known (from [`BodyStats`]);
-/// `None` for limits that do not say, such as a bare `http_body_util::Limited`. The problem names
-/// the limit in its `detail` and in a `limit` member (`compressed`, `decompressed`, `ratio`).
+/// Which limit stopped a body, as far as its reader can tell.
 ///
 /// ```
-/// use polytomic_webhook_core::body::{BodyLimit, body_too_large};
+/// use polytomic_webhook_core::body::{BodyLimit, TooLargeLimit};
 ///
-/// let problem = body_too_large(Some((BodyLimit::Decompressed, 1024)));
-/// assert_eq!(problem.status(), 413);
-/// assert_eq!(problem.code(), "body_too_large");
-/// assert_eq!(problem.member("limit").unwrap(), "decompressed");
-/// assert!(problem.detail().contains("1024"));
+/// let limit = TooLargeLimit::Layer(BodyLimit::Decompressed, 1 << 20);
+/// assert_eq!(
+///     limit.detail(),
+///     "the request body exceeds the decompressed body size limit of 1048576 bytes"
+/// );
+/// assert_eq!(limit.kind(), "decompressed");
 /// ```
-pub fn body_too_large(limit: Option<(BodyLimit, u64)>) -> Problem {
-    let detail = match limit {
-        Some((BodyLimit::Compressed, bytes)) => {
-            format!("the request body as sent exceeds the limit of {bytes} bytes")
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TooLargeLimit {
+    /// A limit of the decompression layer, as recorded in the [`BodyStats`] request extension,
+    /// with its configured value (bytes, or the ratio), 0 when unknown.
+    Layer(BodyLimit, u64),
+    /// The reading extractor's own limit, in bytes.
+    Extractor(u64),
+    /// A limit that does not say which it was, such as axum's `DefaultBodyLimit`.
+    Unspecified,
+}
+
+impl TooLargeLimit {
+    /// The layer limit recorded in `stats`, or [`Unspecified`](Self::Unspecified).
+    pub fn from_stats(stats: Option<&BodyStats>) -> Self {
+        stats
+            .and_then(BodyStats::exceeded_limit)
+            .map_or(Self::Unspecified, |(limit, value)| {
+                Self::Layer(limit, value)
+            })
+    }
+
+    /// The value of the `limit` member of the problem: `compressed`, `decompressed`, `ratio`,
+    /// `extractor` or `body`.
+    pub fn kind(self) -> &'static str {
+        match self {
+            Self::Layer(limit, _) => limit.as_str(),
+            Self::Extractor(_) => "extractor",
+            Self::Unspecified => "body",
         }
-        Some((BodyLimit::Decompressed, bytes)) => {
-            format!("the decompressed request body exceeds the limit of {bytes} bytes")
+    }
+
+    /// The problem's human-readable `detail`.
+    pub fn detail(self) -> String {
+        match self {
+            Self::Layer(BodyLimit::Ratio, ratio) if ratio > 0 => format!(
+                "the request body exceeds the {} of {ratio} to 1",
+                BodyLimit::Ratio.describe()
+            ),
+            Self::Layer(limit, bytes) if bytes > 0 => format!(
+                "the request body exceeds the {} of {bytes} bytes",
+                limit.describe()
+            ),
+            Self::Layer(limit, _) => format!("the request body exceeds the {}", limit.describe()),
+            Self::Extractor(bytes) => {
+                format!("the request body exceeds the extractor's limit of {bytes} bytes")
+            }
+            Self::Unspecified => "the request body exceeds the body size limit".to_owned(),
         }
-        Some((BodyLimit::Ratio, ratio)) => {
-            format!("the request body decompresses to more than {ratio} times its size as sent")
-        }
-        None => "the request body exceeds the size limit".to_owned(),
-    };
-    let problem = Problem::new(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", detail);
-    match limit {
-        Some((limit, _)) => problem.with_member("limit", limit.as_str()),
-        None => problem,
+    }
+
+    /// The 413 `body_too_large` problem, the same wherever a body is stopped.
+    ///
+    /// ```
+    /// use polytomic_webhook_core::body::{BodyLimit, TooLargeLimit};
+    ///
+    /// let problem = TooLargeLimit::Layer(BodyLimit::Compressed, 1024).problem();
+    /// assert_eq!(problem.status(), 413);
+    /// assert_eq!(problem.code(), "body_too_large");
+    /// assert_eq!(problem.member("limit").unwrap(), "compressed");
+    /// ```
+    pub fn problem(self) -> Problem {
+        Problem::new(StatusCode::PAYLOAD_TOO_LARGE, BODY_TOO_LARGE, self.detail())
+            .with_member("limit", self.kind())
     }
 }
+
+/// The problem `code` of every size-limit rejection.
+pub const BODY_TOO_LARGE: &str = "body_too_large";
 
 impl fmt::Display for BodyLimit {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -15,3 +15,40 @@ pub mod problem;
 pub mod response;
 
 pub use problem::{PROBLEM_JSON, Problem, ProblemCode};
+
+/// Defines `get_ref`, `get_mut` and `into_inner` in an `impl` block of a middleware service
+/// whose wrapped service is its field `inner`, as tower-http's services have.
+///
+/// ```
+/// struct Logging<S> {
+///     inner: S,
+/// }
+///
+/// impl<S> Logging<S> {
+///     polytomic_webhook_core::inner_service_accessors!();
+/// }
+///
+/// let mut service = Logging { inner: 7 };
+/// *service.get_mut() += 1;
+/// assert_eq!(*service.get_ref(), 8);
+/// assert_eq!(service.into_inner(), 8);
+/// ```
+#[macro_export]
+macro_rules! inner_service_accessors {
+    () => {
+        /// The wrapped service.
+        pub fn get_ref(&self) -> &S {
+            &self.inner
+        }
+
+        /// The wrapped service, mutably.
+        pub fn get_mut(&mut self) -> &mut S {
+            &mut self.inner
+        }
+
+        /// Unwraps the inner service.
+        pub fn into_inner(self) -> S {
+            self.inner
+        }
+    };
+}

@@ -6,7 +6,7 @@ use http::header::{ACCEPT_ENCODING, CONTENT_ENCODING, CONTENT_LENGTH};
 use http::{HeaderMap, Request, Response, StatusCode};
 use http_body::Body;
 use polytomic_webhook_core::Problem;
-use polytomic_webhook_core::body::{BodyLimit, BodyStats, BoxError, body_too_large};
+use polytomic_webhook_core::body::{BodyLimit, BodyStats, BoxError, TooLargeLimit};
 use polytomic_webhook_core::response::ResponseBody;
 use tower_service::Service;
 
@@ -58,20 +58,7 @@ impl<S> Decompression<S> {
         &self.config
     }
 
-    /// The inner service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-
-    /// The inner service, mutably.
-    pub fn get_mut(&mut self) -> &mut S {
-        &mut self.inner
-    }
-
-    /// Unwraps the inner service.
-    pub fn into_inner(self) -> S {
-        self.inner
-    }
+    polytomic_webhook_core::inner_service_accessors!();
 }
 
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for Decompression<S>
@@ -96,8 +83,9 @@ where
         if declared_length(request.headers())
             .is_some_and(|length| length > self.config.max_compressed_bytes)
         {
-            let limit = (BodyLimit::Compressed, self.config.max_compressed_bytes);
-            return ResponseFuture::rejected(&body_too_large(Some(limit)));
+            let limit =
+                TooLargeLimit::Layer(BodyLimit::Compressed, self.config.max_compressed_bytes);
+            return ResponseFuture::rejected(&limit.problem());
         }
 
         // The headers must describe the body the inner service reads. Once a coding is declared,

@@ -59,7 +59,11 @@ async fn buffer(req: Request) -> Result<(EventConfig, Bytes), EventRejection> {
     // request's extensions intact.
     let mut body = req.into_limited_body();
     let limit = config.max_body_bytes;
-    let too_large = || BodyTooLarge::new(TooLargeLimit::Extractor(limit));
+    let too_large = || {
+        BodyTooLarge::new(TooLargeLimit::Extractor(
+            u64::try_from(limit).unwrap_or(u64::MAX),
+        ))
+    };
     if body.size_hint().lower() > u64::try_from(limit).unwrap_or(u64::MAX) {
         return Err(too_large().into());
     }
@@ -118,13 +122,7 @@ fn check_content_type(headers: &HeaderMap) -> Result<(), UnsupportedMediaType> {
 fn body_error(error: axum_core::Error, stats: Option<&BodyStats>) -> EventRejection {
     match BodyErrorKind::of(&error) {
         BodyErrorKind::LengthLimit => {
-            let limit = stats
-                .and_then(|stats| {
-                    let limit = stats.exceeded()?;
-                    Some(TooLargeLimit::Layer(limit, stats.exceeded_limit_value()))
-                })
-                .unwrap_or(TooLargeLimit::Unspecified);
-            BodyTooLarge::with_source(limit, Box::new(error)).into()
+            BodyTooLarge::with_source(TooLargeLimit::from_stats(stats), Box::new(error)).into()
         }
         BodyErrorKind::InvalidCompressedBody => InvalidCompressedBody::new(Box::new(error)).into(),
         _ => BodyReadFailed::new(Box::new(error)).into(),

@@ -27,7 +27,7 @@ use axum_core::response::{IntoResponse, Response};
 use bytes::Bytes;
 use http::StatusCode;
 use http::header::{CONTENT_TYPE, HeaderValue};
-use polytomic_webhook_core::body::{BodyLimit, BoxError};
+use polytomic_webhook_core::body::BoxError;
 use polytomic_webhook_core::problem::Problem;
 
 /// Longest piece of sender-controlled text (serde messages, paths, event names) echoed in a
@@ -137,30 +137,8 @@ problem_rejection!(
 
 impl Error for UnsupportedMediaType {}
 
-/// Which limit stopped a body.
-///
-/// ```
-/// use polytomic_webhook_core::body::BodyLimit;
-/// use polytomic_webhook_event::rejection::{BodyTooLarge, TooLargeLimit};
-///
-/// let rejection = BodyTooLarge::new(TooLargeLimit::Layer(BodyLimit::Decompressed, 1 << 20));
-/// assert_eq!(
-///     rejection.body_text(),
-///     "the request body exceeds the decompressed body size limit of 1048576 bytes"
-/// );
-/// ```
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum TooLargeLimit {
-    /// A limit of the decompression layer, as recorded in its
-    /// [`BodyStats`](polytomic_webhook_core::body::BodyStats) request extension, with the
-    /// configured value when known (0 otherwise).
-    Layer(BodyLimit, u64),
-    /// [`EventConfig::max_body_bytes`](crate::EventConfig::max_body_bytes).
-    Extractor(usize),
-    /// A limit that did not say which it was, such as axum's `DefaultBodyLimit`.
-    Unspecified,
-}
+/// Which limit stopped a body (shared with the layers, so every 413 reads the same).
+pub use polytomic_webhook_core::body::TooLargeLimit;
 
 /// The body is larger than a limit allows (413 `body_too_large`).
 ///
@@ -202,34 +180,11 @@ impl BodyTooLarge {
     }
 
     fn detail(&self) -> String {
-        match self.limit {
-            TooLargeLimit::Layer(BodyLimit::Ratio, ratio) if ratio > 0 => format!(
-                "the request body exceeds the {} of {ratio} to 1",
-                BodyLimit::Ratio.describe()
-            ),
-            TooLargeLimit::Layer(limit, bytes) if bytes > 0 => format!(
-                "the request body exceeds the {} of {bytes} bytes",
-                limit.describe()
-            ),
-            TooLargeLimit::Layer(limit, _) => {
-                format!("the request body exceeds the {}", limit.describe())
-            }
-            TooLargeLimit::Extractor(bytes) => {
-                format!("the request body exceeds the extractor's limit of {bytes} bytes")
-            }
-            TooLargeLimit::Unspecified => "the request body exceeds the body size limit".into(),
-        }
+        self.limit.detail()
     }
 
     fn with_members(&self, problem: Problem) -> Problem {
-        let kind = match self.limit {
-            TooLargeLimit::Layer(BodyLimit::Compressed, _) => "compressed",
-            TooLargeLimit::Layer(BodyLimit::Ratio, _) => "ratio",
-            TooLargeLimit::Layer(..) => "decompressed",
-            TooLargeLimit::Extractor(_) => "extractor",
-            TooLargeLimit::Unspecified => "body",
-        };
-        problem.with_member("limit", kind)
+        problem.with_member("limit", self.limit.kind())
     }
 }
 
@@ -373,6 +328,37 @@ impl Error for InvalidJson {
     }
 }
 
+/// The accessors and problem members of a rejection located by a JSON path.
+macro_rules! located_rejection {
+    ($name:ident, $what:literal) => {
+        impl $name {
+            pub(crate) fn new(path: String, message: String) -> Self {
+                Self {
+                    at: Located::new(path, message),
+                }
+            }
+
+            /// The JSON path of the problem.
+            pub fn path(&self) -> &str {
+                &self.at.path
+            }
+
+            /// serde's description of the problem.
+            pub fn message(&self) -> &str {
+                &self.at.message
+            }
+
+            fn detail(&self) -> String {
+                self.at.describe($what)
+            }
+
+            fn with_members(&self, problem: Problem) -> Problem {
+                problem.with_member("path", self.at.path.clone())
+            }
+        }
+    };
+}
+
 /// Where in the body a problem is, and serde's description of it.
 #[derive(Debug)]
 struct Located {
@@ -420,31 +406,7 @@ pub struct InvalidEnvelope {
     at: Located,
 }
 
-impl InvalidEnvelope {
-    pub(crate) fn new(path: String, message: String) -> Self {
-        Self {
-            at: Located::new(path, message),
-        }
-    }
-
-    /// The JSON path of the problem.
-    pub fn path(&self) -> &str {
-        &self.at.path
-    }
-
-    /// serde's description of the problem.
-    pub fn message(&self) -> &str {
-        &self.at.message
-    }
-
-    fn detail(&self) -> String {
-        self.at.describe("invalid webhook envelope")
-    }
-
-    fn with_members(&self, problem: Problem) -> Problem {
-        problem.with_member("path", self.at.path.clone())
-    }
-}
+located_rejection!(InvalidEnvelope, "invalid webhook envelope");
 
 problem_rejection!(InvalidEnvelope, UNPROCESSABLE_ENTITY, "invalid_envelope");
 
@@ -465,31 +427,7 @@ pub struct InvalidRecordFields {
     at: Located,
 }
 
-impl InvalidRecordFields {
-    pub(crate) fn new(path: String, message: String) -> Self {
-        Self {
-            at: Located::new(path, message),
-        }
-    }
-
-    /// The JSON path of the problem.
-    pub fn path(&self) -> &str {
-        &self.at.path
-    }
-
-    /// serde's description of the problem.
-    pub fn message(&self) -> &str {
-        &self.at.message
-    }
-
-    fn detail(&self) -> String {
-        self.at.describe("invalid record fields")
-    }
-
-    fn with_members(&self, problem: Problem) -> Problem {
-        problem.with_member("path", self.at.path.clone())
-    }
-}
+located_rejection!(InvalidRecordFields, "invalid record fields");
 
 problem_rejection!(
     InvalidRecordFields,
