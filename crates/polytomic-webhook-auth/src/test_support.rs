@@ -114,7 +114,12 @@ pub(crate) fn capture_logs<T>(f: impl FnOnce() -> T) -> (T, String) {
         .with_ansi(false)
         .with_max_level(tracing::Level::TRACE)
         .finish();
-    let value = tracing::subscriber::with_default(subscriber, f);
+    let value = tracing::subscriber::with_default(subscriber, || {
+        // A callsite first hit on another test thread, where no subscriber listens, may have
+        // cached "never interested"; recompute so this thread's subscriber sees every event.
+        tracing::callsite::rebuild_interest_cache();
+        f()
+    });
     let text = String::from_utf8(buffer.lock().unwrap().clone()).unwrap();
     (value, text)
 }

@@ -1,10 +1,14 @@
 use std::sync::Arc;
 
+use http::Request;
 use serde::Deserialize;
 use tower_layer::Layer;
 
+use super::forwarded::client_ip;
 use super::net::{BlockList, IpNet, deserialize_blocks};
+use super::rejection::SourceIpRejection;
 use super::service::SourceIpAllowlist;
+use crate::peer::{ClientIp, peer_addr};
 
 /// Applies [`SourceIpAllowlist`] to a service: only clients inside the allowed blocks reach
 /// it.
@@ -30,7 +34,48 @@ pub(super) struct Settings {
     pub(super) trusted_proxies: BlockList,
 }
 
+impl Settings {
+    /// Lets the request through (recording its [`ClientIp`]) or says why not.
+    pub(super) fn check<B>(&self, request: &mut Request<B>) -> Result<(), SourceIpRejection> {
+        let Some(peer) = peer_addr(request.extensions()) else {
+            // A deployment mistake rather than a hostile request: say how to fix it.
+            tracing::warn!(
+                "the server did not provide the peer address of a webhook delivery, so it is \
+                 refused; serve with axum's `into_make_service_with_connect_info::<SocketAddr>()` \
+                 or insert a `PeerAddr` request extension",
+            );
+            return Err(SourceIpRejection::NoPeerAddress);
+        };
+        let ip = client_ip(peer.ip(), request.headers(), &self.trusted_proxies)?;
+        if !self.allowed.contains(ip) {
+            return Err(SourceIpRejection::NotAllowed { ip });
+        }
+        request.extensions_mut().insert(ClientIp(ip));
+        Ok(())
+    }
+}
+
 impl SourceIpAllowlistLayer {
+    /// Checks one request as the middleware would, without a service: `Ok` (with a
+    /// [`ClientIp`] extension inserted) when its client is allowed. For composing the check
+    /// into another middleware; nothing is logged for a refusal.
+    ///
+    /// ```
+    /// use polytomic_webhook_auth::PeerAddr;
+    /// use polytomic_webhook_auth::allowlist::{SourceIpAllowlistLayer, parse_block};
+    ///
+    /// let layer = SourceIpAllowlistLayer::new([parse_block("203.0.113.0/24")?]);
+    /// let mut request = http::Request::new(());
+    /// request.extensions_mut().insert(PeerAddr("203.0.113.9:5000".parse().unwrap()));
+    /// assert!(layer.check(&mut request).is_ok());
+    /// request.extensions_mut().insert(PeerAddr("198.51.100.1:5000".parse().unwrap()));
+    /// assert_eq!(layer.check(&mut request).unwrap_err().code(), "source_ip_not_allowed");
+    /// # Ok::<(), polytomic_webhook_auth::allowlist::InvalidBlock>(())
+    /// ```
+    pub fn check<B>(&self, request: &mut Request<B>) -> Result<(), SourceIpRejection> {
+        self.settings.check(request)
+    }
+
     /// A layer allowing clients inside `allowed`, trusting no proxy.
     pub fn new(allowed: impl IntoIterator<Item = IpNet>) -> Self {
         Self {

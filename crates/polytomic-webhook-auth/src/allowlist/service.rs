@@ -6,10 +6,8 @@ use http::{Request, Response};
 use polytomic_webhook_core::response::{ResponseBody, ResponseFuture};
 use tower_service::Service;
 
-use super::forwarded::client_ip;
 use super::layer::Settings;
-use super::rejection::SourceIpRejection;
-use crate::peer::{ClientIp, peer_addr};
+use crate::peer::{DisplayPeer, peer_addr};
 
 /// Middleware that refuses requests from outside the allowed address blocks.
 ///
@@ -55,32 +53,17 @@ where
     }
 
     fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
-        let Some(peer) = peer_addr(request.extensions()) else {
-            let rejection = SourceIpRejection::NoPeerAddress;
-            tracing::warn!(
-                code = rejection.code(),
-                peer = "unknown",
-                "refused a webhook delivery: the server did not provide the peer address \
-                 (serve with axum's `into_make_service_with_connect_info::<SocketAddr>()` \
-                 or insert a `PeerAddr` request extension)",
-            );
-            return ResponseFuture::rejected(&rejection.to_problem());
-        };
-        let settings = &self.settings;
-        let rejection = match client_ip(peer.ip(), request.headers(), &settings.trusted_proxies) {
-            Ok(ip) if settings.allowed.contains(ip) => {
-                request.extensions_mut().insert(ClientIp(ip));
-                return ResponseFuture::inner(self.inner.call(request));
+        match self.settings.check(&mut request) {
+            Ok(()) => ResponseFuture::inner(self.inner.call(request)),
+            Err(rejection) => {
+                tracing::warn!(
+                    code = rejection.code(),
+                    peer = %DisplayPeer(peer_addr(request.extensions())),
+                    detail = %rejection,
+                    "refused a webhook delivery",
+                );
+                ResponseFuture::rejected(&rejection.to_problem())
             }
-            Ok(ip) => SourceIpRejection::NotAllowed { ip },
-            Err(rejection) => rejection,
-        };
-        tracing::warn!(
-            code = rejection.code(),
-            peer = %peer,
-            detail = %rejection,
-            "refused a webhook delivery",
-        );
-        ResponseFuture::rejected(&rejection.to_problem())
+        }
     }
 }

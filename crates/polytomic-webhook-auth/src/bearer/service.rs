@@ -10,7 +10,6 @@ use tower_service::Service;
 use super::layer::Settings;
 use crate::clock::{Clock, SystemClock};
 use crate::peer::{DisplayPeer, peer_addr};
-use crate::timestamp::DeliveredAt;
 
 /// Middleware that refuses requests without a valid bearer secret and timestamp.
 ///
@@ -56,13 +55,8 @@ where
     }
 
     fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
-        match self.settings.authorize(request.headers()) {
-            Ok(delivered) => {
-                if let Some(at) = delivered {
-                    request.extensions_mut().insert(DeliveredAt(at));
-                }
-                ResponseFuture::inner(self.inner.call(request))
-            }
+        match self.settings.authorize_request(&mut request) {
+            Ok(()) => ResponseFuture::inner(self.inner.call(request)),
             Err(rejection) => {
                 tracing::warn!(
                     code = rejection.code(),
