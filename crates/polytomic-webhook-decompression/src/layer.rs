@@ -1,11 +1,16 @@
 //! [`DecompressionLayer`]: configuration and `tower::Layer` for [`Decompression`].
 
+use http::Request;
 use tower_layer::Layer;
 
+use crate::body::DecompressionBody;
 use crate::config::DecompressionConfig;
-use crate::service::Decompression;
+use crate::rejection::DecompressionRejection;
+use crate::service::{self, Decompression};
 
 /// Decodes request bodies within limits; see the [crate docs](crate) for the behaviour.
+///
+/// [`DecompressionInfo`]: crate::DecompressionInfo
 ///
 /// ```
 /// use polytomic_webhook_decompression::DecompressionLayer;
@@ -37,6 +42,27 @@ impl DecompressionLayer {
     /// The layer's configuration.
     pub fn config(&self) -> &DecompressionConfig {
         &self.config
+    }
+
+    /// Prepares one request as the middleware would, without a service: checks its
+    /// `Content-Encoding` and `Content-Length`, then wraps its body in a [`DecompressionBody`]
+    /// and inserts the [`DecompressionInfo`] and `BodyStats` extensions. For composing the layer
+    /// into another middleware.
+    ///
+    /// ```
+    /// use http::Request;
+    /// use polytomic_webhook_decompression::{DecompressionInfo, DecompressionLayer};
+    ///
+    /// let request = Request::post("/").header("content-encoding", "GZIP").body(()).unwrap();
+    /// let request = DecompressionLayer::new().decompress(request).unwrap();
+    /// assert!(request.headers().get("content-encoding").is_none());
+    /// assert_eq!(request.extensions().get::<DecompressionInfo>().unwrap().coding(), "gzip");
+    /// ```
+    pub fn decompress<B>(
+        &self,
+        request: Request<B>,
+    ) -> Result<Request<DecompressionBody<B>>, DecompressionRejection> {
+        service::decompress(request, &self.config)
     }
 
     /// Most bytes a decoded body may have.

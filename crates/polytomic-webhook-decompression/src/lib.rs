@@ -112,6 +112,7 @@ mod future;
 mod info;
 mod layer;
 mod pipeline;
+mod rejection;
 mod service;
 
 pub use body::DecompressionBody;
@@ -120,4 +121,5 @@ pub use config::DecompressionConfig;
 pub use future::ResponseFuture;
 pub use info::DecompressionInfo;
 pub use layer::DecompressionLayer;
+pub use rejection::DecompressionRejection;
 pub use service::Decompression;

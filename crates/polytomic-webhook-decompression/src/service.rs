@@ -2,19 +2,19 @@
 
 use std::task::{Context, Poll};
 
-use http::header::{ACCEPT_ENCODING, CONTENT_ENCODING, CONTENT_LENGTH};
-use http::{HeaderMap, Request, Response, StatusCode};
+use http::header::{CONTENT_ENCODING, CONTENT_LENGTH};
+use http::{HeaderMap, Request, Response};
 use http_body::Body;
-use polytomic_webhook_core::Problem;
-use polytomic_webhook_core::body::{BodyLimit, BodyStats, BoxError, TooLargeLimit};
+use polytomic_webhook_core::body::{BodyStats, BoxError};
 use polytomic_webhook_core::response::ResponseBody;
 use tower_service::Service;
 
 use crate::body::DecompressionBody;
-use crate::coding::{Codings, UnsupportedContentEncoding, accept_encoding};
+use crate::coding::Codings;
 use crate::config::DecompressionConfig;
 use crate::future::ResponseFuture;
 use crate::info::DecompressionInfo;
+use crate::rejection::DecompressionRejection;
 
 /// Middleware that decodes request bodies within limits. Built by
 /// [`DecompressionLayer`](crate::DecompressionLayer).
@@ -75,34 +75,39 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
-        let codings = match Codings::from_headers(request.headers()) {
-            Ok(codings) => codings,
-            Err(error) => return ResponseFuture::rejected(&unsupported(&error)),
-        };
-        if declared_length(request.headers())
-            .is_some_and(|length| length > self.config.max_compressed_bytes)
-        {
-            let limit =
-                TooLargeLimit::Layer(BodyLimit::Compressed, self.config.max_compressed_bytes);
-            return ResponseFuture::rejected(&limit.problem());
+    fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
+        match decompress(request, &self.config) {
+            Ok(request) => ResponseFuture::inner(self.inner.call(request)),
+            Err(rejection) => ResponseFuture::rejected(&rejection.to_problem()),
         }
-
-        // The headers must describe the body the inner service reads. Once a coding is declared,
-        // or may be sniffed, neither the coding nor the length of what arrives holds for it.
-        if !codings.is_empty() || self.config.sniff_gzip {
-            let headers = request.headers_mut();
-            headers.remove(CONTENT_ENCODING);
-            headers.remove(CONTENT_LENGTH);
-        }
-        let stats = BodyStats::new();
-        let extensions = request.extensions_mut();
-        extensions.insert(DecompressionInfo::new(codings, stats.clone()));
-        extensions.insert(stats.clone());
-        let request =
-            request.map(|body| DecompressionBody::with_stats(body, &codings, self.config, stats));
-        ResponseFuture::inner(self.inner.call(request))
     }
+}
+
+/// Checks the request's headers and wraps its body; see [`DecompressionLayer::decompress`].
+pub(crate) fn decompress<B>(
+    mut request: Request<B>,
+    config: &DecompressionConfig,
+) -> Result<Request<DecompressionBody<B>>, DecompressionRejection> {
+    let codings = Codings::from_headers(request.headers())
+        .map_err(DecompressionRejection::UnsupportedContentEncoding)?;
+    if declared_length(request.headers()).is_some_and(|length| length > config.max_compressed_bytes)
+    {
+        return Err(DecompressionRejection::ContentLengthTooLarge {
+            limit: config.max_compressed_bytes,
+        });
+    }
+    // The headers must describe the body the inner service reads. Once a coding is declared,
+    // or may be sniffed, neither the coding nor the length of what arrives holds for it.
+    if !codings.is_empty() || config.sniff_gzip {
+        let headers = request.headers_mut();
+        headers.remove(CONTENT_ENCODING);
+        headers.remove(CONTENT_LENGTH);
+    }
+    let stats = BodyStats::new();
+    let extensions = request.extensions_mut();
+    extensions.insert(DecompressionInfo::new(codings, stats.clone()));
+    extensions.insert(stats.clone());
+    Ok(request.map(|body| DecompressionBody::with_stats(body, &codings, *config, stats)))
 }
 
 fn declared_length(headers: &HeaderMap) -> Option<u64> {
@@ -113,13 +118,4 @@ fn declared_length(headers: &HeaderMap) -> Option<u64> {
         .trim()
         .parse()
         .ok()
-}
-
-fn unsupported(error: &UnsupportedContentEncoding) -> Problem {
-    Problem::new(
-        StatusCode::UNSUPPORTED_MEDIA_TYPE,
-        "unsupported_content_encoding",
-        error.to_string(),
-    )
-    .with_header(ACCEPT_ENCODING, accept_encoding())
 }
