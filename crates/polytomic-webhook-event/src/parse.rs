@@ -53,7 +53,23 @@ pub fn parse<T: DeserializeOwned>(
     let result = EnvelopeSeed::<T>::new(&cx)
         .deserialize(&mut deserializer)
         .and_then(|event| deserializer.end().map(|()| event));
-    result.map_err(|error| explain::<T>(body, config, error, cx.into_failure()))
+    let event = result.map_err(|error| explain::<T>(body, config, error, cx.into_failure()))?;
+    if let PolytomicEvent::SyncRecords(batch) = &event {
+        record_batch_on_span(batch);
+    }
+    Ok(event)
+}
+
+/// Fills the batch fields of the enclosing `polytomic_webhook.delivery` span, when there is
+/// one (the composed layer opens it; elsewhere this does nothing). Never record contents.
+fn record_batch_on_span<T>(batch: &SyncRecords<T>) {
+    let span = tracing::Span::current();
+    if span.is_disabled() {
+        return;
+    }
+    span.record("sync_id", batch.id().as_str());
+    span.record("sync_name", batch.name());
+    span.record("record_count", batch.len());
 }
 
 /// Parses a delivery that must be a `sync.records` batch, for use without axum.

@@ -648,9 +648,36 @@ impl IntoResponse for UnknownEvent {
                 .headers_mut()
                 .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
             response
+                .extensions_mut()
+                .insert(IgnoredEvent(self.event.clone()));
+            response
         } else {
             self.to_problem().into_response()
         }
+    }
+}
+
+/// Response extension marking an acknowledged delivery of an unknown event type, so outer
+/// middleware can log the outcome as `ignored_event` rather than `accepted`.
+///
+/// ```
+/// use axum_core::response::IntoResponse;
+/// use polytomic_webhook_event::rejection::{EventRejection, IgnoredEvent};
+/// use polytomic_webhook_event::{EventConfig, Fields, parse_sync_records};
+///
+/// let body = br#"{"event":"sync.future_thing","object":{}}"#;
+/// let rejection = parse_sync_records::<Fields>(body, &EventConfig::default()).unwrap_err();
+/// let response = rejection.into_response();
+/// assert_eq!(response.status(), 200);
+/// assert_eq!(response.extensions().get::<IgnoredEvent>().unwrap().event(), "sync.future_thing");
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IgnoredEvent(String);
+
+impl IgnoredEvent {
+    /// The event type that was acknowledged without running the handler.
+    pub fn event(&self) -> &str {
+        &self.0
     }
 }
 

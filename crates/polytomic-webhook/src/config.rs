@@ -1,0 +1,160 @@
+//! [`PolytomicWebhookConfig`]: every setting of the composed stack, as plain data.
+
+use std::fmt;
+
+use polytomic_webhook_auth::allowlist::AllowlistConfig;
+use polytomic_webhook_auth::{Secret, SecretSet, TimestampWindow};
+use polytomic_webhook_decompression::DecompressionConfig;
+use polytomic_webhook_event::EventConfig;
+use serde::Deserialize;
+
+/// Everything the [`PolytomicWebhookLayer`](crate::PolytomicWebhookLayer) needs to know.
+///
+/// Every field but `secrets` has a safe default. It can be built in code or read from a
+/// configuration file:
+///
+/// ```
+/// use polytomic_webhook::{PolytomicWebhookConfig, PolytomicWebhookLayer};
+///
+/// let config: PolytomicWebhookConfig = serde_json::from_str(r#"{
+///     "secrets": ["current-secret", "previous-secret"],
+///     "timestamp_window": { "max_age_secs": 120 },
+///     "decompression": { "max_decompressed_bytes": 8388608 },
+///     "event": { "max_records": 10000 }
+/// }"#)?;
+/// let layer = PolytomicWebhookLayer::new(config)?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+///
+/// The same in code:
+///
+/// ```
+/// use std::time::Duration;
+///
+/// use polytomic_webhook::prelude::*;
+///
+/// let config = PolytomicWebhookConfig::default()
+///     .secret(Secret::new("current-secret")?)
+///     .secret(Secret::new("previous-secret")?)
+///     .timestamp_window(Some(TimestampWindow {
+///         max_age: Duration::from_secs(120),
+///         ..TimestampWindow::default()
+///     }));
+/// let layer = PolytomicWebhookLayer::new(config)?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct PolytomicWebhookConfig {
+    /// The accepted bearer secrets: one, or several while rotating. Required: building the
+    /// layer without one is an error. In a file: one string or a list.
+    pub secrets: Option<SecretSet>,
+    /// Whether `Polytomic-Signature-Timestamp` is checked against `timestamp_window`.
+    /// Default `true`.
+    pub check_timestamp: bool,
+    /// Whether a delivery without the timestamp header is refused. Default `true`.
+    pub require_timestamp: bool,
+    /// How old, or how far ahead, a timestamp may be. Default: five minutes old to one minute
+    /// ahead.
+    pub timestamp_window: TimestampWindow,
+    /// Only accept deliveries from these address blocks. Default: no allowlist.
+    pub allowlist: Option<AllowlistConfig>,
+    /// Decompression limits. Default: 32 MiB decoded, 32 MiB received, ratio 100:1.
+    pub decompression: DecompressionConfig,
+    /// Envelope validation: record limit, sync-id check, field-name normalisation, unknown
+    /// events.
+    pub event: EventConfig,
+}
+
+impl Default for PolytomicWebhookConfig {
+    fn default() -> Self {
+        Self {
+            secrets: None,
+            check_timestamp: true,
+            require_timestamp: true,
+            timestamp_window: TimestampWindow::default(),
+            allowlist: None,
+            decompression: DecompressionConfig::default(),
+            event: EventConfig::default(),
+        }
+    }
+}
+
+impl PolytomicWebhookConfig {
+    /// Adds an accepted secret.
+    #[must_use]
+    pub fn secret(mut self, secret: Secret) -> Self {
+        self.secrets = Some(match self.secrets.take() {
+            Some(secrets) => secrets.with(secret),
+            None => SecretSet::from(secret),
+        });
+        self
+    }
+
+    /// Replaces the accepted secrets.
+    #[must_use]
+    pub fn secrets(mut self, secrets: impl Into<SecretSet>) -> Self {
+        self.secrets = Some(secrets.into());
+        self
+    }
+
+    /// Sets the timestamp window; `None` turns the timestamp check off.
+    #[must_use]
+    pub fn timestamp_window(mut self, window: Option<TimestampWindow>) -> Self {
+        self.check_timestamp = window.is_some();
+        if let Some(window) = window {
+            self.timestamp_window = window;
+        }
+        self
+    }
+
+    /// Whether a delivery without the timestamp header is refused.
+    #[must_use]
+    pub fn require_timestamp(mut self, require: bool) -> Self {
+        self.require_timestamp = require;
+        self
+    }
+
+    /// Only accept deliveries from the given blocks.
+    #[must_use]
+    pub fn allowlist(mut self, allowlist: AllowlistConfig) -> Self {
+        self.allowlist = Some(allowlist);
+        self
+    }
+
+    /// Sets the decompression limits.
+    #[must_use]
+    pub fn decompression(mut self, decompression: DecompressionConfig) -> Self {
+        self.decompression = decompression;
+        self
+    }
+
+    /// Sets the envelope validation.
+    #[must_use]
+    pub fn event(mut self, event: EventConfig) -> Self {
+        self.event = event;
+        self
+    }
+}
+
+/// Why a [`PolytomicWebhookConfig`] cannot become a layer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// No secret is configured, so no delivery could ever be accepted.
+    NoSecret,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::NoSecret => f.write_str(
+                "no webhook secret is configured: set at least one of `secrets` \
+                 (the value entered as the Secret of the Polytomic webhook connection)",
+            ),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}

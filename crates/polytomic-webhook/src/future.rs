@@ -1,0 +1,106 @@
+//! [`DeliveryFuture`]: the response future, which closes the delivery's span with its outcome.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+use std::time::Instant;
+
+use http::Response;
+use pin_project_lite::pin_project;
+use polytomic_webhook_core::ProblemCode;
+use polytomic_webhook_core::response::{ResponseBody, ResponseFuture};
+use polytomic_webhook_decompression::DecompressionInfo;
+use polytomic_webhook_event::rejection::IgnoredEvent;
+use tracing::Span;
+
+pin_project! {
+    /// Response future of [`PolytomicWebhook`](crate::PolytomicWebhook).
+    ///
+    /// Runs the inner service inside the delivery's `polytomic_webhook.delivery` span and,
+    /// when the response is ready, records the outcome, status, latency and body sizes on it
+    /// and logs one event: `info` for an accepted or ignored delivery, `warn` otherwise.
+    #[derive(Debug)]
+    pub struct DeliveryFuture<F> {
+        #[pin]
+        inner: ResponseFuture<F>,
+        span: Span,
+        started: Instant,
+        info: Option<DecompressionInfo>,
+    }
+}
+
+impl<F> DeliveryFuture<F> {
+    pub(crate) fn new(
+        inner: ResponseFuture<F>,
+        span: Span,
+        started: Instant,
+        info: Option<DecompressionInfo>,
+    ) -> Self {
+        Self {
+            inner,
+            span,
+            started,
+            info,
+        }
+    }
+}
+
+impl<F, B, E> Future for DeliveryFuture<F>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+{
+    type Output = Result<Response<ResponseBody<B>>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let _entered = this.span.enter();
+        let result = ready!(this.inner.poll(cx));
+        let latency_ms = this.started.elapsed().as_secs_f64() * 1000.0;
+        if let Some(info) = this.info.as_ref() {
+            let stats = info.stats();
+            this.span.record("content_coding", info.coding());
+            this.span
+                .record("compressed_bytes", stats.compressed_bytes());
+            this.span
+                .record("decompressed_bytes", stats.decoded_bytes());
+        }
+        this.span.record("latency_ms", latency_ms);
+        match &result {
+            Ok(response) => {
+                let status = response.status().as_u16();
+                let outcome = outcome(response);
+                this.span.record("status", status);
+                this.span.record("outcome", outcome);
+                if response.status().is_success() {
+                    tracing::info!(outcome, status, latency_ms, "webhook delivery accepted");
+                } else {
+                    tracing::warn!(outcome, status, latency_ms, "webhook delivery rejected");
+                }
+            }
+            Err(_) => {
+                this.span.record("outcome", "service_error");
+                tracing::warn!(
+                    outcome = "service_error",
+                    latency_ms,
+                    "the webhook handler failed without a response"
+                );
+            }
+        }
+        Poll::Ready(result)
+    }
+}
+
+/// `accepted`, `ignored_event`, the rejection's problem `code`, or `handler_error` for an
+/// error status that carries no problem code (the handler's own answer).
+fn outcome<B>(response: &Response<B>) -> &'static str {
+    let extensions = response.extensions();
+    if let Some(code) = extensions.get::<ProblemCode>() {
+        code.as_str()
+    } else if extensions.get::<IgnoredEvent>().is_some() {
+        "ignored_event"
+    } else if response.status().is_success() {
+        "accepted"
+    } else {
+        "handler_error"
+    }
+}

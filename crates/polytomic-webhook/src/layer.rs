@@ -1,0 +1,166 @@
+//! [`PolytomicWebhookLayer`]: the whole stack as one `tower::Layer`.
+
+use std::fmt;
+use std::sync::Arc;
+
+use axum_core::extract::DefaultBodyLimit;
+use http::Request;
+use polytomic_webhook_auth::allowlist::{SourceIpAllowlistLayer, SourceIpRejection};
+use polytomic_webhook_auth::{AuthRejection, BearerAuthLayer, Clock, SystemClock};
+use polytomic_webhook_core::Problem;
+use polytomic_webhook_decompression::{
+    DecompressionBody, DecompressionLayer, DecompressionRejection,
+};
+use polytomic_webhook_event::EventConfig;
+use tower_layer::Layer;
+
+use crate::config::{ConfigError, PolytomicWebhookConfig};
+use crate::service::PolytomicWebhook;
+
+/// Receives Polytomic deliveries in front of any tower service; see the [crate docs](crate).
+///
+/// ```
+/// use axum::{Router, routing::post};
+/// use polytomic_webhook::prelude::*;
+///
+/// async fn receive(batch: SyncRecords) -> Ack {
+///     Ack::from(&batch)
+/// }
+///
+/// let config = PolytomicWebhookConfig::default().secret(Secret::new("the-connection-secret")?);
+/// let app: Router = Router::new()
+///     .route("/webhooks/polytomic", post(receive))
+///     .layer(PolytomicWebhookLayer::new(config)?);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[must_use]
+pub struct PolytomicWebhookLayer<C = SystemClock> {
+    checks: Arc<Checks<C>>,
+}
+
+/// The checks, in the order they run.
+pub(crate) struct Checks<C> {
+    allowlist: Option<SourceIpAllowlistLayer>,
+    auth: BearerAuthLayer<C>,
+    decompression: DecompressionLayer,
+    event: EventConfig,
+}
+
+impl PolytomicWebhookLayer {
+    /// Builds the stack from its configuration; fails if no secret is configured.
+    pub fn new(config: PolytomicWebhookConfig) -> Result<Self, ConfigError> {
+        let secrets = config.secrets.ok_or(ConfigError::NoSecret)?;
+        let auth = BearerAuthLayer::new(secrets)
+            .timestamp_window(config.check_timestamp.then_some(config.timestamp_window))
+            .require_timestamp(config.require_timestamp);
+        Ok(Self {
+            checks: Arc::new(Checks {
+                allowlist: config.allowlist.map(SourceIpAllowlistLayer::from_config),
+                auth,
+                decompression: DecompressionLayer::from_config(config.decompression),
+                event: config.event,
+            }),
+        })
+    }
+}
+
+impl<C: Clone> PolytomicWebhookLayer<C> {
+    /// Uses `clock` for the timestamp window instead of the system clock (for tests).
+    pub fn clock<C2: Clock>(self, clock: C2) -> PolytomicWebhookLayer<C2> {
+        let checks = Arc::unwrap_or_clone(self.checks);
+        PolytomicWebhookLayer {
+            checks: Arc::new(Checks {
+                allowlist: checks.allowlist,
+                auth: checks.auth.clock(clock),
+                decompression: checks.decompression,
+                event: checks.event,
+            }),
+        }
+    }
+}
+
+impl<C: Clock> Checks<C> {
+    /// Runs every check, cheapest first, and prepares the request for the inner service.
+    ///
+    /// Nothing about the body is touched until the sender is known to be allowed and
+    /// authenticated: an unauthenticated request is never inflated or parsed.
+    pub(crate) fn admit<B>(
+        &self,
+        mut request: Request<B>,
+    ) -> Result<Request<DecompressionBody<B>>, Refusal> {
+        if let Some(allowlist) = &self.allowlist {
+            allowlist.check(&mut request).map_err(Refusal::SourceIp)?;
+        }
+        self.auth.authorize(&mut request).map_err(Refusal::Auth)?;
+        let mut request = self
+            .decompression
+            .decompress(request)
+            .map_err(Refusal::Decompression)?;
+        request.extensions_mut().insert(self.event.clone());
+        // The decompression limits bound the decoded body; axum's 2 MB default would otherwise
+        // cut large batches short with a less precise answer.
+        DefaultBodyLimit::disable().apply(&mut request);
+        Ok(request)
+    }
+}
+
+/// Why the layer answered a request itself.
+pub(crate) enum Refusal {
+    SourceIp(SourceIpRejection),
+    Auth(AuthRejection),
+    Decompression(DecompressionRejection),
+}
+
+impl Refusal {
+    pub(crate) fn to_problem(&self) -> Problem {
+        match self {
+            Self::SourceIp(rejection) => rejection.to_problem(),
+            Self::Auth(rejection) => rejection.to_problem(),
+            Self::Decompression(rejection) => rejection.to_problem(),
+        }
+    }
+}
+
+impl<C: Clone> Clone for Checks<C> {
+    fn clone(&self) -> Self {
+        Self {
+            allowlist: self.allowlist.clone(),
+            auth: self.auth.clone(),
+            decompression: self.decompression,
+            event: self.event.clone(),
+        }
+    }
+}
+
+impl<C> Clone for PolytomicWebhookLayer<C> {
+    fn clone(&self) -> Self {
+        Self {
+            checks: Arc::clone(&self.checks),
+        }
+    }
+}
+
+impl<S, C> Layer<S> for PolytomicWebhookLayer<C> {
+    type Service = PolytomicWebhook<S, C>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        PolytomicWebhook::new(inner, Arc::clone(&self.checks))
+    }
+}
+
+impl<C> fmt::Debug for PolytomicWebhookLayer<C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.checks.fmt(f)
+    }
+}
+
+impl<C> fmt::Debug for Checks<C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PolytomicWebhookLayer")
+            .field("allowlist", &self.allowlist)
+            .field("auth", &self.auth)
+            .field("decompression", &self.decompression)
+            .field("event", &self.event)
+            .finish()
+    }
+}

@@ -1,0 +1,116 @@
+//! Receive [Polytomic](https://www.polytomic.com/) webhook deliveries in any tower stack.
+//!
+//! Polytomic syncs records to a custom webhook by POSTing `sync.records` batches: gzipped JSON,
+//! a static `Authorization: Bearer <secret>`, and a `Polytomic-Signature-Timestamp`. Any 4xx or
+//! 5xx answer marks the sync failed. This crate turns those requests into validated, typed
+//! record batches with one layer and one extractor:
+//!
+//! ```
+//! use axum::{Router, routing::post};
+//! use polytomic_webhook::prelude::*;
+//!
+//! #[derive(serde::Deserialize)]
+//! struct Contact {
+//!     email: String,
+//! }
+//!
+//! async fn receive(batch: SyncRecords<Contact>) -> Ack {
+//!     for record in &batch {
+//!         let _ = (record.hash(), &record.fields().email);
+//!     }
+//!     Ack::from(&batch)
+//! }
+//!
+//! let config = PolytomicWebhookConfig::default().secret(Secret::new("the-connection-secret")?);
+//! let app: Router = Router::new()
+//!     .route("/webhooks/polytomic", post(receive))
+//!     .layer(PolytomicWebhookLayer::new(config)?);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! # What the layer does, in order
+//!
+//! 1. Opens a `polytomic_webhook.delivery` tracing span (method, path; later the content
+//!    coding, byte counts, sync id and name, record count, outcome, status and latency) and
+//!    logs one event when the response is ready: `info` when accepted or ignored, `warn` when
+//!    rejected. Neither the secret nor record contents are ever recorded.
+//! 2. Optionally refuses senders outside an address allowlist (403).
+//! 3. Checks the bearer secret in constant time, against every configured secret (rotation),
+//!    and the timestamp against a freshness window (401).
+//! 4. Decodes the body (gzip, and `deflate`/`br`/`zstd` with their features) as it streams,
+//!    within limits (413, 415).
+//! 5. Hands the request to your service with the extractor's configuration attached.
+//!
+//! The order is the point: headers are checked before any body byte is read, so a sender
+//! without the secret can never make the server inflate or parse anything. The
+//! [`SyncRecords`](event::SyncRecords) extractor then parses and validates the envelope once,
+//! and the handler runs only for a valid batch.
+//!
+//! Every refusal is `application/problem+json` (RFC 9457) with a stable `code`; see the
+//! README's table. Unknown event types are acknowledged with 200 by default, since Polytomic
+//! asks receivers to ignore what they do not know.
+//!
+//! # Without axum
+//!
+//! The layer is generic over request and response bodies and never boxes the inner service,
+//! so it fits tonic's and hyper's stacks too; there, [`event::parse_sync_records`] does the
+//! extractor's work on the buffered body.
+//!
+//! # Crates
+//!
+//! This crate re-exports the pieces: [`auth`], [`decompression`], [`event`] and [`problem`].
+//! Cargo features `gzip` (default), `deflate`, `br` and `zstd` choose the codings; `axum`
+//! (default) lets the allowlist read axum's `ConnectInfo`.
+
+#![forbid(unsafe_code)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+mod config;
+mod future;
+mod layer;
+mod service;
+
+pub use config::{ConfigError, PolytomicWebhookConfig};
+pub use future::DeliveryFuture;
+pub use layer::PolytomicWebhookLayer;
+pub use service::PolytomicWebhook;
+
+/// Bearer secrets, the timestamp window and the source-IP allowlist
+/// (the `polytomic-webhook-auth` crate).
+pub mod auth {
+    pub use polytomic_webhook_auth::*;
+}
+
+/// Bounded, streaming request decompression (the `polytomic-webhook-decompression` crate).
+pub mod decompression {
+    pub use polytomic_webhook_decompression::*;
+}
+
+/// The typed `PolytomicEvent` / `SyncRecords` extractor and parser
+/// (the `polytomic-webhook-event` crate).
+pub mod event {
+    pub use polytomic_webhook_event::*;
+}
+
+/// RFC 9457 problem details and the shared body-error vocabulary
+/// (the `polytomic-webhook-core` crate).
+pub mod problem {
+    pub use polytomic_webhook_core::body::{BodyLimit, BodyStats, TooLargeLimit};
+    pub use polytomic_webhook_core::{PROBLEM_JSON, Problem, ProblemCode};
+}
+
+/// What a typical receiver needs in scope.
+///
+/// ```
+/// use polytomic_webhook::prelude::*;
+///
+/// let _config = PolytomicWebhookConfig::default().secret(Secret::new("s")?);
+/// # Ok::<(), InvalidSecret>(())
+/// ```
+pub mod prelude {
+    pub use crate::auth::{DeliveredAt, InvalidSecret, Secret, SecretSet, TimestampWindow};
+    pub use crate::event::{
+        Ack, EventConfig, Fields, PolytomicEvent, Record, SyncRecords, UnknownEventPolicy,
+    };
+    pub use crate::{PolytomicWebhookConfig, PolytomicWebhookLayer};
+}

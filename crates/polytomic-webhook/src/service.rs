@@ -1,0 +1,113 @@
+//! [`PolytomicWebhook`]: the composed middleware service.
+
+use std::fmt;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use http::{Request, Response};
+use polytomic_webhook_auth::Clock;
+use polytomic_webhook_core::response::{ResponseBody, ResponseFuture};
+use polytomic_webhook_decompression::{DecompressionBody, DecompressionInfo};
+use tower_service::Service;
+
+use crate::future::DeliveryFuture;
+use crate::layer::Checks;
+
+/// The middleware built by [`PolytomicWebhookLayer`](crate::PolytomicWebhookLayer).
+///
+/// ```
+/// use bytes::Bytes;
+/// use http_body_util::Full;
+/// use polytomic_webhook::prelude::*;
+/// use polytomic_webhook::decompression::DecompressionBody;
+/// use tower::{Layer, ServiceExt, service_fn};
+///
+/// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+/// let layer = PolytomicWebhookLayer::new(
+///     PolytomicWebhookConfig::default().secret(Secret::new("s3cret").unwrap()),
+/// )
+/// .unwrap();
+/// let service = layer.layer(service_fn(
+///     |_request: http::Request<DecompressionBody<Full<Bytes>>>| async {
+///         Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(Bytes::new())))
+///     },
+/// ));
+/// let request = http::Request::post("/").body(Full::new(Bytes::new())).unwrap();
+/// let response = service.oneshot(request).await.unwrap();
+/// assert_eq!(response.status(), 401);
+/// # });
+/// ```
+pub struct PolytomicWebhook<S, C> {
+    inner: S,
+    checks: Arc<Checks<C>>,
+}
+
+impl<S, C> PolytomicWebhook<S, C> {
+    pub(crate) fn new(inner: S, checks: Arc<Checks<C>>) -> Self {
+        Self { inner, checks }
+    }
+
+    polytomic_webhook_core::inner_service_accessors!();
+}
+
+impl<S, C, ReqBody, ResBody> Service<Request<ReqBody>> for PolytomicWebhook<S, C>
+where
+    S: Service<Request<DecompressionBody<ReqBody>>, Response = Response<ResBody>>,
+    C: Clock,
+{
+    type Response = Response<ResponseBody<ResBody>>;
+    type Error = S::Error;
+    type Future = DeliveryFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
+        let started = Instant::now();
+        let span = tracing::info_span!(
+            "polytomic_webhook.delivery",
+            method = %request.method(),
+            path = %request.uri().path(),
+            content_coding = tracing::field::Empty,
+            compressed_bytes = tracing::field::Empty,
+            decompressed_bytes = tracing::field::Empty,
+            sync_id = tracing::field::Empty,
+            sync_name = tracing::field::Empty,
+            record_count = tracing::field::Empty,
+            outcome = tracing::field::Empty,
+            status = tracing::field::Empty,
+            latency_ms = tracing::field::Empty,
+        );
+        let (future, info) = {
+            let _entered = span.enter();
+            match self.checks.admit(request) {
+                Ok(request) => {
+                    let info = request.extensions().get::<DecompressionInfo>().cloned();
+                    (ResponseFuture::inner(self.inner.call(request)), info)
+                }
+                Err(refusal) => (ResponseFuture::rejected(&refusal.to_problem()), None),
+            }
+        };
+        DeliveryFuture::new(future, span, started, info)
+    }
+}
+
+impl<S: Clone, C> Clone for PolytomicWebhook<S, C> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            checks: Arc::clone(&self.checks),
+        }
+    }
+}
+
+impl<S: fmt::Debug, C> fmt::Debug for PolytomicWebhook<S, C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PolytomicWebhook")
+            .field("inner", &self.inner)
+            .field("checks", &self.checks)
+            .finish()
+    }
+}

@@ -1,0 +1,345 @@
+//! The composed layer in an axum `Router`, driven with `oneshot`.
+
+#![allow(clippy::unwrap_used)] // Test code: a failed unwrap is a failed test.
+
+use std::io::{self, Write};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use axum::Router;
+use axum::extract::Extension;
+use axum::routing::post;
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use http::header::{AUTHORIZATION, CONTENT_ENCODING, CONTENT_TYPE};
+use http::{Request, StatusCode};
+use http_body::Frame;
+use http_body_util::BodyExt;
+use polytomic_webhook::auth::FixedClock;
+use polytomic_webhook::prelude::*;
+use polytomic_webhook::{ConfigError, PolytomicWebhookLayer};
+use tower::ServiceExt;
+
+/// The bearer value of the sample request on Polytomic's page (a JWT, used verbatim).
+const SAMPLE_SECRET: &str = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJhdWQiOiJ3ZWJob29rIiwianRpIjoiMDAwMDAwMDAtMDAwMC0wMDAwLTAwMDAtMDAwMDAwMDAwMDAwIiwiaXNzIjoiaHR0cHM6Ly9hcHAucG9seXRvbWljLWxvY2FsLmNvbTo4NDQzLyJ9.FBSU_fC1YFyWhMSPErRono4BPfkIeT3MkRdZrepiP3c";
+const SAMPLE_TIME: &str = "2021-06-01T22:55:36Z";
+const SAMPLE_BODY: &str = r#"{"event":"sync.records","object":{"id":"1ea8f90a-b22e-4218-86d5-c3c109e1fbb7","name":"Webhook HTTP Endpoint sync","records":[{"hash":"b7421c6c57bd49f7","fields":{"email":"nathan@polytomic.com","last_login":"2020-12-02T00:00:00Z"}}]}}"#;
+
+fn sample_time() -> DateTime<Utc> {
+    SAMPLE_TIME.parse().unwrap()
+}
+
+fn gzip(data: &[u8]) -> Vec<u8> {
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    encoder.write_all(data).unwrap();
+    encoder.finish().unwrap()
+}
+
+fn layer() -> PolytomicWebhookLayer<FixedClock> {
+    let config = PolytomicWebhookConfig::default().secret(Secret::new(SAMPLE_SECRET).unwrap());
+    PolytomicWebhookLayer::new(config)
+        .unwrap()
+        .clock(FixedClock(sample_time()))
+}
+
+type Received = Arc<Mutex<Vec<SyncRecords>>>;
+
+fn app(layer: PolytomicWebhookLayer<FixedClock>) -> (Router, Received) {
+    let received = Received::default();
+    let app = Router::new()
+        .route(
+            "/webhooks/polytomic",
+            post(
+                |Extension(received): Extension<Received>, batch: SyncRecords| async move {
+                    let ack = Ack::from(&batch);
+                    received.lock().unwrap().push(batch);
+                    ack
+                },
+            ),
+        )
+        .layer(layer)
+        .layer(Extension(received.clone()));
+    (app, received)
+}
+
+/// The sample delivery: gzip body, no `Content-Encoding`, as on Polytomic's page.
+fn sample_request(body: Vec<u8>) -> Request<axum::body::Body> {
+    Request::post("/webhooks/polytomic")
+        .header("accept-encoding", "gzip")
+        .header(CONTENT_TYPE, "application/json")
+        .header("polytomic-signature-timestamp", SAMPLE_TIME)
+        .header(AUTHORIZATION, format!("Bearer {SAMPLE_SECRET}"))
+        .header("user-agent", "Polytomic/rel2021.05.25")
+        .body(axum::body::Body::from(body))
+        .unwrap()
+}
+
+async fn problem_code(response: axum::response::Response) -> String {
+    assert_eq!(response.headers()[CONTENT_TYPE], "application/problem+json");
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    json["code"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn the_sample_delivery_reaches_the_handler() {
+    let (app, received) = app(layer());
+    let response = app
+        .oneshot(sample_request(gzip(SAMPLE_BODY.as_bytes())))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(&body[..], br#"{"accepted":1}"#);
+    let received = received.lock().unwrap();
+    assert_eq!(received.len(), 1);
+    let batch = &received[0];
+    assert_eq!(batch.id().as_str(), "1ea8f90a-b22e-4218-86d5-c3c109e1fbb7");
+    assert_eq!(batch.records()[0].hash().as_str(), "b7421c6c57bd49f7");
+    assert_eq!(batch.records()[0].fields()["email"], "nathan@polytomic.com");
+}
+
+/// A body that fails the test if anything reads it.
+struct MustNotBeRead;
+
+impl http_body::Body for MustNotBeRead {
+    type Data = Bytes;
+    type Error = io::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+        panic!("the body of an unauthenticated request was read");
+    }
+}
+
+#[tokio::test]
+async fn nothing_unauthenticated_is_read_inflated_or_parsed() {
+    let (app, received) = app(layer());
+    for (authorization, timestamp, code) in [
+        (Some("Bearer wrong"), SAMPLE_TIME, "invalid_token"),
+        (None, SAMPLE_TIME, "missing_authorization"),
+        (
+            Some(&*format!("Bearer {SAMPLE_SECRET}")),
+            "2021-06-01T22:40:00Z",
+            "timestamp_too_old",
+        ),
+    ] {
+        let mut request = Request::post("/webhooks/polytomic")
+            .header(CONTENT_TYPE, "application/json")
+            .header(CONTENT_ENCODING, "gzip")
+            .header("polytomic-signature-timestamp", timestamp);
+        if let Some(authorization) = authorization {
+            request = request.header(AUTHORIZATION, authorization);
+        }
+        let request = request.body(axum::body::Body::new(MustNotBeRead)).unwrap();
+        let response = app.clone().oneshot(request).await.unwrap();
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "{code}");
+        assert_eq!(problem_code(response).await, code);
+    }
+    assert!(received.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn layer_refusals_come_before_the_handler() {
+    let (app, received) = app(layer());
+    let mut request = sample_request(b"{}".to_vec());
+    request
+        .headers_mut()
+        .insert(CONTENT_ENCODING, "compress".parse().unwrap());
+    let response = app.clone().oneshot(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    assert_eq!(problem_code(response).await, "unsupported_content_encoding");
+
+    let response = app
+        .oneshot(sample_request(b"{\"event\":".to_vec()))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(problem_code(response).await, "invalid_json");
+    assert!(received.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn batches_over_axums_default_2_mb_limit_are_bounded_by_ours_instead() {
+    let records: Vec<String> = (0..12_000)
+        .map(|i| format!(r#"{{"hash":"{i:016x}","fields":{{"email":"user{i}@example.com","padding":"{}"}}}}"#, "x".repeat(200)))
+        .collect();
+    let body = format!(
+        r#"{{"event":"sync.records","object":{{"id":"1ea8f90a-b22e-4218-86d5-c3c109e1fbb7","name":"big","records":[{}]}}}}"#,
+        records.join(",")
+    );
+    assert!(body.len() > 2 * 1024 * 1024);
+    let (app, received) = app(layer());
+    let response = app
+        .clone()
+        .oneshot(sample_request(gzip(body.as_bytes())))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(received.lock().unwrap()[0].len(), 12_000);
+
+    let config = PolytomicWebhookConfig::default()
+        .secret(Secret::new(SAMPLE_SECRET).unwrap())
+        .decompression(serde_json::from_str(r#"{"max_decompressed_bytes": 1048576}"#).unwrap());
+    let small = PolytomicWebhookLayer::new(config)
+        .unwrap()
+        .clock(FixedClock(sample_time()));
+    let (app, _) = app(small);
+    let response = app
+        .oneshot(sample_request(gzip(body.as_bytes())))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(json["code"], "body_too_large");
+    assert_eq!(json["limit"], "decompressed");
+}
+
+#[tokio::test]
+async fn unknown_events_are_acknowledged_without_the_handler() {
+    let (app, received) = app(layer());
+    let body = br#"{"event":"sync.future_thing","object":{"anything":1}}"#;
+    let response = app.oneshot(sample_request(gzip(body))).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(received.lock().unwrap().is_empty());
+}
+
+#[test]
+fn building_without_a_secret_is_an_error_not_a_panic() {
+    let error = PolytomicWebhookLayer::new(PolytomicWebhookConfig::default()).unwrap_err();
+    assert_eq!(error, ConfigError::NoSecret);
+    let config: PolytomicWebhookConfig = serde_json::from_str(r#"{"allowlist": null}"#).unwrap();
+    assert!(PolytomicWebhookLayer::new(config).is_err());
+}
+
+#[test]
+fn configuration_reads_from_a_file_and_rejects_unknown_keys() {
+    let config: PolytomicWebhookConfig = serde_json::from_str(
+        r#"{
+            "secrets": "one-secret",
+            "check_timestamp": false,
+            "allowlist": {"allow": ["203.0.113.0/24"]},
+            "decompression": {"max_ratio": null},
+            "event": {"max_records": 5, "unknown_events": "reject"}
+        }"#,
+    )
+    .unwrap();
+    assert!(!config.check_timestamp);
+    assert_eq!(config.decompression.max_ratio, None);
+    assert_eq!(config.event.max_records, 5);
+    assert!(PolytomicWebhookLayer::new(config).is_ok());
+    assert!(serde_json::from_str::<PolytomicWebhookConfig>(r#"{"secret": "typo"}"#).is_err());
+}
+
+#[test]
+fn debug_output_never_contains_the_secret() {
+    let text = format!("{:?} {:#?}", layer(), layer());
+    assert!(!text.contains(SAMPLE_SECRET));
+    assert!(!text.contains("FBSU_fC1YFyW"));
+}
+
+mod logs {
+    use super::*;
+
+    /// Runs `future` with a subscriber writing plain text into a buffer, and returns the text.
+    async fn capture<F: Future>(future: F) -> String {
+        #[derive(Clone, Default)]
+        struct Buffer(Arc<Mutex<Vec<u8>>>);
+        impl Write for Buffer {
+            fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(bytes);
+                Ok(bytes.len())
+            }
+            fn flush(&mut self) -> io::Result<()> {
+                Ok(())
+            }
+        }
+        let buffer = Buffer::default();
+        let writer = buffer.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .finish();
+        let _guard = tracing::subscriber::set_default(subscriber);
+        tracing::callsite::rebuild_interest_cache();
+        future.await;
+        String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn an_accepted_delivery_logs_one_info_line_with_the_span_fields() {
+        let (app, _) = app(layer());
+        let logs = capture(async {
+            let response = app
+                .oneshot(sample_request(gzip(SAMPLE_BODY.as_bytes())))
+                .await
+                .unwrap();
+            assert_eq!(response.status(), StatusCode::OK);
+        })
+        .await;
+        let line = logs
+            .lines()
+            .find(|line| line.contains("webhook delivery accepted"))
+            .unwrap_or_else(|| panic!("no delivery line in {logs}"));
+        assert!(line.contains(" INFO "), "{line}");
+        for field in [
+            "polytomic_webhook.delivery{",
+            "method=POST",
+            "path=/webhooks/polytomic",
+            "sync_id=\"1ea8f90a-b22e-4218-86d5-c3c109e1fbb7\"",
+            "sync_name=\"Webhook HTTP Endpoint sync\"",
+            "record_count=1",
+            "content_coding=\"gzip\"",
+            "compressed_bytes=",
+            "decompressed_bytes=",
+            "outcome=\"accepted\"",
+            "status=200",
+            "latency_ms=",
+        ] {
+            assert!(line.contains(field), "{field} missing from {line}");
+        }
+        assert!(!logs.contains(SAMPLE_SECRET));
+        assert!(
+            !logs.contains("nathan@polytomic.com"),
+            "record contents logged: {logs}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_rejected_delivery_logs_a_warning_with_its_code() {
+        let (app, _) = app(layer());
+        let logs = capture(async {
+            let mut request = sample_request(gzip(SAMPLE_BODY.as_bytes()));
+            request
+                .headers_mut()
+                .insert(AUTHORIZATION, "Bearer not-the-secret".parse().unwrap());
+            let response = app.oneshot(request).await.unwrap();
+            assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+        })
+        .await;
+        let line = logs
+            .lines()
+            .find(|line| line.contains("webhook delivery rejected"))
+            .unwrap_or_else(|| panic!("no delivery line in {logs}"));
+        assert!(line.contains(" WARN "), "{line}");
+        assert!(line.contains("outcome=\"invalid_token\""), "{line}");
+        assert!(line.contains("status=401"), "{line}");
+        assert!(!logs.contains("not-the-secret"));
+        assert!(!logs.contains(SAMPLE_SECRET));
+    }
+
+    #[tokio::test]
+    async fn an_ignored_event_is_logged_as_such() {
+        let (app, _) = app(layer());
+        let logs = capture(async {
+            let body = br#"{"event":"sync.future_thing","object":{}}"#;
+            app.oneshot(sample_request(gzip(body))).await.unwrap();
+        })
+        .await;
+        assert!(logs.contains("outcome=\"ignored_event\""), "{logs}");
+    }
+}
