@@ -172,9 +172,8 @@ async fn batches_over_axums_default_2_mb_limit_are_bounded_by_ours_instead() {
         records.join(",")
     );
     assert!(body.len() > 2 * 1024 * 1024);
-    let (app, received) = app(layer());
-    let response = app
-        .clone()
+    let (router, received) = app(layer());
+    let response = router
         .oneshot(sample_request(gzip(body.as_bytes())))
         .await
         .unwrap();
@@ -187,8 +186,8 @@ async fn batches_over_axums_default_2_mb_limit_are_bounded_by_ours_instead() {
     let small = PolytomicWebhookLayer::new(config)
         .unwrap()
         .clock(FixedClock(sample_time()));
-    let (app, _) = app(small);
-    let response = app
+    let (router, _) = app(small);
+    let response = router
         .oneshot(sample_request(gzip(body.as_bytes())))
         .await
         .unwrap();
