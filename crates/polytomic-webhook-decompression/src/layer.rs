@@ -10,8 +10,6 @@ use crate::service::{self, Decompression};
 
 /// Decodes request bodies within limits; see the [crate docs](crate) for the behaviour.
 ///
-/// [`DecompressionInfo`]: crate::DecompressionInfo
-///
 /// ```
 /// use polytomic_webhook_decompression::DecompressionLayer;
 ///
@@ -46,8 +44,8 @@ impl DecompressionLayer {
 
     /// Prepares one request as the middleware would, without a service: checks its
     /// `Content-Encoding` and `Content-Length`, then wraps its body in a [`DecompressionBody`]
-    /// and inserts the [`DecompressionInfo`] and `BodyStats` extensions. For composing the layer
-    /// into another middleware.
+    /// and inserts the [`DecompressionInfo`](crate::DecompressionInfo) and `BodyStats` extensions.
+    /// For composing the layer into another middleware.
     ///
     /// ```
     /// use http::Request;
