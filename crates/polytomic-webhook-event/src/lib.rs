@@ -114,6 +114,8 @@ mod extract;
 mod normalize;
 mod parse;
 pub mod rejection;
+#[cfg(feature = "proptest")]
+pub mod strategy;
 
 pub use ack::Ack;
 pub use config::{EventConfig, UnknownEventPolicy};
