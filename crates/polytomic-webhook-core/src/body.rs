@@ -298,6 +298,8 @@ pub enum BodyErrorKind {
     LengthLimit,
     /// The compressed data could not be decoded: answer 400.
     InvalidCompressedBody,
+    /// The body did not arrive within its deadline: answer 408.
+    Timeout,
     /// Anything else (a reset connection, an I/O error): answer 400.
     Other,
 }
@@ -320,11 +322,45 @@ impl BodyErrorKind {
             if error.is::<InvalidCompressedBody>() {
                 return Self::InvalidCompressedBody;
             }
+            if error.is::<BodyReadTimeout>() {
+                return Self::Timeout;
+            }
             current = error.source();
         }
         Self::Other
     }
 }
+
+/// The body did not arrive completely within its deadline (a sender trickling bytes, or a
+/// stalled connection).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BodyReadTimeout {
+    after: std::time::Duration,
+}
+
+impl BodyReadTimeout {
+    /// The deadline that passed, counted from the first read of the body.
+    pub fn new(after: std::time::Duration) -> Self {
+        Self { after }
+    }
+
+    /// The deadline that passed.
+    pub fn after(&self) -> std::time::Duration {
+        self.after
+    }
+}
+
+impl fmt::Display for BodyReadTimeout {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "the request body was not received within {} ms",
+            self.after.as_millis()
+        )
+    }
+}
+
+impl Error for BodyReadTimeout {}
 
 /// The body's compressed data is corrupt or truncated, so it cannot be decoded.
 #[derive(Debug)]
@@ -396,6 +432,10 @@ mod tests {
             BodyErrorKind::of(&corrupt),
             BodyErrorKind::InvalidCompressedBody
         );
+        let timeout = Wrapper(Box::new(BodyReadTimeout::new(
+            std::time::Duration::from_secs(1),
+        )));
+        assert_eq!(BodyErrorKind::of(&timeout), BodyErrorKind::Timeout);
         let other = io::Error::other("reset");
         assert_eq!(BodyErrorKind::of(&other), BodyErrorKind::Other);
     }

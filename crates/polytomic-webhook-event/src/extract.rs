@@ -14,8 +14,8 @@ use crate::config::EventConfig;
 use crate::event::{PolytomicEvent, SyncRecords};
 use crate::parse::{parse, parse_sync_records};
 use crate::rejection::{
-    BodyReadFailed, BodyTooLarge, EventRejection, InvalidCompressedBody, TooLargeLimit,
-    UnsupportedMediaType,
+    BodyReadFailed, BodyTimeout, BodyTooLarge, EventRejection, InvalidCompressedBody,
+    TooLargeLimit, UnsupportedMediaType,
 };
 
 impl<T, S> FromRequest<S> for PolytomicEvent<T>
@@ -125,6 +125,7 @@ fn body_error(error: axum_core::Error, stats: Option<&BodyStats>) -> EventReject
             BodyTooLarge::with_source(TooLargeLimit::from_stats(stats), Box::new(error)).into()
         }
         BodyErrorKind::InvalidCompressedBody => InvalidCompressedBody::new(Box::new(error)).into(),
+        BodyErrorKind::Timeout => BodyTimeout::new(Box::new(error)).into(),
         _ => BodyReadFailed::new(Box::new(error)).into(),
     }
 }

@@ -9,6 +9,7 @@
 //! | 413 | `body_too_large` | [`BodyTooLarge`] |
 //! | 400 | `invalid_compressed_body` | [`InvalidCompressedBody`] |
 //! | 400 | `body_read_failed` | [`BodyReadFailed`] |
+//! | 408 | `body_timeout` | [`BodyTimeout`] |
 //! | 400 | `invalid_json` | [`InvalidJson`] |
 //! | 422 | `invalid_envelope` | [`InvalidEnvelope`] (with `path`) |
 //! | 422 | `invalid_record_fields` | [`InvalidRecordFields`] (with `path`) |
@@ -270,6 +271,42 @@ impl BodyReadFailed {
 problem_rejection!(BodyReadFailed, BAD_REQUEST, "body_read_failed");
 
 impl Error for BodyReadFailed {
+    fn source(&self) -> Option<&(dyn Error + 'static)> {
+        Some(&*self.source)
+    }
+}
+
+/// The body did not arrive within the deadline set by the composed layer's `body_timeout`
+/// (408 `body_timeout`). The connection should not be reused: the rest of the body may still
+/// be on its way.
+///
+/// ```
+/// use polytomic_webhook_event::rejection::BodyTimeout;
+///
+/// assert_eq!(BodyTimeout::CODE, "body_timeout");
+/// ```
+#[derive(Debug)]
+pub struct BodyTimeout {
+    source: BoxError,
+}
+
+impl BodyTimeout {
+    pub(crate) fn new(source: BoxError) -> Self {
+        Self { source }
+    }
+
+    fn detail(&self) -> String {
+        bounded(self.source.to_string())
+    }
+
+    fn with_members(&self, problem: Problem) -> Problem {
+        problem.with_header(http::header::CONNECTION, HeaderValue::from_static("close"))
+    }
+}
+
+problem_rejection!(BodyTimeout, REQUEST_TIMEOUT, "body_timeout");
+
+impl Error for BodyTimeout {
     fn source(&self) -> Option<&(dyn Error + 'static)> {
         Some(&*self.source)
     }
@@ -709,6 +746,8 @@ pub enum EventRejection {
     InvalidCompressedBody(InvalidCompressedBody),
     /// See [`BodyReadFailed`].
     BodyReadFailed(BodyReadFailed),
+    /// See [`BodyTimeout`].
+    BodyTimeout(BodyTimeout),
     /// See [`InvalidJson`].
     InvalidJson(InvalidJson),
     /// See [`InvalidEnvelope`].
@@ -730,6 +769,7 @@ macro_rules! each_variant {
             EventRejection::BodyTooLarge($inner) => $expr,
             EventRejection::InvalidCompressedBody($inner) => $expr,
             EventRejection::BodyReadFailed($inner) => $expr,
+            EventRejection::BodyTimeout($inner) => $expr,
             EventRejection::InvalidJson($inner) => $expr,
             EventRejection::InvalidEnvelope($inner) => $expr,
             EventRejection::InvalidRecordFields($inner) => $expr,
@@ -792,6 +832,7 @@ from_variant!(
     BodyTooLarge,
     InvalidCompressedBody,
     BodyReadFailed,
+    BodyTimeout,
     InvalidJson,
     InvalidEnvelope,
     InvalidRecordFields,

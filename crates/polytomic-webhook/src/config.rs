@@ -1,12 +1,13 @@
 //! [`PolytomicWebhookConfig`]: every setting of the composed stack, as plain data.
 
 use std::fmt;
+use std::time::Duration;
 
 use polytomic_webhook_auth::allowlist::AllowlistConfig;
 use polytomic_webhook_auth::{Secret, SecretSet, TimestampWindow};
 use polytomic_webhook_decompression::DecompressionConfig;
 use polytomic_webhook_event::EventConfig;
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer, de};
 
 /// Everything the [`PolytomicWebhookLayer`](crate::PolytomicWebhookLayer) needs to know.
 ///
@@ -58,6 +59,11 @@ pub struct PolytomicWebhookConfig {
     /// How old, or how far ahead, a timestamp may be. Default: five minutes old to one minute
     /// ahead.
     pub timestamp_window: TimestampWindow,
+    /// How long the whole request body may take to arrive, counted from its first read;
+    /// `None` (`null` in a file) for no deadline. Default: 30 seconds. In a file:
+    /// `body_timeout_secs`, in (fractional) seconds.
+    #[serde(rename = "body_timeout_secs", deserialize_with = "optional_secs")]
+    pub body_timeout: Option<Duration>,
     /// Only accept deliveries from these address blocks. Default: no allowlist.
     pub allowlist: Option<AllowlistConfig>,
     /// Decompression limits. Default: 32 MiB decoded, 32 MiB received, ratio 100:1.
@@ -74,6 +80,7 @@ impl Default for PolytomicWebhookConfig {
             check_timestamp: true,
             require_timestamp: true,
             timestamp_window: TimestampWindow::default(),
+            body_timeout: Some(DEFAULT_BODY_TIMEOUT),
             allowlist: None,
             decompression: DecompressionConfig::default(),
             event: EventConfig::default(),
@@ -116,6 +123,13 @@ impl PolytomicWebhookConfig {
         self
     }
 
+    /// Sets the deadline for receiving the body; `None` for none.
+    #[must_use]
+    pub fn body_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.body_timeout = timeout;
+        self
+    }
+
     /// Only accept deliveries from the given blocks.
     #[must_use]
     pub fn allowlist(mut self, allowlist: AllowlistConfig) -> Self {
@@ -136,6 +150,17 @@ impl PolytomicWebhookConfig {
         self.event = event;
         self
     }
+}
+
+/// Polytomic sends batches of 100 records by default, a few kilobytes compressed: half a
+/// minute leaves ample room for slow links while bounding how long a stalled or trickling
+/// sender can hold a connection and a buffer.
+const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(30);
+
+fn optional_secs<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Duration>, D::Error> {
+    Option::<f64>::deserialize(deserializer)?
+        .map(|secs| Duration::try_from_secs_f64(secs).map_err(de::Error::custom))
+        .transpose()
 }
 
 /// Why a [`PolytomicWebhookConfig`] cannot become a layer.

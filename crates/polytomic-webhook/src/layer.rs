@@ -2,20 +2,20 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum_core::extract::DefaultBodyLimit;
 use http::Request;
 use polytomic_webhook_auth::allowlist::{SourceIpAllowlistLayer, SourceIpRejection};
 use polytomic_webhook_auth::{AuthRejection, BearerAuthLayer, Clock, SystemClock};
 use polytomic_webhook_core::Problem;
-use polytomic_webhook_decompression::{
-    DecompressionBody, DecompressionLayer, DecompressionRejection,
-};
+use polytomic_webhook_decompression::{DecompressionLayer, DecompressionRejection};
 use polytomic_webhook_event::EventConfig;
 use tower_layer::Layer;
 
 use crate::config::{ConfigError, PolytomicWebhookConfig};
-use crate::service::PolytomicWebhook;
+use crate::service::{DeliveryBody, PolytomicWebhook};
+use crate::timeout::TimeoutBody;
 
 /// Receives Polytomic deliveries in front of any tower service; see the [crate docs](crate).
 ///
@@ -42,6 +42,7 @@ pub struct PolytomicWebhookLayer<C = SystemClock> {
 pub(crate) struct Checks<C> {
     allowlist: Option<SourceIpAllowlistLayer>,
     auth: BearerAuthLayer<C>,
+    body_timeout: Option<Duration>,
     decompression: DecompressionLayer,
     event: EventConfig,
 }
@@ -57,6 +58,7 @@ impl PolytomicWebhookLayer {
             checks: Arc::new(Checks {
                 allowlist: config.allowlist.map(SourceIpAllowlistLayer::from_config),
                 auth,
+                body_timeout: config.body_timeout,
                 decompression: DecompressionLayer::from_config(config.decompression),
                 event: config.event,
             }),
@@ -72,6 +74,7 @@ impl<C: Clone> PolytomicWebhookLayer<C> {
             checks: Arc::new(Checks {
                 allowlist: checks.allowlist,
                 auth: checks.auth.clock(clock),
+                body_timeout: checks.body_timeout,
                 decompression: checks.decompression,
                 event: checks.event,
             }),
@@ -87,11 +90,12 @@ impl<C: Clock> Checks<C> {
     pub(crate) fn admit<B>(
         &self,
         mut request: Request<B>,
-    ) -> Result<Request<DecompressionBody<B>>, Refusal> {
+    ) -> Result<Request<DeliveryBody<B>>, Refusal> {
         if let Some(allowlist) = &self.allowlist {
             allowlist.check(&mut request).map_err(Refusal::SourceIp)?;
         }
         self.auth.authorize(&mut request).map_err(Refusal::Auth)?;
+        let request = request.map(|body| TimeoutBody::new(body, self.body_timeout));
         let mut request = self
             .decompression
             .decompress(request)
@@ -126,6 +130,7 @@ impl<C: Clone> Clone for Checks<C> {
         Self {
             allowlist: self.allowlist.clone(),
             auth: self.auth.clone(),
+            body_timeout: self.body_timeout,
             decompression: self.decompression,
             event: self.event.clone(),
         }
@@ -159,6 +164,7 @@ impl<C> fmt::Debug for Checks<C> {
         f.debug_struct("PolytomicWebhookLayer")
             .field("allowlist", &self.allowlist)
             .field("auth", &self.auth)
+            .field("body_timeout", &self.body_timeout)
             .field("decompression", &self.decompression)
             .field("event", &self.event)
             .finish()

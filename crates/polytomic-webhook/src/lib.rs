@@ -37,8 +37,8 @@
 //! 2. Optionally refuses senders outside an address allowlist (403).
 //! 3. Checks the bearer secret in constant time, against every configured secret (rotation),
 //!    and the timestamp against a freshness window (401).
-//! 4. Decodes the body (gzip, and `deflate`/`br`/`zstd` with their features) as it streams,
-//!    within limits (413, 415).
+//! 4. Gives the body a deadline (30 s by default; 408 when it passes) and decodes it as it
+//!    streams (gzip, and `deflate`/`br`/`zstd` with their features), within limits (413, 415).
 //! 5. Hands the request to your service with the extractor's configuration attached.
 //!
 //! The order is the point: headers are checked before any body byte is read, so a sender
@@ -69,11 +69,13 @@ mod config;
 mod future;
 mod layer;
 mod service;
+mod timeout;
 
 pub use config::{ConfigError, PolytomicWebhookConfig};
 pub use future::DeliveryFuture;
 pub use layer::PolytomicWebhookLayer;
-pub use service::PolytomicWebhook;
+pub use service::{DeliveryBody, PolytomicWebhook};
+pub use timeout::TimeoutBody;
 
 /// Bearer secrets, the timestamp window and the source-IP allowlist
 /// (the `polytomic-webhook-auth` crate).

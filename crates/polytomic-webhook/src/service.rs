@@ -13,23 +13,28 @@ use tower_service::Service;
 
 use crate::future::DeliveryFuture;
 use crate::layer::Checks;
+use crate::timeout::TimeoutBody;
+
+/// The request body the inner service receives: decoded as it streams, within the limits and
+/// the body deadline.
+pub type DeliveryBody<B> = DecompressionBody<TimeoutBody<B>>;
 
 /// The middleware built by [`PolytomicWebhookLayer`](crate::PolytomicWebhookLayer).
 ///
 /// ```
 /// use bytes::Bytes;
 /// use http_body_util::Full;
+/// use polytomic_webhook::DeliveryBody;
 /// use polytomic_webhook::prelude::*;
-/// use polytomic_webhook::decompression::DecompressionBody;
 /// use tower::{Layer, ServiceExt, service_fn};
 ///
-/// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+/// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
 /// let layer = PolytomicWebhookLayer::new(
 ///     PolytomicWebhookConfig::default().secret(Secret::new("s3cret").unwrap()),
 /// )
 /// .unwrap();
 /// let service = layer.layer(service_fn(
-///     |_request: http::Request<DecompressionBody<Full<Bytes>>>| async {
+///     |_request: http::Request<DeliveryBody<Full<Bytes>>>| async {
 ///         Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(Bytes::new())))
 ///     },
 /// ));
@@ -53,7 +58,7 @@ impl<S, C> PolytomicWebhook<S, C> {
 
 impl<S, C, ReqBody, ResBody> Service<Request<ReqBody>> for PolytomicWebhook<S, C>
 where
-    S: Service<Request<DecompressionBody<ReqBody>>, Response = Response<ResBody>>,
+    S: Service<Request<DeliveryBody<ReqBody>>, Response = Response<ResBody>>,
     C: Clock,
 {
     type Response = Response<ResponseBody<ResBody>>;

@@ -342,3 +342,64 @@ mod logs {
         assert!(logs.contains("outcome=\"ignored_event\""), "{logs}");
     }
 }
+
+mod deadline {
+    use std::time::Duration;
+
+    use super::*;
+
+    /// A body that yields its first byte, then never anything again (a stalled sender).
+    struct Stalls(bool);
+
+    impl http_body::Body for Stalls {
+        type Data = Bytes;
+        type Error = io::Error;
+
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            _cx: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+            if std::mem::replace(&mut self.0, true) {
+                Poll::Pending
+            } else {
+                Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(b"{")))))
+            }
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_body_that_does_not_arrive_in_time_gets_408_and_connection_close() {
+        let config = PolytomicWebhookConfig::default()
+            .secret(Secret::new(SAMPLE_SECRET).unwrap())
+            .body_timeout(Some(Duration::from_secs(5)));
+        let layer = PolytomicWebhookLayer::new(config)
+            .unwrap()
+            .clock(FixedClock(sample_time()));
+        let (app, received) = app(layer);
+        let mut request = sample_request(Vec::new());
+        *request.body_mut() = axum::body::Body::new(Stalls(false));
+        // The clock is paused: tokio advances it to the deadline once everything is idle.
+        let response = app.oneshot(request).await.unwrap();
+        assert_eq!(response.status(), StatusCode::REQUEST_TIMEOUT);
+        assert_eq!(response.headers()[http::header::CONNECTION], "close");
+        assert_eq!(problem_code(response).await, "body_timeout");
+        assert!(received.lock().unwrap().is_empty());
+    }
+
+    #[test]
+    fn the_deadline_defaults_to_30_seconds_and_reads_from_a_file() {
+        assert_eq!(
+            PolytomicWebhookConfig::default().body_timeout,
+            Some(Duration::from_secs(30))
+        );
+        let config: PolytomicWebhookConfig =
+            serde_json::from_str(r#"{"body_timeout_secs": 2.5}"#).unwrap();
+        assert_eq!(config.body_timeout, Some(Duration::from_millis(2500)));
+        let config: PolytomicWebhookConfig =
+            serde_json::from_str(r#"{"body_timeout_secs": null}"#).unwrap();
+        assert_eq!(config.body_timeout, None);
+        assert!(
+            serde_json::from_str::<PolytomicWebhookConfig>(r#"{"body_timeout_secs": -1}"#).is_err()
+        );
+    }
+}

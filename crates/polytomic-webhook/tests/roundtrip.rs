@@ -80,6 +80,7 @@ proptest! {
         let request = request.body(axum::body::Body::from(body)).unwrap();
         let (app, received) = app();
         let status = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
             .build()
             .unwrap()
             .block_on(app.oneshot(request))
