@@ -7,9 +7,10 @@
 //! connection's peer, while the current address is a trusted proxy, step to the entry it
 //! appended. The first address that is not a trusted proxy is the client.
 //!
-//! When both headers are present only `Forwarded` is read: mixing them would let a sender
-//! choose the header the walk reads. The parsing functions are public so they can be tested
-//! and fuzzed on their own.
+//! Only the header the trusted proxies write is read ([`ForwardedHeader`], configured): a
+//! proxy appends to one header and passes the other through as the sender wrote it, so
+//! choosing by which header is present would let the sender pick the chain that is walked.
+//! The parsing functions are public so they can be tested and fuzzed on their own.
 
 use std::collections::VecDeque;
 use std::net::{IpAddr, Ipv6Addr, SocketAddrV4};
@@ -22,6 +23,30 @@ use super::rejection::SourceIpRejection;
 
 /// The `X-Forwarded-For` header name.
 pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+
+/// Which header the trusted proxies append the client address to.
+///
+/// Only that header is read; the other is ignored whatever it says, because a proxy passes a
+/// header it does not write through unchanged from the sender.
+///
+/// ```
+/// use polytomic_webhook_auth::allowlist::ForwardedHeader;
+///
+/// let header: ForwardedHeader = serde_json::from_str(r#""forwarded""#)?;
+/// assert_eq!(header, ForwardedHeader::Forwarded);
+/// assert_eq!(ForwardedHeader::default(), ForwardedHeader::XForwardedFor);
+/// # Ok::<(), serde_json::Error>(())
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
+pub enum ForwardedHeader {
+    /// `X-Forwarded-For`, written by nginx, HAProxy, Envoy and most load balancers (default).
+    #[default]
+    XForwardedFor,
+    /// `Forwarded: for=…` (RFC 7239).
+    Forwarded,
+}
 
 /// The most forwarding entries kept, counted from the right. A chain of more trusted proxies
 /// than this is refused rather than read further.
@@ -135,12 +160,11 @@ impl Hops {
         self.entries.push_back(hop);
     }
 
-    fn from_headers(headers: &HeaderMap) -> Self {
+    fn from_headers(headers: &HeaderMap, header: ForwardedHeader) -> Self {
         let mut hops = Self::default();
-        let (name, delimiter_aware) = if headers.contains_key(FORWARDED) {
-            (FORWARDED, true)
-        } else {
-            (X_FORWARDED_FOR, false)
+        let (name, delimiter_aware) = match header {
+            ForwardedHeader::Forwarded => (FORWARDED, true),
+            ForwardedHeader::XForwardedFor => (X_FORWARDED_FOR, false),
         };
         for value in &headers.get_all(name) {
             let Ok(text) = value.to_str() else {
@@ -170,11 +194,12 @@ pub(crate) fn client_ip(
     peer: IpAddr,
     headers: &HeaderMap,
     trusted: &BlockList,
+    header: ForwardedHeader,
 ) -> Result<IpAddr, SourceIpRejection> {
     if !trusted.contains(peer) {
         return Ok(peer);
     }
-    let hops = Hops::from_headers(headers);
+    let hops = Hops::from_headers(headers, header);
     let mut client = peer;
     for hop in hops.entries.iter().rev() {
         let Some(ip) = *hop else {
@@ -198,6 +223,9 @@ mod tests {
     use http::HeaderValue;
 
     use super::*;
+
+    const XFF: ForwardedHeader = ForwardedHeader::XForwardedFor;
+    const FWD: ForwardedHeader = ForwardedHeader::Forwarded;
     use crate::allowlist::parse_block;
 
     fn ip(text: &str) -> IpAddr {
@@ -225,7 +253,7 @@ mod tests {
             ("x-forwarded-for", "203.0.113.1"),
             ("forwarded", "for=203.0.113.2"),
         ]);
-        let result = client_ip(ip("198.51.100.9"), &headers, &trusted(&["10.0.0.0/8"]));
+        let result = client_ip(ip("198.51.100.9"), &headers, &trusted(&["10.0.0.0/8"]), XFF);
         assert_eq!(result, Ok(ip("198.51.100.9")));
     }
 
@@ -233,7 +261,7 @@ mod tests {
     fn x_forwarded_for_is_walked_from_the_right() {
         // The sender forged 1.1.1.1; the first proxy appended the sender's real address.
         let headers = headers(&[("x-forwarded-for", "1.1.1.1, 203.0.113.5, 10.0.0.2")]);
-        let result = client_ip(ip("10.0.0.1"), &headers, &trusted(&["10.0.0.0/8"]));
+        let result = client_ip(ip("10.0.0.1"), &headers, &trusted(&["10.0.0.0/8"]), XFF);
         assert_eq!(result, Ok(ip("203.0.113.5")));
     }
 
@@ -243,27 +271,43 @@ mod tests {
             ("x-forwarded-for", "1.1.1.1"),
             ("x-forwarded-for", "203.0.113.5"),
         ]);
-        let result = client_ip(ip("10.0.0.1"), &headers, &trusted(&["10.0.0.0/8"]));
+        let result = client_ip(ip("10.0.0.1"), &headers, &trusted(&["10.0.0.0/8"]), XFF);
         assert_eq!(result, Ok(ip("203.0.113.5")));
     }
 
     #[test]
-    fn forwarded_is_walked_from_the_right_and_preferred() {
-        let headers = headers(&[
-            (
-                "forwarded",
-                r#"for=1.1.1.1, for="[2001:db8::5]:4711";proto=https"#,
-            ),
-            ("x-forwarded-for", "9.9.9.9"),
-        ]);
-        let result = client_ip(ip("10.0.0.1"), &headers, &trusted(&["10.0.0.0/8"]));
+    fn forwarded_is_walked_from_the_right_when_configured() {
+        let headers = headers(&[(
+            "forwarded",
+            r#"for=1.1.1.1, for="[2001:db8::5]:4711";proto=https"#,
+        )]);
+        let result = client_ip(ip("10.0.0.1"), &headers, &trusted(&["10.0.0.0/8"]), FWD);
         assert_eq!(result, Ok(ip("2001:db8::5")));
+    }
+
+    #[test]
+    fn only_the_configured_header_is_read() {
+        // The proxy appends the sender's real address to X-Forwarded-For and passes the
+        // sender's own `Forwarded` through: reading `Forwarded` would let it pick its address.
+        let headers = headers(&[
+            ("forwarded", "for=203.0.113.20"),
+            ("x-forwarded-for", "198.51.100.1"),
+        ]);
+        let result = client_ip(ip("10.0.0.1"), &headers, &trusted(&["10.0.0.0/8"]), XFF);
+        assert_eq!(result, Ok(ip("198.51.100.1")));
+        // And the mirror case, for a proxy that writes `Forwarded`.
+        let headers = self::headers(&[
+            ("forwarded", "for=198.51.100.1"),
+            ("x-forwarded-for", "203.0.113.20"),
+        ]);
+        let result = client_ip(ip("10.0.0.1"), &headers, &trusted(&["10.0.0.0/8"]), FWD);
+        assert_eq!(result, Ok(ip("198.51.100.1")));
     }
 
     #[test]
     fn quoted_commas_do_not_split_forwarded_elements() {
         let headers = headers(&[("forwarded", r#"for=203.0.113.5;ext="a,b""#)]);
-        let result = client_ip(ip("10.0.0.1"), &headers, &trusted(&["10.0.0.0/8"]));
+        let result = client_ip(ip("10.0.0.1"), &headers, &trusted(&["10.0.0.0/8"]), FWD);
         assert_eq!(result, Ok(ip("203.0.113.5")));
     }
 
@@ -276,31 +320,36 @@ mod tests {
             "for=1.2.3.4;for=5.6.7.8",
         ] {
             let headers = headers(&[("forwarded", value)]);
-            let result = client_ip(ip("10.0.0.1"), &headers, &trusted(&["10.0.0.0/8"]));
+            let result = client_ip(ip("10.0.0.1"), &headers, &trusted(&["10.0.0.0/8"]), FWD);
             assert_eq!(result, Err(SourceIpRejection::UntraceableClient), "{value}");
         }
         let headers = headers(&[("x-forwarded-for", "1.1.1.1, garbage")]);
-        let result = client_ip(ip("10.0.0.1"), &headers, &trusted(&["10.0.0.0/8"]));
+        let result = client_ip(ip("10.0.0.1"), &headers, &trusted(&["10.0.0.0/8"]), XFF);
         assert_eq!(result, Err(SourceIpRejection::UntraceableClient));
     }
 
     #[test]
     fn unreadable_entries_left_of_the_client_do_not_matter() {
         let headers = headers(&[("x-forwarded-for", "garbage, 203.0.113.5")]);
-        let result = client_ip(ip("10.0.0.1"), &headers, &trusted(&["10.0.0.0/8"]));
+        let result = client_ip(ip("10.0.0.1"), &headers, &trusted(&["10.0.0.0/8"]), XFF);
         assert_eq!(result, Ok(ip("203.0.113.5")));
     }
 
     #[test]
     fn trusted_proxy_without_forwarding_header_is_the_client() {
-        let result = client_ip(ip("10.0.0.1"), &HeaderMap::new(), &trusted(&["10.0.0.0/8"]));
+        let result = client_ip(
+            ip("10.0.0.1"),
+            &HeaderMap::new(),
+            &trusted(&["10.0.0.0/8"]),
+            XFF,
+        );
         assert_eq!(result, Ok(ip("10.0.0.1")));
     }
 
     #[test]
     fn chain_of_only_trusted_proxies_yields_the_leftmost() {
         let headers = headers(&[("x-forwarded-for", "10.0.0.3, 10.0.0.2")]);
-        let result = client_ip(ip("10.0.0.1"), &headers, &trusted(&["10.0.0.0/8"]));
+        let result = client_ip(ip("10.0.0.1"), &headers, &trusted(&["10.0.0.0/8"]), XFF);
         assert_eq!(result, Ok(ip("10.0.0.3")));
     }
 
@@ -308,19 +357,24 @@ mod tests {
     fn overlong_trusted_chain_is_refused() {
         let chain = vec!["10.0.0.2"; MAX_HOPS + 1].join(",");
         let headers = headers(&[("x-forwarded-for", &chain)]);
-        let result = client_ip(ip("10.0.0.1"), &headers, &trusted(&["10.0.0.0/8"]));
+        let result = client_ip(ip("10.0.0.1"), &headers, &trusted(&["10.0.0.0/8"]), XFF);
         assert_eq!(result, Err(SourceIpRejection::UntraceableClient));
         // A long forged prefix is irrelevant when an untrusted hop comes first from the right.
         let chain = format!("{},203.0.113.5", vec!["10.0.0.2"; 1000].join(","));
         let headers = self::headers(&[("x-forwarded-for", &chain)]);
-        let result = client_ip(ip("10.0.0.1"), &headers, &trusted(&["10.0.0.0/8"]));
+        let result = client_ip(ip("10.0.0.1"), &headers, &trusted(&["10.0.0.0/8"]), XFF);
         assert_eq!(result, Ok(ip("203.0.113.5")));
     }
 
     #[test]
     fn mapped_proxy_addresses_are_trusted() {
         let headers = headers(&[("x-forwarded-for", "203.0.113.5")]);
-        let result = client_ip(ip("::ffff:10.0.0.1"), &headers, &trusted(&["10.0.0.0/8"]));
+        let result = client_ip(
+            ip("::ffff:10.0.0.1"),
+            &headers,
+            &trusted(&["10.0.0.0/8"]),
+            XFF,
+        );
         assert_eq!(result, Ok(ip("203.0.113.5")));
     }
 
@@ -328,7 +382,7 @@ mod tests {
     fn non_ascii_forwarding_header_fails_closed() {
         let mut headers = HeaderMap::new();
         headers.insert(X_FORWARDED_FOR, HeaderValue::from_bytes(b"\xff").unwrap());
-        let result = client_ip(ip("10.0.0.1"), &headers, &trusted(&["10.0.0.0/8"]));
+        let result = client_ip(ip("10.0.0.1"), &headers, &trusted(&["10.0.0.0/8"]), XFF);
         assert_eq!(result, Err(SourceIpRejection::UntraceableClient));
     }
 

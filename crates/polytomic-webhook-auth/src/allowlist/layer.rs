@@ -4,7 +4,7 @@ use http::Request;
 use serde::Deserialize;
 use tower_layer::Layer;
 
-use super::forwarded::client_ip;
+use super::forwarded::{ForwardedHeader, client_ip};
 use super::net::{BlockList, IpNet, deserialize_blocks};
 use super::rejection::SourceIpRejection;
 use super::service::SourceIpAllowlist;
@@ -32,6 +32,7 @@ pub struct SourceIpAllowlistLayer {
 pub(super) struct Settings {
     pub(super) allowed: BlockList,
     pub(super) trusted_proxies: BlockList,
+    pub(super) forwarded_header: ForwardedHeader,
 }
 
 impl Settings {
@@ -46,7 +47,12 @@ impl Settings {
             );
             return Err(SourceIpRejection::NoPeerAddress);
         };
-        let ip = client_ip(peer.ip(), request.headers(), &self.trusted_proxies)?;
+        let ip = client_ip(
+            peer.ip(),
+            request.headers(),
+            &self.trusted_proxies,
+            self.forwarded_header,
+        )?;
         if !self.allowed.contains(ip) {
             return Err(SourceIpRejection::NotAllowed { ip });
         }
@@ -82,6 +88,7 @@ impl SourceIpAllowlistLayer {
             settings: Settings {
                 allowed: BlockList::new(allowed),
                 trusted_proxies: BlockList::default(),
+                forwarded_header: ForwardedHeader::default(),
             },
         }
     }
@@ -92,6 +99,13 @@ impl SourceIpAllowlistLayer {
     /// unchanged) the header the walk reads.
     pub fn trusted_proxies(mut self, proxies: impl IntoIterator<Item = IpNet>) -> Self {
         self.settings.trusted_proxies = BlockList::new(proxies);
+        self
+    }
+
+    /// The header the trusted proxies append the client address to (default
+    /// `X-Forwarded-For`). Only that header is read.
+    pub fn forwarded_header(mut self, header: ForwardedHeader) -> Self {
+        self.settings.forwarded_header = header;
         self
     }
 
@@ -107,7 +121,9 @@ impl SourceIpAllowlistLayer {
     /// # Ok::<(), serde_json::Error>(())
     /// ```
     pub fn from_config(config: AllowlistConfig) -> Self {
-        Self::new(config.allow).trusted_proxies(config.trusted_proxies)
+        Self::new(config.allow)
+            .trusted_proxies(config.trusted_proxies)
+            .forwarded_header(config.forwarded_header)
     }
 }
 
@@ -143,4 +159,7 @@ pub struct AllowlistConfig {
     /// The reverse proxies whose forwarding headers are believed. Default: none.
     #[serde(default, deserialize_with = "deserialize_blocks")]
     pub trusted_proxies: Vec<IpNet>,
+    /// The header the trusted proxies write: `"x-forwarded-for"` (default) or `"forwarded"`.
+    #[serde(default)]
+    pub forwarded_header: ForwardedHeader,
 }

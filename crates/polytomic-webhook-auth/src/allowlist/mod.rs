@@ -16,9 +16,10 @@
 //!
 //! Behind reverse proxies the peer is the proxy. List the proxies with
 //! [`SourceIpAllowlistLayer::trusted_proxies`]: when the peer is one of them, the client
-//! address is read from `Forwarded` (RFC 7239 `for=`) or, if that header is absent,
-//! `X-Forwarded-For`, walking from the rightmost entry leftwards past trusted proxies (see
-//! [`parse_forwarded_element`] for the details). Forwarding headers from any other peer are
+//! address is read from the one header they write ([`ForwardedHeader`]: `X-Forwarded-For` by
+//! default, or `Forwarded`, RFC 7239 `for=`), walking from the rightmost entry leftwards past
+//! trusted proxies (see [`parse_forwarded_element`] for the details). The other header is
+//! ignored: a proxy passes a header it does not write through from the sender untouched. Forwarding headers from any other peer are
 //! ignored, as anyone can write them. An entry that cannot be read where the walk needs it
 //! (`unknown`, an obfuscated name, garbage) refuses the request.
 //!
@@ -68,7 +69,9 @@ mod net;
 mod rejection;
 mod service;
 
-pub use forwarded::{MAX_HOPS, X_FORWARDED_FOR, parse_forwarded_element, parse_node};
+pub use forwarded::{
+    ForwardedHeader, MAX_HOPS, X_FORWARDED_FOR, parse_forwarded_element, parse_node,
+};
 pub use layer::{AllowlistConfig, SourceIpAllowlistLayer};
 pub use net::{InvalidBlock, IpNet, parse_block};
 pub use rejection::SourceIpRejection;

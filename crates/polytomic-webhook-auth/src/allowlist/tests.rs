@@ -100,7 +100,30 @@ async fn client_behind_a_trusted_proxy() {
         "10.1.2.3:5000",
         &[("forwarded", r#"for="[2001:db8:7::5]:1234""#)],
     );
-    assert_allowed(request, "2001:db8:7::5").await;
+    let recorder = Recorder::default();
+    let service = layer()
+        .forwarded_header(ForwardedHeader::Forwarded)
+        .layer(recorder.service());
+    let response = service.oneshot(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(recorder.called());
+}
+
+#[tokio::test]
+async fn a_forged_header_the_proxy_does_not_write_is_ignored() {
+    // The proxy appends to X-Forwarded-For and passes the sender's `Forwarded` through.
+    let request = request_from(
+        "10.1.2.3:5000",
+        &[
+            ("forwarded", "for=203.0.113.20"),
+            ("x-forwarded-for", "198.51.100.1"),
+        ],
+    );
+    let json = assert_forbidden(request).await;
+    assert_eq!(
+        json["detail"],
+        "the source address 198.51.100.1 is not allowed"
+    );
 }
 
 #[tokio::test]
@@ -119,7 +142,7 @@ async fn forged_entries_left_of_the_real_client_do_not_help() {
 
 #[tokio::test]
 async fn unreadable_forwarded_entry_is_forbidden() {
-    let request = request_from("10.1.2.3:5000", &[("forwarded", "for=unknown")]);
+    let request = request_from("10.1.2.3:5000", &[("x-forwarded-for", "unknown")]);
     assert_forbidden(request).await;
 }
 
