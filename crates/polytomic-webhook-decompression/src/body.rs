@@ -226,13 +226,15 @@ impl State {
                 if self.pending.len() < GZIP_MAGIC.len() && !self.input_ended {
                     return Step::NeedInput;
                 }
-                self.mode = if self.pending.starts_with(&GZIP_MAGIC) {
-                    self.stats.set_sniffed();
-                    Pipeline::new(&Codings::from(Coding::Gzip)).map_or(Mode::Identity, |pipeline| {
+                let gzip = Some(&self.pending)
+                    .filter(|pending| pending.starts_with(&GZIP_MAGIC))
+                    .and_then(|_| Pipeline::new(&Codings::from(Coding::Gzip)));
+                self.mode = match gzip {
+                    Some(pipeline) => {
+                        self.stats.set_sniffed();
                         Mode::Decoding(Box::new(pipeline))
-                    })
-                } else {
-                    Mode::Identity
+                    }
+                    None => Mode::Identity,
                 };
                 Step::Continue
             }
@@ -245,13 +247,19 @@ impl State {
                     };
                 }
                 let data = std::mem::take(&mut self.pending);
-                self.decoded += data.len() as u64;
-                self.stats.add_decoded(data.len() as u64);
-                if self.decoded > self.config.max_decompressed_bytes {
+                let allowed = self
+                    .config
+                    .max_decompressed_bytes
+                    .saturating_sub(self.decoded);
+                if data.len() as u64 > allowed {
+                    // Counted like decoded output: at most one byte past the limit.
+                    self.stats.add_decoded(allowed + 1);
                     return Step::Fail(
                         self.exceeded(BodyLimit::Decompressed, self.config.max_decompressed_bytes),
                     );
                 }
+                self.decoded += data.len() as u64;
+                self.stats.add_decoded(data.len() as u64);
                 Step::Yield(Frame::data(data))
             }
             Mode::Decoding(pipeline) => {
@@ -283,11 +291,10 @@ impl State {
             .saturating_add(1);
         let window =
             usize::try_from(allowed).map_or(self.output.len(), |a| a.min(self.output.len()));
-        let coding = pipeline.current_coding();
         let result = pipeline.decode(&self.pending, self.input_ended, &mut self.output[..window]);
         let (read, written) = match result {
             Ok(progress) => progress,
-            Err(error) => {
+            Err((coding, error)) => {
                 return Step::Fail(Box::new(InvalidCompressedBody::new(coding.as_str(), error)));
             }
         };
@@ -315,7 +322,7 @@ impl State {
         if self.input_ended || !self.pending.is_empty() {
             // Nothing moved although everything there is to decode is here.
             return Step::Fail(Box::new(InvalidCompressedBody::new(
-                coding.as_str(),
+                pipeline.unfinished_coding().as_str(),
                 std::io::Error::new(
                     std::io::ErrorKind::UnexpectedEof,
                     "the compressed stream ends early",

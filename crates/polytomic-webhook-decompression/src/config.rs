@@ -18,7 +18,7 @@ const DEFAULT_MAX_BYTES: u64 = 32 * 1024 * 1024;
 /// assert_eq!(config.max_decompressed_bytes, 1 << 20);
 /// assert_eq!(config.max_compressed_bytes, 32 << 20);
 /// assert_eq!(config.max_ratio, None);
-/// assert!(config.sniff_gzip);
+/// assert_eq!(config.sniff_gzip, cfg!(feature = "gzip"));
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -34,7 +34,7 @@ pub struct DecompressionConfig {
     /// decoded; `None` disables the check.
     pub max_ratio: Option<u32>,
     /// Decode a body as gzip when it declares no coding but starts with the gzip magic bytes
-    /// (default `true`). See the crate docs for why.
+    /// (default `true` when the `gzip` feature is on). See the crate docs for why.
     pub sniff_gzip: bool,
 }
 
@@ -44,7 +44,8 @@ impl Default for DecompressionConfig {
             max_decompressed_bytes: DEFAULT_MAX_BYTES,
             max_compressed_bytes: DEFAULT_MAX_BYTES,
             max_ratio: Some(100),
-            sniff_gzip: true,
+            // Without a gzip decoder there is nothing to sniff for.
+            sniff_gzip: cfg!(feature = "gzip"),
         }
     }
 }

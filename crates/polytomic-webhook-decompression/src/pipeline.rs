@@ -254,8 +254,8 @@ impl Pipeline {
         })
     }
 
-    /// The coding whose decoder failed, for error messages: the outermost one still running.
-    pub(crate) fn current_coding(&self) -> Coding {
+    /// The outermost coding whose stream has not ended, for a truncation error.
+    pub(crate) fn unfinished_coding(&self) -> Coding {
         self.stages
             .iter()
             .find(|stage| stage.phase != Phase::Done)
@@ -283,13 +283,14 @@ impl Pipeline {
     }
 
     /// Decodes `input` into `output` until the output is full or nothing more can happen
-    /// without more input. Returns `(input bytes consumed, output bytes written)`.
+    /// without more input. Returns `(input bytes consumed, output bytes written)`, or the
+    /// coding whose decoder failed and why.
     pub(crate) fn decode(
         &mut self,
         input: &[u8],
         input_ended: bool,
         output: &mut [u8],
-    ) -> io::Result<(usize, usize)> {
+    ) -> Result<(usize, usize), (Coding, io::Error)> {
         let (mut read, mut written) = (0, 0);
         let last = self.stages.len() - 1;
         loop {
@@ -310,7 +311,10 @@ impl Pipeline {
                 };
                 let mut source = PartialBuffer::new(source);
                 let mut sink = WriteBuffer::new_initialized(sink);
-                self.stages[index].step(&mut source, &mut sink, source_ended)?;
+                let stage = &mut self.stages[index];
+                stage
+                    .step(&mut source, &mut sink, source_ended)
+                    .map_err(|error| (stage.coding, error))?;
                 let (consumed, produced) = (source.written_len(), sink.written_len());
                 match earlier.last_mut() {
                     None => read += consumed,

@@ -5,6 +5,7 @@
 //! nothing else allocates while it measures.
 
 #![allow(clippy::unwrap_used)] // Test code: a failed unwrap is a failed test.
+#![cfg(feature = "gzip")]
 
 use std::io::Write;
 
