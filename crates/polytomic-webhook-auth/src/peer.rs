@@ -95,6 +95,23 @@ pub fn peer_addr(extensions: &Extensions) -> Option<SocketAddr> {
 /// Formats an optional peer address for logs: the address, or `unknown`.
 pub(crate) struct DisplayPeer(pub(crate) Option<SocketAddr>);
 
+/// Logs a refusal (code, peer, detail; never the credentials) and answers with its problem:
+/// what both middleware services do when their check fails.
+pub(crate) fn refuse<F>(
+    extensions: &Extensions,
+    code: &'static str,
+    detail: &dyn fmt::Display,
+    problem: &polytomic_webhook_core::Problem,
+) -> polytomic_webhook_core::response::ResponseFuture<F> {
+    tracing::warn!(
+        code,
+        peer = %DisplayPeer(peer_addr(extensions)),
+        detail = %detail,
+        "refused a webhook delivery",
+    );
+    polytomic_webhook_core::response::ResponseFuture::rejected(problem)
+}
+
 impl fmt::Display for DisplayPeer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.0 {

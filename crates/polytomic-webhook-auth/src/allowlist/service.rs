@@ -7,7 +7,7 @@ use polytomic_webhook_core::response::{ResponseBody, ResponseFuture};
 use tower_service::Service;
 
 use super::layer::Settings;
-use crate::peer::{DisplayPeer, peer_addr};
+use crate::peer::refuse;
 
 /// Middleware that refuses requests from outside the allowed address blocks.
 ///
@@ -55,15 +55,12 @@ where
     fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
         match self.settings.check(&mut request) {
             Ok(()) => ResponseFuture::inner(self.inner.call(request)),
-            Err(rejection) => {
-                tracing::warn!(
-                    code = rejection.code(),
-                    peer = %DisplayPeer(peer_addr(request.extensions())),
-                    detail = %rejection,
-                    "refused a webhook delivery",
-                );
-                ResponseFuture::rejected(&rejection.to_problem())
-            }
+            Err(rejection) => refuse(
+                request.extensions(),
+                rejection.code(),
+                &rejection,
+                &rejection.to_problem(),
+            ),
         }
     }
 }

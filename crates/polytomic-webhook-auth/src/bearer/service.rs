@@ -9,7 +9,7 @@ use tower_service::Service;
 
 use super::layer::Settings;
 use crate::clock::{Clock, SystemClock};
-use crate::peer::{DisplayPeer, peer_addr};
+use crate::peer::refuse;
 
 /// Middleware that refuses requests without a valid bearer secret and timestamp.
 ///
@@ -57,15 +57,12 @@ where
     fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
         match self.settings.authorize_request(&mut request) {
             Ok(()) => ResponseFuture::inner(self.inner.call(request)),
-            Err(rejection) => {
-                tracing::warn!(
-                    code = rejection.code(),
-                    peer = %DisplayPeer(peer_addr(request.extensions())),
-                    detail = %rejection,
-                    "refused a webhook delivery",
-                );
-                ResponseFuture::rejected(&rejection.to_problem())
-            }
+            Err(rejection) => refuse(
+                request.extensions(),
+                rejection.code(),
+                &rejection,
+                &rejection.to_problem(),
+            ),
         }
     }
 }
