@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use axum_core::extract::DefaultBodyLimit;
 use http::Request;
+use http_body::Body;
 use polytomic_webhook_auth::allowlist::{SourceIpAllowlistLayer, SourceIpRejection};
 use polytomic_webhook_auth::{AuthRejection, BearerAuthLayer, Clock, SystemClock};
 use polytomic_webhook_core::Problem;
@@ -15,6 +16,7 @@ use polytomic_webhook_event::EventConfig;
 use tower_layer::Layer;
 
 use crate::config::{ConfigError, PolytomicWebhookConfig};
+use crate::drain::Drain;
 use crate::service::PolytomicWebhook;
 
 /// Receives Polytomic deliveries in front of any tower service; see the [crate docs](crate).
@@ -84,18 +86,26 @@ impl<C: Clock> Checks<C> {
     ///
     /// Nothing about the body is touched until the sender is known to be allowed and
     /// authenticated: an unauthenticated request is never inflated or parsed.
-    pub(crate) fn admit<B>(
+    pub(crate) fn admit<B: Body>(
         &self,
         mut request: Request<B>,
-    ) -> Result<Request<DecompressionBody<B>>, Refusal> {
+    ) -> Result<Request<DecompressionBody<B>>, (Refusal, Drain<B>)> {
+        // Refused before the body was read: drain it, so the client hears the answer.
+        let budget = self.decompression.config().max_compressed_bytes;
         if let Some(allowlist) = &self.allowlist {
-            allowlist.check(&mut request).map_err(Refusal::SourceIp)?;
+            if let Err(refusal) = allowlist.check(&mut request) {
+                return Err((Refusal::SourceIp(refusal), Drain::new(request, budget)));
+            }
         }
-        self.auth.authorize(&mut request).map_err(Refusal::Auth)?;
+        if let Err(refusal) = self.auth.authorize(&mut request) {
+            return Err((Refusal::Auth(refusal), Drain::new(request, budget)));
+        }
+        // The decompression layer keeps the request it refuses; those refusals come from an
+        // authenticated sender, and the 413 one from a body too large to drain anyway.
         let mut request = self
             .decompression
             .decompress(request)
-            .map_err(Refusal::Decompression)?;
+            .map_err(|refusal| (Refusal::Decompression(refusal), Drain::none()))?;
         request.extensions_mut().insert(self.event.clone());
         // The decompression limits bound the decoded body; axum's 2 MB default would otherwise
         // cut large batches short with a less precise answer.

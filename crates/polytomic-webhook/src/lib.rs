@@ -66,6 +66,7 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod config;
+mod drain;
 mod future;
 mod layer;
 mod service;
