@@ -50,7 +50,7 @@ async fn a_chunked_body_is_received_whole() {
     let request = request(
         server.addr,
         Version::HTTP_11,
-        Chunked::new(&gzip(&sample_body()), 7),
+        Chunked::body(&gzip(&sample_body()), 7),
         gzip_coded,
     );
     assert!(request.headers().get("content-length").is_none());

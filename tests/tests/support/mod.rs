@@ -163,7 +163,7 @@ pub type ClientBody = UnsyncBoxBody<Bytes, Infallible>;
 pub struct Chunked(VecDeque<Bytes>);
 
 impl Chunked {
-    pub fn new(data: &[u8], chunk_size: usize) -> ClientBody {
+    pub fn body(data: &[u8], chunk_size: usize) -> ClientBody {
         Self(
             data.chunks(chunk_size)
                 .map(Bytes::copy_from_slice)
