@@ -13,6 +13,11 @@
 
 #![forbid(unsafe_code)]
 
+// The README's Rust snippets are compiled as doc tests here, where their dependencies are.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+struct ReadmeDoctests;
+
 use std::convert::Infallible;
 use std::future::Future;
 use std::io;
