@@ -36,6 +36,6 @@ async fn main() -> Result<(), Box<dyn Error>> {
         Arc::new(|batch| tracing::info!(records = batch.len(), "stored a batch")),
         shutdown_signal(),
     )
-    .await?;
+    .await;
     Ok(())
 }

@@ -131,14 +131,23 @@ pub async fn serve_hyper(
     layer: PolytomicWebhookLayer,
     sink: Sink,
     shutdown: impl Future<Output = ()>,
-) -> io::Result<()> {
+) {
     let graceful = GracefulShutdown::new();
     let server = auto::Builder::new(TokioExecutor::new());
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
-        let (stream, remote) = tokio::select! {
-            accepted = listener.accept() => accepted?,
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
             () = &mut shutdown => break,
+        };
+        let (stream, remote) = match accepted {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                // Out of file descriptors, say: not fatal, but retrying at once would spin.
+                tracing::warn!(%error, "cannot accept a connection");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                continue;
+            }
         };
         let sink = Arc::clone(&sink);
         let service = ServiceBuilder::new()
@@ -161,7 +170,6 @@ pub async fn serve_hyper(
         });
     }
     graceful.shutdown().await;
-    Ok(())
 }
 
 /// The hyper service's handler: buffer the (already decompressed) body, then the extractor

@@ -3,6 +3,7 @@
 //! clean exit on SIGTERM.
 
 #![allow(clippy::unwrap_used)] // Test code: a failed unwrap is a failed test.
+#![cfg(unix)] // It stops the child with SIGTERM.
 
 mod support;
 
@@ -16,6 +17,8 @@ use std::time::Duration;
 use http::header::AUTHORIZATION;
 use http::{HeaderValue, Request, StatusCode, Version};
 use support::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 
 /// The example binary. `cargo test --workspace` builds the examples in the same run, so it is
 /// normally there and fresh; otherwise (only this package under test, or example sources newer
@@ -107,14 +110,21 @@ impl Receiver {
         }
     }
 
+    /// Sends SIGTERM.
+    fn sigterm(&self) {
+        let pid = rustix::process::Pid::from_raw(self.child.id().try_into().unwrap()).unwrap();
+        rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
+    }
+
     /// Sends SIGTERM, waits for a clean exit, and returns everything written to stdout and the
     /// rest of stderr.
-    fn terminate(mut self) -> (String, Vec<String>) {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
+    fn terminate(self) -> (String, Vec<String>) {
+        self.sigterm();
+        self.wait()
+    }
+
+    /// Waits for a clean exit, and returns everything written to stdout and the rest of stderr.
+    fn wait(mut self) -> (String, Vec<String>) {
         let status = self.child.wait().unwrap();
         assert!(status.success(), "exit after SIGTERM: {status}");
         let mut stdout = String::new();
@@ -131,7 +141,6 @@ impl Receiver {
     }
 }
 
-#[cfg(unix)]
 #[tokio::test]
 async fn the_receiver_prints_one_line_per_accepted_delivery_and_nothing_else() {
     // Two secrets, as while rotating: both are accepted.
@@ -265,4 +274,43 @@ async fn the_receiver_prints_one_line_per_accepted_delivery_and_nothing_else() {
             .iter()
             .any(|line| line.contains("nathan@polytomic.com"))
     );
+}
+
+/// SIGTERM while a delivery is half sent: the receiver finishes it (answer and stdout line),
+/// then exits cleanly. `Expect: 100-continue` tells when the handler has started reading the
+/// body, so the signal provably arrives mid-request.
+#[tokio::test]
+async fn sigterm_lets_the_delivery_in_flight_finish() {
+    let receiver = Receiver::start(SECRET);
+    let body = gzip(&sample_body());
+    let mut stream = TcpStream::connect(receiver.addr).await.unwrap();
+    let head = format!(
+        "POST {} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\n\
+         Authorization: Bearer {SECRET}\r\nPolytomic-Signature-Timestamp: {}\r\n\
+         Expect: 100-continue\r\nContent-Length: {}\r\n\r\n",
+        examples::WEBHOOK_PATH,
+        receiver.addr,
+        now(),
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let mut interim = Vec::new();
+    while !interim.ends_with(b"\r\n\r\n") {
+        interim.push(stream.read_u8().await.unwrap());
+    }
+    assert!(interim.starts_with(b"HTTP/1.1 100 Continue"), "{interim:?}");
+
+    receiver.sigterm();
+    stream.write_all(&body).await.unwrap();
+    // The server closes the connection after this last response.
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    assert!(response.starts_with("HTTP/1.1 200 OK"), "{response}");
+    assert!(response.ends_with(r#"{"accepted":2}"#), "{response}");
+
+    let (stdout, _) = receiver.wait();
+    assert_eq!(stdout.lines().count(), 1, "{stdout}");
+    let batch: serde_json::Value = serde_json::from_str(stdout.trim_end()).unwrap();
+    assert_eq!(batch["id"], SYNC_ID);
+    assert_eq!(batch["records"].as_array().unwrap().len(), 2);
 }

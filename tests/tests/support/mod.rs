@@ -149,9 +149,7 @@ pub async fn start_hyper(config: PolytomicWebhookConfig) -> Server {
     let sink = received.sink();
     let layer = layer(config);
     tokio::spawn(async move {
-        examples::serve_hyper(listener, layer, sink, std::future::pending())
-            .await
-            .unwrap();
+        examples::serve_hyper(listener, layer, sink, std::future::pending()).await;
     });
     Server { addr, received }
 }
