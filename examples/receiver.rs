@@ -1,48 +1,104 @@
-//! The receiver: an axum server that accepts Polytomic deliveries on `POST /webhooks/polytomic`.
-//!
-//! For now it decodes the body (gzip with or without `Content-Encoding`, within limits) and
-//! prints each accepted JSON document as one compact line on stdout. Authentication and the
-//! typed extractor join as their crates land.
+//! The receiver: an axum server that takes Polytomic deliveries and writes each accepted batch
+//! to stdout as one line of JSON.
 //!
 //! ```sh
 //! cargo run --release --example receiver
 //! ```
 //!
-//! `POLYTOMIC_WEBHOOK_ADDR` sets the listening address (default `127.0.0.1:3000`).
+//! - `POLYTOMIC_WEBHOOK_SECRET`: the secret entered in the Polytomic webhook connection, or
+//!   several separated by commas while rotating. Unset, a random one is made up and printed to
+//!   stderr with a `curl` command that sends a sample delivery.
+//! - `POLYTOMIC_WEBHOOK_ADDR`: where to listen, `127.0.0.1:3000` by default.
+//! - `RUST_LOG`: log filter, `info` by default. Logs go to stderr, one line per delivery.
+//!
+//! Everything else uses the library defaults (timestamps up to five minutes old or one minute
+//! ahead, 32 MiB bodies, …). `POST /webhooks/polytomic` is behind the layer; `GET /healthz`
+//! answers 200 to anyone. Each accepted `sync.records` batch becomes exactly one compact JSON
+//! line on stdout (`{"id":…,"name":…,"records":[{"hash":…,"fields":{…}}],"metadata":{…}}`),
+//! flushed at once, so the output can be piped into another program. Ctrl-C or SIGTERM stops
+//! accepting connections and lets the requests in flight finish.
 
+use std::error::Error;
 use std::io::Write;
+use std::net::SocketAddr;
+use std::sync::Arc;
 
-use axum::Router;
-use axum::body::Bytes;
-use axum::http::StatusCode;
-use axum::routing::{get, post};
-use polytomic_webhook_decompression::DecompressionLayer;
-
-async fn receive(body: Bytes) -> (StatusCode, &'static str) {
-    let Ok(document) = serde_json::from_slice::<serde_json::Value>(&body) else {
-        return (StatusCode::BAD_REQUEST, "invalid JSON\n");
-    };
-    let mut stdout = std::io::stdout().lock();
-    // A closed stdout is the operator's business, not the sender's: still acknowledge.
-    let _ = writeln!(stdout, "{document}").and_then(|()| stdout.flush());
-    (StatusCode::OK, "{}\n")
-}
+use examples::{Sink, WEBHOOK_PATH, init_logging, listen_addr, receiver_app, shutdown_signal};
+use polytomic_webhook::prelude::*;
 
 #[tokio::main]
-async fn main() -> std::io::Result<()> {
-    let address =
-        std::env::var("POLYTOMIC_WEBHOOK_ADDR").unwrap_or_else(|_| "127.0.0.1:3000".to_owned());
-    let app = Router::new()
-        .route(
-            "/webhooks/polytomic",
-            post(receive).layer(DecompressionLayer::new()),
-        )
-        .route("/healthz", get(|| async { "ok\n" }));
-    let listener = tokio::net::TcpListener::bind(&address).await?;
-    eprintln!("listening on http://{}", listener.local_addr()?);
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
-        .await
+async fn main() -> Result<(), Box<dyn Error>> {
+    init_logging();
+    let (secrets, generated) = secrets_from_env()?;
+    let layer = PolytomicWebhookLayer::new(PolytomicWebhookConfig::default().secrets(secrets))?;
+
+    let listener = tokio::net::TcpListener::bind(listen_addr()?).await?;
+    let addr = listener.local_addr()?;
+    if let Some(secret) = generated {
+        eprintln!("{}", try_it(&secret, addr));
+    }
+    tracing::info!("listening on http://{addr}{WEBHOOK_PATH}");
+
+    let app = receiver_app(layer, print_batch());
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown_signal())
+    .await?;
+    Ok(())
+}
+
+/// Writes each batch as one JSON line and flushes it, so a reader downstream sees it at once.
+fn print_batch() -> Sink {
+    Arc::new(|batch| {
+        let line = match serde_json::to_string(batch) {
+            Ok(line) => line,
+            Err(error) => {
+                tracing::error!(%error, "cannot serialize a batch");
+                return;
+            }
+        };
+        let mut stdout = std::io::stdout().lock();
+        if let Err(error) = writeln!(stdout, "{line}").and_then(|()| stdout.flush()) {
+            // The sender cannot fix a closed stdout; the delivery is still acknowledged.
+            tracing::error!(%error, "cannot write a batch to stdout");
+        }
+    })
+}
+
+/// The configured secrets, or a freshly made-up one (returned too, so it can be shown).
+fn secrets_from_env() -> Result<(SecretSet, Option<String>), Box<dyn Error>> {
+    let configured = std::env::var("POLYTOMIC_WEBHOOK_SECRET").unwrap_or_default();
+    let mut secrets = configured
+        .split(',')
+        .map(str::trim)
+        .filter(|secret| !secret.is_empty())
+        .map(Secret::new);
+    if let Some(first) = secrets.next() {
+        let mut set = SecretSet::from(first?);
+        for secret in secrets {
+            set = set.with(secret?);
+        }
+        return Ok((set, None));
+    }
+    let mut bytes = [0u8; 24];
+    getrandom::fill(&mut bytes).map_err(|error| format!("no random source: {error}"))?;
+    let secret: String = bytes.iter().map(|byte| format!("{byte:02x}")).collect();
+    Ok((SecretSet::from(Secret::new(secret.clone())?), Some(secret)))
+}
+
+/// Instructions for a server whose secret was made up: the secret, and a command that sends a
+/// gzipped sample delivery (no `Content-Encoding`, like Polytomic's) with a fresh timestamp.
+fn try_it(secret: &str, addr: SocketAddr) -> String {
+    const SAMPLE: &str = r#"{"event":"sync.records","object":{"id":"1ea8f90a-b22e-4218-86d5-c3c109e1fbb7","name":"Sample sync","records":[{"hash":"b7421c6c57bd49f7","fields":{"email":"ada@example.com","plan":"pro"}}],"metadata":{}}}"#;
+    format!(
+        "POLYTOMIC_WEBHOOK_SECRET is not set; using the random secret {secret}\n\
+         Send a sample delivery with:\n\n\
+         printf '%s' '{SAMPLE}' | gzip | curl -sS --data-binary @- \\\n  \
+         -H 'Content-Type: application/json' \\\n  \
+         -H 'Authorization: Bearer {secret}' \\\n  \
+         -H \"Polytomic-Signature-Timestamp: $(date -u +%Y-%m-%dT%H:%M:%SZ)\" \\\n  \
+         http://{addr}{WEBHOOK_PATH}\n"
+    )
 }

@@ -1,1 +1,262 @@
-//! Examples live beside this file; this library is empty.
+//! The servers of the runnable examples, as functions, so the end-to-end tests drive exactly
+//! what the examples run.
+//!
+//! - [`receiver_app`]: an axum `Router` with the webhook route behind the layer and an
+//!   unauthenticated health route (the `receiver` example).
+//! - [`tonic_gateway`]: gRPC (the standard health service) and the webhook route on one port
+//!   (the `tonic_gateway` example).
+//! - [`serve_hyper`]: a plain hyper server whose service is the layer around a `service_fn`
+//!   (the `hyper_service` example).
+//!
+//! Each takes a [`Sink`], the application's part: what to do with an accepted batch. The
+//! examples print it; the tests record it.
+
+#![forbid(unsafe_code)]
+
+// The README's Rust snippets are compiled as doc tests here, where their dependencies are.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+struct ReadmeDoctests;
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use http::Request;
+use http_body_util::BodyExt;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use polytomic_webhook::auth::PeerAddr;
+use polytomic_webhook::decompression::DecompressionBody;
+use polytomic_webhook::event::{EventRejection, parse_sync_records};
+use polytomic_webhook::prelude::*;
+use polytomic_webhook::problem::BodyStats;
+use tokio::net::TcpListener;
+use tower::{ServiceBuilder, service_fn};
+
+/// The path Polytomic is configured to deliver to, in every example.
+pub const WEBHOOK_PATH: &str = "/webhooks/polytomic";
+
+/// What the application does with each accepted batch. It runs after every check has passed
+/// and before the 200 answer is sent, so a batch that reached it has been acknowledged.
+///
+/// ```
+/// use std::sync::Arc;
+///
+/// let sink: examples::Sink = Arc::new(|batch| eprintln!("{} records", batch.len()));
+/// ```
+pub type Sink = Arc<dyn Fn(&SyncRecords) + Send + Sync>;
+
+/// The receiver: `POST /webhooks/polytomic` behind `layer`, `GET /healthz` without it.
+///
+/// Serve it with `into_make_service_with_connect_info::<SocketAddr>()` so an allowlist, when
+/// configured, can see the peer address.
+///
+/// ```
+/// use std::sync::Arc;
+/// use polytomic_webhook::prelude::*;
+///
+/// let layer = PolytomicWebhookLayer::new(
+///     PolytomicWebhookConfig::default().secret(Secret::new("the-connection-secret")?),
+/// )?;
+/// let app = examples::receiver_app(layer, Arc::new(|_batch| {}));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn receiver_app(layer: PolytomicWebhookLayer, sink: Sink) -> Router {
+    webhook_router(layer, sink).route("/healthz", get(healthz))
+}
+
+/// The webhook route alone. `route_layer` wraps only the routes added before it, so routes
+/// merged or added later are untouched by the layer.
+fn webhook_router(layer: PolytomicWebhookLayer, sink: Sink) -> Router {
+    Router::new()
+        .route(WEBHOOK_PATH, post(receive))
+        .route_layer(layer)
+        .with_state(sink)
+}
+
+/// The handler runs only for a valid `sync.records` batch: every refusal has been answered by
+/// the layer or the extractor before.
+async fn receive(State(sink): State<Sink>, batch: SyncRecords) -> Ack {
+    sink(&batch);
+    Ack::from(&batch)
+}
+
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+/// One router for gRPC and HTTP: the standard gRPC health service and the webhook route,
+/// the layer applied to the webhook route only. Serve it with `axum::serve`, which speaks
+/// HTTP/1 and HTTP/2 (gRPC's) on the same port.
+///
+/// The returned reporter lets the application change what the health service answers;
+/// the overall status (service name `""`) starts as `SERVING`.
+///
+/// ```
+/// use std::sync::Arc;
+/// use polytomic_webhook::prelude::*;
+///
+/// let layer = PolytomicWebhookLayer::new(
+///     PolytomicWebhookConfig::default().secret(Secret::new("the-connection-secret")?),
+/// )?;
+/// let (app, _health) = examples::tonic_gateway(layer, Arc::new(|_batch| {}));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn tonic_gateway(
+    layer: PolytomicWebhookLayer,
+    sink: Sink,
+) -> (Router, tonic_health::server::HealthReporter) {
+    let (reporter, health) = tonic_health::server::health_reporter();
+    let grpc = tonic::service::Routes::new(health).into_axum_router();
+    (grpc.merge(webhook_router(layer, sink)), reporter)
+}
+
+/// Serves `layer` around a plain `service_fn` with hyper, HTTP/1 and HTTP/2 (cleartext, prior
+/// knowledge) on the same port, until `shutdown` completes; then stops accepting and waits for
+/// the connections in flight to finish their requests.
+///
+/// Every request reaching the `service_fn` has passed the layer's checks; its body is the
+/// decompressed one, and the layer attached the extractor's configuration as an extension.
+pub async fn serve_hyper(
+    listener: TcpListener,
+    layer: PolytomicWebhookLayer,
+    sink: Sink,
+    shutdown: impl Future<Output = ()>,
+) {
+    let graceful = GracefulShutdown::new();
+    let server = auto::Builder::new(TokioExecutor::new());
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = &mut shutdown => break,
+        };
+        let (stream, remote) = match accepted {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                // Out of file descriptors, say: not fatal, but retrying at once would spin.
+                tracing::warn!(%error, "cannot accept a connection");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let sink = Arc::clone(&sink);
+        let service = ServiceBuilder::new()
+            // hyper does not tell a service who is on the other end; the allowlist needs it.
+            .map_request(move |mut request: Request<_>| {
+                request.extensions_mut().insert(PeerAddr(remote));
+                request
+            })
+            .layer(layer.clone())
+            .service(service_fn(move |request| {
+                handle(Arc::clone(&sink), request)
+            }));
+        let connection =
+            server.serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
+        let connection = graceful.watch(connection.into_owned());
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                tracing::debug!(%error, %remote, "connection ended with an error");
+            }
+        });
+    }
+    graceful.shutdown().await;
+}
+
+/// The hyper service's handler: buffer the (already decompressed) body, then the extractor
+/// crate's plain parse function.
+async fn handle<B>(
+    sink: Sink,
+    request: Request<DecompressionBody<B>>,
+) -> Result<Response, Infallible>
+where
+    B: http_body::Body,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let config = request
+        .extensions()
+        .get::<EventConfig>()
+        .cloned()
+        .unwrap_or_default();
+    let stats = request.extensions().get::<BodyStats>().cloned();
+    let body = match request.into_body().collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(error) => {
+            return Ok(EventRejection::from_body_error(error, stats.as_ref()).into_response());
+        }
+    };
+    Ok(match parse_sync_records(&body, &config) {
+        Ok(batch) => {
+            sink(&batch);
+            Ack::from(&batch).into_response()
+        }
+        Err(rejection) => rejection.into_response(),
+    })
+}
+
+/// Completes on Ctrl-C, or on SIGTERM where there are signals, whichever comes first.
+pub async fn shutdown_signal() {
+    let interrupt = async {
+        if let Err(error) = tokio::signal::ctrl_c().await {
+            tracing::error!(%error, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(error) => {
+                tracing::error!(%error, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = interrupt => {},
+        () = terminate => {},
+    }
+    tracing::info!("shutting down: finishing the requests in flight");
+}
+
+/// The address to listen on: `POLYTOMIC_WEBHOOK_ADDR`, else `127.0.0.1:3000`.
+///
+/// ```
+/// let addr = examples::listen_addr()?;
+/// # Ok::<(), std::net::AddrParseError>(())
+/// ```
+pub fn listen_addr() -> Result<SocketAddr, std::net::AddrParseError> {
+    std::env::var("POLYTOMIC_WEBHOOK_ADDR")
+        .ok()
+        .filter(|addr| !addr.trim().is_empty())
+        .as_deref()
+        .unwrap_or("127.0.0.1:3000")
+        .trim()
+        .parse()
+}
+
+/// Logs to stderr, at `info` unless `RUST_LOG` says otherwise; stdout stays free for data.
+pub fn init_logging() {
+    tracing_subscriber::fmt()
+        .with_writer(io::stderr)
+        // Colour codes would garble a log file.
+        .with_ansi(io::IsTerminal::is_terminal(&io::stderr()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+}

@@ -1,1 +1,1 @@
-//! Integration tests live in `tests/`; this library is empty.
+//! End-to-end tests live in `tests/`; this library is empty.

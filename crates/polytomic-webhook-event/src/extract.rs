@@ -7,16 +7,13 @@ use http::HeaderMap;
 use http::header::CONTENT_TYPE;
 use http_body::Body as _;
 use http_body_util::BodyExt;
-use polytomic_webhook_core::body::{BodyErrorKind, BodyStats};
+use polytomic_webhook_core::body::BodyStats;
 use serde::de::DeserializeOwned;
 
 use crate::config::EventConfig;
 use crate::event::{PolytomicEvent, SyncRecords};
 use crate::parse::{parse, parse_sync_records};
-use crate::rejection::{
-    BodyReadFailed, BodyTimeout, BodyTooLarge, EventRejection, InvalidCompressedBody,
-    TooLargeLimit, UnsupportedMediaType,
-};
+use crate::rejection::{BodyTooLarge, EventRejection, TooLargeLimit, UnsupportedMediaType};
 
 impl<T, S> FromRequest<S> for PolytomicEvent<T>
 where
@@ -73,7 +70,8 @@ async fn buffer(req: Request) -> Result<(EventConfig, Bytes), EventRejection> {
     let mut joined = BytesMut::new();
     let mut len = 0usize;
     while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|error| body_error(error, stats.as_ref()))?;
+        let frame =
+            frame.map_err(|error| EventRejection::from_body_error(error, stats.as_ref()))?;
         let Ok(data) = frame.into_data() else {
             continue;
         };
@@ -116,17 +114,6 @@ fn check_content_type(headers: &HeaderMap) -> Result<(), UnsupportedMediaType> {
         Ok(())
     } else {
         Err(UnsupportedMediaType::not_json())
-    }
-}
-
-fn body_error(error: axum_core::Error, stats: Option<&BodyStats>) -> EventRejection {
-    match BodyErrorKind::of(&error) {
-        BodyErrorKind::LengthLimit => {
-            BodyTooLarge::with_source(TooLargeLimit::from_stats(stats), Box::new(error)).into()
-        }
-        BodyErrorKind::InvalidCompressedBody => InvalidCompressedBody::new(Box::new(error)).into(),
-        BodyErrorKind::Timeout => BodyTimeout::new(Box::new(error)).into(),
-        _ => BodyReadFailed::new(Box::new(error)).into(),
     }
 }
 

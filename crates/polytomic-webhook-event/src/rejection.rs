@@ -28,7 +28,7 @@ use axum_core::response::{IntoResponse, Response};
 use bytes::Bytes;
 use http::StatusCode;
 use http::header::{CONTENT_TYPE, HeaderValue};
-use polytomic_webhook_core::body::BoxError;
+use polytomic_webhook_core::body::{BodyErrorKind, BodyStats, BoxError};
 use polytomic_webhook_core::problem::Problem;
 
 /// Longest piece of sender-controlled text (serde messages, paths, event names) echoed in a
@@ -794,6 +794,36 @@ impl EventRejection {
     /// The problem's `detail` (or, for an acknowledged unknown event, the JSON body).
     pub fn body_text(&self) -> String {
         each_variant!(self, inner => inner.body_text())
+    }
+
+    /// The rejection for an error met while reading a request body, for code that reads the
+    /// body itself before calling [`parse`](crate::parse) (plain hyper, say).
+    ///
+    /// A size limit becomes 413 `body_too_large` (naming the decompression layer's limit when
+    /// `stats`, the request's [`BodyStats`] extension, recorded one), corrupt compressed data
+    /// 400 `invalid_compressed_body`, anything else 400 `body_read_failed`: the answers the
+    /// extractors give.
+    ///
+    /// ```
+    /// use polytomic_webhook_core::body::length_limit_error;
+    /// use polytomic_webhook_event::rejection::EventRejection;
+    ///
+    /// let rejection = EventRejection::from_body_error(length_limit_error(), None);
+    /// assert_eq!(rejection.status(), 413);
+    /// assert_eq!(rejection.code(), "body_too_large");
+    /// ```
+    ///
+    /// [`BodyStats`]: polytomic_webhook_core::body::BodyStats
+    pub fn from_body_error(error: impl Into<BoxError>, stats: Option<&BodyStats>) -> Self {
+        let error = error.into();
+        match BodyErrorKind::of(&*error) {
+            BodyErrorKind::LengthLimit => {
+                BodyTooLarge::with_source(TooLargeLimit::from_stats(stats), error).into()
+            }
+            BodyErrorKind::InvalidCompressedBody => InvalidCompressedBody::new(error).into(),
+            BodyErrorKind::Timeout => BodyTimeout::new(error).into(),
+            _ => BodyReadFailed::new(error).into(),
+        }
     }
 }
 

@@ -6,6 +6,7 @@ use std::task::{Context, Poll, ready};
 use std::time::Instant;
 
 use http::Response;
+use http_body::Body;
 use pin_project_lite::pin_project;
 use polytomic_webhook_core::ProblemCode;
 use polytomic_webhook_core::response::{ResponseBody, ResponseFuture};
@@ -13,14 +14,22 @@ use polytomic_webhook_decompression::DecompressionInfo;
 use polytomic_webhook_event::rejection::IgnoredEvent;
 use tracing::Span;
 
+use crate::drain::Drain;
+
 pin_project! {
     /// Response future of [`PolytomicWebhook`](crate::PolytomicWebhook).
     ///
     /// Runs the inner service inside the delivery's `polytomic_webhook.delivery` span and,
     /// when the response is ready, records the outcome, status, latency and body sizes on it
     /// and logs one event: `info` for an accepted or ignored delivery, `warn` otherwise.
+    ///
+    /// For a request refused before its body was read, it first reads that body to its end
+    /// (bounded, discarded; `B` is the request body type), so an HTTP/1.1 client still sending
+    /// it gets the answer rather than a reset connection.
     #[derive(Debug)]
-    pub struct DeliveryFuture<F> {
+    pub struct DeliveryFuture<F, B> {
+        #[pin]
+        drain: Drain<B>,
         #[pin]
         inner: ResponseFuture<F>,
         span: Span,
@@ -29,14 +38,16 @@ pin_project! {
     }
 }
 
-impl<F> DeliveryFuture<F> {
+impl<F, B> DeliveryFuture<F, B> {
     pub(crate) fn new(
         inner: ResponseFuture<F>,
+        drain: Drain<B>,
         span: Span,
         started: Instant,
         info: Option<DecompressionInfo>,
     ) -> Self {
         Self {
+            drain,
             inner,
             span,
             started,
@@ -45,15 +56,17 @@ impl<F> DeliveryFuture<F> {
     }
 }
 
-impl<F, B, E> Future for DeliveryFuture<F>
+impl<F, B, ResBody, E> Future for DeliveryFuture<F, B>
 where
-    F: Future<Output = Result<Response<B>, E>>,
+    F: Future<Output = Result<Response<ResBody>, E>>,
+    B: Body,
 {
-    type Output = Result<Response<ResponseBody<B>>, E>;
+    type Output = Result<Response<ResponseBody<ResBody>>, E>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let _entered = this.span.enter();
+        ready!(this.drain.poll_drain(cx));
         let result = ready!(this.inner.poll(cx));
         let latency_ms = this.started.elapsed().as_secs_f64() * 1000.0;
         if let Some(info) = this.info.as_ref() {

@@ -6,14 +6,17 @@ use std::time::Duration;
 
 use axum_core::extract::DefaultBodyLimit;
 use http::Request;
+use http_body::Body;
 use polytomic_webhook_auth::allowlist::{SourceIpAllowlistLayer, SourceIpRejection};
 use polytomic_webhook_auth::{AuthRejection, BearerAuthLayer, Clock, SystemClock};
 use polytomic_webhook_core::Problem;
+use polytomic_webhook_core::body::BoxError;
 use polytomic_webhook_decompression::{DecompressionLayer, DecompressionRejection};
 use polytomic_webhook_event::EventConfig;
 use tower_layer::Layer;
 
 use crate::config::{ConfigError, PolytomicWebhookConfig};
+use crate::drain::Drain;
 use crate::service::{DeliveryBody, PolytomicWebhook};
 use crate::timeout::TimeoutBody;
 
@@ -89,17 +92,36 @@ impl<C: Clock> Checks<C> {
     /// authenticated: an unauthenticated request is never inflated or parsed.
     pub(crate) fn admit<B>(
         &self,
-        mut request: Request<B>,
-    ) -> Result<Request<DeliveryBody<B>>, Refusal> {
+        request: Request<B>,
+    ) -> Result<Request<DeliveryBody<B>>, Box<Refused<B>>>
+    where
+        B: Body,
+        B::Error: Into<BoxError>,
+    {
+        // The deadline covers the whole body, drained or read.
+        let mut request = request.map(|body| TimeoutBody::new(body, self.body_timeout));
+        // Refused before the body was read: drain it, so the client hears the answer.
+        let budget = self.decompression.config().max_compressed_bytes;
         if let Some(allowlist) = &self.allowlist {
-            allowlist.check(&mut request).map_err(Refusal::SourceIp)?;
+            if let Err(refusal) = allowlist.check(&mut request) {
+                return Err(Box::new((
+                    Refusal::SourceIp(refusal),
+                    Drain::new(request, budget),
+                )));
+            }
         }
-        self.auth.authorize(&mut request).map_err(Refusal::Auth)?;
-        let request = request.map(|body| TimeoutBody::new(body, self.body_timeout));
+        if let Err(refusal) = self.auth.authorize(&mut request) {
+            return Err(Box::new((
+                Refusal::Auth(refusal),
+                Drain::new(request, budget),
+            )));
+        }
+        // The decompression layer keeps the request it refuses; those refusals come from an
+        // authenticated sender, and the 413 one from a body too large to drain anyway.
         let mut request = self
             .decompression
             .decompress(request)
-            .map_err(Refusal::Decompression)?;
+            .map_err(|refusal| (Refusal::Decompression(refusal), Drain::none()))?;
         request.extensions_mut().insert(self.event.clone());
         // The decompression limits bound the decoded body; axum's 2 MB default would otherwise
         // cut large batches short with a less precise answer.
@@ -107,6 +129,9 @@ impl<C: Clock> Checks<C> {
         Ok(request)
     }
 }
+
+/// A request the layer answers itself: why, and its unread body to drain first.
+pub(crate) type Refused<B> = (Refusal, Drain<TimeoutBody<B>>);
 
 /// Why the layer answered a request itself.
 pub(crate) enum Refusal {

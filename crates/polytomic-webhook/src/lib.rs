@@ -42,7 +42,10 @@
 //! 5. Hands the request to your service with the extractor's configuration attached.
 //!
 //! The order is the point: headers are checked before any body byte is read, so a sender
-//! without the secret can never make the server inflate or parse anything. The
+//! without the secret can never make the server inflate or parse anything. Its unread body is
+//! only read and discarded, within the compressed-size limit, before the refusal is sent over
+//! HTTP/1.1: a server that answered and closed while the client was still sending would show
+//! the client a reset connection instead of the answer. The
 //! [`SyncRecords`](event::SyncRecords) extractor then parses and validates the envelope once,
 //! and the handler runs only for a valid batch.
 //!
@@ -66,6 +69,7 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod config;
+mod drain;
 mod future;
 mod layer;
 mod service;

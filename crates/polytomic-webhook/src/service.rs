@@ -6,11 +6,14 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 
 use http::{Request, Response};
+use http_body::Body;
 use polytomic_webhook_auth::Clock;
+use polytomic_webhook_core::body::BoxError;
 use polytomic_webhook_core::response::{ResponseBody, ResponseFuture};
 use polytomic_webhook_decompression::{DecompressionBody, DecompressionInfo};
 use tower_service::Service;
 
+use crate::drain::Drain;
 use crate::future::DeliveryFuture;
 use crate::layer::Checks;
 use crate::timeout::TimeoutBody;
@@ -60,10 +63,12 @@ impl<S, C, ReqBody, ResBody> Service<Request<ReqBody>> for PolytomicWebhook<S, C
 where
     S: Service<Request<DeliveryBody<ReqBody>>, Response = Response<ResBody>>,
     C: Clock,
+    ReqBody: Body,
+    ReqBody::Error: Into<BoxError>,
 {
     type Response = Response<ResponseBody<ResBody>>;
     type Error = S::Error;
-    type Future = DeliveryFuture<S::Future>;
+    type Future = DeliveryFuture<S::Future, TimeoutBody<ReqBody>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -85,17 +90,21 @@ where
             status = tracing::field::Empty,
             latency_ms = tracing::field::Empty,
         );
-        let (future, info) = {
+        let (future, drain, info) = {
             let _entered = span.enter();
             match self.checks.admit(request) {
                 Ok(request) => {
                     let info = request.extensions().get::<DecompressionInfo>().cloned();
-                    (ResponseFuture::inner(self.inner.call(request)), info)
+                    let future = ResponseFuture::inner(self.inner.call(request));
+                    (future, Drain::none(), info)
                 }
-                Err(refusal) => (ResponseFuture::rejected(&refusal.to_problem()), None),
+                Err(refused) => {
+                    let (refusal, drain) = *refused;
+                    (ResponseFuture::rejected(&refusal.to_problem()), drain, None)
+                }
             }
         };
-        DeliveryFuture::new(future, span, started, info)
+        DeliveryFuture::new(future, drain, span, started, info)
     }
 }
 

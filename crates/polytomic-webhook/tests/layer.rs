@@ -4,6 +4,7 @@
 
 use std::io::{self, Write};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
@@ -100,7 +101,9 @@ async fn the_sample_delivery_reaches_the_handler() {
     assert_eq!(batch.records()[0].fields()["email"], "nathan@polytomic.com");
 }
 
-/// A body that fails the test if anything reads it.
+/// A body that fails the test if anything reads it. It declares 1 GiB, more than the layer
+/// would drain from a refused request (see `refused_bodies_are_drained_raw_within_the_budget`),
+/// so any read would be an attempt to decode or parse it.
 struct MustNotBeRead;
 
 impl http_body::Body for MustNotBeRead {
@@ -113,6 +116,102 @@ impl http_body::Body for MustNotBeRead {
     ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
         panic!("the body of an unauthenticated request was read");
     }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        http_body::SizeHint::with_exact(1 << 30)
+    }
+}
+
+/// A body of `frames` frames of `frame_len` bytes, counting the bytes anyone reads from it.
+struct Counted {
+    frames: usize,
+    frame_len: usize,
+    read: Arc<AtomicUsize>,
+}
+
+impl http_body::Body for Counted {
+    type Data = Bytes;
+    type Error = io::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+        if self.frames == 0 {
+            return Poll::Ready(None);
+        }
+        self.frames -= 1;
+        self.read.fetch_add(self.frame_len, Ordering::Relaxed);
+        // A gzip member header: were it decoded rather than drained raw, it would fail.
+        let mut frame = vec![b'x'; self.frame_len];
+        frame[..3].copy_from_slice(b"\x1f\x8b\x08");
+        Poll::Ready(Some(Ok(Frame::data(Bytes::from(frame)))))
+    }
+}
+
+/// An HTTP/1.1 client still sending a refused body would see a reset connection instead of
+/// the answer if the server closed it unread; the layer reads it to its end first, raw and
+/// within the compressed-size limit. Where draining cannot help, it leaves the body alone.
+#[tokio::test]
+async fn refused_bodies_are_drained_raw_within_the_budget() {
+    let config = PolytomicWebhookConfig::default()
+        .secret(Secret::new(SAMPLE_SECRET).unwrap())
+        .decompression(serde_json::from_str(r#"{"max_compressed_bytes": 10000}"#).unwrap());
+    let layer = PolytomicWebhookLayer::new(config)
+        .unwrap()
+        .clock(FixedClock(sample_time()));
+    let (app, received) = app(layer);
+    let cases: [(&str, usize, http::Version, Option<&str>, usize); 4] = [
+        (
+            "HTTP/1.1, within the budget: read to its end",
+            9,
+            http::Version::HTTP_11,
+            None,
+            9000,
+        ),
+        (
+            "over the budget: read up to it, then given up",
+            20,
+            http::Version::HTTP_11,
+            None,
+            11000,
+        ),
+        (
+            "HTTP/2 resets the stream itself",
+            9,
+            http::Version::HTTP_2,
+            None,
+            0,
+        ),
+        (
+            "a client expecting 100-continue sends nothing",
+            9,
+            http::Version::HTTP_11,
+            Some("100-continue"),
+            0,
+        ),
+    ];
+    for (name, frames, version, expect, read_bytes) in cases {
+        let read = Arc::new(AtomicUsize::new(0));
+        let body = Counted {
+            frames,
+            frame_len: 1000,
+            read: Arc::clone(&read),
+        };
+        let mut request = Request::post("/webhooks/polytomic")
+            .version(version)
+            .header(CONTENT_TYPE, "application/json")
+            .header(AUTHORIZATION, "Bearer wrong");
+        if let Some(expect) = expect {
+            request = request.header("expect", expect);
+        }
+        let request = request.body(axum::body::Body::new(body)).unwrap();
+        let response = app.clone().oneshot(request).await.unwrap();
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "{name}");
+        assert_eq!(problem_code(response).await, "invalid_token", "{name}");
+        assert_eq!(read.load(Ordering::Relaxed), read_bytes, "{name}");
+    }
+    assert!(received.lock().unwrap().is_empty());
 }
 
 #[tokio::test]

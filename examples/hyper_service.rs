@@ -1,0 +1,41 @@
+//! Plain hyper: the layer in a `tower::ServiceBuilder` around a `service_fn`, no framework.
+//!
+//! ```sh
+//! POLYTOMIC_WEBHOOK_SECRET=the-connection-secret cargo run --example hyper_service
+//! ```
+//!
+//! The server (`examples::serve_hyper`, in `src/lib.rs`) accepts connections itself and
+//! serves HTTP/1 and HTTP/2 with `hyper-util`'s auto builder. Per connection it records the
+//! peer address as a `PeerAddr` extension (hyper does not, and an allowlist needs it), then
+//! runs `PolytomicWebhookLayer` around a `service_fn` that buffers the decompressed body and
+//! calls `polytomic_webhook::event::parse_sync_records`. A refusal of the parser becomes its
+//! response through `IntoResponse`, exactly as the axum extractor would answer.
+//!
+//! `POLYTOMIC_WEBHOOK_ADDR` sets the address (default `127.0.0.1:3000`); every path is the
+//! webhook here.
+
+use std::error::Error;
+use std::sync::Arc;
+
+use examples::{init_logging, listen_addr, serve_hyper, shutdown_signal};
+use polytomic_webhook::prelude::*;
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn Error>> {
+    init_logging();
+    let secret = std::env::var("POLYTOMIC_WEBHOOK_SECRET")
+        .map_err(|_| "set POLYTOMIC_WEBHOOK_SECRET to the webhook connection's secret")?;
+    let layer =
+        PolytomicWebhookLayer::new(PolytomicWebhookConfig::default().secret(Secret::new(secret)?))?;
+
+    let listener = tokio::net::TcpListener::bind(listen_addr()?).await?;
+    tracing::info!("listening on http://{}", listener.local_addr()?);
+    serve_hyper(
+        listener,
+        layer,
+        Arc::new(|batch| tracing::info!(records = batch.len(), "stored a batch")),
+        shutdown_signal(),
+    )
+    .await;
+    Ok(())
+}

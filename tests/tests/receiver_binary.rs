@@ -1,0 +1,316 @@
+//! The `receiver` example binary itself, started as a child process, as other tools drive it:
+//! one JSON line on stdout per accepted delivery, none for refused ones, logs on stderr, and a
+//! clean exit on SIGTERM.
+
+#![allow(clippy::unwrap_used)] // Test code: a failed unwrap is a failed test.
+#![cfg(unix)] // It stops the child with SIGTERM.
+
+mod support;
+
+use std::io::{BufRead, BufReader, Read};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use http::header::AUTHORIZATION;
+use http::{HeaderValue, Request, StatusCode, Version};
+use support::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// The example binary. `cargo test --workspace` builds the examples in the same run, so it is
+/// normally there and fresh; otherwise (only this package under test, or example sources newer
+/// than the binary) it is built here, once.
+fn receiver_binary() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    // target/<profile>/deps/<this test> -> target/<profile>
+    let profile_dir = exe.parent().unwrap().parent().unwrap();
+    let binary = profile_dir
+        .join("examples")
+        .join(format!("receiver{}", std::env::consts::EXE_SUFFIX));
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let sources = [
+        workspace.join("examples/receiver.rs"),
+        workspace.join("examples/src/lib.rs"),
+    ];
+    let built = |path: &Path| path.metadata().and_then(|meta| meta.modified()).ok();
+    let fresh = built(&binary).is_some_and(|binary| {
+        sources
+            .iter()
+            .all(|source| built(source).is_some_and(|source| source <= binary))
+    });
+    if !fresh {
+        let mut cargo = Command::new(env!("CARGO"));
+        cargo.current_dir(workspace).args([
+            "build",
+            "--package",
+            "examples",
+            "--example",
+            "receiver",
+        ]);
+        if profile_dir.ends_with("release") {
+            cargo.arg("--release");
+        }
+        assert!(cargo.status().unwrap().success(), "building the receiver");
+    }
+    binary
+}
+
+/// The child process, killed if the test fails before it exits.
+struct Receiver {
+    child: Child,
+    addr: SocketAddr,
+    stderr: mpsc::Receiver<String>,
+    stderr_reader: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Receiver {
+    fn start(secrets: &str) -> Self {
+        let mut child = Command::new(receiver_binary())
+            .env("POLYTOMIC_WEBHOOK_SECRET", secrets)
+            // Port 0: the receiver picks a free port and logs it, so there is no race for one.
+            .env("POLYTOMIC_WEBHOOK_ADDR", "127.0.0.1:0")
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let (lines, stderr) = mpsc::channel();
+        let reader = BufReader::new(child.stderr.take().unwrap());
+        let stderr_reader = std::thread::spawn(move || {
+            for line in reader.lines().map_while(Result::ok) {
+                if lines.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let addr = loop {
+            let line = stderr
+                .recv_timeout(Duration::from_secs(60))
+                .expect("the receiver logs where it listens");
+            if let Some(rest) = line.split("listening on http://").nth(1) {
+                break rest.split('/').next().unwrap().parse().unwrap();
+            }
+        };
+        Self {
+            child,
+            addr,
+            stderr,
+            stderr_reader: Some(stderr_reader),
+        }
+    }
+
+    /// Sends SIGTERM.
+    fn sigterm(&self) {
+        let pid = rustix::process::Pid::from_raw(self.child.id().try_into().unwrap()).unwrap();
+        rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
+    }
+
+    /// Sends SIGTERM, waits for a clean exit, and returns everything written to stdout and the
+    /// rest of stderr.
+    fn terminate(self) -> (String, Vec<String>) {
+        self.sigterm();
+        self.wait()
+    }
+
+    /// Waits for a clean exit, and returns everything written to stdout and the rest of stderr.
+    fn wait(mut self) -> (String, Vec<String>) {
+        let status = self.child.wait().unwrap();
+        assert!(status.success(), "exit after SIGTERM: {status}");
+        let mut stdout = String::new();
+        self.child
+            .stdout
+            .take()
+            .unwrap()
+            .read_to_string(&mut stdout)
+            .unwrap();
+        // The child has exited, so its stderr ends: the reader finishes.
+        self.stderr_reader.take().unwrap().join().unwrap();
+        let stderr = self.stderr.try_iter().collect();
+        (stdout, stderr)
+    }
+}
+
+#[tokio::test]
+async fn the_receiver_prints_one_line_per_accepted_delivery_and_nothing_else() {
+    // Two secrets, as while rotating: both are accepted.
+    let receiver = Receiver::start(&format!("previous-secret, {SECRET}"));
+    let addr = receiver.addr;
+
+    let health = Request::get("/healthz")
+        .header("host", addr.to_string())
+        .body(full(""))
+        .unwrap();
+    assert_eq!(send(addr, health).await.status, StatusCode::OK);
+
+    // Accepted: gzip without and with Content-Encoding, identity, HTTP/2, the other secret.
+    send(addr, sample(addr, Version::HTTP_11))
+        .await
+        .assert_accepted(2);
+    let coded = request(
+        addr,
+        Version::HTTP_11,
+        full(gzip(&sample_body())),
+        gzip_coded,
+    );
+    send(addr, coded).await.assert_accepted(2);
+    let identity = request(addr, Version::HTTP_11, full(sample_body()), |_| {});
+    send(addr, identity).await.assert_accepted(2);
+    send(addr, sample(addr, Version::HTTP_2))
+        .await
+        .assert_accepted(2);
+    let rotated = request(
+        addr,
+        Version::HTTP_11,
+        full(gzip(&sample_body())),
+        |headers| {
+            headers.insert(
+                AUTHORIZATION,
+                HeaderValue::from_static("Bearer previous-secret"),
+            );
+        },
+    );
+    send(addr, rotated).await.assert_accepted(2);
+    let accepted = 5;
+
+    // Refused, or acknowledged without the handler: no line.
+    let wrong = request(
+        addr,
+        Version::HTTP_11,
+        full(gzip(&sample_body())),
+        |headers| {
+            headers.insert(AUTHORIZATION, HeaderValue::from_static("Bearer wrong"));
+        },
+    );
+    send(addr, wrong)
+        .await
+        .assert_problem(StatusCode::UNAUTHORIZED, "invalid_token");
+    let stale = request(
+        addr,
+        Version::HTTP_11,
+        full(gzip(&sample_body())),
+        |headers| {
+            headers.insert(
+                "polytomic-signature-timestamp",
+                timestamp(-10 * 60).parse().unwrap(),
+            );
+        },
+    );
+    send(addr, stale)
+        .await
+        .assert_problem(StatusCode::UNAUTHORIZED, "timestamp_too_old");
+    let malformed = request(addr, Version::HTTP_11, full(gzip(b"{\"event\":")), |_| {});
+    send(addr, malformed)
+        .await
+        .assert_problem(StatusCode::BAD_REQUEST, "invalid_json");
+    let unknown = full(gzip(br#"{"event":"sync.something_new","object":{}}"#));
+    let reply = send(addr, request(addr, Version::HTTP_11, unknown, |_| {})).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.json()["ignored_event"], "sync.something_new");
+
+    let (stdout, stderr) = receiver.terminate();
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), accepted, "stdout:\n{stdout}");
+    let expected = serde_json::json!({
+        "id": SYNC_ID,
+        "name": "Webhook HTTP Endpoint sync",
+        "records": [
+            {"hash": "b7421c6c57bd49f7",
+             "fields": {"email": "nathan@polytomic.com", "last_login": "2020-12-02T00:00:00Z"}},
+            {"hash": "0c1d2e3f4a5b6c7d",
+             "fields": {"email": "ada@example.com", "last_login": null}}
+        ],
+        "metadata": {"source": "e2e"}
+    });
+    for line in lines {
+        // Compact: one line, no spaces between tokens (the sample has none inside strings).
+        assert!(!line.contains(": ") && !line.contains(", "), "{line}");
+        let batch: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert_eq!(batch, expected);
+    }
+
+    // One log line per delivery on stderr, carrying the span's fields but never the secret.
+    let accepted_logs: Vec<&String> = stderr
+        .iter()
+        .filter(|line| {
+            line.contains("polytomic_webhook.delivery") && line.contains("outcome=\"accepted\"")
+        })
+        .collect();
+    assert_eq!(accepted_logs.len(), accepted, "{stderr:#?}");
+    let line = accepted_logs[0];
+    for field in [
+        "method=POST",
+        "path=/webhooks/polytomic",
+        &format!("sync_id=\"{SYNC_ID}\""),
+        "sync_name=\"Webhook HTTP Endpoint sync\"",
+        "record_count=2",
+        "content_coding=\"gzip\"",
+        "compressed_bytes=",
+        "decompressed_bytes=",
+        "status=200",
+        "outcome=\"accepted\"",
+        "latency_ms=",
+    ] {
+        assert!(line.contains(field), "{field} missing from {line}");
+    }
+    let rejected = stderr
+        .iter()
+        .filter(|line| line.contains("WARN") && line.contains("polytomic_webhook.delivery"))
+        .count();
+    assert_eq!(rejected, 3, "{stderr:#?}");
+    assert!(!stderr.iter().any(|line| line.contains(SECRET)));
+    assert!(
+        !stderr
+            .iter()
+            .any(|line| line.contains("nathan@polytomic.com"))
+    );
+}
+
+/// SIGTERM while a delivery is half sent: the receiver finishes it (answer and stdout line),
+/// then exits cleanly. `Expect: 100-continue` tells when the handler has started reading the
+/// body, so the signal provably arrives mid-request.
+#[tokio::test]
+async fn sigterm_lets_the_delivery_in_flight_finish() {
+    let receiver = Receiver::start(SECRET);
+    let body = gzip(&sample_body());
+    let mut stream = TcpStream::connect(receiver.addr).await.unwrap();
+    let head = format!(
+        "POST {} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\n\
+         Authorization: Bearer {SECRET}\r\nPolytomic-Signature-Timestamp: {}\r\n\
+         Expect: 100-continue\r\nContent-Length: {}\r\n\r\n",
+        examples::WEBHOOK_PATH,
+        receiver.addr,
+        now(),
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let mut interim = Vec::new();
+    while !interim.ends_with(b"\r\n\r\n") {
+        interim.push(stream.read_u8().await.unwrap());
+    }
+    assert!(interim.starts_with(b"HTTP/1.1 100 Continue"), "{interim:?}");
+
+    receiver.sigterm();
+    stream.write_all(&body).await.unwrap();
+    // The server closes the connection after this last response.
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    assert!(response.starts_with("HTTP/1.1 200 OK"), "{response}");
+    assert!(response.ends_with(r#"{"accepted":2}"#), "{response}");
+
+    let (stdout, _) = receiver.wait();
+    assert_eq!(stdout.lines().count(), 1, "{stdout}");
+    let batch: serde_json::Value = serde_json::from_str(stdout.trim_end()).unwrap();
+    assert_eq!(batch["id"], SYNC_ID);
+    assert_eq!(batch["records"].as_array().unwrap().len(), 2);
+}

@@ -1,0 +1,307 @@
+//! Servers on `127.0.0.1:0` and a real HTTP client over TCP, shared by the end-to-end tests.
+
+#![allow(dead_code, unreachable_pub)] // Each test file uses a different part of this module.
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use chrono::{SecondsFormat, Utc};
+use http::header::{AUTHORIZATION, CONTENT_ENCODING, CONTENT_TYPE, HOST};
+use http::{HeaderMap, Request, StatusCode, Version};
+use http_body::Frame;
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use polytomic_webhook::prelude::*;
+use tokio::net::{TcpListener, TcpStream};
+
+/// The secret every test server is configured with.
+pub const SECRET: &str = "e2e-connection-secret";
+pub const SYNC_ID: &str = "1ea8f90a-b22e-4218-86d5-c3c109e1fbb7";
+
+/// A delivery shaped like Polytomic's sample, with two records.
+pub fn sample_body() -> Vec<u8> {
+    serde_json::json!({
+        "event": "sync.records",
+        "object": {
+            "id": SYNC_ID,
+            "name": "Webhook HTTP Endpoint sync",
+            "records": [
+                {"hash": "b7421c6c57bd49f7",
+                 "fields": {"email": "nathan@polytomic.com", "last_login": "2020-12-02T00:00:00Z"}},
+                {"hash": "0c1d2e3f4a5b6c7d",
+                 "fields": {"email": "ada@example.com", "last_login": null}}
+            ],
+            "metadata": {"source": "e2e"}
+        }
+    })
+    .to_string()
+    .into_bytes()
+}
+
+/// Asserts that `batch` is [`sample_body`], record by record.
+pub fn assert_sample(batch: &SyncRecords) {
+    assert_eq!(batch.id().as_str(), SYNC_ID);
+    assert_eq!(batch.name(), "Webhook HTTP Endpoint sync");
+    assert_eq!(batch.len(), 2);
+    assert_eq!(batch.records()[0].hash().as_str(), "b7421c6c57bd49f7");
+    assert_eq!(batch.records()[0].fields()["email"], "nathan@polytomic.com");
+    assert_eq!(batch.records()[1].hash().as_str(), "0c1d2e3f4a5b6c7d");
+    assert!(batch.records()[1].fields()["last_login"].is_null());
+    assert_eq!(batch.metadata()["source"], "e2e");
+}
+
+pub fn gzip(data: &[u8]) -> Vec<u8> {
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    encoder.write_all(data).unwrap();
+    encoder.finish().unwrap()
+}
+
+/// The current time as Polytomic writes it in `Polytomic-Signature-Timestamp`.
+pub fn now() -> String {
+    timestamp(0)
+}
+
+/// The time `offset_secs` from now, in the timestamp header's format.
+pub fn timestamp(offset_secs: i64) -> String {
+    (Utc::now() + chrono::Duration::seconds(offset_secs)).to_rfc3339_opts(SecondsFormat::Secs, true)
+}
+
+pub fn config() -> PolytomicWebhookConfig {
+    PolytomicWebhookConfig::default().secret(Secret::new(SECRET).unwrap())
+}
+
+pub fn layer(config: PolytomicWebhookConfig) -> PolytomicWebhookLayer {
+    PolytomicWebhookLayer::new(config).unwrap()
+}
+
+/// Every batch the server's handler received, in order.
+#[derive(Clone, Default)]
+pub struct Received(Arc<Mutex<Vec<SyncRecords>>>);
+
+impl Received {
+    pub fn sink(&self) -> examples::Sink {
+        let received = self.clone();
+        Arc::new(move |batch: &SyncRecords| received.0.lock().unwrap().push(batch.clone()))
+    }
+
+    pub fn take(&self) -> Vec<SyncRecords> {
+        std::mem::take(&mut *self.0.lock().unwrap())
+    }
+}
+
+/// A server running on the test's runtime; it stops with the runtime.
+pub struct Server {
+    pub addr: SocketAddr,
+    pub received: Received,
+}
+
+async fn listener() -> (TcpListener, SocketAddr) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    (listener, addr)
+}
+
+/// The receiver example's router, served as the example serves it.
+pub async fn start_axum(config: PolytomicWebhookConfig) -> Server {
+    let (listener, addr) = listener().await;
+    let received = Received::default();
+    let app = examples::receiver_app(layer(config), received.sink());
+    tokio::spawn(async move {
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .await
+        .unwrap();
+    });
+    Server { addr, received }
+}
+
+/// The tonic gateway example's router.
+pub async fn start_tonic(config: PolytomicWebhookConfig) -> Server {
+    let (listener, addr) = listener().await;
+    let received = Received::default();
+    let (app, reporter) = examples::tonic_gateway(layer(config), received.sink());
+    tokio::spawn(async move {
+        let _reporter = reporter; // The health service answers while its reporter lives.
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .await
+        .unwrap();
+    });
+    Server { addr, received }
+}
+
+/// The hyper example's server.
+pub async fn start_hyper(config: PolytomicWebhookConfig) -> Server {
+    let (listener, addr) = listener().await;
+    let received = Received::default();
+    let sink = received.sink();
+    let layer = layer(config);
+    tokio::spawn(async move {
+        examples::serve_hyper(listener, layer, sink, std::future::pending()).await;
+    });
+    Server { addr, received }
+}
+
+pub type ClientBody = UnsyncBoxBody<Bytes, Infallible>;
+
+/// A body sent as several frames with no length known in advance, so HTTP/1 sends it with
+/// `Transfer-Encoding: chunked`.
+pub struct Chunked(VecDeque<Bytes>);
+
+impl Chunked {
+    pub fn body(data: &[u8], chunk_size: usize) -> ClientBody {
+        Self(
+            data.chunks(chunk_size)
+                .map(Bytes::copy_from_slice)
+                .collect(),
+        )
+        .boxed_unsync()
+    }
+}
+
+impl http_body::Body for Chunked {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        Poll::Ready(self.0.pop_front().map(|chunk| Ok(Frame::data(chunk))))
+    }
+}
+
+pub fn full(data: impl Into<Bytes>) -> ClientBody {
+    Full::new(data.into()).boxed_unsync()
+}
+
+/// A delivery as Polytomic sends it, for `version`: the secret, a fresh timestamp, JSON.
+pub fn delivery(addr: SocketAddr, version: Version) -> http::request::Builder {
+    let builder = if version == Version::HTTP_2 {
+        // HTTP/2 carries scheme and authority as pseudo-headers, taken from the URI.
+        Request::post(format!("http://{addr}{}", examples::WEBHOOK_PATH))
+    } else {
+        Request::post(examples::WEBHOOK_PATH).header(HOST, addr.to_string())
+    };
+    builder
+        .version(version)
+        .header(CONTENT_TYPE, "application/json")
+        .header(AUTHORIZATION, format!("Bearer {SECRET}"))
+        .header("polytomic-signature-timestamp", now())
+        .header("user-agent", "Polytomic/e2e")
+}
+
+/// Builds a delivery request; `edit` changes its headers before it is sent.
+pub fn request(
+    addr: SocketAddr,
+    version: Version,
+    body: ClientBody,
+    edit: impl FnOnce(&mut HeaderMap),
+) -> Request<ClientBody> {
+    let mut request = delivery(addr, version).body(body).unwrap();
+    edit(request.headers_mut());
+    request
+}
+
+/// Marks the body as gzip-coded.
+pub fn gzip_coded(headers: &mut HeaderMap) {
+    headers.insert(CONTENT_ENCODING, "gzip".parse().unwrap());
+}
+
+/// What came back, body read to the end.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Reply {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap()
+    }
+
+    /// Asserts an RFC 9457 problem with this status and `code`.
+    pub fn assert_problem(&self, status: StatusCode, code: &str) {
+        assert_eq!(self.status, status, "{self:?}");
+        assert_eq!(self.headers[CONTENT_TYPE], "application/problem+json");
+        let json = self.json();
+        assert_eq!(json["code"], code, "{json}");
+        assert_eq!(json["status"], status.as_u16());
+    }
+
+    /// Asserts `{"accepted": n}`.
+    pub fn assert_accepted(&self, n: usize) {
+        assert_eq!(self.status, StatusCode::OK, "{self:?}");
+        assert_eq!(self.json(), serde_json::json!({ "accepted": n }));
+    }
+}
+
+/// One HTTP/1.1 connection, over which requests go one after the other (keep-alive).
+pub async fn h1_connection(addr: SocketAddr) -> http1::SendRequest<ClientBody> {
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let (sender, connection) = http1::handshake(TokioIo::new(stream)).await.unwrap();
+    tokio::spawn(connection);
+    sender
+}
+
+/// One HTTP/2 cleartext connection with prior knowledge (no upgrade dance).
+pub async fn h2_connection(addr: SocketAddr) -> http2::SendRequest<ClientBody> {
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let (sender, connection) = http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    sender
+}
+
+async fn read(response: http::Response<hyper::body::Incoming>) -> Reply {
+    let (parts, body) = response.into_parts();
+    Reply {
+        status: parts.status,
+        headers: parts.headers,
+        body: body.collect().await.unwrap().to_bytes(),
+    }
+}
+
+pub async fn send_h1(
+    sender: &mut http1::SendRequest<ClientBody>,
+    request: Request<ClientBody>,
+) -> Reply {
+    sender.ready().await.unwrap();
+    read(sender.send_request(request).await.unwrap()).await
+}
+
+pub async fn send_h2(
+    sender: &mut http2::SendRequest<ClientBody>,
+    request: Request<ClientBody>,
+) -> Reply {
+    sender.ready().await.unwrap();
+    read(sender.send_request(request).await.unwrap()).await
+}
+
+/// Sends `request` on a connection of its own.
+pub async fn send(addr: SocketAddr, request: Request<ClientBody>) -> Reply {
+    if request.version() == Version::HTTP_2 {
+        send_h2(&mut h2_connection(addr).await, request).await
+    } else {
+        send_h1(&mut h1_connection(addr).await, request).await
+    }
+}
+
+/// The sample delivery, gzipped without `Content-Encoding` as Polytomic sends it.
+pub fn sample(addr: SocketAddr, version: Version) -> Request<ClientBody> {
+    request(addr, version, full(gzip(&sample_body())), |_| {})
+}
