@@ -381,7 +381,9 @@ mod tests {
         let pipelines = pipelines();
         let payload = Payload::generate(20);
         for pipeline in Pipeline::ALL {
-            runtime.block_on(pipelines.verify(pipeline, &payload)).unwrap();
+            runtime
+                .block_on(pipelines.verify(pipeline, &payload))
+                .unwrap();
         }
     }
 
