@@ -42,9 +42,51 @@ pub struct BombRun {
     pub peak_heap: usize,
 }
 
-/// Sends `bomb` through `router` (which must check [`SECRET`]) and measures the answer.
-pub async fn send(router: &Router, bomb: &Bytes) -> BombRun {
-    let request = request(bomb, SECRET);
+/// A body that hands out its bytes in frames of a fixed size, as a socket would.
+#[derive(Debug)]
+pub struct Chunked {
+    data: Bytes,
+    frame: usize,
+}
+
+impl Chunked {
+    /// `data` in frames of `frame` bytes (the last one shorter).
+    pub fn new(data: Bytes, frame: usize) -> Self {
+        Self {
+            data,
+            frame: frame.max(1),
+        }
+    }
+}
+
+impl http_body::Body for Chunked {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        let this = &mut *self;
+        if this.data.is_empty() {
+            return std::task::Poll::Ready(None);
+        }
+        let frame = this.data.split_to(this.frame.min(this.data.len()));
+        std::task::Poll::Ready(Some(Ok(http_body::Frame::data(frame))))
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        http_body::SizeHint::with_exact(self.data.len() as u64)
+    }
+}
+
+/// Sends `bomb` through `router` (which must check [`SECRET`]) and measures the answer: in one
+/// frame, or in frames of `frame` bytes when given.
+pub async fn send(router: &Router, bomb: &Bytes, frame: Option<usize>) -> BombRun {
+    let mut request = request(bomb, SECRET);
+    if let Some(frame) = frame {
+        *request.body_mut() = axum::body::Body::new(Chunked::new(bomb.clone(), frame));
+    }
     let heap = PeakAlloc;
     let before = heap.current_usage();
     heap.reset_peak_usage();
