@@ -9,6 +9,7 @@ use std::io::Read as _;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use axum::serve::ListenerExt as _;
 use bytes::Bytes;
 use http::header::{AUTHORIZATION, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE};
 use http::{Request, Response, StatusCode};
@@ -59,6 +60,10 @@ pub async fn start(server: Server) -> std::io::Result<SocketAddr> {
     match server {
         Server::Receiver => {
             let app = ours_router::<Fields>();
+            // Both servers turn Nagle's algorithm off, as a receiver should for small answers.
+            let listener = listener.tap_io(|stream| {
+                let _ = stream.set_nodelay(true);
+            });
             tokio::spawn(async move { axum::serve(listener, app).await });
         }
         Server::HandWritten => {

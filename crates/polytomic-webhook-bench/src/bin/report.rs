@@ -450,7 +450,7 @@ fn server_section(out: &mut Out, cores: usize, options: &Options) -> Result<(), 
     let (runs, cases): (usize, Vec<(usize, usize)>) = if options.quick {
         (1, vec![(100, 320)])
     } else {
-        (3, vec![(100, 20_000), (1_000, 4_000)])
+        (3, vec![(100, 6_000), (1_000, 1_200)])
     };
     line(
         out,
