@@ -7,7 +7,9 @@
 //! ```
 //!
 //! Options: `--quick` (few rounds, the smallest batch, short server runs), `--rounds N`,
-//! `--sizes 100,1000`, `--no-pipelines`, `--no-bomb`, `--no-server`.
+//! `--sizes 100,1000`, `--no-pipelines`, `--no-bomb`, `--no-server`, and `--only PIPELINE N`
+//! (verify, then run N requests of one pipeline and exit: for `perf` or
+//! `valgrind --tool=callgrind`).
 //!
 //! Why interleaved: on a shared or throttling machine, timing pipeline A for a minute and then
 //! B for a minute measures the machine as much as the code. Here each round times every
@@ -46,6 +48,8 @@ struct Options {
     sizes: Vec<usize>,
     bomb: bool,
     server: bool,
+    /// `--only NAME N`: run N requests of one pipeline and nothing else (for profilers).
+    only: Option<(Pipeline, usize)>,
 }
 
 impl Options {
@@ -56,6 +60,7 @@ impl Options {
             sizes: SIZES.to_vec(),
             bomb: true,
             server: true,
+            only: None,
         };
         let mut rounds = None;
         let mut args = std::env::args().skip(1);
@@ -65,6 +70,16 @@ impl Options {
                 "--no-bomb" => options.bomb = false,
                 "--no-server" => options.server = false,
                 "--no-pipelines" => options.sizes.clear(),
+                "--only" => {
+                    let name = args.next().ok_or("--only needs a pipeline name")?;
+                    let pipeline = Pipeline::ALL
+                        .into_iter()
+                        .find(|p| p.name() == name)
+                        .ok_or_else(|| format!("no pipeline {name}"))?;
+                    let count = args.next().ok_or("--only needs a request count")?;
+                    let count = count.parse().map_err(|_| format!("bad count {count}"))?;
+                    options.only = Some((pipeline, count));
+                }
                 "--rounds" => {
                     let value = args.next().ok_or("--rounds needs a number")?;
                     rounds = Some(value.parse().map_err(|_| format!("bad --rounds {value}"))?);
@@ -127,6 +142,17 @@ fn run() -> Result<(), String> {
         .build()
         .map_err(|error| format!("runtime: {error}"))?;
     let pipelines = pipelines();
+    if let Some((pipeline, count)) = options.only {
+        // For profilers: compare a run of N requests with one of 0 to get the cost of N.
+        for &size in &options.sizes {
+            let payload = Payload::generate(size);
+            runtime.block_on(pipelines.verify(pipeline, &payload))?;
+            if count > 0 {
+                runtime.block_on(sample(&pipelines, pipeline, &payload, count))?;
+            }
+        }
+        return Ok(());
+    }
     let mut summary = Vec::new();
     for &size in &options.sizes {
         let payload = Payload::generate(size);
