@@ -206,6 +206,8 @@ where
     } else {
         Duration::from_millis(40)
     };
+    // The first requests run cold; calibrate on a second, warm probe.
+    runtime.block_on(sample(pipelines, Pipeline::Baseline, payload, 3))?;
     let probe = runtime.block_on(sample(pipelines, Pipeline::Baseline, payload, 3))?;
     let iterations = (target.as_secs_f64() * 1e6 / probe).clamp(1.0, 100_000.0);
     #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
