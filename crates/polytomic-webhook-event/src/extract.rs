@@ -65,9 +65,10 @@ async fn buffer(req: Request) -> Result<(EventConfig, Bytes), EventRejection> {
         return Err(too_large().into());
     }
 
-    // A body that arrives in one frame is kept as is; only a multi-frame body is copied, once.
-    let mut first: Option<Bytes> = None;
-    let mut joined = BytesMut::new();
+    // Frames are kept as they arrive and joined once at the end into a buffer of the exact size:
+    // no regrowth copies, so the peak stays near twice the body, and a body refused at a limit
+    // (a decompression bomb) is never copied at all. A body that arrives in one frame is kept as is.
+    let mut frames: Vec<Bytes> = Vec::new();
     let mut len = 0usize;
     while let Some(frame) = body.frame().await {
         let frame =
@@ -79,16 +80,19 @@ async fn buffer(req: Request) -> Result<(EventConfig, Bytes), EventRejection> {
         if len > limit {
             return Err(too_large().into());
         }
-        if joined.is_empty() && first.is_none() {
-            first = Some(data);
-        } else {
-            if let Some(first) = first.take() {
-                joined.extend_from_slice(&first);
-            }
-            joined.extend_from_slice(&data);
+        if !data.is_empty() {
+            frames.push(data);
         }
     }
-    let body = first.unwrap_or_else(|| joined.freeze());
+    let body = if frames.len() == 1 {
+        frames.pop().unwrap_or_default()
+    } else {
+        let mut joined = BytesMut::with_capacity(len);
+        for frame in &frames {
+            joined.extend_from_slice(frame);
+        }
+        joined.freeze()
+    };
     Ok((config, body))
 }
 
