@@ -14,6 +14,7 @@ use polytomic_webhook_bench::pipelines::{Contact, Pipeline, SECRET, floor, pipel
 
 fn bench(c: &mut Criterion) {
     let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
         .build()
         .unwrap_or_else(|error| panic!("runtime: {error}"));
     let pipelines = pipelines();

@@ -18,11 +18,13 @@ use chrono::{DateTime, Utc};
 use http::header::{AUTHORIZATION, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, USER_AGENT};
 use http::{Request, StatusCode};
 use http_body_util::BodyExt;
+use polytomic_webhook::DeliveryBody;
 use polytomic_webhook::PolytomicWebhookLayer;
 use polytomic_webhook::auth::FixedClock;
-use polytomic_webhook::decompression::DecompressionBody;
+use polytomic_webhook::event::rejection::EventRejection;
 use polytomic_webhook::event::{Ack, EventConfig, Fields, Record, SyncRecords, parse_sync_records};
 use polytomic_webhook::prelude::{PolytomicWebhookConfig, Secret};
+use polytomic_webhook::problem::BodyStats;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
@@ -223,16 +225,19 @@ pub fn baseline_router() -> Router {
 }
 
 async fn tower_handler(
-    request: Request<DecompressionBody<axum::body::Body>>,
+    request: Request<DeliveryBody<axum::body::Body>>,
 ) -> Result<Response, Infallible> {
     let config = request
         .extensions()
         .get::<EventConfig>()
         .cloned()
         .unwrap_or_default();
+    let stats = request.extensions().get::<BodyStats>().cloned();
     let body = match request.into_body().collect().await {
         Ok(collected) => collected.to_bytes(),
-        Err(_) => return Ok(StatusCode::BAD_REQUEST.into_response()),
+        Err(error) => {
+            return Ok(EventRejection::from_body_error(error, stats.as_ref()).into_response());
+        }
     };
     Ok(match parse_sync_records::<Fields>(&body, &config) {
         Ok(batch) => Ack::from(&batch).into_response(),
@@ -260,7 +265,7 @@ pub struct Pipelines<S> {
 ///
 /// let pipelines = pipelines();
 /// let payload = Payload::generate(10);
-/// let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+/// let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
 /// for pipeline in Pipeline::ALL {
 ///     runtime.block_on(pipelines.verify(pipeline, &payload)).unwrap();
 /// }
@@ -376,6 +381,7 @@ mod tests {
     #[test]
     fn every_pipeline_checks_the_secret_and_parses_every_record() {
         let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
             .build()
             .unwrap();
         let pipelines = pipelines();
