@@ -184,7 +184,16 @@ struct Outcome {
     records: u64,
     bytes: u64,
     /// `None` when accepted, otherwise why not.
-    refusal: Option<String>,
+    refusal: Option<Refusal>,
+}
+
+/// Why a batch was not accepted, as the summary groups it.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord)]
+enum Refusal {
+    /// The receiver answered, with this status (and problem `code`).
+    Answered(String),
+    /// No answer: connection, TLS or timeout failure.
+    NotDelivered(String),
 }
 
 async fn deliver(args: &SendArgs, client: reqwest::Client, records: Vec<Value>) -> Summary {
@@ -217,7 +226,7 @@ async fn deliver(args: &SendArgs, client: reqwest::Client, records: Vec<Value>) 
         let outcome = joined.unwrap_or_else(|error| Outcome {
             records: 0,
             bytes: 0,
-            refusal: Some(format!("internal error: {error}")),
+            refusal: Some(Refusal::NotDelivered(format!("internal error: {error}"))),
         });
         if outcome.refusal.is_some() && !args.keep_going {
             stopped = true;
@@ -267,8 +276,8 @@ async fn send_batch(
     let response = client.post(url).headers(headers).body(body).send().await;
     let refusal = match response {
         Ok(response) if response.status().is_success() => None,
-        Ok(response) => Some(refusal(response).await),
-        Err(error) => Some(format!("not delivered: {}", chain(&error))),
+        Ok(response) => Some(Refusal::Answered(refusal(response).await)),
+        Err(error) => Some(Refusal::NotDelivered(chain(&error))),
     };
     Outcome {
         records,
@@ -323,7 +332,7 @@ struct Summary {
     accepted_batches: u64,
     accepted_records: u64,
     /// Refused or undelivered batches and records, by reason.
-    refused: BTreeMap<String, (u64, u64)>,
+    refused: BTreeMap<Refusal, (u64, u64)>,
     unsent_batches: u64,
     unsent_records: u64,
     elapsed: Duration,
@@ -359,13 +368,17 @@ impl Summary {
             self.elapsed.as_secs_f64(),
             batches(self.accepted_batches, self.accepted_records),
         );
-        for (reason, (count, records)) in &self.refused {
-            let _ = writeln!(text, "  refused:  {}: {reason}", batches(*count, *records));
+        for (refusal, (count, records)) in &self.refused {
+            let (label, reason) = match refusal {
+                Refusal::Answered(reason) => ("refused: ", reason),
+                Refusal::NotDelivered(reason) => ("failed:  ", reason),
+            };
+            let _ = writeln!(text, "  {label} {}: {reason}", batches(*count, *records));
         }
         if self.unsent_batches > 0 {
             let _ = writeln!(
                 text,
-                "  not sent: {}: stopped at the first refused batch (--keep-going sends the rest)",
+                "  not sent: {}: stopped at the first batch not accepted (--keep-going sends the rest)",
                 batches(self.unsent_batches, self.unsent_records)
             );
         }

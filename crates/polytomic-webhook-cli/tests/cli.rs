@@ -271,6 +271,19 @@ fn the_first_refused_batch_stops_the_run() {
     assert_eq!(output.status.code(), Some(1));
     assert_eq!(hits.load(Ordering::SeqCst), 11);
     assert!(stderr(&output).contains("refused:  10 batches (1000 records)"));
+
+    // No answer at all is a failure too, reported as such.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/", closed.local_addr().unwrap());
+    drop(closed);
+    let output = send(&url, &file, &["--batch-size", "100"]);
+    let summary = stderr(&output);
+    assert_eq!(output.status.code(), Some(1), "{summary}");
+    assert!(
+        summary.contains("failed:   1 batch (100 records): error sending request"),
+        "{summary}"
+    );
+    assert!(summary.contains("not sent: 9 batches"), "{summary}");
 }
 
 #[test]
