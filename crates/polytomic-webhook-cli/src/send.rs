@@ -235,7 +235,8 @@ async fn deliver(args: &SendArgs, client: reqwest::Client, records: Vec<Value>) 
         progress.inc(outcome.records);
         let elapsed = started.elapsed().as_secs_f64().max(f64::EPSILON);
         progress.set_message(format!(
-            "batch {}/{total_batches}, {:.1} batches/s",
+            "{:.0} records/s; batch {}/{total_batches}, {:.1} batches/s",
+            summary.records as f64 / elapsed,
             summary.batches,
             summary.batches as f64 / elapsed
         ));
@@ -316,9 +317,9 @@ fn progress_bar(records: u64) -> ProgressBar {
         return ProgressBar::hidden();
     }
     let bar = ProgressBar::with_draw_target(Some(records), ProgressDrawTarget::stderr());
-    if let Ok(style) = ProgressStyle::with_template(
-        "{bar:30} {human_pos}/{human_len} records ({per_sec}), {msg} [{elapsed}]",
-    ) {
+    if let Ok(style) =
+        ProgressStyle::with_template("{bar:30} {human_pos}/{human_len} records, {msg} [{elapsed}]")
+    {
         bar.set_style(style);
     }
     bar
