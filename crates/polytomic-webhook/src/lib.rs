@@ -63,7 +63,8 @@
 //!
 //! This crate re-exports the pieces: [`auth`], [`decompression`], [`event`] and [`problem`].
 //! Cargo features `gzip` (default), `deflate`, `br` and `zstd` choose the codings; `axum`
-//! (default) lets the allowlist read axum's `ConnectInfo`.
+//! (default) lets the allowlist read axum's `ConnectInfo`; `testing` adds [`testing`], a
+//! builder for Polytomic-shaped deliveries (and hostile ones) to test handlers with.
 
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
@@ -74,6 +75,10 @@ mod future;
 mod layer;
 mod service;
 mod timeout;
+
+#[cfg(feature = "testing")]
+#[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
+pub mod testing;
 
 pub use config::{ConfigError, PolytomicWebhookConfig};
 pub use future::DeliveryFuture;

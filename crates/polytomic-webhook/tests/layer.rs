@@ -19,22 +19,17 @@ use http_body::Frame;
 use http_body_util::BodyExt;
 use polytomic_webhook::auth::FixedClock;
 use polytomic_webhook::prelude::*;
+use polytomic_webhook::testing::{BodyForm, Delivery};
 use polytomic_webhook::{ConfigError, PolytomicWebhookLayer};
+use serde_json::json;
 use tower::ServiceExt;
 
 /// The bearer value of the sample request on Polytomic's page (a JWT, used verbatim).
 const SAMPLE_SECRET: &str = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJhdWQiOiJ3ZWJob29rIiwianRpIjoiMDAwMDAwMDAtMDAwMC0wMDAwLTAwMDAtMDAwMDAwMDAwMDAwIiwiaXNzIjoiaHR0cHM6Ly9hcHAucG9seXRvbWljLWxvY2FsLmNvbTo4NDQzLyJ9.FBSU_fC1YFyWhMSPErRono4BPfkIeT3MkRdZrepiP3c";
 const SAMPLE_TIME: &str = "2021-06-01T22:55:36Z";
-const SAMPLE_BODY: &str = r#"{"event":"sync.records","object":{"id":"1ea8f90a-b22e-4218-86d5-c3c109e1fbb7","name":"Webhook HTTP Endpoint sync","records":[{"hash":"b7421c6c57bd49f7","fields":{"email":"nathan@polytomic.com","last_login":"2020-12-02T00:00:00Z"}}]}}"#;
 
 fn sample_time() -> DateTime<Utc> {
     SAMPLE_TIME.parse().unwrap()
-}
-
-fn gzip(data: &[u8]) -> Vec<u8> {
-    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-    encoder.write_all(data).unwrap();
-    encoder.finish().unwrap()
 }
 
 fn layer() -> PolytomicWebhookLayer<FixedClock> {
@@ -65,15 +60,17 @@ fn app(layer: PolytomicWebhookLayer<FixedClock>) -> (Router, Received) {
 }
 
 /// The sample delivery: gzip body, no `Content-Encoding`, as on Polytomic's page.
-fn sample_request(body: Vec<u8>) -> Request<axum::body::Body> {
-    Request::post("/webhooks/polytomic")
-        .header("accept-encoding", "gzip")
-        .header(CONTENT_TYPE, "application/json")
-        .header("polytomic-signature-timestamp", SAMPLE_TIME)
-        .header(AUTHORIZATION, format!("Bearer {SAMPLE_SECRET}"))
-        .header("user-agent", "Polytomic/rel2021.05.25")
-        .body(axum::body::Body::from(body))
-        .unwrap()
+fn sample() -> Delivery {
+    Delivery::new()
+        .uri("/webhooks/polytomic")
+        .secret(SAMPLE_SECRET)
+        .timestamp(sample_time())
+        .user_agent("Polytomic/rel2021.05.25")
+        .form(BodyForm::GzipWithoutHeader)
+        .record_with_hash(
+            "b7421c6c57bd49f7",
+            json!({"email": "nathan@polytomic.com", "last_login": "2020-12-02T00:00:00Z"}),
+        )
 }
 
 async fn problem_code(response: axum::response::Response) -> String {
@@ -86,10 +83,7 @@ async fn problem_code(response: axum::response::Response) -> String {
 #[tokio::test]
 async fn the_sample_delivery_reaches_the_handler() {
     let (app, received) = app(layer());
-    let response = app
-        .oneshot(sample_request(gzip(SAMPLE_BODY.as_bytes())))
-        .await
-        .unwrap();
+    let response = app.oneshot(sample().build()).await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     let body = response.into_body().collect().await.unwrap().to_bytes();
     assert_eq!(&body[..], br#"{"accepted":1}"#);
@@ -217,23 +211,19 @@ async fn refused_bodies_are_drained_raw_within_the_budget() {
 #[tokio::test]
 async fn nothing_unauthenticated_is_read_inflated_or_parsed() {
     let (app, received) = app(layer());
-    for (authorization, timestamp, code) in [
-        (Some("Bearer wrong"), SAMPLE_TIME, "invalid_token"),
-        (None, SAMPLE_TIME, "missing_authorization"),
+    let stale = sample_time() - chrono::TimeDelta::minutes(15);
+    for (delivery, code) in [
+        (sample().wrong_secret(), "invalid_token"),
         (
-            Some(&*format!("Bearer {SAMPLE_SECRET}")),
-            "2021-06-01T22:40:00Z",
-            "timestamp_too_old",
+            Delivery::new().timestamp(sample_time()),
+            "missing_authorization",
         ),
+        (sample().timestamp(stale), "timestamp_too_old"),
     ] {
-        let mut request = Request::post("/webhooks/polytomic")
-            .header(CONTENT_TYPE, "application/json")
-            .header(CONTENT_ENCODING, "gzip")
-            .header("polytomic-signature-timestamp", timestamp);
-        if let Some(authorization) = authorization {
-            request = request.header(AUTHORIZATION, authorization);
-        }
-        let request = request.body(axum::body::Body::new(MustNotBeRead)).unwrap();
+        let request = delivery
+            .form(BodyForm::Gzip)
+            .build()
+            .map(|_| axum::body::Body::new(MustNotBeRead));
         let response = app.clone().oneshot(request).await.unwrap();
         assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "{code}");
         assert_eq!(problem_code(response).await, code);
@@ -244,7 +234,7 @@ async fn nothing_unauthenticated_is_read_inflated_or_parsed() {
 #[tokio::test]
 async fn layer_refusals_come_before_the_handler() {
     let (app, received) = app(layer());
-    let mut request = sample_request(b"{}".to_vec());
+    let mut request = sample().form(BodyForm::Identity).raw_json(b"{}").build();
     request
         .headers_mut()
         .insert(CONTENT_ENCODING, "compress".parse().unwrap());
@@ -253,7 +243,7 @@ async fn layer_refusals_come_before_the_handler() {
     assert_eq!(problem_code(response).await, "unsupported_content_encoding");
 
     let response = app
-        .oneshot(sample_request(b"{\"event\":".to_vec()))
+        .oneshot(sample().form(BodyForm::Identity).malformed_json().build())
         .await
         .unwrap();
     assert_eq!(response.status(), StatusCode::BAD_REQUEST);
@@ -263,21 +253,17 @@ async fn layer_refusals_come_before_the_handler() {
 
 #[tokio::test]
 async fn batches_over_axums_default_2_mb_limit_are_bounded_by_ours_instead() {
-    let records: Vec<String> = (0..12_000)
-        .map(|i| format!(r#"{{"hash":"{i:016x}","fields":{{"email":"user{i}@example.com","padding":"{}"}}}}"#, "x".repeat(200)))
-        .collect();
-    let body = format!(
-        r#"{{"event":"sync.records","object":{{"id":"1ea8f90a-b22e-4218-86d5-c3c109e1fbb7","name":"big","records":[{}]}}}}"#,
-        records.join(",")
-    );
+    let big = (0..12_000).fold(sample(), |delivery, i| {
+        delivery.record_json(
+            json!({"email": format!("user{i}@example.com"), "padding": "x".repeat(200)}),
+        )
+    });
+    let (_, body) = big.clone().form(BodyForm::Identity).encode();
     assert!(body.len() > 2 * 1024 * 1024);
     let (router, received) = app(layer());
-    let response = router
-        .oneshot(sample_request(gzip(body.as_bytes())))
-        .await
-        .unwrap();
+    let response = router.oneshot(big.clone().build()).await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);
-    assert_eq!(received.lock().unwrap()[0].len(), 12_000);
+    assert_eq!(received.lock().unwrap()[0].len(), 12_001);
 
     let config = PolytomicWebhookConfig::default()
         .secret(Secret::new(SAMPLE_SECRET).unwrap())
@@ -286,10 +272,7 @@ async fn batches_over_axums_default_2_mb_limit_are_bounded_by_ours_instead() {
         .unwrap()
         .clock(FixedClock(sample_time()));
     let (router, _) = app(small);
-    let response = router
-        .oneshot(sample_request(gzip(body.as_bytes())))
-        .await
-        .unwrap();
+    let response = router.oneshot(big.build()).await.unwrap();
     assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
     let body = response.into_body().collect().await.unwrap().to_bytes();
     let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
@@ -300,8 +283,8 @@ async fn batches_over_axums_default_2_mb_limit_are_bounded_by_ours_instead() {
 #[tokio::test]
 async fn unknown_events_are_acknowledged_without_the_handler() {
     let (app, received) = app(layer());
-    let body = br#"{"event":"sync.future_thing","object":{"anything":1}}"#;
-    let response = app.oneshot(sample_request(gzip(body))).await.unwrap();
+    let request = sample().event("sync.future_thing").build();
+    let response = app.oneshot(request).await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     assert!(received.lock().unwrap().is_empty());
 }
@@ -372,10 +355,7 @@ mod logs {
     async fn an_accepted_delivery_logs_one_info_line_with_the_span_fields() {
         let (app, _) = app(layer());
         let logs = capture(async {
-            let response = app
-                .oneshot(sample_request(gzip(SAMPLE_BODY.as_bytes())))
-                .await
-                .unwrap();
+            let response = app.oneshot(sample().build()).await.unwrap();
             assert_eq!(response.status(), StatusCode::OK);
         })
         .await;
@@ -411,7 +391,7 @@ mod logs {
     async fn a_rejected_delivery_logs_a_warning_with_its_code() {
         let (app, _) = app(layer());
         let logs = capture(async {
-            let mut request = sample_request(gzip(SAMPLE_BODY.as_bytes()));
+            let mut request = sample().build();
             request
                 .headers_mut()
                 .insert(AUTHORIZATION, "Bearer not-the-secret".parse().unwrap());
@@ -434,8 +414,8 @@ mod logs {
     async fn an_ignored_event_is_logged_as_such() {
         let (app, _) = app(layer());
         let logs = capture(async {
-            let body = br#"{"event":"sync.future_thing","object":{}}"#;
-            app.oneshot(sample_request(gzip(body))).await.unwrap();
+            let request = sample().event("sync.future_thing").build();
+            app.oneshot(request).await.unwrap();
         })
         .await;
         assert!(logs.contains("outcome=\"ignored_event\""), "{logs}");
@@ -475,7 +455,7 @@ mod deadline {
             .unwrap()
             .clock(FixedClock(sample_time()));
         let (app, received) = app(layer);
-        let mut request = sample_request(Vec::new());
+        let mut request = sample().build();
         *request.body_mut() = axum::body::Body::new(Stalls(false));
         // The clock is paused: tokio advances it to the deadline once everything is idle.
         let response = app.oneshot(request).await.unwrap();

@@ -1,0 +1,186 @@
+//! Reading records: JSON Lines or CSV, each record's fields as a JSON object.
+
+use std::io::{self, BufRead};
+use std::path::Path;
+
+use clap::ValueEnum;
+use serde_json::{Map, Value};
+
+/// The record formats `send` reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub(crate) enum Format {
+    /// CSV for a `.csv` file, JSON Lines otherwise (and for standard input).
+    Auto,
+    /// One JSON object of fields per line; blank lines are skipped.
+    Jsonl,
+    /// A header row of field names, then one record per row; every value is a string.
+    Csv,
+}
+
+impl Format {
+    pub(crate) fn resolve(self, path: Option<&Path>) -> Self {
+        match self {
+            Self::Auto => match path.and_then(Path::extension) {
+                Some(extension) if extension.eq_ignore_ascii_case("csv") => Self::Csv,
+                _ => Self::Jsonl,
+            },
+            other => other,
+        }
+    }
+}
+
+/// An input line that is not a record.
+#[derive(Debug)]
+pub(crate) struct BadLine {
+    pub(crate) line: u64,
+    pub(crate) message: String,
+}
+
+/// The records read, and the lines that were not records.
+#[derive(Debug, Default)]
+pub(crate) struct Input {
+    pub(crate) records: Vec<Value>,
+    pub(crate) bad: Vec<BadLine>,
+}
+
+/// Reads every record; an error only when the input itself cannot be read.
+pub(crate) fn read(reader: impl BufRead, format: Format) -> io::Result<Input> {
+    match format {
+        Format::Csv => read_csv(reader),
+        Format::Auto | Format::Jsonl => read_jsonl(reader),
+    }
+}
+
+fn read_jsonl(mut reader: impl BufRead) -> io::Result<Input> {
+    let mut input = Input::default();
+    let mut line = Vec::new();
+    let mut number = 0;
+    loop {
+        line.clear();
+        if reader.read_until(b'\n', &mut line)? == 0 {
+            return Ok(input);
+        }
+        number += 1;
+        if line.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        match serde_json::from_slice::<Value>(&line) {
+            Ok(Value::Object(fields)) => input.records.push(Value::Object(fields)),
+            Ok(other) => input.bad.push(BadLine {
+                line: number,
+                message: format!(
+                    "expected a JSON object of fields, found {}",
+                    kind_of(&other)
+                ),
+            }),
+            Err(error) => input.bad.push(BadLine {
+                line: number,
+                message: format!("invalid JSON: {error}"),
+            }),
+        }
+    }
+}
+
+fn kind_of(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+fn read_csv(reader: impl BufRead) -> io::Result<Input> {
+    let mut input = Input::default();
+    let mut csv = csv::ReaderBuilder::new().from_reader(reader);
+    let names = match csv.headers() {
+        Ok(names) => names.clone(),
+        Err(error) => {
+            input.bad.push(bad_csv(&error, 1)?);
+            return Ok(input);
+        }
+    };
+    if names.is_empty() {
+        return Ok(input);
+    }
+    for row in csv.records() {
+        match row {
+            Ok(row) => {
+                let fields: Map<String, Value> = names
+                    .iter()
+                    .zip(&row)
+                    .map(|(name, value)| (name.to_owned(), Value::String(value.to_owned())))
+                    .collect();
+                input.records.push(Value::Object(fields));
+            }
+            Err(error) => input.bad.push(bad_csv(&error, 0)?),
+        }
+    }
+    Ok(input)
+}
+
+/// A CSV error as a bad line, or as an I/O error when the input could not be read at all.
+fn bad_csv(error: &csv::Error, fallback_line: u64) -> io::Result<BadLine> {
+    if let csv::ErrorKind::Io(io_error) = error.kind() {
+        return Err(io::Error::new(io_error.kind(), io_error.to_string()));
+    }
+    let line = error.position().map_or(fallback_line, csv::Position::line);
+    let message = match error.kind() {
+        csv::ErrorKind::UnequalLengths {
+            expected_len, len, ..
+        } => format!("expected {expected_len} fields as in the header row, found {len}"),
+        csv::ErrorKind::Utf8 { .. } => "not valid UTF-8".to_owned(),
+        _ => error.to_string(),
+    };
+    Ok(BadLine { line, message })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn jsonl_numbers_lines_from_one_and_skips_blank_ones() {
+        let input = read(
+            &b"{\"a\":1}\n\n[1]\n{\"a\":\n{\"b\":2}\r\n"[..],
+            Format::Jsonl,
+        )
+        .unwrap();
+        assert_eq!(input.records.len(), 2);
+        assert_eq!(input.records[1]["b"], 2);
+        let lines: Vec<_> = input.bad.iter().map(|bad| bad.line).collect();
+        assert_eq!(lines, [3, 4]);
+        assert!(input.bad[0].message.contains("an array"));
+    }
+
+    #[test]
+    fn csv_reports_rows_by_line_and_keeps_strings() {
+        let input = read(
+            &b"id,email\n1,a@example.com\n2\n3,c@example.com\n"[..],
+            Format::Csv,
+        )
+        .unwrap();
+        assert_eq!(input.records.len(), 2);
+        assert_eq!(input.records[0]["id"], "1");
+        assert_eq!(input.bad[0].line, 3);
+        assert!(
+            input.bad[0].message.contains("expected 2 fields"),
+            "{:?}",
+            input.bad
+        );
+    }
+
+    #[test]
+    fn auto_picks_csv_by_extension() {
+        assert_eq!(Format::Auto.resolve(Some(Path::new("a.CSV"))), Format::Csv);
+        assert_eq!(
+            Format::Auto.resolve(Some(Path::new("a.jsonl"))),
+            Format::Jsonl
+        );
+        assert_eq!(Format::Auto.resolve(None), Format::Jsonl);
+    }
+}

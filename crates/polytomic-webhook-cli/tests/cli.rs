@@ -1,0 +1,406 @@
+//! The built `polytomic-webhook` binary, driven over loopback.
+
+#![allow(clippy::unwrap_used)] // Test code: a failed unwrap is a failed test.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::io::{BufRead, BufReader, Read};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::thread::JoinHandle;
+
+use axum::Router;
+use axum::http::StatusCode;
+use axum::routing::post;
+use serde_json::Value;
+
+const SECRET: &str = "cli-test-secret";
+const RECORDS: usize = 10_000;
+
+fn bin() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_polytomic-webhook"));
+    command.env_remove("POLYTOMIC_WEBHOOK_SECRET");
+    command
+}
+
+/// A fresh scratch directory for one test.
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "polytomic-webhook-cli-{}-{name}",
+        std::process::id()
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// A running `serve`, with its address and the rest of its stderr collected in the background.
+struct Serve {
+    child: Child,
+    url: String,
+    stderr: JoinHandle<String>,
+}
+
+impl Serve {
+    fn start(out: &std::path::Path) -> Self {
+        let mut child = bin()
+            .args([
+                "serve",
+                "--secret",
+                SECRET,
+                "--addr",
+                "127.0.0.1:0",
+                "--out",
+            ])
+            .arg(out)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stderr = BufReader::new(child.stderr.take().unwrap());
+        let mut line = String::new();
+        stderr.read_line(&mut line).unwrap();
+        let url = line
+            .trim()
+            .split_once("listening on ")
+            .unwrap_or_else(|| panic!("no address in {line:?}"))
+            .1
+            .to_owned();
+        let stderr = std::thread::spawn(move || {
+            let mut rest = String::new();
+            stderr.read_to_string(&mut rest).unwrap();
+            rest
+        });
+        Self { child, url, stderr }
+    }
+
+    /// Ctrl-C, then the exit status must be success; returns the summary.
+    fn interrupt(mut self) -> String {
+        let status = Command::new("kill")
+            .args(["-INT", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        assert!(self.child.wait().unwrap().success());
+        self.stderr.join().unwrap()
+    }
+}
+
+fn send(url: &str, file: &std::path::Path, extra: &[&str]) -> Output {
+    bin()
+        .args(["send", "--url", url, "--secret", SECRET])
+        .args(extra)
+        .arg(file)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+fn sync_id(run: usize) -> String {
+    format!("00000000-0000-4000-8000-{run:012}")
+}
+
+#[test]
+fn send_to_serve_delivers_every_record_exactly_once() {
+    let dir = scratch("roundtrip");
+    let jsonl = dir.join("records.jsonl");
+    let csv = dir.join("records.csv");
+    let mut text = String::new();
+    for i in 0..RECORDS {
+        writeln!(
+            text,
+            r#"{{"id":"j{i}","n":{i},"email":"user{i}@example.com"}}"#
+        )
+        .unwrap();
+    }
+    std::fs::write(&jsonl, text).unwrap();
+    let mut text = String::from("id,name,email\n");
+    for i in 0..RECORDS {
+        writeln!(text, "c{i},\"Doe, Jane {i}\",user{i}@example.com").unwrap();
+    }
+    std::fs::write(&csv, text).unwrap();
+
+    let out = dir.join("batches.jsonl");
+    let serve = Serve::start(&out);
+    // (input, batch size, concurrency, body form)
+    let runs = [
+        (&jsonl, 1000, 4, "gzip"),
+        (&jsonl, 37, 8, "identity"),
+        (&csv, 100, 4, "gzip"),
+        (&csv, 999, 2, "gzip-no-header"),
+    ];
+    for (run, (file, batch_size, concurrency, body)) in runs.iter().enumerate() {
+        let output = send(
+            &serve.url,
+            file,
+            &[
+                "--batch-size",
+                &batch_size.to_string(),
+                "--concurrency",
+                &concurrency.to_string(),
+                "--body",
+                body,
+                "--sync-id",
+                &sync_id(run),
+                "--metadata",
+                "run=roundtrip",
+            ],
+        );
+        let summary = stderr(&output);
+        assert!(output.status.success(), "run {run}: {summary}");
+        let batches = RECORDS.div_ceil(*batch_size);
+        assert!(
+            summary.contains(&format!("accepted: {batches} batches ({RECORDS} records)")),
+            "run {run}: {summary}"
+        );
+    }
+    // A refused batch shows up in both summaries with its status and code.
+    let refused = bin()
+        .args(["send", "--url", &serve.url, "--secret", "not-the-secret"])
+        .arg(&jsonl)
+        .output()
+        .unwrap();
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(
+        stderr(&refused).contains("HTTP 401 Unauthorized, code invalid_token"),
+        "{}",
+        stderr(&refused)
+    );
+
+    // Every line is one batch; every record of every run arrived exactly once.
+    let mut seen: BTreeMap<String, (usize, Vec<String>)> = BTreeMap::new();
+    for line in std::fs::read_to_string(&out).unwrap().lines() {
+        let batch: Value = serde_json::from_str(line).unwrap();
+        assert_eq!(batch["metadata"]["run"], "roundtrip");
+        let entry = seen
+            .entry(batch["id"].as_str().unwrap().to_owned())
+            .or_default();
+        entry.0 += 1;
+        for record in batch["records"].as_array().unwrap() {
+            assert_eq!(record["hash"].as_str().unwrap().len(), 16);
+            entry
+                .1
+                .push(record["fields"]["id"].as_str().unwrap().to_owned());
+        }
+    }
+    assert_eq!(seen.len(), runs.len());
+    for (run, (file, batch_size, ..)) in runs.iter().enumerate() {
+        let (batches, ids) = seen.remove(&sync_id(run)).unwrap();
+        assert_eq!(batches, RECORDS.div_ceil(*batch_size), "run {run}");
+        let prefix = if *file == &csv { "c" } else { "j" };
+        let mut expected: Vec<String> = (0..RECORDS).map(|i| format!("{prefix}{i}")).collect();
+        let mut ids = ids;
+        ids.sort();
+        expected.sort();
+        assert_eq!(ids, expected, "run {run}");
+    }
+
+    let summary = serve.interrupt();
+    let batches: usize = runs.iter().map(|run| RECORDS.div_ceil(run.1)).sum();
+    assert!(
+        summary.contains(&format!(
+            "accepted {batches} batches ({} records)",
+            RECORDS * runs.len()
+        )),
+        "{summary}"
+    );
+    assert!(
+        summary.contains("refused 1: 401 invalid_token"),
+        "{summary}"
+    );
+}
+
+/// A receiver in this process that answers every POST with `status` and counts them.
+fn counting_server(status: StatusCode) -> (String, Arc<AtomicUsize>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let addr: SocketAddr = listener.local_addr().unwrap();
+    let hits = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&hits);
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async move {
+            let app = Router::new().fallback(post(move || {
+                counter.fetch_add(1, Ordering::SeqCst);
+                async move { (status, "boom") }
+            }));
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            axum::serve(listener, app).await.unwrap();
+        });
+    });
+    (format!("http://{addr}/"), hits)
+}
+
+fn jsonl_file(dir: &std::path::Path, records: usize) -> PathBuf {
+    let path = dir.join("records.jsonl");
+    let text: String = (0..records).map(|i| format!("{{\"id\":{i}}}\n")).collect();
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[test]
+fn the_first_refused_batch_stops_the_run() {
+    let dir = scratch("refused");
+    let file = jsonl_file(&dir, 1000);
+    let (url, hits) = counting_server(StatusCode::INTERNAL_SERVER_ERROR);
+    let output = send(&url, &file, &["--batch-size", "100"]);
+    let summary = stderr(&output);
+    assert_eq!(output.status.code(), Some(1), "{summary}");
+    assert_eq!(hits.load(Ordering::SeqCst), 1);
+    assert!(
+        summary.contains("refused:  1 batch (100 records): HTTP 500 Internal Server Error"),
+        "{summary}"
+    );
+    assert!(
+        summary.contains("not sent: 9 batches (900 records): stopped"),
+        "{summary}"
+    );
+
+    let output = send(&url, &file, &["--batch-size", "100", "--keep-going"]);
+    assert_eq!(output.status.code(), Some(1));
+    assert_eq!(hits.load(Ordering::SeqCst), 11);
+    assert!(stderr(&output).contains("refused:  10 batches (1000 records)"));
+
+    // No answer at all is a failure too, reported as such.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/", closed.local_addr().unwrap());
+    drop(closed);
+    let output = send(&url, &file, &["--batch-size", "100"]);
+    let summary = stderr(&output);
+    assert_eq!(output.status.code(), Some(1), "{summary}");
+    assert!(
+        summary.contains("failed:   1 batch (100 records): error sending request"),
+        "{summary}"
+    );
+    assert!(summary.contains("not sent: 9 batches"), "{summary}");
+}
+
+#[test]
+fn a_malformed_line_is_reported_by_number_and_nothing_is_sent() {
+    let dir = scratch("malformed");
+    let (url, hits) = counting_server(StatusCode::OK);
+
+    let jsonl = dir.join("bad.jsonl");
+    std::fs::write(
+        &jsonl,
+        "{\"id\":1}\n{\"id\":2}\n{\"id\":\n[4]\n{\"id\":5}\n",
+    )
+    .unwrap();
+    let output = send(&url, &jsonl, &[]);
+    let message = stderr(&output);
+    assert_eq!(output.status.code(), Some(2), "{message}");
+    assert!(message.contains("bad.jsonl:3: invalid JSON"), "{message}");
+    assert!(
+        message.contains("bad.jsonl:4: expected a JSON object of fields, found an array"),
+        "{message}"
+    );
+    assert!(message.contains("nothing was sent"), "{message}");
+
+    let csv = dir.join("bad.csv");
+    std::fs::write(&csv, "id,email\n1,a@example.com\n2,b@example.com\n3\n").unwrap();
+    let output = send(&url, &csv, &[]);
+    let message = stderr(&output);
+    assert_eq!(output.status.code(), Some(2), "{message}");
+    assert!(
+        message.contains("bad.csv:4: expected 2 fields"),
+        "{message}"
+    );
+    assert_eq!(hits.load(Ordering::SeqCst), 0);
+
+    let output = send(&url, &jsonl, &["--skip-invalid"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(stderr(&output).contains("accepted: 1 batch (3 records)"));
+    assert_eq!(hits.load(Ordering::SeqCst), 1);
+}
+
+#[test]
+fn send_reads_standard_input() {
+    let (url, hits) = counting_server(StatusCode::OK);
+    let mut child = bin()
+        .args(["send", "--url", &url])
+        .env("POLYTOMIC_WEBHOOK_SECRET", SECRET)
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(b"{\"a\":1}\n{\"a\":2}\n").unwrap();
+    }
+    let output = child.wait_with_output().unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_eq!(hits.load(Ordering::SeqCst), 1);
+}
+
+#[test]
+fn every_command_has_help_with_an_example() {
+    for command in [
+        &["--help"][..],
+        &["send", "--help"],
+        &["serve", "--help"],
+        &["sample", "--help"],
+    ] {
+        let output = bin().args(command).output().unwrap();
+        assert!(output.status.success());
+        let help = String::from_utf8(output.stdout).unwrap();
+        assert!(
+            help.contains("Examples:\n  polytomic-webhook "),
+            "{command:?}: {help}"
+        );
+        assert!(
+            help.contains("Exit status") || command[0] == "sample",
+            "{command:?}"
+        );
+    }
+}
+
+#[test]
+fn sample_prints_a_valid_delivery_and_a_curl_command() {
+    let output = bin().args(["sample", "--body-only"]).output().unwrap();
+    assert!(output.status.success());
+    let batch: polytomic_webhook::event::SyncRecords =
+        polytomic_webhook::event::parse_sync_records(
+            &output.stdout,
+            &polytomic_webhook::event::EventConfig::default(),
+        )
+        .unwrap();
+    assert_eq!(batch.len(), 2);
+
+    let output = bin()
+        .args([
+            "sample",
+            "--url",
+            "https://example.com/hook",
+            "--secret",
+            "it's",
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8(output.stdout).unwrap();
+    assert!(
+        text.contains("| gzip | curl --fail-with-body -X POST 'https://example.com/hook'"),
+        "{text}"
+    );
+    assert!(
+        text.contains(r"-H 'Authorization: Bearer it'\''s'"),
+        "{text}"
+    );
+    assert!(text.contains("-H 'Content-Encoding: gzip'"), "{text}");
+    assert!(
+        text.contains("Polytomic-Signature-Timestamp: $(date -u"),
+        "{text}"
+    );
+    assert!(text.contains("\"event\": \"sync.records\""), "{text}");
+}
