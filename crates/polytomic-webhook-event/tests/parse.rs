@@ -511,3 +511,19 @@ fn echoed_text_is_bounded() {
     let rejection = reject::<Fields>(&body, &config());
     assert!(rejection.body_text().len() < 4096);
 }
+
+/// Found by fuzzing: without correctly rounded float parsing, a long decimal read as one float
+/// and its re-serialisation read as another, so a batch did not survive a round trip.
+#[test]
+fn long_decimals_parse_exactly_and_round_trip() {
+    let body = envelope(
+        r#"[{"hash":"h","fields":{"f":2.34444444444444444444444444444444444444444444444444444444444444444444444444444444444475}}]"#,
+    );
+    let event = parse::<Fields>(body.as_bytes(), &EventConfig::default()).unwrap();
+    let PolytomicEvent::SyncRecords(batch) = &event else {
+        panic!("a sync.records batch");
+    };
+    assert_eq!(batch.records()[0].fields()["f"], 2.3444444444444446);
+    let again = serde_json::to_vec(&event).unwrap();
+    assert_eq!(parse::<Fields>(&again, &EventConfig::default()).unwrap(), event);
+}
