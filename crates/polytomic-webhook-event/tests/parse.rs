@@ -525,5 +525,8 @@ fn long_decimals_parse_exactly_and_round_trip() {
     };
     assert_eq!(batch.records()[0].fields()["f"], 2.3444444444444446);
     let again = serde_json::to_vec(&event).unwrap();
-    assert_eq!(parse::<Fields>(&again, &EventConfig::default()).unwrap(), event);
+    assert_eq!(
+        parse::<Fields>(&again, &EventConfig::default()).unwrap(),
+        event
+    );
 }
