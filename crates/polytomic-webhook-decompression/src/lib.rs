@@ -54,53 +54,7 @@
 //!
 //! # Examples
 //!
-//! In an axum `Router`:
-//!
-//! ```
-//! use axum::{Router, routing::post};
-//! use polytomic_webhook_decompression::DecompressionLayer;
-//!
-//! async fn receive(body: String) -> String {
-//!     format!("got {} bytes", body.len())
-//! }
-//!
-//! let app: Router = Router::new()
-//!     .route("/webhooks/polytomic", post(receive))
-//!     .layer(DecompressionLayer::new().max_decompressed_bytes(8 * 1024 * 1024));
-//! ```
-//!
-//! In a plain `tower::ServiceBuilder`, around any service taking `Request<DecompressionBody<B>>`:
-//!
-//! ```
-//! use std::convert::Infallible;
-//!
-//! use bytes::Bytes;
-//! use http::{Request, Response};
-//! use http_body_util::{BodyExt, Full};
-//! use polytomic_webhook_decompression::{DecompressionBody, DecompressionLayer};
-//! use tower::{ServiceBuilder, ServiceExt, service_fn};
-//!
-//! # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
-//! let service = ServiceBuilder::new()
-//!     .layer(DecompressionLayer::new())
-//!     .service(service_fn(|request: Request<DecompressionBody<Full<Bytes>>>| async move {
-//!         let body = request.into_body().collect().await.map_err(|e| e.to_string());
-//!         Ok::<_, Infallible>(Response::new(Full::new(body.unwrap().to_bytes())))
-//!     }));
-//!
-//! // A gzip body without `Content-Encoding`, as in Polytomic's sample, is recognised.
-//! let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-//! std::io::Write::write_all(&mut encoder, br#"{"event":"sync.records"}"#).unwrap();
-//! let gzip = encoder.finish().unwrap();
-//!
-//! let response = service
-//!     .oneshot(Request::post("/").body(Full::new(Bytes::from(gzip))).unwrap())
-//!     .await
-//!     .unwrap();
-//! let body = response.into_body().collect().await.unwrap().to_bytes();
-//! assert_eq!(&body[..], br#"{"event":"sync.records"}"#);
-//! # });
-//! ```
+//! See [`DecompressionLayer`]: in an axum `Router`, and in a plain `tower::ServiceBuilder`.
 
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
