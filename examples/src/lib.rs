@@ -89,14 +89,17 @@ pub fn receiver_app(layer: PolytomicWebhookLayer, sink: Sink) -> Router {
 fn webhook_router(layer: PolytomicWebhookLayer, sink: Sink) -> Router {
     Router::new()
         .route(WEBHOOK_PATH, post(receive))
-        .route_layer(CatchPanicLayer::custom(handler_panicked))
+        .route_layer(CatchPanicLayer::custom(|panic: Box<dyn Any + Send>| {
+            handler_panicked(&*panic)
+        }))
         .route_layer(layer)
         .with_state(sink)
 }
 
 /// The answer to a panicking handler: 500 as problem+json, so Polytomic shows a reason and
-/// retries the batch. The panic message stays in the log: it may quote record contents.
-fn handler_panicked(panic: Box<dyn Any + Send + 'static>) -> Response {
+/// retries the batch. The panic message goes to the log only: the answer is for the sender,
+/// and the message may describe the application's internals.
+fn handler_panicked(panic: &(dyn Any + Send)) -> Response {
     let message = panic
         .downcast_ref::<&str>()
         .copied()

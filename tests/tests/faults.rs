@@ -139,7 +139,7 @@ async fn a_trickling_body_gets_408_body_timeout_and_the_connection_closed() {
     // One byte every 200 ms: the whole body would take seconds. The interval is not a
     // divisor of the deadline, so the answer does not race a byte in flight.
     let trickle = tokio::spawn(async move {
-        for byte in body.iter() {
+        for byte in &body {
             if writer.write_all(&[*byte]).await.is_err() {
                 break;
             }
