@@ -18,6 +18,7 @@
 #[doc = include_str!("../../README.md")]
 struct ReadmeDoctests;
 
+use std::any::Any;
 use std::convert::Infallible;
 use std::future::Future;
 use std::io;
@@ -28,7 +29,7 @@ use axum::Router;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use http::Request;
+use http::{Request, StatusCode};
 use http_body_util::BodyExt;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
@@ -38,9 +39,10 @@ use polytomic_webhook::auth::PeerAddr;
 use polytomic_webhook::decompression::DecompressionBody;
 use polytomic_webhook::event::{EventRejection, parse_sync_records};
 use polytomic_webhook::prelude::*;
-use polytomic_webhook::problem::BodyStats;
+use polytomic_webhook::problem::{BodyStats, Problem};
 use tokio::net::TcpListener;
 use tower::{ServiceBuilder, service_fn};
+use tower_http::catch_panic::CatchPanicLayer;
 
 /// The path Polytomic is configured to deliver to, in every example.
 pub const WEBHOOK_PATH: &str = "/webhooks/polytomic";
@@ -56,6 +58,11 @@ pub const WEBHOOK_PATH: &str = "/webhooks/polytomic";
 pub type Sink = Arc<dyn Fn(&SyncRecords) + Send + Sync>;
 
 /// The receiver: `POST /webhooks/polytomic` behind `layer`, `GET /healthz` without it.
+///
+/// A handler (here, the `sink`) that panics is answered 500 `handler_panicked`
+/// (application/problem+json) and the server keeps serving: tower-http's catch-panic layer
+/// turns the panic into that answer inside the webhook layer, so the delivery's log line
+/// records the failure like any other outcome.
 ///
 /// Serve it with `into_make_service_with_connect_info::<SocketAddr>()` so an allowlist, when
 /// configured, can see the peer address.
@@ -76,11 +83,35 @@ pub fn receiver_app(layer: PolytomicWebhookLayer, sink: Sink) -> Router {
 
 /// The webhook route alone. `route_layer` wraps only the routes added before it, so routes
 /// merged or added later are untouched by the layer.
+///
+/// Catch-panic sits inside the webhook layer: outside, a panic would unwind through the
+/// delivery's span before it records an outcome, and the answer would not be a problem.
 fn webhook_router(layer: PolytomicWebhookLayer, sink: Sink) -> Router {
     Router::new()
         .route(WEBHOOK_PATH, post(receive))
+        .route_layer(CatchPanicLayer::custom(|panic: Box<dyn Any + Send>| {
+            handler_panicked(&*panic)
+        }))
         .route_layer(layer)
         .with_state(sink)
+}
+
+/// The answer to a panicking handler: 500 as problem+json, so Polytomic shows a reason and
+/// retries the batch. The panic message goes to the log only: the answer is for the sender,
+/// and the message may describe the application's internals.
+fn handler_panicked(panic: &(dyn Any + Send)) -> Response {
+    let message = panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(not a string)");
+    tracing::error!(panic = message, "the webhook handler panicked");
+    Problem::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "handler_panicked",
+        "The receiving application failed while handling this batch.",
+    )
+    .into_response()
 }
 
 /// The handler runs only for a valid `sync.records` batch: every refusal has been answered by

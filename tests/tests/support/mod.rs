@@ -111,9 +111,14 @@ async fn listener() -> (TcpListener, SocketAddr) {
 
 /// The receiver example's router, served as the example serves it.
 pub async fn start_axum(config: PolytomicWebhookConfig) -> Server {
-    let (listener, addr) = listener().await;
     let received = Received::default();
-    let app = examples::receiver_app(layer(config), received.sink());
+    let addr = serve_axum(examples::receiver_app(layer(config), received.sink())).await;
+    Server { addr, received }
+}
+
+/// Serves `app` as the receiver example does, on `127.0.0.1:0`, until the runtime stops.
+pub async fn serve_axum(app: axum::Router) -> SocketAddr {
+    let (listener, addr) = listener().await;
     tokio::spawn(async move {
         axum::serve(
             listener,
@@ -122,7 +127,7 @@ pub async fn start_axum(config: PolytomicWebhookConfig) -> Server {
         .await
         .unwrap();
     });
-    Server { addr, received }
+    addr
 }
 
 /// The tonic gateway example's router.
@@ -268,12 +273,7 @@ pub async fn h2_connection(addr: SocketAddr) -> http2::SendRequest<ClientBody> {
 }
 
 async fn read(response: http::Response<hyper::body::Incoming>) -> Reply {
-    let (parts, body) = response.into_parts();
-    Reply {
-        status: parts.status,
-        headers: parts.headers,
-        body: body.collect().await.unwrap().to_bytes(),
-    }
+    read_reply(response).await
 }
 
 pub async fn send_h1(
@@ -298,6 +298,30 @@ pub async fn send(addr: SocketAddr, request: Request<ClientBody>) -> Reply {
         send_h2(&mut h2_connection(addr).await, request).await
     } else {
         send_h1(&mut h1_connection(addr).await, request).await
+    }
+}
+
+/// A delivery built with `polytomic_webhook::testing` (its headers and body, from
+/// `Delivery::encode`) as an HTTP/1.1 request to the webhook route.
+pub fn encoded(addr: SocketAddr, (headers, body): (HeaderMap, Bytes)) -> Request<ClientBody> {
+    let mut request = Request::post(format!("http://{addr}{}", examples::WEBHOOK_PATH))
+        .body(full(body))
+        .unwrap();
+    *request.headers_mut() = headers;
+    request
+}
+
+/// Reads a response from any client to the end.
+pub async fn read_reply<B>(response: http::Response<B>) -> Reply
+where
+    B: http_body::Body,
+    B::Error: std::fmt::Debug,
+{
+    let (parts, body) = response.into_parts();
+    Reply {
+        status: parts.status,
+        headers: parts.headers,
+        body: body.collect().await.unwrap().to_bytes(),
     }
 }
 
