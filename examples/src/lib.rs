@@ -35,8 +35,8 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
+use polytomic_webhook::DeliveryBody;
 use polytomic_webhook::auth::PeerAddr;
-use polytomic_webhook::decompression::DecompressionBody;
 use polytomic_webhook::event::{EventRejection, parse_sync_records};
 use polytomic_webhook::prelude::*;
 use polytomic_webhook::problem::{BodyStats, Problem};
@@ -205,10 +205,7 @@ pub async fn serve_hyper(
 
 /// The hyper service's handler: buffer the (already decompressed) body, then the extractor
 /// crate's plain parse function.
-async fn handle<B>(
-    sink: Sink,
-    request: Request<DecompressionBody<B>>,
-) -> Result<Response, Infallible>
+async fn handle<B>(sink: Sink, request: Request<DeliveryBody<B>>) -> Result<Response, Infallible>
 where
     B: http_body::Body,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
