@@ -96,8 +96,8 @@ fn webhook_router(layer: PolytomicWebhookLayer, sink: Sink) -> Router {
         .with_state(sink)
 }
 
-/// The answer to a panicking handler: 500 as problem+json, so Polytomic shows a reason and
-/// retries the batch. The panic message goes to the log only: the answer is for the sender,
+/// The answer to a panicking handler: 500 as problem+json, so Polytomic marks the sync failed
+/// (the batch was not kept) and shows a reason. The panic message goes to the log only: the answer is for the sender,
 /// and the message may describe the application's internals.
 fn handler_panicked(panic: &(dyn Any + Send)) -> Response {
     let message = panic
