@@ -48,8 +48,12 @@ pub fn parse<T: DeserializeOwned>(
     body: &[u8],
     config: &EventConfig,
 ) -> Result<PolytomicEvent<T>, EventRejection> {
+    // JSON text is UTF-8 throughout (RFC 8259 §8.1). serde_json checks only the strings it
+    // builds, not those it skips (unknown keys), so the whole body is checked here, once; the
+    // parser then reads it as `str` and checks nothing twice.
+    let text = std::str::from_utf8(body).map_err(|_| not_utf8(body))?;
     let cx = Context::new(config, false);
-    let mut deserializer = serde_json::Deserializer::from_slice(body);
+    let mut deserializer = serde_json::Deserializer::from_str(text);
     let result = EnvelopeSeed::<T>::new(&cx)
         .deserialize(&mut deserializer)
         .and_then(|event| deserializer.end().map(|()| event));
@@ -58,6 +62,15 @@ pub fn parse<T: DeserializeOwned>(
         record_batch_on_span(batch);
     }
     Ok(event)
+}
+
+/// The `invalid_json` rejection for a body that is not UTF-8, located where serde_json finds it.
+#[cold]
+fn not_utf8(body: &[u8]) -> EventRejection {
+    let error = serde_json::from_slice::<serde_json::Value>(body)
+        .err()
+        .unwrap_or_else(|| serde::de::Error::custom("the body is not valid UTF-8"));
+    InvalidJson::new(error).into()
 }
 
 /// Fills the batch fields of the enclosing `polytomic_webhook.delivery` span, when there is

@@ -530,3 +530,20 @@ fn long_decimals_parse_exactly_and_round_trip() {
         event
     );
 }
+
+/// Found by fuzzing: serde_json does not check the UTF-8 of strings it skips, so invalid bytes
+/// inside an unknown member were accepted. JSON text must be UTF-8 throughout.
+#[test]
+fn invalid_utf8_anywhere_is_invalid_json() {
+    let mut body = br#"{"event":"sync.records","object":{"id":"1ea8f90a-b22e-4218-86d5-c3c109e1fbb7","name":"n","records":[],"extra":{"team":"g"#.to_vec();
+    body.extend_from_slice(b"\xff\xfe");
+    body.extend_from_slice(br#""}}}"#);
+    let error = parse::<Fields>(&body, &EventConfig::default()).unwrap_err();
+    assert_eq!(error.status(), 400);
+    assert_eq!(error.code(), "invalid_json");
+    let EventRejection::InvalidJson(error) = error else {
+        panic!("invalid_json");
+    };
+    assert_eq!(error.line(), 1);
+    assert!(error.column() > 100, "{}", error.column());
+}
