@@ -6,9 +6,9 @@
 
 mod support;
 
-use std::io::{self, Write};
+use std::io;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
@@ -16,7 +16,7 @@ use axum::routing::post;
 use http::{HeaderMap, StatusCode, Version};
 use peak_alloc::PeakAlloc;
 use polytomic_webhook::prelude::*;
-use polytomic_webhook::testing::Delivery;
+use polytomic_webhook::testing::{Delivery, capture_logs};
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -169,33 +169,6 @@ async fn a_trickling_body_gets_408_body_timeout_and_the_connection_closed() {
     assert_eq!(problem["code"], "body_timeout");
     assert_eq!(problem["status"], 408);
     assert!(server.received.take().is_empty());
-}
-
-/// Runs `future` with a subscriber writing plain text into a buffer, and returns the text.
-/// The server runs on the test's current-thread runtime, so its spans are captured too.
-async fn capture_logs<F: Future>(future: F) -> (F::Output, String) {
-    #[derive(Clone, Default)]
-    struct Buffer(Arc<Mutex<Vec<u8>>>);
-    impl Write for Buffer {
-        fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(bytes);
-            Ok(bytes.len())
-        }
-        fn flush(&mut self) -> io::Result<()> {
-            Ok(())
-        }
-    }
-    let buffer = Buffer::default();
-    let writer = buffer.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(move || writer.clone())
-        .with_ansi(false)
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
-    tracing::callsite::rebuild_interest_cache();
-    let output = future.await;
-    let logs = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
-    (output, logs)
 }
 
 /// The line that closes the delivery's span.

@@ -2,7 +2,7 @@
 
 #![allow(clippy::unwrap_used)] // Test code: a failed unwrap is a failed test.
 
-use std::io::{self, Write};
+use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -326,29 +326,8 @@ fn debug_output_never_contains_the_secret() {
 mod logs {
     use super::*;
 
-    /// Runs `future` with a subscriber writing plain text into a buffer, and returns the text.
     async fn capture<F: Future>(future: F) -> String {
-        #[derive(Clone, Default)]
-        struct Buffer(Arc<Mutex<Vec<u8>>>);
-        impl Write for Buffer {
-            fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
-                self.0.lock().unwrap().extend_from_slice(bytes);
-                Ok(bytes.len())
-            }
-            fn flush(&mut self) -> io::Result<()> {
-                Ok(())
-            }
-        }
-        let buffer = Buffer::default();
-        let writer = buffer.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_writer(move || writer.clone())
-            .with_ansi(false)
-            .finish();
-        let _guard = tracing::subscriber::set_default(subscriber);
-        tracing::callsite::rebuild_interest_cache();
-        future.await;
-        String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap()
+        polytomic_webhook::testing::capture_logs(future).await.1
     }
 
     #[tokio::test]
