@@ -146,6 +146,51 @@ async fn unreadable_forwarded_entry_is_forbidden() {
     assert_forbidden(request).await;
 }
 
+/// Issue 12, point 1: the client leaves a quoted string open (or closes it with an escaped
+/// quote) so that the `, for=…` its trusted proxy appends to the same line falls inside it.
+/// The header cannot be read as a whole, so the request is refused, never attributed to the
+/// allowed address the client wrote.
+#[tokio::test]
+async fn forwarded_quoting_cannot_hide_the_proxys_entry() {
+    for client in [r#"for=203.0.113.5;x=""#, r#"for=203.0.113.5;x="\""#] {
+        let same_line = format!("{client}, for=198.51.100.66");
+        let lines = [
+            vec![("forwarded", same_line.as_str())],
+            vec![("forwarded", client), ("forwarded", "for=198.51.100.66")],
+        ];
+        for headers in lines {
+            let recorder = Recorder::default();
+            let service = layer()
+                .forwarded_header(ForwardedHeader::Forwarded)
+                .layer(recorder.service());
+            let response = service
+                .oneshot(request_from("10.1.2.3:5000", &headers))
+                .await
+                .unwrap();
+            let json =
+                assert_problem(response, StatusCode::FORBIDDEN, "source_ip_not_allowed").await;
+            assert!(!recorder.called(), "{headers:?}");
+            assert!(
+                !json["detail"].as_str().unwrap().contains("203.0.113.5"),
+                "{json}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn garbage_in_x_forwarded_for_is_forbidden() {
+    let request = request_from(
+        "10.1.2.3:5000",
+        &[("x-forwarded-for", "garbage, 203.0.113.20")],
+    );
+    let json = assert_forbidden(request).await;
+    assert_eq!(
+        json["detail"],
+        "the forwarding headers set by a trusted proxy do not identify the client"
+    );
+}
+
 #[tokio::test]
 async fn missing_peer_address_fails_closed_with_a_clear_log() {
     let recorder = Recorder::default();
