@@ -500,32 +500,53 @@ mod tests {
         assert_eq!(result, Ok(ip("203.0.113.5")));
     }
 
+    /// The client found for a request from the trusted proxy 10.0.0.1 carrying `lines` of
+    /// `header`.
+    fn through_proxy(
+        header: ForwardedHeader,
+        lines: &[impl AsRef<str>],
+    ) -> Result<IpAddr, SourceIpRejection> {
+        let name = if header == FWD {
+            "forwarded"
+        } else {
+            "x-forwarded-for"
+        };
+        let pairs: Vec<_> = lines.iter().map(|line| (name, line.as_ref())).collect();
+        client_ip(
+            ip("10.0.0.1"),
+            &headers(&pairs),
+            &trusted(&["10.0.0.0/8"]),
+            header,
+        )
+    }
+
+    /// The header lines when the proxy appends `appended` to the `client`'s value: on the same
+    /// line after a comma, and on a line of its own.
+    fn appended_both_ways(client: &str, appended: &str) -> [Vec<String>; 2] {
+        [
+            vec![format!("{client}, {appended}")],
+            vec![client.to_owned(), appended.to_owned()],
+        ]
+    }
+
     #[test]
     fn garbage_anywhere_in_x_forwarded_for_makes_it_unreadable() {
         // Splitting at commas cannot be fooled, but a header part of which is not an address
         // list was written by something that does not follow the format; none of it is used.
-        for lines in [
-            &["garbage, 203.0.113.5"][..],
-            &["garbage", "203.0.113.5"],
-            &[r#""203.0.113.5", 198.51.100.1"#],
-            &["203.0.113.5 198.51.100.1"],
-            &["203.0.113.5;x, 198.51.100.1"],
+        for client in [
+            "garbage",
+            r#""203.0.113.5""#,
+            "203.0.113.5 198.51.100.2",
+            "203.0.113.5;x",
         ] {
-            let pairs: Vec<_> = lines
-                .iter()
-                .map(|line| ("x-forwarded-for", *line))
-                .collect();
-            let result = client_ip(
-                ip("10.0.0.1"),
-                &headers(&pairs),
-                &trusted(&["10.0.0.0/8"]),
-                XFF,
-            );
-            assert_eq!(
-                result,
-                Err(SourceIpRejection::UntraceableClient),
-                "{lines:?}"
-            );
+            for lines in appended_both_ways(client, "198.51.100.1") {
+                let result = through_proxy(XFF, &lines);
+                assert_eq!(
+                    result,
+                    Err(SourceIpRejection::UntraceableClient),
+                    "{lines:?}"
+                );
+            }
         }
     }
 
@@ -533,7 +554,6 @@ mod tests {
     /// of, on the same line; or the proxy adds a line, which an intermediary may join.
     #[test]
     fn malformed_forwarded_makes_the_whole_header_unreadable() {
-        let proxy_appended = "for=198.51.100.66";
         for client in [
             r#"for=203.0.113.5;x=""#,
             r#"for=203.0.113.5;x="\""#,
@@ -548,15 +568,8 @@ mod tests {
             "for=garbage",
             r#"for="""#,
         ] {
-            let same_line = format!("{client}, {proxy_appended}");
-            for lines in [&[same_line.as_str()][..], &[client, proxy_appended]] {
-                let pairs: Vec<_> = lines.iter().map(|line| ("forwarded", *line)).collect();
-                let result = client_ip(
-                    ip("10.0.0.1"),
-                    &headers(&pairs),
-                    &trusted(&["10.0.0.0/8"]),
-                    FWD,
-                );
+            for lines in appended_both_ways(client, "for=198.51.100.66") {
+                let result = through_proxy(FWD, &lines);
                 assert_eq!(
                     result,
                     Err(SourceIpRejection::UntraceableClient),
@@ -575,16 +588,12 @@ mod tests {
             "for=203.0.113.5;;proto=https;",
             " , for=203.0.113.5 ; by=_proxy ,",
         ] {
-            let same_line = format!("{client}, for=198.51.100.66");
-            for lines in [&[same_line.as_str()][..], &[client, "for=198.51.100.66"]] {
-                let pairs: Vec<_> = lines.iter().map(|line| ("forwarded", *line)).collect();
-                let result = client_ip(
-                    ip("10.0.0.1"),
-                    &headers(&pairs),
-                    &trusted(&["10.0.0.0/8"]),
-                    FWD,
+            for lines in appended_both_ways(client, "for=198.51.100.66") {
+                assert_eq!(
+                    through_proxy(FWD, &lines),
+                    Ok(ip("198.51.100.66")),
+                    "{lines:?}"
                 );
-                assert_eq!(result, Ok(ip("198.51.100.66")), "{lines:?}");
             }
         }
     }
