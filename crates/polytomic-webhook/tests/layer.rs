@@ -368,6 +368,8 @@ async fn nothing_unauthenticated_is_read_inflated_or_parsed() {
             .map(|_| axum::body::Body::new(MustNotBeRead));
         let response = app.clone().oneshot(request).await.unwrap();
         assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "{code}");
+        // Declared larger than the drain budget, the body stays unread: the connection closes.
+        assert_eq!(response.headers()[http::header::CONNECTION], "close");
         assert_eq!(problem_code(response).await, code);
     }
     assert!(received.lock().unwrap().is_empty());
