@@ -33,7 +33,10 @@ async fn main() -> Result<(), Box<dyn Error>> {
     serve_hyper(
         listener,
         layer,
-        Arc::new(|batch| tracing::info!(records = batch.len(), "stored a batch")),
+        Arc::new(|batch| {
+            tracing::info!(records = batch.len(), "stored a batch");
+            Ok(())
+        }),
         shutdown_signal(),
     )
     .await;

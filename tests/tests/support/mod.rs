@@ -89,7 +89,10 @@ pub struct Received(Arc<Mutex<Vec<SyncRecords>>>);
 impl Received {
     pub fn sink(&self) -> examples::Sink {
         let received = self.clone();
-        Arc::new(move |batch: &SyncRecords| received.0.lock().unwrap().push(batch.clone()))
+        Arc::new(move |batch: &SyncRecords| {
+            received.0.lock().unwrap().push(batch.clone());
+            Ok(())
+        })
     }
 
     pub fn take(&self) -> Vec<SyncRecords> {
@@ -119,14 +122,12 @@ pub async fn start_axum(config: PolytomicWebhookConfig) -> Server {
 /// Serves `app` as the receiver example does, on `127.0.0.1:0`, until the runtime stops.
 pub async fn serve_axum(app: axum::Router) -> SocketAddr {
     let (listener, addr) = listener().await;
-    tokio::spawn(async move {
-        axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .await
-        .unwrap();
-    });
+    tokio::spawn(examples::serve(
+        listener,
+        app,
+        examples::HEADER_READ_TIMEOUT,
+        std::future::pending(),
+    ));
     addr
 }
 
@@ -137,12 +138,13 @@ pub async fn start_tonic(config: PolytomicWebhookConfig) -> Server {
     let (app, reporter) = examples::tonic_gateway(layer(config), received.sink());
     tokio::spawn(async move {
         let _reporter = reporter; // The health service answers while its reporter lives.
-        axum::serve(
+        examples::serve(
             listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
+            app,
+            examples::HEADER_READ_TIMEOUT,
+            std::future::pending(),
         )
-        .await
-        .unwrap();
+        .await;
     });
     Server { addr, received }
 }
