@@ -377,3 +377,11 @@ async fn a_batch_it_cannot_print_is_answered_503_batch_not_stored() {
             .assert_problem(StatusCode::SERVICE_UNAVAILABLE, "batch_not_stored");
     }
 }
+
+/// Half a request head and then nothing: the receiver closes the connection once its
+/// header-read timeout has passed, instead of holding it open.
+#[tokio::test]
+async fn a_connection_that_sent_half_its_headers_is_closed() {
+    let receiver = Receiver::start(SECRET);
+    assert_half_a_head_is_cut_off(receiver.addr, "receiver").await;
+}

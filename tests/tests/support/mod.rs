@@ -331,3 +331,21 @@ where
 pub fn sample(addr: SocketAddr, version: Version) -> Request<ClientBody> {
     request(addr, version, full(gzip(&sample_body())), |_| {})
 }
+
+/// Sends half a request head to `addr` and then nothing; panics unless the server closes the
+/// connection within its header-read timeout plus a generous bound (it must close, not be fast).
+pub async fn assert_half_a_head_is_cut_off(addr: SocketAddr, name: &str) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let head = format!(
+        "POST {} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bea",
+        examples::WEBHOOK_PATH
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let bound = examples::HEADER_READ_TIMEOUT + std::time::Duration::from_secs(20);
+    let mut rest = Vec::new();
+    // A reset counts as closed too; only the bound passing means the connection is held.
+    let read = tokio::time::timeout(bound, stream.read_to_end(&mut rest)).await;
+    assert!(read.is_ok(), "{name}: the connection is still open");
+}
