@@ -398,6 +398,7 @@ mod tests {
         /// The length of `data` at each successful `sync_data`.
         synced: Vec<usize>,
         sync_fails: bool,
+        set_len_fails: bool,
     }
 
     impl Disk {
@@ -408,6 +409,7 @@ mod tests {
                 writes: 0,
                 synced: Vec::new(),
                 sync_fails: false,
+                set_len_fails: false,
             })))
         }
 
@@ -440,7 +442,11 @@ mod tests {
         }
 
         fn set_len(&self, len: u64) -> io::Result<()> {
-            self.state().data.truncate(usize::try_from(len).unwrap());
+            let mut disk = self.state();
+            if disk.set_len_fails {
+                return Err(io::Error::other("read-only now"));
+            }
+            disk.data.truncate(usize::try_from(len).unwrap());
             Ok(())
         }
 
@@ -551,5 +557,27 @@ mod tests {
             (StatusCode::SERVICE_UNAVAILABLE, Some("batch_not_stored"))
         );
         assert_eq!(markers(&disk.state().data), ["unsynced", "synced"]);
+    }
+
+    #[tokio::test]
+    async fn a_partial_line_that_cannot_be_cut_off_stops_every_later_write() {
+        let disk = Disk::new();
+        let app = receiver_on(&disk, false);
+        {
+            let mut state = disk.state();
+            state.capacity = 10;
+            state.set_len_fails = true;
+        }
+        assert_eq!(
+            post_batch(&app, "partial").await.1,
+            Some("batch_not_stored")
+        );
+        disk.state().capacity = usize::MAX;
+        // Room again, but a line written now would be glued onto the partial one.
+        assert_eq!(
+            post_batch(&app, "glued?").await,
+            (StatusCode::SERVICE_UNAVAILABLE, Some("batch_not_stored"))
+        );
+        assert_eq!(disk.state().data.len(), 10);
     }
 }
