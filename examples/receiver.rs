@@ -5,25 +5,32 @@
 //! cargo run --release --example receiver
 //! ```
 //!
-//! - `POLYTOMIC_WEBHOOK_SECRET`: the secret entered in the Polytomic webhook connection, or
-//!   several separated by commas while rotating. Unset, a random one is made up and printed to
+//! - `POLYTOMIC_WEBHOOK_SECRET`: the secret entered in the Polytomic webhook connection, one
+//!   secret taken whole (a comma is part of it). Unset, a random one is made up and printed to
 //!   stderr with a `curl` command that sends a sample delivery.
+//! - `POLYTOMIC_WEBHOOK_PREVIOUS_SECRET`: while rotating, the secret being replaced, accepted
+//!   too until it is removed.
 //! - `POLYTOMIC_WEBHOOK_ADDR`: where to listen, `127.0.0.1:3000` by default.
 //! - `RUST_LOG`: log filter, `info` by default. Logs go to stderr, one line per delivery.
 //!
 //! Everything else uses the library defaults (timestamps up to five minutes old or one minute
 //! ahead, 32 MiB bodies, …). `POST /webhooks/polytomic` is behind the layer; `GET /healthz`
-//! answers 200 to anyone. Each accepted `sync.records` batch becomes exactly one compact JSON
+//! answers 200 to anyone. A client gets 10 seconds to send a request's headers before its
+//! connection is closed. Each accepted `sync.records` batch becomes exactly one compact JSON
 //! line on stdout (`{"id":…,"name":…,"records":[{"hash":…,"fields":{…}}],"metadata":{…}}`),
-//! flushed at once, so the output can be piped into another program. Ctrl-C or SIGTERM stops
-//! accepting connections and lets the requests in flight finish.
+//! flushed at once, so the output can be piped into another program. A batch that cannot be
+//! written (stdout closed or on a full device) is answered 503 `batch_not_stored`. Ctrl-C or
+//! SIGTERM stops accepting connections and lets the requests in flight finish.
 
 use std::error::Error;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use examples::{Sink, WEBHOOK_PATH, init_logging, listen_addr, receiver_app, shutdown_signal};
+use examples::{
+    HEADER_READ_TIMEOUT, Sink, WEBHOOK_PATH, init_logging, listen_addr, receiver_app, serve,
+    shutdown_signal,
+};
 use polytomic_webhook::prelude::*;
 
 #[tokio::main]
@@ -40,52 +47,53 @@ async fn main() -> Result<(), Box<dyn Error>> {
     tracing::info!("listening on http://{addr}{WEBHOOK_PATH}");
 
     let app = receiver_app(layer, print_batch());
-    axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown_signal())
-    .await?;
+    serve(listener, app, HEADER_READ_TIMEOUT, shutdown_signal()).await;
     Ok(())
 }
 
 /// Writes each batch as one JSON line and flushes it, so a reader downstream sees it at once.
+/// A batch that cannot be written is answered 503 `batch_not_stored`, never acknowledged.
 fn print_batch() -> Sink {
     Arc::new(|batch| {
-        let line = match serde_json::to_string(batch) {
-            Ok(line) => line,
-            Err(error) => {
-                tracing::error!(%error, "cannot serialize a batch");
-                return;
-            }
-        };
+        let mut line = serde_json::to_vec(batch)?;
+        line.push(b'\n');
+        // One write of the whole line, so concurrent batches never interleave within a line.
         let mut stdout = std::io::stdout().lock();
-        if let Err(error) = writeln!(stdout, "{line}").and_then(|()| stdout.flush()) {
-            // The sender cannot fix a closed stdout; the delivery is still acknowledged.
-            tracing::error!(%error, "cannot write a batch to stdout");
-        }
+        stdout.write_all(&line)?;
+        stdout.flush()?;
+        Ok(())
     })
 }
 
 /// The configured secrets, or a freshly made-up one (returned too, so it can be shown).
+///
+/// Each variable holds exactly one secret: splitting on a separator would turn a secret that
+/// contains it into shorter ones, each of them accepted.
 fn secrets_from_env() -> Result<(SecretSet, Option<String>), Box<dyn Error>> {
-    let configured = std::env::var("POLYTOMIC_WEBHOOK_SECRET").unwrap_or_default();
-    let mut secrets = configured
-        .split(',')
-        .map(str::trim)
-        .filter(|secret| !secret.is_empty())
-        .map(Secret::new);
-    if let Some(first) = secrets.next() {
-        let mut set = SecretSet::from(first?);
-        for secret in secrets {
-            set = set.with(secret?);
+    let previous = env_value("POLYTOMIC_WEBHOOK_PREVIOUS_SECRET");
+    if let Some(current) = env_value("POLYTOMIC_WEBHOOK_SECRET") {
+        let mut set = SecretSet::from(Secret::new(current)?);
+        if let Some(previous) = previous {
+            set = set.with(Secret::new(previous)?);
         }
         return Ok((set, None));
+    }
+    if previous.is_some() {
+        return Err(
+            "POLYTOMIC_WEBHOOK_PREVIOUS_SECRET is set but POLYTOMIC_WEBHOOK_SECRET is not".into(),
+        );
     }
     let mut bytes = [0u8; 24];
     getrandom::fill(&mut bytes).map_err(|error| format!("no random source: {error}"))?;
     let secret: String = bytes.iter().map(|byte| format!("{byte:02x}")).collect();
     Ok((SecretSet::from(Secret::new(secret.clone())?), Some(secret)))
+}
+
+/// A variable's value, `None` when unset or blank.
+fn env_value(name: &str) -> Option<String> {
+    std::env::var(name)
+        .ok()
+        .filter(|value| !value.trim().is_empty())
 }
 
 /// Instructions for a server whose secret was made up: the secret, and a command that sends a

@@ -241,7 +241,7 @@ async fn a_panicking_handler_in_the_receiver_example_gets_500_and_the_server_kee
     // The application panics on one marker and records every other batch.
     let sink: examples::Sink = Arc::new(move |batch: &SyncRecords| {
         assert_ne!(batch.records()[0].fields()["marker"], "boom", "handler bug");
-        record(batch);
+        record(batch)
     });
     let app = examples::receiver_app(layer(config()), sink);
     let ((panicked, after), logs) = capture_logs(async {
@@ -270,4 +270,39 @@ async fn a_panicking_handler_in_the_receiver_example_gets_500_and_the_server_kee
     assert!(line.contains(" WARN "), "{line}");
     assert!(line.contains("outcome=\"handler_panicked\""), "{line}");
     assert!(line.contains("status=500"), "{line}");
+}
+
+/// A sink that cannot store the batch, as the receiver example's is when stdout is on a full
+/// device: the delivery is answered 503 `batch_not_stored`, never 200, by the axum router and
+/// by the hyper server alike, and the log line records why.
+#[tokio::test]
+async fn a_batch_the_sink_could_not_store_gets_503_batch_not_stored_not_200() {
+    let _serial = SERIAL.lock().await;
+    let failing: examples::Sink =
+        Arc::new(|_batch: &SyncRecords| Err(io::Error::from(io::ErrorKind::StorageFull).into()));
+    let (replies, logs) = capture_logs(async {
+        let axum_addr = serve_axum(examples::receiver_app(
+            layer(config()),
+            Arc::clone(&failing),
+        ))
+        .await;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let hyper_addr = listener.local_addr().unwrap();
+        let sink = Arc::clone(&failing);
+        tokio::spawn(async move {
+            examples::serve_hyper(listener, layer(config()), sink, std::future::pending()).await;
+        });
+        let mut replies = Vec::new();
+        for addr in [axum_addr, hyper_addr] {
+            replies.push(send(addr, encoded(addr, valid_delivery("kept?").encode())).await);
+        }
+        replies
+    })
+    .await;
+    for reply in replies {
+        reply.assert_problem(StatusCode::SERVICE_UNAVAILABLE, "batch_not_stored");
+    }
+    let line = delivery_line(&logs);
+    assert!(line.contains("outcome=\"batch_not_stored\""), "{line}");
+    assert!(logs.contains("cannot store a batch"), "{logs}");
 }

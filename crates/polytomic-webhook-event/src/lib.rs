@@ -117,7 +117,7 @@ pub mod rejection;
 #[cfg(feature = "proptest")]
 pub mod strategy;
 
-pub use ack::Ack;
+pub use ack::{Ack, NotStored};
 pub use config::{EventConfig, UnknownEventPolicy};
 #[doc(hidden)]
 pub use de::tracked_parses;

@@ -63,7 +63,8 @@
 //!
 //! This crate re-exports the pieces: [`auth`], [`decompression`], [`event`] and [`problem`].
 //! Cargo features `gzip` (default), `deflate`, `br` and `zstd` choose the codings; `axum`
-//! (default) lets the allowlist read axum's `ConnectInfo`; `testing` adds [`testing`], a
+//! (default) lets the allowlist read axum's `ConnectInfo`; `server` adds [`server`], a hyper
+//! server loop with a header-read deadline and graceful shutdown; `testing` adds [`testing`], a
 //! builder for Polytomic-shaped deliveries (and hostile ones) to test handlers with.
 
 #![forbid(unsafe_code)]
@@ -76,6 +77,9 @@ mod layer;
 mod service;
 mod timeout;
 
+#[cfg(feature = "server")]
+#[cfg_attr(docsrs, doc(cfg(feature = "server")))]
+pub mod server;
 #[cfg(feature = "testing")]
 #[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
 pub mod testing;
@@ -121,7 +125,8 @@ pub mod problem {
 pub mod prelude {
     pub use crate::auth::{DeliveredAt, InvalidSecret, Secret, SecretSet, TimestampWindow};
     pub use crate::event::{
-        Ack, EventConfig, Fields, PolytomicEvent, Record, SyncRecords, UnknownEventPolicy,
+        Ack, EventConfig, Fields, NotStored, PolytomicEvent, Record, SyncRecords,
+        UnknownEventPolicy,
     };
     pub use crate::{PolytomicWebhookConfig, PolytomicWebhookLayer};
 }
