@@ -113,7 +113,9 @@ mod event;
 mod extract;
 mod normalize;
 mod parse;
+mod raw;
 pub mod rejection;
+mod sanitize;
 #[cfg(feature = "proptest")]
 pub mod strategy;
 
@@ -125,6 +127,7 @@ pub use event::{
     Fields, InvalidSyncId, PolytomicEvent, Record, RecordHash, SYNC_RECORDS, SyncId, SyncRecords,
 };
 pub use normalize::normalize_field_name;
+pub use raw::{FieldsError, RawFields, RawJson};
 #[doc(hidden)]
 pub use parse::slow_path_runs;
 pub use parse::{parse, parse_sync_records};
