@@ -433,8 +433,7 @@ impl<'de, A: MapAccess<'de>> MapAccess<'de> for ChargedMap<'_, A> {
     }
 
     fn next_value_seed<S: DeserializeSeed<'de>>(&mut self, seed: S) -> Result<S::Value, A::Error> {
-        self.inner
-            .next_value_seed(Charged::new(seed, self.budget))
+        self.inner.next_value_seed(Charged::new(seed, self.budget))
     }
 
     fn size_hint(&self) -> Option<usize> {
@@ -449,7 +448,7 @@ mod tests {
     use std::collections::BTreeMap;
 
     use serde::Deserialize;
-    use serde_json::{Map, Value, json};
+    use serde_json::{Map, Value};
 
     use super::*;
 
@@ -599,7 +598,10 @@ mod tests {
         let message = refused.unwrap_err().to_string();
         assert!(budget.exceeded());
         assert!(message.contains("heap budget of 100 bytes"), "{message}");
-        assert!(!message.contains("hunter2") && !message.contains("secret"), "{message}");
+        assert!(
+            !message.contains("hunter2") && !message.contains("secret"),
+            "{message}"
+        );
     }
 
     #[test]
@@ -618,8 +620,11 @@ mod tests {
         struct OnlyId {
             id: u8,
         }
-        let json = json!({"id": 1, "skipped": {"big": vec!["x"; 1000]}}).to_string();
-        let (parsed, budget) = parse::<OnlyId>(&json, MAP_NODE_BLOCK + block("id".len()) + block("skipped".len()));
+        let json = serde_json::json!({"id": 1, "skipped": {"big": vec!["x"; 1000]}}).to_string();
+        let (parsed, budget) = parse::<OnlyId>(
+            &json,
+            MAP_NODE_BLOCK + block("id".len()) + block("skipped".len()),
+        );
         assert_eq!(parsed.unwrap().id, 1);
         assert!(!budget.exceeded());
     }
