@@ -400,13 +400,13 @@ impl<'de, A: SeqAccess<'de>> SeqAccess<'de> for ChargedSeq<'_, A> {
             .inner
             .next_element_seed(Charged::new(seed, self.budget))?;
         if element.is_some() {
-            let slots = if self.started {
+            let bytes = if self.started {
                 SEQ_EACH
             } else {
                 self.started = true;
                 SEQ_FIRST_BLOCK
             };
-            self.budget.charge(slots)?;
+            self.budget.charge(bytes)?;
         }
         Ok(element)
     }
@@ -522,6 +522,7 @@ mod tests {
     struct Typed<'a> {
         #[serde(borrow)]
         email: &'a str,
+        raw: &'a [u8],
         owned: String,
         nickname: Option<String>,
         missing: Option<u8>,
@@ -540,7 +541,7 @@ mod tests {
         rest: Map<String, Value>,
     }
 
-    const TYPED: &str = r#"{"email":"ada@example.com","owned":"tab\there","nickname":null,
+    const TYPED: &str = r#"{"email":"ada@example.com","raw":"bytes","owned":"tab\there","nickname":null,
         "ch":"é","small":-128,"big":340282366920938463463374607431768211455,"ratio":0.5,
         "plans":["free",{"seats":3},{"trial":{"days":14}},{"pair":["x",-1]}],
         "tagged":[{"kind":"person","name":"Ada"},{"kind":"company"}],
@@ -554,9 +555,10 @@ mod tests {
         let charged = charged.unwrap();
         assert_eq!(charged, plain);
         assert!(!budget.exceeded());
-        // `email` points into the input: the adapter passed the borrowed string on as borrowed.
+        // `email` and `raw` point into the input: what the parser lent, the adapter lent on.
         let input = TYPED.as_bytes().as_ptr_range();
         assert!(input.contains(&charged.email.as_ptr()));
+        assert!(input.contains(&charged.raw.as_ptr()));
     }
 
     #[test]
