@@ -28,8 +28,7 @@
 //! 3.8 KB (11x its text) and really takes about 2.3 KB as counted by the allocator, before
 //! malloc's own overhead; the hostile `{"":0}` element is charged 832 bytes for its 8.
 
-// The parser starts using this once the lead's rewrite of `parse` lands; until then only the
-// tests call it.
+// Not called by `parse` yet; until it is, only the tests use it.
 #![allow(dead_code)]
 
 use std::cell::Cell;
