@@ -107,6 +107,7 @@
 #![forbid(unsafe_code)]
 
 mod ack;
+mod budget;
 mod config;
 mod de;
 mod event;
