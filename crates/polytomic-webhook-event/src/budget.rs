@@ -28,9 +28,6 @@
 //! 3.8 KB (11x its text) and really takes about 2.3 KB as counted by the allocator, before
 //! malloc's own overhead; the hostile `{"":0}` element is charged 832 bytes for its 8.
 
-// Not called by `parse` yet; until it is, only the tests use it.
-#![allow(dead_code)]
-
 use std::cell::Cell;
 use std::fmt;
 use std::mem::size_of;
@@ -40,6 +37,10 @@ use serde::de::{
     VariantAccess, Visitor,
 };
 use serde_json::Value;
+
+/// The newtype name through which serde_json hands out raw text (`&RawValue`); stable since
+/// serde_json 1.0.29, and exercised by the tests of `RawFields` inside `fields`.
+pub(crate) const RAW_VALUE_TOKEN: &str = "$serde_json::private::RawValue";
 
 /// The heap a `BTreeMap<String, Value>` node takes: an internal node, the larger kind (a leaf is
 /// 632 bytes), as `peak_alloc` counts it on 64-bit targets. `tests/budget_heap.rs` checks it
@@ -107,6 +108,7 @@ impl Budget {
     }
 
     /// The bytes charged so far (all of them once exceeded).
+    #[cfg(test)]
     pub(crate) fn used(&self) -> usize {
         self.limit - self.remaining.get()
     }
@@ -135,19 +137,6 @@ where
     D: Deserializer<'de>,
 {
     T::deserialize(Charged::new(deserializer, budget))
-}
-
-/// [`deserialize_within`] for a seed.
-pub(crate) fn deserialize_seed_within<'de, S, D>(
-    seed: S,
-    deserializer: D,
-    budget: &Budget,
-) -> Result<S::Value, D::Error>
-where
-    S: DeserializeSeed<'de>,
-    D: Deserializer<'de>,
-{
-    seed.deserialize(Charged::new(deserializer, budget))
 }
 
 /// The adapter. Wrapping a deserializer, a visitor, a seed or an enum accessor, it forwards
@@ -208,7 +197,6 @@ impl<'de, D: Deserializer<'de>> Deserializer<'de> for Charged<'_, D> {
         deserialize_option();
         deserialize_unit();
         deserialize_unit_struct(name: &'static str);
-        deserialize_newtype_struct(name: &'static str);
         deserialize_seq();
         deserialize_tuple(len: usize);
         deserialize_tuple_struct(name: &'static str, len: usize);
@@ -216,6 +204,19 @@ impl<'de, D: Deserializer<'de>> Deserializer<'de> for Charged<'_, D> {
         deserialize_struct(name: &'static str, fields: &'static [&'static str]);
         deserialize_enum(name: &'static str, variants: &'static [&'static str]);
         deserialize_identifier();
+    }
+
+    fn deserialize_newtype_struct<V: Visitor<'de>>(
+        self,
+        name: &'static str,
+        visitor: V,
+    ) -> Result<V::Value, D::Error> {
+        if name == RAW_VALUE_TOKEN {
+            // Raw text (`RawFields`) is a view of the body: nothing is built.
+            return self.inner.deserialize_newtype_struct(name, visitor);
+        }
+        let visitor = self.wrap(visitor);
+        self.inner.deserialize_newtype_struct(name, visitor)
     }
 
     // A skipped value builds nothing, so nothing below it is charged.

@@ -23,6 +23,7 @@ use serde::{Deserialize, forward_to_deserialize_any};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
+use crate::budget::{Budget, RAW_VALUE_TOKEN, deserialize_within};
 use crate::config::EventConfig;
 use crate::event::{PolytomicEvent, Record, RecordHash, SYNC_RECORDS, SyncId, SyncRecords};
 use crate::normalize::{Collision, normalize_fields};
@@ -45,6 +46,8 @@ pub(crate) struct Context<'c> {
     config: &'c EventConfig,
     /// Wrap each record's `T` in `serde_path_to_error` (slow path only).
     track_fields: bool,
+    /// What building the records may take, shared by the whole batch.
+    budget: Budget,
     failure: RefCell<Failure>,
 }
 
@@ -65,6 +68,8 @@ pub(crate) enum FailureKind {
     /// is the innermost [`Segment::Inner`] of the path.
     RecordFields,
     TooManyRecords,
+    /// Building the records would pass [`EventConfig::max_heap_bytes`].
+    HeapBudget,
     Collision(Collision),
 }
 
@@ -84,6 +89,7 @@ impl<'c> Context<'c> {
         Self {
             config,
             track_fields,
+            budget: Budget::new(config.max_heap_bytes),
             failure: RefCell::new(Failure::default()),
         }
     }
@@ -442,44 +448,57 @@ impl<'de, T: DeserializeOwned> DeserializeSeed<'de> for FieldsSeed<'_, '_, T> {
             de: deserializer,
             is_object: &is_object,
         };
-        if cx.config.normalize_field_names {
-            let fields = Map::<String, Value>::deserialize(object)?;
-            let fields = normalize_fields(fields).map_err(|collision| {
-                let error = D::Error::custom(format_args!(
-                    "the field names `{}` and `{}` both normalise to `{}`",
-                    collision.first, collision.second, collision.normalized
-                ));
-                cx.fail(FailureKind::Collision(collision));
-                error
-            })?;
-            // Rendered back to text, so any record type (raw text included) reads it as it
-            // would read a delivery.
-            let text = Value::Object(fields).to_string();
-            let mut deserializer = serde_json::Deserializer::from_str(&text);
-            let result = if cx.track_fields {
-                serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
-                    cx.record_fields_failed(Some(error.path().to_string()));
-                    error.into_inner()
-                })
-            } else {
-                T::deserialize(&mut deserializer).inspect_err(|_| cx.record_fields_failed(None))
-            };
-            result.map_err(|error| D::Error::custom(strip_position(&error.to_string())))
+        let result = if cx.config.normalize_field_names {
+            normalized_fields(cx, object)
         } else if cx.track_fields {
             let mut track = serde_path_to_error::Track::new();
-            let result = T::deserialize(serde_path_to_error::Deserializer::new(object, &mut track));
+            let tracked = serde_path_to_error::Deserializer::new(object, &mut track);
+            let result = deserialize_within(tracked, &cx.budget);
             if result.is_err() && is_object.get() {
                 cx.record_fields_failed(Some(track.path().to_string()));
             }
             result
         } else {
-            T::deserialize(object).inspect_err(|_| {
+            deserialize_within(object, &cx.budget).inspect_err(|_| {
                 if is_object.get() {
                     cx.record_fields_failed(None);
                 }
             })
+        };
+        if result.is_err() && cx.budget.exceeded() {
+            cx.fail(FailureKind::HeapBudget);
         }
+        result
     }
+}
+
+/// The fields with their names normalised (see [`EventConfig::normalize_field_names`]): read
+/// as a map, renamed, rendered back to text, then read as `T` as a delivery would be.
+fn normalized_fields<'de, T: DeserializeOwned, D: Deserializer<'de>>(
+    cx: &Context<'_>,
+    object: D,
+) -> Result<T, D::Error> {
+    let fields: Map<String, Value> = deserialize_within(object, &cx.budget)?;
+    let fields = normalize_fields(fields).map_err(|collision| {
+        let error = D::Error::custom(format_args!(
+            "the field names `{}` and `{}` both normalise to `{}`",
+            collision.first, collision.second, collision.normalized
+        ));
+        cx.fail(FailureKind::Collision(collision));
+        error
+    })?;
+    let text = Value::Object(fields).to_string();
+    let mut deserializer = serde_json::Deserializer::from_str(&text);
+    let result = if cx.track_fields {
+        let mut track = serde_path_to_error::Track::new();
+        let tracked = serde_path_to_error::Deserializer::new(&mut deserializer, &mut track);
+        deserialize_within(tracked, &cx.budget)
+            .inspect_err(|_| cx.record_fields_failed(Some(track.path().to_string())))
+    } else {
+        deserialize_within(&mut deserializer, &cx.budget)
+            .inspect_err(|_| cx.record_fields_failed(None))
+    };
+    result.map_err(|error| D::Error::custom(strip_position(&error.to_string())))
 }
 
 /// Identifies a map key by its position in a list of known keys (`None` for others), without
@@ -596,10 +615,6 @@ impl<'de, V: Visitor<'de>> Visitor<'de> for ObjectVisitor<'_, V> {
         }
     }
 }
-
-/// The newtype name through which serde_json hands out raw text (`&RawValue`); stable since
-/// serde_json 1.0.29, and checked by this crate's tests of `RawFields` inside `fields`.
-const RAW_VALUE_TOKEN: &str = "$serde_json::private::RawValue";
 
 /// A record's fields as `T` sees them, with every member name checked to appear once: a name
 /// given twice would otherwise be silently resolved by `T` (a map keeps the last value).

@@ -401,7 +401,9 @@ impl SyncRecords<RawFields> {
     /// assert_eq!(error.code(), "invalid_record_fields");
     /// assert!(error.body_text().contains("object.records[1].fields.email"));
     /// ```
-    pub fn deserialize_fields<T: DeserializeOwned>(&self) -> Result<SyncRecords<T>, EventRejection> {
+    pub fn deserialize_fields<T: DeserializeOwned>(
+        &self,
+    ) -> Result<SyncRecords<T>, EventRejection> {
         let records = self
             .records
             .iter()

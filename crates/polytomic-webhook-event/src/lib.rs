@@ -128,8 +128,8 @@ pub use event::{
     Fields, InvalidSyncId, PolytomicEvent, Record, RecordHash, SYNC_RECORDS, SyncId, SyncRecords,
 };
 pub use normalize::normalize_field_name;
-pub use raw::{FieldsError, RawFields, RawJson};
 #[doc(hidden)]
 pub use parse::slow_path_runs;
 pub use parse::{parse, parse_sync_records};
+pub use raw::{FieldsError, RawFields, RawJson};
 pub use rejection::EventRejection;

@@ -13,8 +13,8 @@ use crate::de::{Context, EnvelopeSeed, Failure, FailureKind, Segment};
 use crate::event::{PolytomicEvent, SyncRecords};
 use crate::raw::{SourceGuard, duplicate_name};
 use crate::rejection::{
-    DuplicateFieldName, EventRejection, FieldNameCollision, InvalidEnvelope, InvalidJson,
-    InvalidRecordFields, TooManyRecords, UnknownEvent,
+    BodyTooLarge, DuplicateFieldName, EventRejection, FieldNameCollision, InvalidEnvelope,
+    InvalidJson, InvalidRecordFields, TooLargeLimit, TooManyRecords, UnknownEvent,
 };
 use crate::sanitize::sanitize;
 
@@ -231,8 +231,13 @@ fn explain<T: DeserializeOwned>(
     if is_malformed(&error) {
         return InvalidJson::new(error).into();
     }
-    if let FailureKind::TooManyRecords = failure.kind {
-        return TooManyRecords::new(config.max_records).into();
+    match failure.kind {
+        FailureKind::TooManyRecords => return TooManyRecords::new(config.max_records).into(),
+        FailureKind::HeapBudget => {
+            let limit = u64::try_from(config.max_heap_bytes).unwrap_or(u64::MAX);
+            return BodyTooLarge::new(TooLargeLimit::Heap(limit)).into();
+        }
+        _ => {}
     }
     // serde stops at the first error, which may be a data error in front of a syntax error;
     // a body that is not JSON at all is reported as such.
@@ -267,7 +272,7 @@ fn explain<T: DeserializeOwned>(
                 _ => InvalidRecordFields::new(render(&failure.path), message(&error)).into(),
             }
         }
-        FailureKind::Envelope | FailureKind::TooManyRecords => {
+        FailureKind::Envelope | FailureKind::TooManyRecords | FailureKind::HeapBudget => {
             InvalidEnvelope::new(render(&failure.path), message(&error)).into()
         }
     }

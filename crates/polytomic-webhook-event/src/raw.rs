@@ -528,7 +528,10 @@ mod tests {
         for name in &many {
             assert!(names.insert(Cow::Borrowed(name)).is_ok());
         }
-        assert!(names.insert("n7".into()).is_ok(), "large objects are checked at the end");
+        assert!(
+            names.insert("n7".into()).is_ok(),
+            "large objects are checked at the end"
+        );
         assert_eq!(names.finish(), Err(Cow::Borrowed("n7")));
     }
 

@@ -11,6 +11,8 @@
 
 #![allow(clippy::unwrap_used, clippy::print_stdout)] // Test code: a failed unwrap is a failed test.
 
+// Its unit tests' helpers are unused here: this binary has no test harness.
+#[allow(dead_code)]
 #[path = "../src/budget.rs"]
 mod budget;
 

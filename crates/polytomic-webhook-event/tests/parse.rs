@@ -59,7 +59,10 @@ fn sample_parses_into_dynamic_fields() {
     let record = &batch.records()[0];
     assert_eq!(record.hash().as_str(), "b7421c6c57bd49f7");
     assert_eq!(
-        record.fields().deserialize_as::<serde_json::Value>().unwrap(),
+        record
+            .fields()
+            .deserialize_as::<serde_json::Value>()
+            .unwrap(),
         json!({"email": "nathan@polytomic.com", "last_login": "2020-12-02T00:00:00Z"})
     );
 }
@@ -432,7 +435,10 @@ async fn normalisation_is_opt_in() {
     let batch: SyncRecords<Fields> = parse_sync_records(body.as_bytes(), &on).unwrap();
     assert_eq!(batch.records()[0].fields()["first_name"], "Ada");
     let batch: SyncRecords = parse_sync_records(body.as_bytes(), &on).unwrap();
-    assert_eq!(batch.records()[0].fields().as_str(), r#"{"first_name":"Ada"}"#);
+    assert_eq!(
+        batch.records()[0].fields().as_str(),
+        r#"{"first_name":"Ada"}"#
+    );
 
     // Two names that normalise alike are refused, naming both.
     let body = envelope(

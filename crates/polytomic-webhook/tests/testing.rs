@@ -99,7 +99,11 @@ async fn deliveries_pass_the_stack_in_every_body_form() {
             .collect();
         assert_eq!(
             emails,
-            [r#""a@example.com""#, r#""b@example.com""#, r#""c@example.com""#]
+            [
+                r#""a@example.com""#,
+                r#""b@example.com""#,
+                r#""c@example.com""#
+            ]
         );
         let first = &batch.records()[0];
         assert_eq!(
