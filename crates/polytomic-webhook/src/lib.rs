@@ -121,7 +121,8 @@ pub mod problem {
 pub mod prelude {
     pub use crate::auth::{DeliveredAt, InvalidSecret, Secret, SecretSet, TimestampWindow};
     pub use crate::event::{
-        Ack, EventConfig, Fields, PolytomicEvent, Record, SyncRecords, UnknownEventPolicy,
+        Ack, EventConfig, Fields, PolytomicEvent, RawFields, Record, SyncRecords,
+        UnknownEventPolicy,
     };
     pub use crate::{PolytomicWebhookConfig, PolytomicWebhookLayer};
 }
