@@ -90,6 +90,18 @@ pub(crate) struct Budget {
     limit: usize,
     remaining: Cell<usize>,
     exceeded: Cell<bool>,
+    /// Whether a float was built, and whether one came out zero or subnormal (see `numbers`).
+    floats: Cell<Floats>,
+}
+
+/// The floats a parse built, for the exact-number check.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) enum Floats {
+    #[default]
+    None,
+    Some,
+    /// At least one was zero or subnormal, which an exponent out of range can also produce.
+    Tiny,
 }
 
 impl Budget {
@@ -99,7 +111,13 @@ impl Budget {
             limit,
             remaining: Cell::new(limit),
             exceeded: Cell::new(false),
+            floats: Cell::new(Floats::None),
         }
+    }
+
+    /// The floats built so far.
+    pub(crate) fn floats(&self) -> Floats {
+        self.floats.get()
     }
 
     /// Whether a charge did not fit: the parse failed for this budget, whatever its error says.
@@ -150,6 +168,16 @@ struct Charged<'b, X> {
 impl<'b, X> Charged<'b, X> {
     fn new(inner: X, budget: &'b Budget) -> Self {
         Self { inner, budget }
+    }
+
+    fn note_float(&self, value: f64) {
+        let tiny = value == 0.0 || !value.is_normal();
+        let floats = &self.budget.floats;
+        if tiny {
+            floats.set(Floats::Tiny);
+        } else if floats.get() == Floats::None {
+            floats.set(Floats::Some);
+        }
     }
 
     fn wrap<Y>(&self, inner: Y) -> Charged<'b, Y> {
@@ -271,8 +299,16 @@ impl<'de, V: Visitor<'de>> Visitor<'de> for Charged<'_, V> {
         visit_u32(u32);
         visit_u64(u64);
         visit_u128(u128);
-        visit_f32(f32);
-        visit_f64(f64);
+    }
+
+    fn visit_f32<E: de::Error>(self, v: f32) -> Result<V::Value, E> {
+        self.note_float(f64::from(v));
+        self.inner.visit_f32(v)
+    }
+
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<V::Value, E> {
+        self.note_float(v);
+        self.inner.visit_f64(v)
     }
 
     charge_visit! {

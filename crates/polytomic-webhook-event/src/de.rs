@@ -23,10 +23,11 @@ use serde::{Deserialize, forward_to_deserialize_any};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
-use crate::budget::{Budget, RAW_VALUE_TOKEN, deserialize_within};
+use crate::budget::{Budget, Floats, RAW_VALUE_TOKEN, deserialize_within};
 use crate::config::EventConfig;
 use crate::event::{PolytomicEvent, Record, RecordHash, SYNC_RECORDS, SyncId, SyncRecords};
 use crate::normalize::{Collision, normalize_fields};
+use crate::numbers::inexact_member;
 use crate::raw::{NameSeed, Names, RawFields, RawJson, duplicate_error, source_len};
 use crate::sanitize::strip_position;
 
@@ -48,6 +49,8 @@ pub(crate) struct Context<'c> {
     track_fields: bool,
     /// What building the records may take, shared by the whole batch.
     budget: Budget,
+    /// Check each record's numbers before building it (see `numbers`).
+    check_numbers: bool,
     failure: RefCell<Failure>,
 }
 
@@ -70,6 +73,8 @@ pub(crate) enum FailureKind {
     TooManyRecords,
     /// Building the records would pass [`EventConfig::max_heap_bytes`].
     HeapBudget,
+    /// The named member of a record's fields holds a number an `f64` would change.
+    InexactNumber(String),
     Collision(Collision),
 }
 
@@ -90,8 +95,20 @@ impl<'c> Context<'c> {
             config,
             track_fields,
             budget: Budget::new(config.max_heap_bytes),
+            check_numbers: false,
             failure: RefCell::new(Failure::default()),
         }
+    }
+
+    /// This parse checks every record's numbers (see `numbers`).
+    pub(crate) fn checking_numbers(mut self) -> Self {
+        self.check_numbers = true;
+        self
+    }
+
+    /// The floats the records' types built.
+    pub(crate) fn floats(&self) -> Floats {
+        self.budget.floats()
     }
 
     pub(crate) fn into_failure(self) -> Failure {
@@ -442,6 +459,25 @@ impl<'de, T: DeserializeOwned> DeserializeSeed<'de> for FieldsSeed<'_, '_, T> {
     type Value = T;
 
     fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<T, D::Error> {
+        let cx = self.cx;
+        if !cx.check_numbers {
+            return self.read(deserializer);
+        }
+        let raw = <&'de RawValue>::deserialize(deserializer)?;
+        if let Some(name) = inexact_member(raw.get()) {
+            cx.fail(FailureKind::InexactNumber(name.into_owned()));
+            return Err(D::Error::custom("a number cannot be held exactly"));
+        }
+        let mut inner = serde_json::Deserializer::from_str(raw.get());
+        self.read(&mut inner)
+            .map_err(|error| D::Error::custom(strip_position(&error.to_string())))
+    }
+}
+
+impl<'de, T: DeserializeOwned> FieldsSeed<'_, '_, T> {
+    /// Reads the fields into `T`: checked to be an object, names normalised if configured,
+    /// within the heap budget.
+    fn read<D: Deserializer<'de>>(self, deserializer: D) -> Result<T, D::Error> {
         let cx = self.cx;
         let is_object = Cell::new(false);
         let object = ObjectOnly {

@@ -113,6 +113,7 @@ mod de;
 mod event;
 mod extract;
 mod normalize;
+mod numbers;
 mod parse;
 mod raw;
 pub mod rejection;

@@ -8,13 +8,15 @@ use serde::Deserialize as _;
 use serde::de::{DeserializeOwned, DeserializeSeed, IgnoredAny};
 use serde_json::error::Category;
 
+use crate::budget::Floats;
 use crate::config::{EventConfig, UnknownEventPolicy};
 use crate::de::{Context, EnvelopeSeed, Failure, FailureKind, Segment};
 use crate::event::{PolytomicEvent, SyncRecords};
+use crate::numbers::may_hold_inexact;
 use crate::raw::{SourceGuard, duplicate_name};
 use crate::rejection::{
-    BodyTooLarge, DuplicateFieldName, EventRejection, FieldNameCollision, InvalidEnvelope,
-    InvalidJson, InvalidRecordFields, TooLargeLimit, TooManyRecords, UnknownEvent,
+    BodyTooLarge, DuplicateFieldName, EventRejection, FieldNameCollision, InexactNumber,
+    InvalidEnvelope, InvalidJson, InvalidRecordFields, TooLargeLimit, TooManyRecords, UnknownEvent,
 };
 use crate::sanitize::sanitize;
 
@@ -69,15 +71,37 @@ pub(crate) fn parse_shared<T: DeserializeOwned>(
     let text = ByteString::try_from(body.clone()).map_err(|_| not_utf8(&body))?;
     let _source = SourceGuard::enter(text.clone());
     let cx = Context::new(config, false);
-    let mut deserializer = serde_json::Deserializer::from_str(&text);
-    let result = EnvelopeSeed::<T>::new(&cx)
-        .deserialize(&mut deserializer)
-        .and_then(|event| deserializer.end().map(|()| event));
-    let event = result.map_err(|error| explain::<T>(&body, config, error, cx.into_failure()))?;
+    let result = envelope::<T>(&text, &cx);
+    let floats = cx.floats();
+    let mut event =
+        result.map_err(|error| explain::<T>(&body, config, error, cx.into_failure()))?;
+    if let Some(tiny) = match floats {
+        Floats::None => None,
+        Floats::Some => Some(false),
+        Floats::Tiny => Some(true),
+    } {
+        if may_hold_inexact(&body, tiny) {
+            // Rare: a second pass that checks each record's numbers before building it.
+            let cx = Context::new(config, false).checking_numbers();
+            event = envelope::<T>(&text, &cx)
+                .map_err(|error| explain::<T>(&body, config, error, cx.into_failure()))?;
+        }
+    }
     if let PolytomicEvent::SyncRecords(batch) = &event {
         record_batch_on_span(batch);
     }
     Ok(event)
+}
+
+/// One pass of the envelope parser over the whole body.
+fn envelope<T: DeserializeOwned>(
+    text: &str,
+    cx: &Context<'_>,
+) -> Result<PolytomicEvent<T>, serde_json::Error> {
+    let mut deserializer = serde_json::Deserializer::from_str(text);
+    EnvelopeSeed::<T>::new(cx)
+        .deserialize(&mut deserializer)
+        .and_then(|event| deserializer.end().map(|()| event))
 }
 
 /// The `invalid_json` rejection for a body that is not UTF-8, located where serde_json finds it
@@ -237,6 +261,9 @@ fn explain<T: DeserializeOwned>(
             let limit = u64::try_from(config.max_heap_bytes).unwrap_or(u64::MAX);
             return BodyTooLarge::new(TooLargeLimit::Heap(limit)).into();
         }
+        FailureKind::InexactNumber(ref name) => {
+            return InexactNumber::new(format!("{}.{name}", render(&failure.path))).into();
+        }
         _ => {}
     }
     // serde stops at the first error, which may be a data error in front of a syntax error;
@@ -272,7 +299,10 @@ fn explain<T: DeserializeOwned>(
                 _ => InvalidRecordFields::new(render(&failure.path), message(&error)).into(),
             }
         }
-        FailureKind::Envelope | FailureKind::TooManyRecords | FailureKind::HeapBudget => {
+        FailureKind::Envelope
+        | FailureKind::TooManyRecords
+        | FailureKind::HeapBudget
+        | FailureKind::InexactNumber(_) => {
             InvalidEnvelope::new(render(&failure.path), message(&error)).into()
         }
     }

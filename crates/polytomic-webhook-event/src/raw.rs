@@ -402,9 +402,9 @@ pub(crate) fn duplicate_error<E: de::Error>(name: &str) -> E {
 }
 
 /// Visits an object's members, each name decoded (borrowed unless escaped) and each value raw.
-struct Members<F>(F);
+pub(crate) struct Members<F>(F);
 
-fn members<'de, F: FnMut(Cow<'de, str>, &'de RawValue)>(visit: F) -> Members<F> {
+pub(crate) fn members<'de, F: FnMut(Cow<'de, str>, &'de RawValue)>(visit: F) -> Members<F> {
     Members(visit)
 }
 

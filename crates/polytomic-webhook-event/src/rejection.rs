@@ -528,6 +528,60 @@ problem_rejection!(
 
 impl Error for DuplicateFieldName {}
 
+/// A record's `fields` hold a number that the record type would change: an integer beyond 64
+/// bits, or a decimal with more digits than an `f64` keeps (422 `inexact_number`).
+///
+/// Only record types that build numbers ([`Fields`](crate::Fields), your own types) are checked;
+/// [`RawFields`](crate::RawFields), the default, keeps every number's text exactly. The `path`
+/// member names the field, e.g. `object.records[3].fields.id`; the number itself is never echoed.
+///
+/// ```
+/// use polytomic_webhook_event::{EventConfig, Fields, RawFields, parse_sync_records};
+///
+/// let body = br#"{"event":"sync.records","object":{"id":"1ea8f90a-b22e-4218-86d5-c3c109e1fbb7",
+///     "name":"n","records":[{"hash":"h","fields":{"id":18446744073709551616}}]}}"#;
+/// let rejection = parse_sync_records::<Fields>(body, &EventConfig::default()).unwrap_err();
+/// assert_eq!(rejection.status(), 422);
+/// assert_eq!(rejection.code(), "inexact_number");
+/// // The default keeps it as sent.
+/// let batch = parse_sync_records::<RawFields>(body, &EventConfig::default()).unwrap();
+/// assert_eq!(batch.records()[0].fields().get("id").unwrap().get(), "18446744073709551616");
+/// ```
+#[derive(Debug)]
+pub struct InexactNumber {
+    at: Located,
+}
+
+impl InexactNumber {
+    pub(crate) fn new(path: String) -> Self {
+        Self {
+            at: Located::new(
+                path,
+                "the number has more digits or range than the record type holds; receive the \
+                 fields as RawFields to keep it exactly"
+                    .to_owned(),
+            ),
+        }
+    }
+
+    /// The JSON path of the field that holds the number.
+    pub fn path(&self) -> &str {
+        &self.at.path
+    }
+
+    fn detail(&self) -> String {
+        self.at.describe("inexact number")
+    }
+
+    fn with_members(&self, problem: Problem) -> Problem {
+        problem.with_member("path", self.at.path.clone())
+    }
+}
+
+problem_rejection!(InexactNumber, UNPROCESSABLE_ENTITY, "inexact_number");
+
+impl Error for InexactNumber {}
+
 /// The batch has more records than
 /// [`EventConfig::max_records`](crate::EventConfig::max_records) (413 `too_many_records`).
 ///
@@ -810,6 +864,8 @@ pub enum EventRejection {
     InvalidRecordFields(InvalidRecordFields),
     /// See [`DuplicateFieldName`].
     DuplicateFieldName(DuplicateFieldName),
+    /// See [`InexactNumber`].
+    InexactNumber(InexactNumber),
     /// See [`TooManyRecords`].
     TooManyRecords(TooManyRecords),
     /// See [`FieldNameCollision`].
@@ -830,6 +886,7 @@ macro_rules! each_variant {
             EventRejection::InvalidEnvelope($inner) => $expr,
             EventRejection::InvalidRecordFields($inner) => $expr,
             EventRejection::DuplicateFieldName($inner) => $expr,
+            EventRejection::InexactNumber($inner) => $expr,
             EventRejection::TooManyRecords($inner) => $expr,
             EventRejection::FieldNameCollision($inner) => $expr,
             EventRejection::UnknownEvent($inner) => $expr,
@@ -924,6 +981,7 @@ from_variant!(
     InvalidEnvelope,
     InvalidRecordFields,
     DuplicateFieldName,
+    InexactNumber,
     TooManyRecords,
     FieldNameCollision,
     UnknownEvent,
