@@ -107,13 +107,17 @@
 #![forbid(unsafe_code)]
 
 mod ack;
+mod budget;
 mod config;
 mod de;
 mod event;
 mod extract;
 mod normalize;
+mod numbers;
 mod parse;
+mod raw;
 pub mod rejection;
+mod sanitize;
 #[cfg(feature = "proptest")]
 pub mod strategy;
 
@@ -128,4 +132,5 @@ pub use normalize::normalize_field_name;
 #[doc(hidden)]
 pub use parse::slow_path_runs;
 pub use parse::{parse, parse_sync_records};
+pub use raw::{FieldsError, RawFields, RawJson};
 pub use rejection::EventRejection;

@@ -125,7 +125,7 @@ pub mod problem {
 pub mod prelude {
     pub use crate::auth::{DeliveredAt, InvalidSecret, Secret, SecretSet, TimestampWindow};
     pub use crate::event::{
-        Ack, EventConfig, Fields, NotStored, PolytomicEvent, Record, SyncRecords,
+        Ack, EventConfig, Fields, NotStored, PolytomicEvent, RawFields, Record, SyncRecords,
         UnknownEventPolicy,
     };
     pub use crate::{PolytomicWebhookConfig, PolytomicWebhookLayer};

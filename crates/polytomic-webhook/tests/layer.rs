@@ -92,7 +92,10 @@ async fn the_sample_delivery_reaches_the_handler() {
     let batch = &received[0];
     assert_eq!(batch.id().as_str(), "1ea8f90a-b22e-4218-86d5-c3c109e1fbb7");
     assert_eq!(batch.records()[0].hash().as_str(), "b7421c6c57bd49f7");
-    assert_eq!(batch.records()[0].fields()["email"], "nathan@polytomic.com");
+    assert_eq!(
+        batch.records()[0].fields().get("email").unwrap().get(),
+        r#""nathan@polytomic.com""#
+    );
 }
 
 /// A body that fails the test if anything reads it. It declares 1 GiB, more than the layer
