@@ -39,8 +39,18 @@ use serde::de::{
 use serde_json::Value;
 
 /// The newtype name through which serde_json hands out raw text (`&RawValue`); stable since
-/// serde_json 1.0.29, and exercised by the tests of `RawFields` inside `fields`.
-pub(crate) const RAW_VALUE_TOKEN: &str = "$serde_json::private::RawValue";
+/// serde_json 1.0.29, and exercised by the tests of `Box<RawValue>` inside `fields`.
+const RAW_VALUE_TOKEN: &str = "$serde_json::private::RawValue";
+
+/// The newtype name under which `RawFields` asks for the deserializer itself, to read the object
+/// in one pass.
+pub(crate) const RAW_FIELDS_TOKEN: &str = "$polytomic_webhook_event::RawFields";
+
+/// Whether a newtype of this name is raw text: a view of the body, nothing built, and read by the
+/// deserializer underneath any adapter.
+pub(crate) fn is_raw_text(name: &str) -> bool {
+    name == RAW_VALUE_TOKEN || name == RAW_FIELDS_TOKEN
+}
 
 /// The heap a `BTreeMap<String, Value>` node takes: an internal node, the larger kind (a leaf is
 /// 632 bytes), as `peak_alloc` counts it on 64-bit targets. `tests/budget_heap.rs` checks it
@@ -239,7 +249,7 @@ impl<'de, D: Deserializer<'de>> Deserializer<'de> for Charged<'_, D> {
         name: &'static str,
         visitor: V,
     ) -> Result<V::Value, D::Error> {
-        if name == RAW_VALUE_TOKEN {
+        if is_raw_text(name) {
             // Raw text (`RawFields`) is a view of the body: nothing is built.
             return self.inner.deserialize_newtype_struct(name, visitor);
         }

@@ -23,7 +23,7 @@ use serde::{Deserialize, forward_to_deserialize_any};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
-use crate::budget::{Budget, Floats, RAW_VALUE_TOKEN, deserialize_within};
+use crate::budget::{Budget, Floats, deserialize_within, is_raw_text};
 use crate::config::EventConfig;
 use crate::event::{PolytomicEvent, Record, RecordHash, SYNC_RECORDS, SyncId, SyncRecords};
 use crate::normalize::{Collision, normalize_fields};
@@ -594,8 +594,9 @@ impl<'de, D: Deserializer<'de>> Deserializer<'de> for ObjectOnly<'_, D> {
         name: &'static str,
         visitor: V,
     ) -> Result<V::Value, D::Error> {
-        if name == RAW_VALUE_TOKEN {
-            // serde_json's raw-text protocol ([`RawFields`]): the text checks its own shape.
+        if is_raw_text(name) {
+            // Raw text ([`RawFields`], `Box<RawValue>`) reads the deserializer underneath and
+            // checks its own shape.
             return self.de.deserialize_newtype_struct(name, visitor);
         }
         visitor.visit_newtype_struct(self)

@@ -24,7 +24,7 @@ where
 
     async fn from_request(req: Request, _state: &S) -> Result<Self, Self::Rejection> {
         let (config, body) = buffer(req).await?;
-        parse_shared(body, &config)
+        parse_shared(&body, &config)
     }
 }
 
@@ -37,7 +37,7 @@ where
 
     async fn from_request(req: Request, _state: &S) -> Result<Self, Self::Rejection> {
         let (config, body) = buffer(req).await?;
-        parse_sync_records_shared(body, &config)
+        parse_sync_records_shared(&body, &config)
     }
 }
 

@@ -57,34 +57,33 @@ pub fn parse<T: DeserializeOwned>(
     body: &[u8],
     config: &EventConfig,
 ) -> Result<PolytomicEvent<T>, EventRejection> {
-    parse_shared(Bytes::copy_from_slice(body), config)
+    parse_shared(&Bytes::copy_from_slice(body), config)
 }
 
 /// [`parse`] over a body already in a shared buffer, which raw values then refer to.
 pub(crate) fn parse_shared<T: DeserializeOwned>(
-    body: Bytes,
+    body: &Bytes,
     config: &EventConfig,
 ) -> Result<PolytomicEvent<T>, EventRejection> {
     // JSON text is UTF-8 throughout (RFC 8259 §8.1). serde_json checks only the strings it
     // builds, not those it skips (unknown keys), so the whole body is checked here, once; the
     // parser then reads it as `str` and checks nothing twice.
-    let text = ByteString::try_from(body.clone()).map_err(|_| not_utf8(&body))?;
+    let text = ByteString::try_from(body.clone()).map_err(|_| not_utf8(body))?;
     let _source = SourceGuard::enter(text.clone());
     let cx = Context::new(config, false);
     let result = envelope::<T>(&text, &cx);
     let floats = cx.floats();
-    let mut event =
-        result.map_err(|error| explain::<T>(&body, config, error, cx.into_failure()))?;
+    let mut event = result.map_err(|error| explain::<T>(body, config, error, cx.into_failure()))?;
     if let Some(tiny) = match floats {
         Floats::None => None,
         Floats::Some => Some(false),
         Floats::Tiny => Some(true),
     } {
-        if may_hold_inexact(&body, tiny) {
+        if may_hold_inexact(body, tiny) {
             // Rare: a second pass that checks each record's numbers before building it.
             let cx = Context::new(config, false).checking_numbers();
             event = envelope::<T>(&text, &cx)
-                .map_err(|error| explain::<T>(&body, config, error, cx.into_failure()))?;
+                .map_err(|error| explain::<T>(body, config, error, cx.into_failure()))?;
         }
     }
     if let PolytomicEvent::SyncRecords(batch) = &event {
@@ -198,12 +197,12 @@ pub fn parse_sync_records<T: DeserializeOwned>(
     body: &[u8],
     config: &EventConfig,
 ) -> Result<SyncRecords<T>, EventRejection> {
-    parse_sync_records_shared(Bytes::copy_from_slice(body), config)
+    parse_sync_records_shared(&Bytes::copy_from_slice(body), config)
 }
 
 /// [`parse_sync_records`] over a body already in a shared buffer.
 pub(crate) fn parse_sync_records_shared<T: DeserializeOwned>(
-    body: Bytes,
+    body: &Bytes,
     config: &EventConfig,
 ) -> Result<SyncRecords<T>, EventRejection> {
     match parse_shared(body, config)? {

@@ -16,6 +16,7 @@ use serde::de::{self, DeserializeOwned, Deserializer, MapAccess, Visitor};
 use serde::{Deserialize, Serialize, Serializer};
 use serde_json::value::RawValue;
 
+use crate::budget::RAW_FIELDS_TOKEN;
 use crate::sanitize::sanitize;
 
 thread_local! {
@@ -298,9 +299,99 @@ impl Serialize for RawFields {
 impl<'de> Deserialize<'de> for RawFields {
     /// Needs borrowed JSON text (`serde_json::from_str` / `from_slice`), as `&RawValue` does.
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let raw = <&'de RawValue>::deserialize(deserializer)?;
-        Self::validate(share(raw.get())).map_err(|error| de::Error::custom(sanitize(&error)))
+        // Asked for as a newtype so that the adapters between the envelope and the fields
+        // (the object check, the heap budget) hand over the JSON deserializer itself.
+        deserializer.deserialize_newtype_struct(RAW_FIELDS_TOKEN, ObjectText)
     }
+}
+
+/// Reads an object in one pass: each name (checked to appear once) and each value as raw text,
+/// then the object's own text is cut from the body around the first name and the last value.
+/// Outside a parse (no body registered) the text is assembled from the members instead.
+struct ObjectText;
+
+impl<'de> Visitor<'de> for ObjectText {
+    type Value = RawFields;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_newtype_struct<D: Deserializer<'de>>(
+        self,
+        deserializer: D,
+    ) -> Result<RawFields, D::Error> {
+        deserializer.deserialize_map(self)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RawFields, A::Error> {
+        let mut names = Names::default();
+        // The first name and the last value, when they are the body's text.
+        let mut span: Option<(&'de str, &'de str)> = None;
+        // The object's text, when it is not the body's.
+        let mut copy: Option<String> = None;
+        while let Some(name) = map.next_key::<&'de RawValue>()? {
+            let name = name.get();
+            let decoded = if name.contains('\\') {
+                Cow::Owned(serde_json::from_str::<String>(name).map_err(de::Error::custom)?)
+            } else {
+                Cow::Borrowed(&name[1..name.len() - 1])
+            };
+            if let Err(name) = names.insert(decoded) {
+                return Err(duplicate_error(&name));
+            }
+            let value = map.next_value::<&'de RawValue>()?.get();
+            if span.is_none() && copy.is_none() && !in_source(name) {
+                copy = Some(String::from("{"));
+            }
+            match &mut copy {
+                Some(text) => {
+                    if text.len() > 1 {
+                        text.push(',');
+                    }
+                    text.push_str(name);
+                    text.push(':');
+                    text.push_str(value);
+                }
+                None => span = Some((span.map_or(name, |(first, _)| first), value)),
+            }
+        }
+        names.finish().map_err(|name| duplicate_error(&name))?;
+        let text = match (copy, span) {
+            (Some(mut text), _) => {
+                text.push('}');
+                ByteString::from(text)
+            }
+            (None, Some((first, last))) => enclosing_object(first, last)
+                .ok_or_else(|| de::Error::custom("the object's text is not where it was read"))?,
+            (None, None) => ByteString::from_static("{}"),
+        };
+        Ok(RawFields(RawJson(text)))
+    }
+}
+
+fn in_source(text: &str) -> bool {
+    SOURCE.with_borrow(|source| source.as_ref().is_some_and(|source| contains(source, text)))
+}
+
+/// The body's text from the `{` before `first` to the `}` after `last` (only whitespace between).
+fn enclosing_object(first: &str, last: &str) -> Option<ByteString> {
+    SOURCE.with_borrow(|source| {
+        let source = source.as_ref()?;
+        if !contains(source, first) || !contains(source, last) {
+            return None;
+        }
+        let base = source.as_ptr() as usize;
+        let start = first.as_ptr() as usize - base;
+        let end = last.as_ptr() as usize + last.len() - base;
+        let bytes = source.as_bytes();
+        let open = bytes[..start]
+            .iter()
+            .rposition(|b| !b.is_ascii_whitespace())?;
+        let close = end + bytes[end..].iter().position(|b| !b.is_ascii_whitespace())?;
+        (bytes[open] == b'{' && bytes[close] == b'}')
+            .then(|| source.slice_ref(&source[open..=close]))
+    })
 }
 
 /// Why [`RawFields::deserialize_as`] failed: where inside the fields, and what was expected.
@@ -460,20 +551,11 @@ impl<'de> Visitor<'de> for NameSeed {
 /// Small objects (every real record) are checked on the stack, name by name; past
 /// [`Names::INLINE`] names they are collected and sorted once at the end, so a hostile object
 /// of a million names costs `n log n`, not `n²`.
+#[derive(Default)]
 pub(crate) struct Names<'a> {
     inline: [Cow<'a, str>; Names::INLINE],
     len: usize,
     spilled: Vec<Cow<'a, str>>,
-}
-
-impl Default for Names<'_> {
-    fn default() -> Self {
-        Self {
-            inline: Default::default(),
-            len: 0,
-            spilled: Vec::new(),
-        }
-    }
 }
 
 impl<'a> Names<'a> {
