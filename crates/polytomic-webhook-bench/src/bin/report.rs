@@ -497,7 +497,7 @@ fn heap_section(
         &format!(
             "### Heap of hostile bodies ({:.0} MiB decoded, gzipped)\n\n\
              One request each through the composed layer (default limits, ratio check off: these \
-             bodies compress about 1,000:1) and the handler's `SyncRecords`; peak heap is the most \
+             bodies compress about 230:1) and the handler's `SyncRecords`; peak heap is the most \
              allocated at once above what was in use before the request, answer read included. \
              Default heap budget {:.0} MiB.\n\n\
              | shape | record type | decoded | gzipped | answer | peak heap | peak / decoded | \
