@@ -120,13 +120,19 @@ pub mod problem {
 /// use polytomic_webhook::prelude::*;
 ///
 /// let _config = PolytomicWebhookConfig::default().secret(Secret::new("s")?);
+/// // A record's fields as the default `SyncRecords` hands them over: the received JSON text.
+/// let fields: RawFields = r#"{"seats": 3}"#.parse().expect("valid JSON");
+/// let seats: Result<std::collections::HashMap<String, u32>, FieldsError> = fields.deserialize_as();
+/// assert_eq!(seats.expect("a map of numbers")["seats"], 3);
+/// let any: RawJson = "[1, 2]".parse().expect("valid JSON");
+/// assert_eq!(any.as_str(), "[1, 2]");
 /// # Ok::<(), InvalidSecret>(())
 /// ```
 pub mod prelude {
     pub use crate::auth::{DeliveredAt, InvalidSecret, Secret, SecretSet, TimestampWindow};
     pub use crate::event::{
-        Ack, EventConfig, Fields, NotStored, PolytomicEvent, RawFields, Record, SyncRecords,
-        UnknownEventPolicy,
+        Ack, EventConfig, Fields, FieldsError, NotStored, PolytomicEvent, RawFields, RawJson,
+        Record, SyncRecords, UnknownEventPolicy,
     };
     pub use crate::{PolytomicWebhookConfig, PolytomicWebhookLayer};
 }
