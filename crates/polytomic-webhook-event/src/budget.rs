@@ -38,18 +38,14 @@ use serde::de::{
 };
 use serde_json::Value;
 
-/// The newtype name through which serde_json hands out raw text (`&RawValue`); stable since
-/// serde_json 1.0.29, and exercised by the tests of `Box<RawValue>` inside `fields`.
+/// The newtype name through which serde_json hands out raw text (`&RawValue`, which `RawFields`
+/// reads); stable since serde_json 1.0.29, and exercised by every test of `RawFields`.
 const RAW_VALUE_TOKEN: &str = "$serde_json::private::RawValue";
-
-/// The newtype name under which `RawFields` asks for the deserializer itself, to read the object
-/// in one pass.
-pub(crate) const RAW_FIELDS_TOKEN: &str = "$polytomic_webhook_event::RawFields";
 
 /// Whether a newtype of this name is raw text: a view of the body, nothing built, and read by the
 /// deserializer underneath any adapter.
 pub(crate) fn is_raw_text(name: &str) -> bool {
-    name == RAW_VALUE_TOKEN || name == RAW_FIELDS_TOKEN
+    name == RAW_VALUE_TOKEN
 }
 
 /// The heap a `BTreeMap<String, Value>` node takes: an internal node, the larger kind (a leaf is

@@ -18,16 +18,18 @@
 //! [`Fields`]: crate::Fields
 
 use std::borrow::Cow;
+use std::fmt;
 
 use serde::Deserializer as _;
 
 use crate::raw::members;
 
-/// Whether `body` has text that could be a number an `f64` changes: a run of 16 or more digits
-/// (dots included), or, when `tiny` (a float came out as zero or subnormal), an exponent of
-/// three or more digits.
+/// Whether `body` holds text that reads as a number an `f64` changes: looked for only around a
+/// run of 16 or more digits (an `f64` keeps every decimal of up to 15 significant digits), or,
+/// when `tiny` (a float came out as zero or subnormal), around an exponent of three digits. The
+/// text found there may sit inside a string: this only decides whether the exact check runs.
 pub(crate) fn may_hold_inexact(body: &[u8], tiny: bool) -> bool {
-    long_digit_run(body) || (tiny && long_exponent(body))
+    long_digit_runs(body).any(reads_inexact) || (tiny && long_exponents(body).any(reads_inexact))
 }
 
 const RUN: usize = 16;
@@ -36,12 +38,43 @@ fn is_digit_or_dot(byte: u8) -> bool {
     byte.is_ascii_digit() || byte == b'.'
 }
 
-/// A run of [`RUN`] digits or dots covers every residue modulo [`RUN`] once, so looking at one
-/// byte in [`RUN`] finds every candidate; only around those is the run measured.
-fn long_digit_run(body: &[u8]) -> bool {
+fn is_number_byte(byte: u8) -> bool {
+    matches!(byte, b'0'..=b'9' | b'.' | b'e' | b'E' | b'+' | b'-')
+}
+
+/// The whole number-like token around `at`.
+fn token_around(body: &[u8], at: usize) -> &[u8] {
+    let start = body[..at]
+        .iter()
+        .rposition(|&byte| !is_number_byte(byte))
+        .map_or(0, |before| before + 1);
+    let end = body[at..]
+        .iter()
+        .position(|&byte| !is_number_byte(byte))
+        .map_or(body.len(), |after| at + after);
+    &body[start..end]
+}
+
+/// Whether `token` is a number whose value an `f64` changes.
+fn reads_inexact(token: &[u8]) -> bool {
+    std::str::from_utf8(token).is_ok_and(|text| {
+        text.starts_with(|c: char| c == '-' || c.is_ascii_digit())
+            && text.parse::<f64>().is_ok()
+            && !is_exact(text)
+    })
+}
+
+/// The tokens around every run of [`RUN`] or more digits. Such a run covers every residue modulo
+/// [`RUN`] once, so looking at one byte in [`RUN`] finds them all; only around those is the run
+/// measured.
+fn long_digit_runs(body: &[u8]) -> impl Iterator<Item = &[u8]> {
     let mut at = RUN - 1;
-    while at < body.len() {
-        if is_digit_or_dot(body[at]) {
+    std::iter::from_fn(move || {
+        while at < body.len() {
+            if !is_digit_or_dot(body[at]) {
+                at += RUN;
+                continue;
+            }
             let start = body[..at]
                 .iter()
                 .rposition(|&byte| !is_digit_or_dot(byte))
@@ -50,32 +83,34 @@ fn long_digit_run(body: &[u8]) -> bool {
                 .iter()
                 .position(|&byte| !is_digit_or_dot(byte))
                 .map_or(body.len(), |after| at + after);
-            let digits = body[start..end]
+            let found = at;
+            at = end + RUN;
+            if body[start..end]
                 .iter()
                 .filter(|b| b.is_ascii_digit())
-                .count();
-            if digits >= RUN {
-                return true;
+                .count()
+                >= RUN
+            {
+                return Some(token_around(body, found));
             }
-            at = end + RUN;
-        } else {
-            at += RUN;
         }
-    }
-    false
+        None
+    })
 }
 
-/// `e` or `E` after a digit, then an optional sign and three digits.
-fn long_exponent(body: &[u8]) -> bool {
-    (1..body.len()).any(|at| {
-        matches!(body[at], b'e' | b'E') && body[at - 1].is_ascii_digit() && {
-            let rest = &body[at + 1..];
-            let digits = match rest.first() {
-                Some(b'-' | b'+') => &rest[1..],
-                _ => rest,
-            };
-            digits.len() >= 3 && digits[..3].iter().all(u8::is_ascii_digit)
-        }
+/// The tokens around every `e` or `E` after a digit and before an optional sign and three digits.
+fn long_exponents(body: &[u8]) -> impl Iterator<Item = &[u8]> {
+    (1..body.len()).filter_map(move |at| {
+        let rest = &body[at + 1..];
+        let digits = match rest.first() {
+            Some(b'-' | b'+') => &rest[1..],
+            _ => rest,
+        };
+        (matches!(body[at], b'e' | b'E')
+            && body[at - 1].is_ascii_digit()
+            && digits.len() >= 3
+            && digits[..3].iter().all(u8::is_ascii_digit))
+        .then(|| token_around(body, at))
     })
 }
 
@@ -128,38 +163,109 @@ pub(crate) fn is_exact(text: &str) -> bool {
     if integer && (text.parse::<u64>().is_ok() || text.parse::<i64>().is_ok()) {
         return true;
     }
-    match text.parse::<f64>() {
-        // Rust prints the shortest decimal that reads back as the same `f64`.
-        Ok(value) if value.is_finite() => decimal(text) == decimal(&format!("{value:e}")),
-        _ => false,
+    let Ok(value) = text.parse::<f64>() else {
+        return false;
+    };
+    // More significant digits than the shortest text of any `f64` has (17): changed.
+    let Some(written) = Decimal::of(text) else {
+        return false;
+    };
+    if value == 0.0 {
+        return written.len == 0;
+    }
+    // Up to 15 significant digits always come back unchanged from a normal `f64`.
+    if written.len <= 15 && value.is_normal() {
+        return true;
+    }
+    // Rust prints the shortest decimal that reads back as the same `f64`.
+    let mut shortest = StackText::default();
+    if fmt::write(&mut shortest, format_args!("{value:e}")).is_err() {
+        return false;
+    }
+    std::str::from_utf8(shortest.text())
+        .ok()
+        .and_then(Decimal::of)
+        .is_some_and(|printed| printed == written)
+}
+
+/// A decimal's value as its sign, significant digits (at most 17) and the exponent of the first
+/// digit, for comparing two spellings of a number without allocating.
+#[derive(Debug, PartialEq, Eq)]
+struct Decimal {
+    negative: bool,
+    digits: [u8; 17],
+    len: usize,
+    exponent: i64,
+}
+
+impl Decimal {
+    /// `None` when `text` has more than 17 significant digits.
+    fn of(text: &str) -> Option<Self> {
+        let (negative, text) = match text.strip_prefix('-') {
+            Some(rest) => (true, rest),
+            None => (false, text),
+        };
+        let (mantissa, exponent) = match text.find(['e', 'E']) {
+            Some(at) => (&text[..at], text[at + 1..].parse::<i64>().unwrap_or(0)),
+            None => (text, 0),
+        };
+        let (whole, fraction) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+        let digits = || whole.bytes().chain(fraction.bytes());
+        let total = whole.len() + fraction.len();
+        let leading = digits().take_while(|&b| b == b'0').count();
+        let trailing = digits().rev().take_while(|&b| b == b'0').count();
+        let significant = total.saturating_sub(leading + trailing);
+        let mut decimal = Self {
+            negative: false,
+            digits: [0; 17],
+            len: 0,
+            exponent: 0,
+        };
+        if leading == total {
+            return Some(decimal);
+        }
+        if significant > decimal.digits.len() {
+            return None;
+        }
+        for (slot, digit) in decimal
+            .digits
+            .iter_mut()
+            .zip(digits().skip(leading).take(significant))
+        {
+            *slot = digit;
+        }
+        decimal.negative = negative;
+        decimal.len = significant;
+        let point =
+            i64::try_from(whole.len()).unwrap_or(i64::MAX) - i64::try_from(leading).unwrap_or(0);
+        decimal.exponent = point.saturating_add(exponent);
+        Some(decimal)
     }
 }
 
-/// A decimal's value as (negative, significant digits, exponent of the first digit), for
-/// comparing two spellings of a number.
-fn decimal(text: &str) -> (bool, String, i64) {
-    let (negative, text) = match text.strip_prefix('-') {
-        Some(rest) => (true, rest),
-        None => (false, text),
-    };
-    let (mantissa, exponent) = match text.find(['e', 'E']) {
-        Some(at) => (&text[..at], text[at + 1..].parse::<i64>().unwrap_or(0)),
-        None => (text, 0),
-    };
-    let (whole, fraction) = mantissa.split_once('.').unwrap_or((mantissa, ""));
-    let digits: String = whole.chars().chain(fraction.chars()).collect();
-    let leading = digits.len() - digits.trim_start_matches('0').len();
-    let significant = digits.trim_start_matches('0').trim_end_matches('0');
-    if significant.is_empty() {
-        return (false, String::new(), 0);
+/// A number's text written on the stack.
+#[derive(Default)]
+struct StackText {
+    buffer: [u8; 32],
+    len: usize,
+}
+
+impl StackText {
+    fn text(&self) -> &[u8] {
+        &self.buffer[..self.len]
     }
-    let point =
-        i64::try_from(whole.len()).unwrap_or(i64::MAX) - i64::try_from(leading).unwrap_or(0);
-    (
-        negative,
-        significant.to_owned(),
-        point.saturating_add(exponent),
-    )
+}
+
+impl fmt::Write for StackText {
+    fn write_str(&mut self, text: &str) -> fmt::Result {
+        let end = self.len + text.len();
+        self.buffer
+            .get_mut(self.len..end)
+            .ok_or(fmt::Error)?
+            .copy_from_slice(text.as_bytes());
+        self.len = end;
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -197,6 +303,36 @@ mod tests {
         ] {
             assert!(!is_exact(inexact), "{inexact}");
         }
+    }
+
+    fn long_digit_run(body: &[u8]) -> bool {
+        long_digit_runs(body).next().is_some()
+    }
+
+    fn long_exponent(body: &[u8]) -> bool {
+        long_exponents(body).next().is_some()
+    }
+
+    #[test]
+    fn only_inexact_numbers_call_for_the_exact_check() {
+        assert!(may_hold_inexact(br#"{"a":18446744073709551616}"#, false));
+        assert!(may_hold_inexact(
+            br#"[0.1000000000000000055511151231257827]"#,
+            false
+        ));
+        // Shortest float text, as any serializer writes it: exact.
+        assert!(!may_hold_inexact(
+            br#"{"score":0.5488135039273248,"b":1}"#,
+            false
+        ));
+        // A long run of digits inside a date-like string is no number.
+        assert!(!may_hold_inexact(
+            br#"{"id":"1234567890123456789-1"}"#,
+            false
+        ));
+        assert!(may_hold_inexact(b"[1e-400]", true));
+        assert!(!may_hold_inexact(b"[1e-400]", false));
+        assert!(!may_hold_inexact(b"[0.0, 1e-300]", true));
     }
 
     #[test]

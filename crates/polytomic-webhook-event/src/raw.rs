@@ -16,7 +16,6 @@ use serde::de::{self, DeserializeOwned, Deserializer, MapAccess, Visitor};
 use serde::{Deserialize, Serialize, Serializer};
 use serde_json::value::RawValue;
 
-use crate::budget::RAW_FIELDS_TOKEN;
 use crate::sanitize::sanitize;
 
 thread_local! {
@@ -249,7 +248,7 @@ impl RawFields {
 
     /// Validates `text` (an object, every name once) and keeps it.
     fn validate(text: ByteString) -> Result<Self, serde_json::Error> {
-        check_object(&text)?;
+        check_object(&text).map_err(de::Error::custom)?;
         Ok(Self(RawJson(text)))
     }
 }
@@ -299,99 +298,12 @@ impl Serialize for RawFields {
 impl<'de> Deserialize<'de> for RawFields {
     /// Needs borrowed JSON text (`serde_json::from_str` / `from_slice`), as `&RawValue` does.
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        // Asked for as a newtype so that the adapters between the envelope and the fields
-        // (the object check, the heap budget) hand over the JSON deserializer itself.
-        deserializer.deserialize_newtype_struct(RAW_FIELDS_TOKEN, ObjectText)
+        // serde_json skims the value once (validating it); the names are then read off its
+        // text, which costs far less than handing each member through serde.
+        let raw = <&'de RawValue>::deserialize(deserializer)?;
+        check_object(raw.get()).map_err(de::Error::custom)?;
+        Ok(Self(RawJson(share(raw.get()))))
     }
-}
-
-/// Reads an object in one pass: each name (checked to appear once) and each value as raw text,
-/// then the object's own text is cut from the body around the first name and the last value.
-/// Outside a parse (no body registered) the text is assembled from the members instead.
-struct ObjectText;
-
-impl<'de> Visitor<'de> for ObjectText {
-    type Value = RawFields;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a JSON object")
-    }
-
-    fn visit_newtype_struct<D: Deserializer<'de>>(
-        self,
-        deserializer: D,
-    ) -> Result<RawFields, D::Error> {
-        deserializer.deserialize_map(self)
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RawFields, A::Error> {
-        let mut names = Names::default();
-        // The first name and the last value, when they are the body's text.
-        let mut span: Option<(&'de str, &'de str)> = None;
-        // The object's text, when it is not the body's.
-        let mut copy: Option<String> = None;
-        while let Some(name) = map.next_key::<&'de RawValue>()? {
-            let name = name.get();
-            let decoded = if name.contains('\\') {
-                Cow::Owned(serde_json::from_str::<String>(name).map_err(de::Error::custom)?)
-            } else {
-                Cow::Borrowed(&name[1..name.len() - 1])
-            };
-            if let Err(name) = names.insert(decoded) {
-                return Err(duplicate_error(&name));
-            }
-            let value = map.next_value::<&'de RawValue>()?.get();
-            if span.is_none() && copy.is_none() && !in_source(name) {
-                copy = Some(String::from("{"));
-            }
-            match &mut copy {
-                Some(text) => {
-                    if text.len() > 1 {
-                        text.push(',');
-                    }
-                    text.push_str(name);
-                    text.push(':');
-                    text.push_str(value);
-                }
-                None => span = Some((span.map_or(name, |(first, _)| first), value)),
-            }
-        }
-        names.finish().map_err(|name| duplicate_error(&name))?;
-        let text = match (copy, span) {
-            (Some(mut text), _) => {
-                text.push('}');
-                ByteString::from(text)
-            }
-            (None, Some((first, last))) => enclosing_object(first, last)
-                .ok_or_else(|| de::Error::custom("the object's text is not where it was read"))?,
-            (None, None) => ByteString::from_static("{}"),
-        };
-        Ok(RawFields(RawJson(text)))
-    }
-}
-
-fn in_source(text: &str) -> bool {
-    SOURCE.with_borrow(|source| source.as_ref().is_some_and(|source| contains(source, text)))
-}
-
-/// The body's text from the `{` before `first` to the `}` after `last` (only whitespace between).
-fn enclosing_object(first: &str, last: &str) -> Option<ByteString> {
-    SOURCE.with_borrow(|source| {
-        let source = source.as_ref()?;
-        if !contains(source, first) || !contains(source, last) {
-            return None;
-        }
-        let base = source.as_ptr() as usize;
-        let start = first.as_ptr() as usize - base;
-        let end = last.as_ptr() as usize + last.len() - base;
-        let bytes = source.as_bytes();
-        let open = bytes[..start]
-            .iter()
-            .rposition(|b| !b.is_ascii_whitespace())?;
-        let close = end + bytes[end..].iter().position(|b| !b.is_ascii_whitespace())?;
-        (bytes[open] == b'{' && bytes[close] == b'}')
-            .then(|| source.slice_ref(&source[open..=close]))
-    })
 }
 
 /// Why [`RawFields::deserialize_as`] failed: where inside the fields, and what was expected.
@@ -455,20 +367,102 @@ impl fmt::Display for FieldsError {
 
 impl std::error::Error for FieldsError {}
 
-/// Checks that `text` (valid JSON) is an object whose member names are all different.
-fn check_object(text: &str) -> Result<(), serde_json::Error> {
-    let mut deserializer = serde_json::Deserializer::from_str(text);
+/// Checks that `text` (one valid JSON value) is an object whose member names are all different.
+fn check_object(text: &str) -> Result<(), String> {
+    let kind = match text.as_bytes().first() {
+        Some(b'{') => None,
+        Some(b'[') => Some("an array"),
+        Some(b'"') => Some("a string"),
+        Some(b't' | b'f') => Some("a boolean"),
+        Some(b'n') => Some("null"),
+        _ => Some("a number"),
+    };
+    if let Some(kind) = kind {
+        return Err(format!("invalid type: {kind}, expected a JSON object"));
+    }
     let mut names = Names::default();
     let mut duplicate = None;
-    deserializer.deserialize_map(members(|name, _| {
+    for_each_name(text, |name| {
         if duplicate.is_none() {
             duplicate = names.insert(name).err();
         }
-    }))?;
+    });
     match duplicate.or_else(|| names.finish().err()) {
-        Some(name) => Err(de::Error::custom(DuplicateName(&name))),
+        Some(name) => Err(DuplicateName(&name).to_string()),
         None => Ok(()),
     }
+}
+
+/// Calls `visit` with each top-level member name of `object`, the text of one valid JSON object,
+/// decoded (borrowed unless it has escapes). A hand-written scan: the text was validated when
+/// serde_json read it, so only strings, nesting and commas need telling apart.
+fn for_each_name<'a>(object: &'a str, mut visit: impl FnMut(Cow<'a, str>)) {
+    let bytes = object.as_bytes();
+    let mut at = 1; // past the `{`
+    let mut depth = 0_usize;
+    let mut expect_name = true;
+    while let Some(&byte) = bytes.get(at) {
+        match byte {
+            b'"' => {
+                let (end, escaped) = string_end(bytes, at + 1);
+                if depth == 0 && expect_name {
+                    let quoted = &object[at..=end.min(object.len() - 1)];
+                    visit(if escaped {
+                        // Escapes are rare in names: serde_json decodes them.
+                        Cow::Owned(serde_json::from_str(quoted).unwrap_or_default())
+                    } else {
+                        Cow::Borrowed(&object[at + 1..end])
+                    });
+                    expect_name = false;
+                }
+                at = end + 1;
+            }
+            b'{' | b'[' => {
+                depth += 1;
+                at += 1;
+            }
+            b'}' | b']' => {
+                if depth == 0 {
+                    return;
+                }
+                depth -= 1;
+                at += 1;
+            }
+            b',' => {
+                expect_name |= depth == 0;
+                at += 1;
+            }
+            _ => at += 1,
+        }
+    }
+}
+
+/// The index of the quote that closes the string whose text starts at `at`, and whether the
+/// string has escapes.
+fn string_end(bytes: &[u8], mut at: usize) -> (usize, bool) {
+    // Most strings in a record are short: look at their bytes directly before paying for a
+    // vectorised search.
+    let short = bytes.len().min(at + 24);
+    while at < short {
+        match bytes[at] {
+            b'"' => return (at, false),
+            b'\\' => break,
+            _ => at += 1,
+        }
+    }
+    let mut escaped = false;
+    while let Some(found) = bytes
+        .get(at..)
+        .and_then(|rest| memchr::memchr2(b'"', b'\\', rest))
+    {
+        at += found;
+        if bytes[at] == b'"' {
+            return (at, escaped);
+        }
+        escaped = true;
+        at += 2;
+    }
+    (bytes.len(), escaped)
 }
 
 /// The error message of a repeated member name; [`duplicate_name`] reads the name back.
@@ -548,39 +542,52 @@ impl<'de> Visitor<'de> for NameSeed {
 
 /// The member names of one object seen so far, to refuse a name given twice.
 ///
-/// Small objects (every real record) are checked on the stack, name by name; past
-/// [`Names::INLINE`] names they are collected and sorted once at the end, so a hostile object
-/// of a million names costs `n log n`, not `n²`.
+/// Small objects (every real record) are checked on the stack, name by name, comparing a
+/// fingerprint (length and first bytes) before the text; past [`Names::INLINE`] names, or once
+/// a name had escapes, they are collected and sorted once at the end, so a hostile object of a
+/// million names costs `n log n`, not `n²`.
 #[derive(Default)]
 pub(crate) struct Names<'a> {
-    inline: [Cow<'a, str>; Names::INLINE],
+    prints: [u64; Names::INLINE],
+    inline: [&'a str; Names::INLINE],
     len: usize,
     spilled: Vec<Cow<'a, str>>,
 }
 
 impl<'a> Names<'a> {
-    const INLINE: usize = 32;
+    const INLINE: usize = 16;
 
     /// Adds `name`; `Err(name)` when it was already there (known at once only for small objects;
-    /// [`finish`](Self::finish) tells for large ones).
+    /// [`finish`](Self::finish) tells for the others).
     pub(crate) fn insert(&mut self, name: Cow<'a, str>) -> Result<(), Cow<'a, str>> {
-        if self.spilled.is_empty() && self.len < Self::INLINE {
-            if self.inline[..self.len].contains(&name) {
-                return Err(name);
+        match name {
+            Cow::Borrowed(text) if self.spilled.is_empty() && self.len < Self::INLINE => {
+                let print = fingerprint(text);
+                let seen =
+                    (0..self.len).any(|at| self.prints[at] == print && self.inline[at] == text);
+                if seen {
+                    return Err(name);
+                }
+                self.prints[self.len] = print;
+                self.inline[self.len] = text;
+                self.len += 1;
+                Ok(())
             }
-            self.inline[self.len] = name;
-            self.len += 1;
-            return Ok(());
+            name => {
+                if self.spilled.is_empty() {
+                    self.spilled.extend(
+                        self.inline[..self.len]
+                            .iter()
+                            .map(|text| Cow::Borrowed(*text)),
+                    );
+                }
+                self.spilled.push(name);
+                Ok(())
+            }
         }
-        if self.spilled.is_empty() {
-            self.spilled
-                .extend(self.inline.iter_mut().map(std::mem::take));
-        }
-        self.spilled.push(name);
-        Ok(())
     }
 
-    /// `Err(name)` for a name given twice among the spilled names.
+    /// `Err(name)` for a name given twice among the collected names.
     pub(crate) fn finish(mut self) -> Result<(), Cow<'a, str>> {
         self.spilled.sort_unstable();
         match self.spilled.windows(2).find(|pair| pair[0] == pair[1]) {
@@ -588,6 +595,18 @@ impl<'a> Names<'a> {
             None => Ok(()),
         }
     }
+}
+
+/// The length and first eight bytes of a name, in one word.
+fn fingerprint(name: &str) -> u64 {
+    let bytes = name.as_bytes();
+    let head = match bytes.first_chunk::<8>() {
+        Some(head) => u64::from_le_bytes(*head),
+        None => bytes
+            .iter()
+            .fold(0, |acc, &byte| acc << 8 | u64::from(byte)),
+    };
+    head ^ (bytes.len() as u64).rotate_left(56)
 }
 
 /// Deserializes `T` from a raw object's text (used by `SyncRecords<RawFields>` conversions).
@@ -604,6 +623,18 @@ mod tests {
         let mut names = Names::default();
         assert!(names.insert("a".into()).is_ok());
         assert_eq!(names.insert("a".into()), Err(Cow::Borrowed("a")));
+        let mut names = Names::default();
+        assert!(names.insert("abcdefgh-1".into()).is_ok());
+        assert!(
+            names.insert("abcdefgh-2".into()).is_ok(),
+            "same fingerprint, other name"
+        );
+        assert!(names.insert(Cow::Owned("x".to_owned())).is_ok());
+        assert!(
+            names.insert("abcdefgh-1".into()).is_ok(),
+            "checked at the end once spilled"
+        );
+        assert_eq!(names.finish(), Err(Cow::Borrowed("abcdefgh-1")));
 
         let mut names = Names::default();
         let many: Vec<String> = (0..100).map(|i| format!("n{i}")).collect();

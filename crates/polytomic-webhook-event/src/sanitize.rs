@@ -102,6 +102,10 @@ fn split_unexpected(rest: &str) -> Option<(&'static str, &str)> {
         return None;
     }
     const PLAIN: &[(&str, &str)] = &[
+        ("a string", "a string"),
+        ("a number", "a number"),
+        ("a boolean", "a boolean"),
+        ("an array", "an array"),
         ("byte array", "a byte array"),
         ("unit value", "null"),
         ("null", "null"),
