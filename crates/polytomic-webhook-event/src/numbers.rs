@@ -18,7 +18,6 @@
 //! [`Fields`]: crate::Fields
 
 use std::borrow::Cow;
-use std::fmt;
 
 use serde::Deserializer as _;
 
@@ -58,9 +57,7 @@ fn token_around(body: &[u8], at: usize) -> &[u8] {
 /// Whether `token` is a number whose value an `f64` changes.
 fn reads_inexact(token: &[u8]) -> bool {
     std::str::from_utf8(token).is_ok_and(|text| {
-        text.starts_with(|c: char| c == '-' || c.is_ascii_digit())
-            && text.parse::<f64>().is_ok()
-            && !is_exact(text)
+        text.starts_with(|c: char| c == '-' || c.is_ascii_digit()) && exactness(text) == Some(false)
     })
 }
 
@@ -159,13 +156,23 @@ fn holds_inexact(text: &str) -> bool {
 /// Whether serde_json reads the number `text` without changing its value: an integer it keeps
 /// as one, or a decimal whose `f64` prints back as the same decimal value.
 pub(crate) fn is_exact(text: &str) -> bool {
+    exactness(text).unwrap_or(false)
+}
+
+/// [`is_exact`], or `None` when `text` is not a number at all.
+fn exactness(text: &str) -> Option<bool> {
     let integer = !text.contains(['.', 'e', 'E']);
     if integer && (text.parse::<u64>().is_ok() || text.parse::<i64>().is_ok()) {
-        return true;
+        return Some(true);
     }
-    let Ok(value) = text.parse::<f64>() else {
+    let value = text.parse::<f64>().ok()?;
+    Some(float_is_exact(text, value))
+}
+
+fn float_is_exact(text: &str, value: f64) -> bool {
+    if !value.is_finite() {
         return false;
-    };
+    }
     // More significant digits than the shortest text of any `f64` has (17): changed.
     let Some(written) = Decimal::of(text) else {
         return false;
@@ -177,15 +184,10 @@ pub(crate) fn is_exact(text: &str) -> bool {
     if written.len <= 15 && value.is_normal() {
         return true;
     }
-    // Rust prints the shortest decimal that reads back as the same `f64`.
-    let mut shortest = StackText::default();
-    if fmt::write(&mut shortest, format_args!("{value:e}")).is_err() {
-        return false;
-    }
-    std::str::from_utf8(shortest.text())
-        .ok()
-        .and_then(Decimal::of)
-        .is_some_and(|printed| printed == written)
+    // ryu (serde_json's own float writer) prints the shortest decimal that reads back as the
+    // same `f64`: what a re-serialized record would carry.
+    let mut shortest = ryu::Buffer::new();
+    Decimal::of(shortest.format_finite(value)).is_some_and(|printed| printed == written)
 }
 
 /// A decimal's value as its sign, significant digits (at most 17) and the exponent of the first
@@ -199,72 +201,59 @@ struct Decimal {
 }
 
 impl Decimal {
-    /// `None` when `text` has more than 17 significant digits.
+    /// `None` when `text` has more than 17 significant digits. One pass over the bytes.
     fn of(text: &str) -> Option<Self> {
-        let (negative, text) = match text.strip_prefix('-') {
-            Some(rest) => (true, rest),
-            None => (false, text),
-        };
-        let (mantissa, exponent) = match text.find(['e', 'E']) {
-            Some(at) => (&text[..at], text[at + 1..].parse::<i64>().unwrap_or(0)),
-            None => (text, 0),
-        };
-        let (whole, fraction) = mantissa.split_once('.').unwrap_or((mantissa, ""));
-        let digits = || whole.bytes().chain(fraction.bytes());
-        let total = whole.len() + fraction.len();
-        let leading = digits().take_while(|&b| b == b'0').count();
-        let trailing = digits().rev().take_while(|&b| b == b'0').count();
-        let significant = total.saturating_sub(leading + trailing);
+        let bytes = text.as_bytes();
+        let negative = bytes.first() == Some(&b'-');
         let mut decimal = Self {
             negative: false,
             digits: [0; 17],
             len: 0,
             exponent: 0,
         };
-        if leading == total {
-            return Some(decimal);
+        let mut in_fraction = false;
+        let mut started = false;
+        // Zeros after the first significant digit, kept until a later digit shows they count.
+        let mut zeros = 0_usize;
+        let mut point = 0_i64;
+        let mut at = usize::from(negative);
+        while let Some(&byte) = bytes.get(at) {
+            at += 1;
+            match byte {
+                b'.' => in_fraction = true,
+                b'e' | b'E' => {
+                    let exponent = text[at..].parse::<i64>().ok()?;
+                    point = point.saturating_add(exponent);
+                    break;
+                }
+                b'0' if !started => {
+                    if in_fraction {
+                        point -= 1;
+                    }
+                }
+                b'0'..=b'9' => {
+                    started = true;
+                    if !in_fraction {
+                        point += 1;
+                    }
+                    if byte == b'0' {
+                        zeros += 1;
+                        continue;
+                    }
+                    for digit in std::iter::repeat_n(b'0', zeros).chain(std::iter::once(byte)) {
+                        *decimal.digits.get_mut(decimal.len)? = digit;
+                        decimal.len += 1;
+                    }
+                    zeros = 0;
+                }
+                _ => return None,
+            }
         }
-        if significant > decimal.digits.len() {
-            return None;
+        if decimal.len > 0 {
+            decimal.negative = negative;
+            decimal.exponent = point;
         }
-        for (slot, digit) in decimal
-            .digits
-            .iter_mut()
-            .zip(digits().skip(leading).take(significant))
-        {
-            *slot = digit;
-        }
-        decimal.negative = negative;
-        decimal.len = significant;
-        let point =
-            i64::try_from(whole.len()).unwrap_or(i64::MAX) - i64::try_from(leading).unwrap_or(0);
-        decimal.exponent = point.saturating_add(exponent);
         Some(decimal)
-    }
-}
-
-/// A number's text written on the stack.
-#[derive(Default)]
-struct StackText {
-    buffer: [u8; 32],
-    len: usize,
-}
-
-impl StackText {
-    fn text(&self) -> &[u8] {
-        &self.buffer[..self.len]
-    }
-}
-
-impl fmt::Write for StackText {
-    fn write_str(&mut self, text: &str) -> fmt::Result {
-        let end = self.len + text.len();
-        self.buffer
-            .get_mut(self.len..end)
-            .ok_or(fmt::Error)?
-            .copy_from_slice(text.as_bytes());
-        self.len = end;
-        Ok(())
     }
 }
 
