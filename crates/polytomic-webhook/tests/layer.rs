@@ -366,6 +366,69 @@ mod logs {
         );
     }
 
+    /// The README's first line containing `marker`, without its indentation.
+    fn readme_line(marker: &str) -> String {
+        let readme = include_str!("../../../README.md");
+        readme
+            .lines()
+            .map(str::trim)
+            .find(|line| line.contains(marker))
+            .unwrap_or_else(|| panic!("no line with {marker} in the README"))
+            .to_owned()
+    }
+
+    /// `line` with the digits after each `key=` replaced by `N`: the values that vary from
+    /// run to run (time taken, and compressed size, which depends on the gzip used).
+    fn mask(line: &str, keys: &[&str]) -> String {
+        let mut masked = line.to_owned();
+        for key in keys {
+            let pattern = format!(" {key}=");
+            let start = masked
+                .find(&pattern)
+                .unwrap_or_else(|| panic!("{key} missing from {line}"))
+                + pattern.len();
+            let end = masked[start..]
+                .find(|c: char| !c.is_ascii_digit() && c != '.')
+                .map_or(masked.len(), |end| start + end);
+            masked.replace_range(start..end, "N");
+        }
+        masked
+    }
+
+    /// The README's sample log line is what the README's curl delivery really logs, field for
+    /// field and in the same order: each field once, the latency rounded.
+    #[tokio::test]
+    async fn the_readmes_sample_log_line_is_the_real_one() {
+        let curl_body = readme_line(r#"printf '%s' '{"event":"sync.records""#);
+        let json = curl_body
+            .split('\'')
+            .nth(3)
+            .unwrap_or_else(|| panic!("no body in {curl_body}"));
+        let (app, _) = app(layer());
+        let logs = capture(async {
+            let request = sample().raw_json(json.as_bytes()).build();
+            let response = app.oneshot(request).await.unwrap();
+            assert_eq!(response.status(), StatusCode::OK);
+        })
+        .await;
+        let logged = logs
+            .lines()
+            .find(|line| line.contains("webhook delivery accepted"))
+            .unwrap_or_else(|| panic!("no delivery line in {logs}"));
+        // The README's line starts at the level; the real one has a timestamp before it.
+        let logged = &logged[logged.find("INFO ").unwrap()..];
+        let documented = readme_line("INFO polytomic_webhook.delivery{");
+        let varying = ["compressed_bytes", "latency_ms"];
+        assert_eq!(mask(logged, &varying), mask(&documented, &varying));
+
+        let latency = logged.split(" latency_ms=").nth(1).unwrap();
+        let latency = &latency[..latency.find(' ').unwrap()];
+        let decimals = latency
+            .split_once('.')
+            .map_or(0, |(_, decimals)| decimals.len());
+        assert!(decimals <= 2, "latency_ms={latency} in {logged}");
+    }
+
     #[tokio::test]
     async fn a_rejected_delivery_logs_a_warning_with_its_code() {
         let (app, _) = app(layer());
