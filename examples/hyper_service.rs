@@ -28,7 +28,7 @@ async fn main() -> Result<(), Box<dyn Error>> {
     let layer =
         PolytomicWebhookLayer::new(PolytomicWebhookConfig::default().secret(Secret::new(secret)?))?;
 
-    let listener = tokio::net::TcpListener::bind(listen_addr()?).await?;
+    let listener = examples::startup::bind(listen_addr()?).await?;
     tracing::info!("listening on http://{}", listener.local_addr()?);
     serve_hyper(
         listener,

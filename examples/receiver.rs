@@ -7,7 +7,8 @@
 //!
 //! - `POLYTOMIC_WEBHOOK_SECRET`: the secret entered in the Polytomic webhook connection, or
 //!   several separated by commas while rotating. Unset, a random one is made up and printed to
-//!   stderr with a `curl` command that sends a sample delivery.
+//!   stderr with a `curl` command that sends a sample delivery; set but empty, the example
+//!   refuses to start.
 //! - `POLYTOMIC_WEBHOOK_ADDR`: where to listen, `127.0.0.1:3000` by default.
 //! - `RUST_LOG`: log filter, `info` by default. Logs go to stderr, one line per delivery.
 //!
@@ -17,22 +18,39 @@
 //! line on stdout (`{"id":…,"name":…,"records":[{"hash":…,"fields":{…}}],"metadata":{…}}`),
 //! flushed at once, so the output can be piped into another program. Ctrl-C or SIGTERM stops
 //! accepting connections and lets the requests in flight finish.
+//!
+//! A setting it cannot use stops it at start-up with exit status 1 and one message on stderr
+//! that names the variable, shows the value (never the secret's), and says how to fix it.
 
 use std::error::Error;
 use std::io::Write;
 use std::net::SocketAddr;
+use std::process::ExitCode;
 use std::sync::Arc;
 
+use examples::startup::{self, SECRET_VAR};
 use examples::{Sink, WEBHOOK_PATH, init_logging, listen_addr, receiver_app, shutdown_signal};
 use polytomic_webhook::prelude::*;
 
 #[tokio::main]
-async fn main() -> Result<(), Box<dyn Error>> {
+async fn main() -> ExitCode {
     init_logging();
+    match run().await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            // Display, not the Debug that returning the error from main would print: the
+            // message names the variable and the fix.
+            eprintln!("receiver: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run() -> Result<(), Box<dyn Error>> {
     let (secrets, generated) = secrets_from_env()?;
     let layer = PolytomicWebhookLayer::new(PolytomicWebhookConfig::default().secrets(secrets))?;
 
-    let listener = tokio::net::TcpListener::bind(listen_addr()?).await?;
+    let listener = startup::bind(listen_addr()?).await?;
     let addr = listener.local_addr()?;
     if let Some(secret) = generated {
         eprintln!("{}", try_it(&secret, addr));
@@ -69,18 +87,22 @@ fn print_batch() -> Sink {
 
 /// The configured secrets, or a freshly made-up one (returned too, so it can be shown).
 fn secrets_from_env() -> Result<(SecretSet, Option<String>), Box<dyn Error>> {
-    let configured = std::env::var("POLYTOMIC_WEBHOOK_SECRET").unwrap_or_default();
-    let mut secrets = configured
-        .split(',')
-        .map(str::trim)
-        .filter(|secret| !secret.is_empty())
-        .map(Secret::new);
-    if let Some(first) = secrets.next() {
-        let mut set = SecretSet::from(first?);
-        for secret in secrets {
-            set = set.with(secret?);
+    // Checked whole first, so a blank or unusable value stops the example with a message
+    // naming the variable instead of falling back to a made-up secret.
+    if startup::secret_var(SECRET_VAR)?.is_some() {
+        let configured = std::env::var(SECRET_VAR).unwrap_or_default();
+        let mut secrets = configured
+            .split(',')
+            .map(str::trim)
+            .filter(|secret| !secret.is_empty())
+            .map(Secret::new);
+        if let Some(first) = secrets.next() {
+            let mut set = SecretSet::from(first?);
+            for secret in secrets {
+                set = set.with(secret?);
+            }
+            return Ok((set, None));
         }
-        return Ok((set, None));
     }
     let mut bytes = [0u8; 24];
     getrandom::fill(&mut bytes).map_err(|error| format!("no random source: {error}"))?;

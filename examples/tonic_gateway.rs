@@ -32,7 +32,7 @@ async fn main() -> Result<(), Box<dyn Error>> {
         Arc::new(|batch| tracing::info!(records = batch.len(), "stored a batch")),
     );
 
-    let listener = tokio::net::TcpListener::bind(listen_addr()?).await?;
+    let listener = examples::startup::bind(listen_addr()?).await?;
     let addr = listener.local_addr()?;
     tracing::info!("gRPC and http://{addr}{WEBHOOK_PATH} on one port");
     axum::serve(

@@ -18,11 +18,12 @@
 #[doc = include_str!("../../README.md")]
 struct ReadmeDoctests;
 
+pub mod startup;
+
 use std::any::Any;
 use std::convert::Infallible;
 use std::future::Future;
 use std::io;
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Router;
@@ -43,6 +44,8 @@ use polytomic_webhook::problem::{BodyStats, Problem};
 use tokio::net::TcpListener;
 use tower::{ServiceBuilder, service_fn};
 use tower_http::catch_panic::CatchPanicLayer;
+
+pub use startup::listen_addr;
 
 /// The path Polytomic is configured to deliver to, in every example.
 pub const WEBHOOK_PATH: &str = "/webhooks/polytomic";
@@ -258,22 +261,6 @@ pub async fn shutdown_signal() {
         () = terminate => {},
     }
     tracing::info!("shutting down: finishing the requests in flight");
-}
-
-/// The address to listen on: `POLYTOMIC_WEBHOOK_ADDR`, else `127.0.0.1:3000`.
-///
-/// ```
-/// let addr = examples::listen_addr()?;
-/// # Ok::<(), std::net::AddrParseError>(())
-/// ```
-pub fn listen_addr() -> Result<SocketAddr, std::net::AddrParseError> {
-    std::env::var("POLYTOMIC_WEBHOOK_ADDR")
-        .ok()
-        .filter(|addr| !addr.trim().is_empty())
-        .as_deref()
-        .unwrap_or("127.0.0.1:3000")
-        .trim()
-        .parse()
 }
 
 /// Logs to stderr, at `info` unless `RUST_LOG` says otherwise; stdout stays free for data.
