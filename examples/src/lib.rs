@@ -7,9 +7,11 @@
 //!   (the `tonic_gateway` example).
 //! - [`serve_hyper`]: a plain hyper server whose service is the layer around a `service_fn`
 //!   (the `hyper_service` example).
+//! - [`startup`]: the examples' settings from the environment, with start-up errors that say
+//!   how to fix them.
 //!
-//! Each takes a [`Sink`], the application's part: what to do with an accepted batch. The
-//! examples print it; the tests record it.
+//! Each server takes a [`Sink`], the application's part: what to do with an accepted batch.
+//! The examples print it; the tests record it.
 
 #![forbid(unsafe_code)]
 

@@ -289,6 +289,19 @@ async fn unknown_events_are_acknowledged_without_the_handler() {
     assert!(received.lock().unwrap().is_empty());
 }
 
+/// With `.layer`, unlike `.route_layer`, the router's fallback is behind the layer too: a
+/// path that does not exist is refused like any other request without the secret.
+#[tokio::test]
+async fn layer_checks_every_path_of_the_router_even_an_unknown_one() {
+    let (app, _) = app(layer());
+    let request = Request::post("/no-such-path")
+        .body(axum::body::Body::empty())
+        .unwrap();
+    let response = app.clone().oneshot(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(problem_code(response).await, "missing_authorization");
+}
+
 #[test]
 fn building_without_a_secret_is_an_error_not_a_panic() {
     let error = PolytomicWebhookLayer::new(PolytomicWebhookConfig::default()).unwrap_err();
