@@ -343,18 +343,28 @@ mod logs {
         polytomic_webhook::testing::capture_logs(future).await.1
     }
 
+    /// Sends `request` through the app, asserts the answer's status, and returns everything
+    /// logged meanwhile.
+    async fn logs_of(request: Request<axum::body::Body>, status: StatusCode) -> String {
+        let (app, _) = app(layer());
+        capture(async {
+            let response = app.oneshot(request).await.unwrap();
+            assert_eq!(response.status(), status);
+        })
+        .await
+    }
+
+    /// The line of `logs` with the delivery's closing `message`.
+    fn delivery_line<'a>(logs: &'a str, message: &str) -> &'a str {
+        logs.lines()
+            .find(|line| line.contains(message))
+            .unwrap_or_else(|| panic!("no delivery line in {logs}"))
+    }
+
     #[tokio::test]
     async fn an_accepted_delivery_logs_one_info_line_with_the_span_fields() {
-        let (app, _) = app(layer());
-        let logs = capture(async {
-            let response = app.oneshot(sample().build()).await.unwrap();
-            assert_eq!(response.status(), StatusCode::OK);
-        })
-        .await;
-        let line = logs
-            .lines()
-            .find(|line| line.contains("webhook delivery accepted"))
-            .unwrap_or_else(|| panic!("no delivery line in {logs}"));
+        let logs = logs_of(sample().build(), StatusCode::OK).await;
+        let line = delivery_line(&logs, "webhook delivery accepted");
         assert!(line.contains(" INFO "), "{line}");
         for field in [
             "polytomic_webhook.delivery{",
@@ -417,17 +427,9 @@ mod logs {
             .split('\'')
             .nth(3)
             .unwrap_or_else(|| panic!("no body in {curl_body}"));
-        let (app, _) = app(layer());
-        let logs = capture(async {
-            let request = sample().raw_json(json.as_bytes()).build();
-            let response = app.oneshot(request).await.unwrap();
-            assert_eq!(response.status(), StatusCode::OK);
-        })
-        .await;
-        let logged = logs
-            .lines()
-            .find(|line| line.contains("webhook delivery accepted"))
-            .unwrap_or_else(|| panic!("no delivery line in {logs}"));
+        let request = sample().raw_json(json.as_bytes()).build();
+        let logs = logs_of(request, StatusCode::OK).await;
+        let logged = delivery_line(&logs, "webhook delivery accepted");
         // The README's line starts at the level; the real one has a timestamp before it.
         let logged = &logged[logged.find("INFO ").unwrap()..];
         let documented = readme_line("INFO polytomic_webhook.delivery{");
@@ -444,20 +446,12 @@ mod logs {
 
     #[tokio::test]
     async fn a_rejected_delivery_logs_a_warning_with_its_code() {
-        let (app, _) = app(layer());
-        let logs = capture(async {
-            let mut request = sample().build();
-            request
-                .headers_mut()
-                .insert(AUTHORIZATION, "Bearer not-the-secret".parse().unwrap());
-            let response = app.oneshot(request).await.unwrap();
-            assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
-        })
-        .await;
-        let line = logs
-            .lines()
-            .find(|line| line.contains("webhook delivery rejected"))
-            .unwrap_or_else(|| panic!("no delivery line in {logs}"));
+        let mut request = sample().build();
+        request
+            .headers_mut()
+            .insert(AUTHORIZATION, "Bearer not-the-secret".parse().unwrap());
+        let logs = logs_of(request, StatusCode::UNAUTHORIZED).await;
+        let line = delivery_line(&logs, "webhook delivery rejected");
         assert!(line.contains(" WARN "), "{line}");
         assert!(line.contains("outcome=\"invalid_token\""), "{line}");
         assert!(line.contains("status=401"), "{line}");
