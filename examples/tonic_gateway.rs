@@ -17,22 +17,20 @@ use std::error::Error;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use examples::{WEBHOOK_PATH, init_logging, listen_addr, shutdown_signal, tonic_gateway};
+use examples::{WEBHOOK_PATH, init_logging, listen_addr, shutdown_signal, startup, tonic_gateway};
 use polytomic_webhook::prelude::*;
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn Error>> {
     init_logging();
-    let secret = std::env::var("POLYTOMIC_WEBHOOK_SECRET")
-        .map_err(|_| "set POLYTOMIC_WEBHOOK_SECRET to the webhook connection's secret")?;
-    let layer =
-        PolytomicWebhookLayer::new(PolytomicWebhookConfig::default().secret(Secret::new(secret)?))?;
+    let secret = startup::required_secret_var(startup::SECRET_VAR)?;
+    let layer = PolytomicWebhookLayer::new(PolytomicWebhookConfig::default().secret(secret))?;
     let (app, _health) = tonic_gateway(
         layer,
         Arc::new(|batch| tracing::info!(records = batch.len(), "stored a batch")),
     );
 
-    let listener = examples::startup::bind(listen_addr()?).await?;
+    let listener = startup::bind(listen_addr()?).await?;
     let addr = listener.local_addr()?;
     tracing::info!("gRPC and http://{addr}{WEBHOOK_PATH} on one port");
     axum::serve(

@@ -118,9 +118,9 @@ pub fn secret_var(name: &str) -> Result<Option<Secret>, StartupError> {
     match Secret::new(value) {
         Ok(secret) => Ok(Some(secret)),
         Err(InvalidSecret::Empty) => Err(StartupError(format!(
-            "{name} is set but empty (or only spaces). Expected the Secret of the Polytomic webhook connection. \
-             Fix: set {name} to that secret, or unset it (where the example allows it) to try \
-             the example with a made-up one."
+            "{name} is set but empty (or only spaces). Expected the Secret of the Polytomic \
+             webhook connection. Fix: set {name} to that secret (the receiver example makes one \
+             up for a trial when the variable is not set at all)."
         ))),
         Err(error) => Err(StartupError(format!(
             "{name} (value not shown) is not a usable secret: {error}. Expected the Secret of \
@@ -129,6 +129,16 @@ pub fn secret_var(name: &str) -> Result<Option<Secret>, StartupError> {
              and enter it in Polytomic too."
         ))),
     }
+}
+
+/// The secret in the variable `name`, which must be set (see [`secret_var`]).
+pub fn required_secret_var(name: &str) -> Result<Secret, StartupError> {
+    secret_var(name)?.ok_or_else(|| {
+        StartupError(format!(
+            "{name} is not set. Expected the Secret of the Polytomic webhook connection. Fix: \
+             set {name} to that secret."
+        ))
+    })
 }
 
 /// Binds `addr`, explaining the usual failures: the port is taken, needs privileges, or the
@@ -191,6 +201,18 @@ mod tests {
                 "{message}"
             );
         }
+    }
+
+    #[test]
+    fn a_required_secret_that_is_not_set_is_named() {
+        let name = "EXAMPLES_STARTUP_TEST_SECRET_NEVER_SET";
+        assert!(secret_var(name).unwrap().is_none());
+        let message = required_secret_var(name).unwrap_err().to_string();
+        assert!(
+            message.starts_with(&format!("{name} is not set.")),
+            "{message}"
+        );
+        assert!(message.contains(&format!("Fix: set {name}")), "{message}");
     }
 
     #[test]
