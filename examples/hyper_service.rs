@@ -4,11 +4,12 @@
 //! POLYTOMIC_WEBHOOK_SECRET=the-connection-secret cargo run --example hyper_service
 //! ```
 //!
-//! The server (`examples::serve_hyper`, in `src/lib.rs`) accepts connections itself and
-//! serves HTTP/1 and HTTP/2 with `hyper-util`'s auto builder. Per connection it records the
-//! peer address as a `PeerAddr` extension (hyper does not, and an allowlist needs it), then
-//! runs `PolytomicWebhookLayer` around a `service_fn` that buffers the decompressed body and
-//! calls `polytomic_webhook::event::parse_sync_records`. A refusal of the parser becomes its
+//! The server (`examples::serve_hyper`, in `src/lib.rs`) runs `PolytomicWebhookLayer` around a
+//! `service_fn` that buffers the decompressed body and calls
+//! `polytomic_webhook::event::parse_sync_records`. The library's `server::serve` loop serves it,
+//! HTTP/1 and HTTP/2 with `hyper-util`'s auto builder: per connection it records the peer
+//! address as a `PeerAddr` extension (hyper does not, and an allowlist needs it), and it closes
+//! a connection whose client does not send a request's headers within 10 seconds. A refusal of the parser becomes its
 //! response through `IntoResponse`, exactly as the axum extractor would answer.
 //!
 //! `POLYTOMIC_WEBHOOK_ADDR` sets the address (default `127.0.0.1:3000`); every path is the
@@ -31,7 +32,10 @@ async fn main() -> Result<(), Box<dyn Error>> {
     serve_hyper(
         listener,
         layer,
-        Arc::new(|batch| tracing::info!(records = batch.len(), "stored a batch")),
+        Arc::new(|batch| {
+            tracing::info!(records = batch.len(), "stored a batch");
+            Ok(())
+        }),
         shutdown_signal(),
     )
     .await;

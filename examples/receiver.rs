@@ -5,19 +5,24 @@
 //! cargo run --release --example receiver
 //! ```
 //!
-//! - `POLYTOMIC_WEBHOOK_SECRET`: the secret entered in the Polytomic webhook connection, or
-//!   several separated by commas while rotating. Unset, a random one is made up and printed to
+//! - `POLYTOMIC_WEBHOOK_SECRET`: the secret entered in the Polytomic webhook connection, one
+//!   secret taken whole (a comma is part of it). Unset, a random one is made up and printed to
 //!   stderr with a `curl` command that sends a sample delivery; set but empty, the example
 //!   refuses to start.
+//! - `POLYTOMIC_WEBHOOK_PREVIOUS_SECRET`: while rotating, the secret being replaced, accepted
+//!   too until it is removed. Set but empty, or set without `POLYTOMIC_WEBHOOK_SECRET`, the
+//!   example refuses to start.
 //! - `POLYTOMIC_WEBHOOK_ADDR`: where to listen, `127.0.0.1:3000` by default.
 //! - `RUST_LOG`: log filter, `info` by default. Logs go to stderr, one line per delivery.
 //!
 //! Everything else uses the library defaults (timestamps up to five minutes old or one minute
 //! ahead, 32 MiB bodies, …). `POST /webhooks/polytomic` is behind the layer; `GET /healthz`
-//! answers 200 to anyone. Each accepted `sync.records` batch becomes exactly one compact JSON
+//! answers 200 to anyone. A client gets 10 seconds to send a request's headers before its
+//! connection is closed. Each accepted `sync.records` batch becomes exactly one compact JSON
 //! line on stdout (`{"id":…,"name":…,"records":[{"hash":…,"fields":{…}}],"metadata":{…}}`),
-//! flushed at once, so the output can be piped into another program. Ctrl-C or SIGTERM stops
-//! accepting connections and lets the requests in flight finish.
+//! flushed at once, so the output can be piped into another program. A batch that cannot be
+//! written (stdout closed or on a full device) is answered 503 `batch_not_stored`. Ctrl-C or
+//! SIGTERM stops accepting connections and lets the requests in flight finish.
 //!
 //! A setting it cannot use stops it at start-up with exit status 1 and one message on stderr
 //! that names the variable, shows the value (never the secret's), and says how to fix it.
@@ -28,8 +33,11 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use examples::startup::{self, SECRET_VAR};
-use examples::{Sink, WEBHOOK_PATH, init_logging, listen_addr, receiver_app, shutdown_signal};
+use examples::startup::{self, PREVIOUS_SECRET_VAR, SECRET_VAR};
+use examples::{
+    HEADER_READ_TIMEOUT, Sink, WEBHOOK_PATH, init_logging, listen_addr, receiver_app, serve,
+    shutdown_signal,
+};
 use polytomic_webhook::prelude::*;
 
 #[tokio::main]
@@ -58,51 +66,41 @@ async fn run() -> Result<(), Box<dyn Error>> {
     tracing::info!("listening on http://{addr}{WEBHOOK_PATH}");
 
     let app = receiver_app(layer, print_batch());
-    axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown_signal())
-    .await?;
+    serve(listener, app, HEADER_READ_TIMEOUT, shutdown_signal()).await;
     Ok(())
 }
 
 /// Writes each batch as one JSON line and flushes it, so a reader downstream sees it at once.
+/// A batch that cannot be written is answered 503 `batch_not_stored`, never acknowledged.
 fn print_batch() -> Sink {
     Arc::new(|batch| {
-        let line = match serde_json::to_string(batch) {
-            Ok(line) => line,
-            Err(error) => {
-                tracing::error!(%error, "cannot serialize a batch");
-                return;
-            }
-        };
+        let mut line = serde_json::to_vec(batch)?;
+        line.push(b'\n');
+        // One write of the whole line, so concurrent batches never interleave within a line.
         let mut stdout = std::io::stdout().lock();
-        if let Err(error) = writeln!(stdout, "{line}").and_then(|()| stdout.flush()) {
-            // The sender cannot fix a closed stdout; the delivery is still acknowledged.
-            tracing::error!(%error, "cannot write a batch to stdout");
-        }
+        stdout.write_all(&line)?;
+        stdout.flush()?;
+        Ok(())
     })
 }
 
 /// The configured secrets, or a freshly made-up one (returned too, so it can be shown).
+///
+/// Each variable holds exactly one secret: splitting on a separator would turn a secret that
+/// contains it into shorter ones, each of them accepted.
 fn secrets_from_env() -> Result<(SecretSet, Option<String>), Box<dyn Error>> {
-    // Checked whole first, so a blank or unusable value stops the example with a message
-    // naming the variable instead of falling back to a made-up secret.
-    if startup::secret_var(SECRET_VAR)?.is_some() {
-        let configured = std::env::var(SECRET_VAR).unwrap_or_default();
-        let mut secrets = configured
-            .split(',')
-            .map(str::trim)
-            .filter(|secret| !secret.is_empty())
-            .map(Secret::new);
-        if let Some(first) = secrets.next() {
-            let mut set = SecretSet::from(first?);
-            for secret in secrets {
-                set = set.with(secret?);
-            }
-            return Ok((set, None));
+    // Checked whole, so a blank or unusable value stops the example with a message naming
+    // the variable instead of falling back to a made-up secret.
+    let previous = startup::secret_var(PREVIOUS_SECRET_VAR)?;
+    if let Some(current) = startup::secret_var(SECRET_VAR)? {
+        let mut set = SecretSet::from(current);
+        if let Some(previous) = previous {
+            set = set.with(previous);
         }
+        return Ok((set, None));
+    }
+    if previous.is_some() {
+        return Err(startup::previous_without_current().into());
     }
     let mut bytes = [0u8; 24];
     getrandom::fill(&mut bytes).map_err(|error| format!("no random source: {error}"))?;

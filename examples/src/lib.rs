@@ -10,6 +10,9 @@
 //! - [`startup`]: the examples' settings from the environment, with start-up errors that say
 //!   how to fix them.
 //!
+//! All three are served by the library's [`serve`] loop (re-exported here), with
+//! [`HEADER_READ_TIMEOUT`] for request heads.
+//!
 //! Each server takes a [`Sink`], the application's part: what to do with an accepted batch.
 //! The examples print it; the tests record it.
 
@@ -34,15 +37,11 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use http::{Request, StatusCode};
 use http_body_util::BodyExt;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::service::TowerToHyperService;
 use polytomic_webhook::DeliveryBody;
-use polytomic_webhook::auth::PeerAddr;
 use polytomic_webhook::event::{EventRejection, parse_sync_records};
 use polytomic_webhook::prelude::*;
 use polytomic_webhook::problem::{BodyStats, Problem};
+pub use polytomic_webhook::server::{HEADER_READ_TIMEOUT, serve};
 use tokio::net::TcpListener;
 use tower::{ServiceBuilder, service_fn};
 use tower_http::catch_panic::CatchPanicLayer;
@@ -53,14 +52,21 @@ pub use startup::listen_addr;
 pub const WEBHOOK_PATH: &str = "/webhooks/polytomic";
 
 /// What the application does with each accepted batch. It runs after every check has passed
-/// and before the 200 answer is sent, so a batch that reached it has been acknowledged.
+/// and before the answer is sent: `Ok` is answered 200, an error (the batch could not be kept)
+/// 503 `batch_not_stored`, so a batch is acknowledged only once the sink has stored it.
 ///
 /// ```
 /// use std::sync::Arc;
 ///
-/// let sink: examples::Sink = Arc::new(|batch| eprintln!("{} records", batch.len()));
+/// let sink: examples::Sink = Arc::new(|batch| {
+///     eprintln!("{} records", batch.len());
+///     Ok(())
+/// });
 /// ```
-pub type Sink = Arc<dyn Fn(&SyncRecords) + Send + Sync>;
+pub type Sink = Arc<dyn Fn(&SyncRecords) -> Result<(), StoreError> + Send + Sync>;
+
+/// Why a [`Sink`] could not store a batch; it goes to the log, never to the sender.
+pub type StoreError = Box<dyn std::error::Error + Send + Sync>;
 
 /// The receiver: `POST /webhooks/polytomic` behind `layer`, `GET /healthz` without it.
 ///
@@ -69,8 +75,8 @@ pub type Sink = Arc<dyn Fn(&SyncRecords) + Send + Sync>;
 /// turns the panic into that answer inside the webhook layer, so the delivery's log line
 /// records the failure like any other outcome.
 ///
-/// Serve it with `into_make_service_with_connect_info::<SocketAddr>()` so an allowlist, when
-/// configured, can see the peer address.
+/// Serve it with [`serve`], which closes connections that are slow to send a request head and
+/// records each connection's peer address for an allowlist.
 ///
 /// ```
 /// use std::sync::Arc;
@@ -79,7 +85,7 @@ pub type Sink = Arc<dyn Fn(&SyncRecords) + Send + Sync>;
 /// let layer = PolytomicWebhookLayer::new(
 ///     PolytomicWebhookConfig::default().secret(Secret::new("the-connection-secret")?),
 /// )?;
-/// let app = examples::receiver_app(layer, Arc::new(|_batch| {}));
+/// let app = examples::receiver_app(layer, Arc::new(|_batch| Ok(())));
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub fn receiver_app(layer: PolytomicWebhookLayer, sink: Sink) -> Router {
@@ -121,9 +127,20 @@ fn handler_panicked(panic: &(dyn Any + Send)) -> Response {
 
 /// The handler runs only for a valid `sync.records` batch: every refusal has been answered by
 /// the layer or the extractor before.
-async fn receive(State(sink): State<Sink>, batch: SyncRecords) -> Ack {
-    sink(&batch);
-    Ack::from(&batch)
+async fn receive(State(sink): State<Sink>, batch: SyncRecords) -> Response {
+    store(&sink, &batch)
+}
+
+/// Hands the batch to the sink: 200 once it is stored, 503 `batch_not_stored` when it could not
+/// be, so that Polytomic counts the batch as failed rather than delivered.
+fn store(sink: &Sink, batch: &SyncRecords) -> Response {
+    match sink(batch) {
+        Ok(()) => Ack::from(batch).into_response(),
+        Err(error) => {
+            tracing::error!(%error, "cannot store a batch");
+            NotStored.into_response()
+        }
+    }
 }
 
 async fn healthz() -> &'static str {
@@ -131,8 +148,8 @@ async fn healthz() -> &'static str {
 }
 
 /// One router for gRPC and HTTP: the standard gRPC health service and the webhook route,
-/// the layer applied to the webhook route only. Serve it with `axum::serve`, which speaks
-/// HTTP/1 and HTTP/2 (gRPC's) on the same port.
+/// the layer applied to the webhook route only. Serve it with [`serve`], which speaks HTTP/1
+/// and HTTP/2 (gRPC's) on the same port.
 ///
 /// The returned reporter lets the application change what the health service answers;
 /// the overall status (service name `""`) starts as `SERVING`.
@@ -144,7 +161,7 @@ async fn healthz() -> &'static str {
 /// let layer = PolytomicWebhookLayer::new(
 ///     PolytomicWebhookConfig::default().secret(Secret::new("the-connection-secret")?),
 /// )?;
-/// let (app, _health) = examples::tonic_gateway(layer, Arc::new(|_batch| {}));
+/// let (app, _health) = examples::tonic_gateway(layer, Arc::new(|_batch| Ok(())));
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub fn tonic_gateway(
@@ -158,7 +175,9 @@ pub fn tonic_gateway(
 
 /// Serves `layer` around a plain `service_fn` with hyper, HTTP/1 and HTTP/2 (cleartext, prior
 /// knowledge) on the same port, until `shutdown` completes; then stops accepting and waits for
-/// the connections in flight to finish their requests.
+/// the connections in flight to finish their requests. The server loop is the library's
+/// [`serve`], the one every example uses: it gives clients [`HEADER_READ_TIMEOUT`] to send a
+/// request head and records each connection's peer for the allowlist.
 ///
 /// Every request reaching the `service_fn` has passed the layer's checks; its body is the
 /// decompressed one, and the layer attached the extractor's configuration as an extension.
@@ -168,44 +187,12 @@ pub async fn serve_hyper(
     sink: Sink,
     shutdown: impl Future<Output = ()>,
 ) {
-    let graceful = GracefulShutdown::new();
-    let server = auto::Builder::new(TokioExecutor::new());
-    let mut shutdown = std::pin::pin!(shutdown);
-    loop {
-        let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
-            () = &mut shutdown => break,
-        };
-        let (stream, remote) = match accepted {
-            Ok(accepted) => accepted,
-            Err(error) => {
-                // Out of file descriptors, say: not fatal, but retrying at once would spin.
-                tracing::warn!(%error, "cannot accept a connection");
-                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        let sink = Arc::clone(&sink);
-        let service = ServiceBuilder::new()
-            // hyper does not tell a service who is on the other end; the allowlist needs it.
-            .map_request(move |mut request: Request<_>| {
-                request.extensions_mut().insert(PeerAddr(remote));
-                request
-            })
-            .layer(layer.clone())
-            .service(service_fn(move |request| {
-                handle(Arc::clone(&sink), request)
-            }));
-        let connection =
-            server.serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
-        let connection = graceful.watch(connection.into_owned());
-        tokio::spawn(async move {
-            if let Err(error) = connection.await {
-                tracing::debug!(%error, %remote, "connection ended with an error");
-            }
-        });
-    }
-    graceful.shutdown().await;
+    let service = ServiceBuilder::new()
+        .layer(layer)
+        .service(service_fn(move |request| {
+            handle(Arc::clone(&sink), request)
+        }));
+    serve(listener, service, HEADER_READ_TIMEOUT, shutdown).await;
 }
 
 /// The hyper service's handler: buffer the (already decompressed) body, then the extractor
@@ -228,10 +215,7 @@ where
         }
     };
     Ok(match parse_sync_records(&body, &config) {
-        Ok(batch) => {
-            sink(&batch);
-            Ack::from(&batch).into_response()
-        }
+        Ok(batch) => store(&sink, &batch),
         Err(rejection) => rejection.into_response(),
     })
 }

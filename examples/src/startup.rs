@@ -16,6 +16,9 @@ pub const ADDR_VAR: &str = "POLYTOMIC_WEBHOOK_ADDR";
 /// The variable holding the webhook connection's secret.
 pub const SECRET_VAR: &str = "POLYTOMIC_WEBHOOK_SECRET";
 
+/// The variable holding, while rotating, the connection's previous secret.
+pub const PREVIOUS_SECRET_VAR: &str = "POLYTOMIC_WEBHOOK_PREVIOUS_SECRET";
+
 /// Where the examples listen when [`ADDR_VAR`] is unset.
 pub const DEFAULT_ADDR: SocketAddr =
     SocketAddr::new(IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 3000);
@@ -93,9 +96,10 @@ pub fn parse_listen_addr(value: &str) -> Result<SocketAddr, StartupError> {
     )))
 }
 
-/// The secret in the variable `name`; `None` when it is not set at all. A variable that is
-/// set but empty is an error: a deployment whose secret came out blank must not start with
-/// some other secret. The error never contains the value.
+/// The secret in the variable `name`, taken whole (a comma is part of it); `None` when it is
+/// not set at all. A variable that is set but empty is an error: a deployment whose secret
+/// came out blank must not start with some other secret, or without the previous secret it
+/// meant to keep accepting. The error never contains the value.
 ///
 /// ```
 /// // Unset: no secret, and no error.
@@ -117,6 +121,11 @@ pub fn secret_var(name: &str) -> Result<Option<Secret>, StartupError> {
     };
     match Secret::new(value) {
         Ok(secret) => Ok(Some(secret)),
+        Err(InvalidSecret::Empty) if name == PREVIOUS_SECRET_VAR => Err(StartupError(format!(
+            "{name} is set but empty (or only spaces). Expected, while rotating, the secret \
+             being replaced (the new one goes in {SECRET_VAR}). Fix: set {name} to the previous \
+             secret, or unset it when no rotation is under way."
+        ))),
         Err(InvalidSecret::Empty) => Err(StartupError(format!(
             "{name} is set but empty (or only spaces). Expected the Secret of the Polytomic \
              webhook connection. Fix: set {name} to that secret (the receiver example makes one \
@@ -139,6 +148,16 @@ pub fn required_secret_var(name: &str) -> Result<Secret, StartupError> {
              set {name} to that secret."
         ))
     })
+}
+
+/// The error for [`PREVIOUS_SECRET_VAR`] set while [`SECRET_VAR`] is not: a previous secret
+/// alone would make the example start with a made-up current one.
+pub fn previous_without_current() -> StartupError {
+    StartupError(format!(
+        "{PREVIOUS_SECRET_VAR} is set but {SECRET_VAR} is not. Expected {SECRET_VAR} to hold \
+         the connection's current secret and {PREVIOUS_SECRET_VAR} the one being replaced. \
+         Fix: set {SECRET_VAR} to the current secret, or unset {PREVIOUS_SECRET_VAR}."
+    ))
 }
 
 /// Binds `addr`, explaining the usual failures: the port is taken, needs privileges, or the

@@ -146,3 +146,17 @@ async fn the_hyper_service_answers_refused_large_bodies_without_resetting() {
     }
     assert_eq!(server.received.take().len(), 20);
 }
+
+/// A client that sends half a request head and then nothing: each example server closes the
+/// connection once the header-read timeout has passed, instead of holding it open.
+#[tokio::test]
+async fn every_server_closes_a_connection_that_sent_half_its_headers() {
+    let axum = start_axum(config()).await.addr;
+    let tonic = start_tonic(config()).await.addr;
+    let hyper = start_hyper(config()).await.addr;
+    tokio::join!(
+        assert_half_a_head_is_cut_off(axum, "axum"),
+        assert_half_a_head_is_cut_off(tonic, "tonic"),
+        assert_half_a_head_is_cut_off(hyper, "hyper"),
+    );
+}

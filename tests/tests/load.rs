@@ -216,7 +216,7 @@ async fn ten_thousand_mixed_deliveries_from_200_clients_lose_and_duplicate_nothi
             .map(|record| {
                 (
                     record.hash().as_str().to_owned(),
-                    Value::Object(record.fields().clone()),
+                    record.fields().deserialize_as::<Value>().unwrap(),
                 )
             })
             .collect();

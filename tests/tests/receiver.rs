@@ -1,4 +1,4 @@
-//! The receiver's router (the `receiver` example's app) served by `axum::serve` on
+//! The receiver's router (the `receiver` example's app) served as the example serves it on
 //! `127.0.0.1:0`, driven by hyper's client over TCP.
 
 #![allow(clippy::unwrap_used)] // Test code: a failed unwrap is a failed test.

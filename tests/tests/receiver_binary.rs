@@ -34,18 +34,29 @@ impl Drop for Receiver {
     }
 }
 
+/// The receiver example with `secret`, on a free port, stdout and stderr piped; adjust it before
+/// [`Receiver::spawn`].
+fn receiver_command(secret: &str) -> Command {
+    let mut command = Command::new(example_binary("receiver"));
+    command
+        .env("POLYTOMIC_WEBHOOK_SECRET", secret)
+        .env_remove("POLYTOMIC_WEBHOOK_PREVIOUS_SECRET")
+        // Port 0: the receiver picks a free port and logs it, so there is no race for one.
+        .env("POLYTOMIC_WEBHOOK_ADDR", "127.0.0.1:0")
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    command
+}
+
 impl Receiver {
-    fn start(secrets: &str) -> Self {
-        let mut child = Command::new(example_binary("receiver"))
-            .env("POLYTOMIC_WEBHOOK_SECRET", secrets)
-            // Port 0: the receiver picks a free port and logs it, so there is no race for one.
-            .env("POLYTOMIC_WEBHOOK_ADDR", "127.0.0.1:0")
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+    fn start(secret: &str) -> Self {
+        Self::spawn(&mut receiver_command(secret))
+    }
+
+    fn spawn(command: &mut Command) -> Self {
+        let mut child = command.spawn().unwrap();
         let (lines, stderr) = mpsc::channel();
         let reader = BufReader::new(child.stderr.take().unwrap());
         let stderr_reader = std::thread::spawn(move || {
@@ -105,7 +116,9 @@ impl Receiver {
 #[tokio::test]
 async fn the_receiver_prints_one_line_per_accepted_delivery_and_nothing_else() {
     // Two secrets, as while rotating: both are accepted.
-    let receiver = Receiver::start(&format!("previous-secret, {SECRET}"));
+    let receiver = Receiver::spawn(
+        receiver_command(SECRET).env("POLYTOMIC_WEBHOOK_PREVIOUS_SECRET", "previous-secret"),
+    );
     let addr = receiver.addr;
 
     let health = Request::get("/healthz")
@@ -274,4 +287,62 @@ async fn sigterm_lets_the_delivery_in_flight_finish() {
     let batch: serde_json::Value = serde_json::from_str(stdout.trim_end()).unwrap();
     assert_eq!(batch["id"], SYNC_ID);
     assert_eq!(batch["records"].as_array().unwrap().len(), 2);
+}
+
+/// A delivery with `Authorization: Bearer {token}`, answered by the receiver at `addr`.
+async fn send_with_token(addr: SocketAddr, token: &str) -> Reply {
+    let authorization = HeaderValue::from_str(&format!("Bearer {token}")).unwrap();
+    let delivery = request(
+        addr,
+        Version::HTTP_11,
+        full(gzip(&sample_body())),
+        |headers| {
+            headers.insert(AUTHORIZATION, authorization);
+        },
+    );
+    send(addr, delivery).await
+}
+
+/// `POLYTOMIC_WEBHOOK_SECRET` is one secret even with a comma in it; the previous secret of a
+/// rotation has a variable of its own.
+#[tokio::test]
+async fn a_comma_is_part_of_the_secret_and_the_previous_secret_has_its_own_variable() {
+    let receiver = Receiver::spawn(
+        receiver_command("alpha,beta").env("POLYTOMIC_WEBHOOK_PREVIOUS_SECRET", SECRET),
+    );
+    let addr = receiver.addr;
+    for token in ["alpha", "beta"] {
+        send_with_token(addr, token)
+            .await
+            .assert_problem(StatusCode::UNAUTHORIZED, "invalid_token");
+    }
+    send_with_token(addr, "alpha,beta").await.assert_accepted(2);
+    send_with_token(addr, SECRET).await.assert_accepted(2);
+    let (stdout, _) = receiver.terminate();
+    assert_eq!(stdout.lines().count(), 2, "{stdout}");
+}
+
+/// Stdout on a full device: the batch cannot be printed, so it is answered 503
+/// `batch_not_stored` rather than acknowledged, and the receiver keeps running.
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn a_batch_it_cannot_print_is_answered_503_batch_not_stored() {
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .unwrap();
+    let receiver = Receiver::spawn(receiver_command(SECRET).stdout(full));
+    for _ in 0..2 {
+        send(receiver.addr, sample(receiver.addr, Version::HTTP_11))
+            .await
+            .assert_problem(StatusCode::SERVICE_UNAVAILABLE, "batch_not_stored");
+    }
+}
+
+/// Half a request head and then nothing: the receiver closes the connection once its
+/// header-read timeout has passed, instead of holding it open.
+#[tokio::test]
+async fn a_connection_that_sent_half_its_headers_is_closed() {
+    let receiver = Receiver::start(SECRET);
+    assert_half_a_head_is_cut_off(receiver.addr, "receiver").await;
 }

@@ -14,9 +14,15 @@ use support::{SECRET, example_binary};
 /// Runs the receiver with `env` and returns its stderr, asserting that it exits with status 1
 /// by itself (a generous bound: one that started serving instead would never exit).
 fn refuses_to_start(env: &[(&str, &str)]) -> String {
+    refuses_to_start_without(env, &[])
+}
+
+/// [`refuses_to_start`] with the variables `unset` removed from the environment.
+fn refuses_to_start_without(env: &[(&str, &str)], unset: &[&str]) -> String {
     let mut command = Command::new(example_binary("receiver"));
     command
         .env("POLYTOMIC_WEBHOOK_SECRET", SECRET)
+        .env_remove("POLYTOMIC_WEBHOOK_PREVIOUS_SECRET")
         .env("POLYTOMIC_WEBHOOK_ADDR", "127.0.0.1:0")
         .env("RUST_LOG", "info")
         .stdin(Stdio::null())
@@ -24,6 +30,9 @@ fn refuses_to_start(env: &[(&str, &str)]) -> String {
         .stderr(Stdio::piped());
     for (name, value) in env {
         command.env(name, value);
+    }
+    for name in unset {
+        command.env_remove(name);
     }
     let mut child = command.spawn().unwrap();
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -141,4 +150,35 @@ fn a_set_but_empty_secret_is_an_error() {
         );
         assert!(!stderr.contains("random secret"), "{stderr}");
     }
+}
+
+/// The previous secret follows the same rule: set but blank is a mistake, not "no rotation".
+#[test]
+fn a_set_but_empty_previous_secret_is_an_error() {
+    let stderr = refuses_to_start(&[("POLYTOMIC_WEBHOOK_PREVIOUS_SECRET", " ")]);
+    assert_says(
+        &stderr,
+        &[
+            "POLYTOMIC_WEBHOOK_PREVIOUS_SECRET is set but empty (or only spaces)",
+            "Fix: set POLYTOMIC_WEBHOOK_PREVIOUS_SECRET to the previous secret, or unset it",
+        ],
+    );
+}
+
+#[test]
+fn a_previous_secret_without_a_current_one_is_explained_without_its_value() {
+    // Unset, not blank: without the previous secret the receiver would make up a current one.
+    let stderr = refuses_to_start_without(
+        &[("POLYTOMIC_WEBHOOK_PREVIOUS_SECRET", "old-secret-value")],
+        &["POLYTOMIC_WEBHOOK_SECRET"],
+    );
+    assert_says(
+        &stderr,
+        &[
+            "POLYTOMIC_WEBHOOK_PREVIOUS_SECRET is set but POLYTOMIC_WEBHOOK_SECRET is not",
+            "Fix: set POLYTOMIC_WEBHOOK_SECRET to the current secret",
+        ],
+    );
+    assert!(!stderr.contains("old-secret-value"), "{stderr}");
+    assert!(!stderr.contains("random secret"), "{stderr}");
 }

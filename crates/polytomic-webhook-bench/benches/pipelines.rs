@@ -8,9 +8,8 @@
 use std::hint::black_box;
 
 use criterion::{BatchSize, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use polytomic_webhook::event::Fields;
 use polytomic_webhook_bench::payload::{Payload, SIZES};
-use polytomic_webhook_bench::pipelines::{Contact, Pipeline, SECRET, floor, pipelines, request};
+use polytomic_webhook_bench::pipelines::{Pipeline, SECRET, pipelines, request};
 
 fn bench(c: &mut Criterion) {
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -32,21 +31,19 @@ fn bench(c: &mut Criterion) {
         }
         for pipeline in Pipeline::ALL {
             let id = BenchmarkId::from_parameter(pipeline.name());
-            match pipeline {
-                Pipeline::Floor => group.bench_function(id, |b| {
-                    b.iter(|| floor::<Fields>(black_box(&payload.gzip)));
-                }),
-                Pipeline::FloorTyped => group.bench_function(id, |b| {
-                    b.iter(|| floor::<Contact>(black_box(&payload.gzip)));
-                }),
-                _ => group.bench_function(id, |b| {
+            if pipeline.is_http() {
+                group.bench_function(id, |b| {
                     b.iter_batched(
                         || request(&payload.gzip, SECRET),
                         |request| runtime.block_on(pipelines.call(pipeline, request)),
                         BatchSize::SmallInput,
                     );
-                }),
-            };
+                });
+            } else {
+                group.bench_function(id, |b| {
+                    b.iter(|| pipeline.run_floor(black_box(&payload.gzip)));
+                });
+            }
         }
         group.finish();
     }

@@ -87,18 +87,43 @@ pub async fn send(router: &Router, bomb: &Bytes, frame: Option<usize>) -> BombRu
     if let Some(frame) = frame {
         *request.body_mut() = axum::body::Body::new(Chunked::new(bomb.clone(), frame));
     }
+    let measured = measure(async {
+        match router.clone().oneshot(request).await {
+            Ok(response) => response.status(),
+            Err(never) => match never {},
+        }
+    })
+    .await;
+    BombRun {
+        status: measured.output,
+        elapsed: measured.elapsed,
+        peak_heap: measured.peak_heap,
+    }
+}
+
+/// What running a future produced and cost.
+#[derive(Clone, Copy, Debug)]
+pub struct Measured<T> {
+    /// The future's output.
+    pub output: T,
+    /// From the first poll to the output.
+    pub elapsed: Duration,
+    /// Peak heap above what was in use before the first poll, in bytes.
+    pub peak_heap: usize,
+}
+
+/// Runs `future` to completion and measures its time and peak heap. The peak counts every
+/// thread's allocations, so nothing else should run meanwhile.
+pub async fn measure<F: Future>(future: F) -> Measured<F::Output> {
     let heap = PeakAlloc;
     let before = heap.current_usage();
     heap.reset_peak_usage();
     let started = Instant::now();
-    let status = match router.clone().oneshot(request).await {
-        Ok(response) => response.status(),
-        Err(never) => match never {},
-    };
+    let output = future.await;
     let elapsed = started.elapsed();
     let peak_heap = heap.peak_usage().saturating_sub(before);
-    BombRun {
-        status,
+    Measured {
+        output,
         elapsed,
         peak_heap,
     }

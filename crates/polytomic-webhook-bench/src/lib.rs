@@ -5,12 +5,13 @@
 //!
 //! - `cargo bench -p polytomic-webhook-bench`: Criterion, one pipeline at a time;
 //! - `cargo run --release -p polytomic-webhook-bench --bin report`: every pipeline interleaved
-//!   in one process (the ratios to trust on a shared machine), the decompression-bomb cost and
-//!   the loopback server throughput.
+//!   in one process (the ratios to trust on a shared machine), the decompression-bomb cost, the
+//!   heap of hostile body shapes and the loopback server throughput.
 
 #![forbid(unsafe_code)]
 
 pub mod bomb;
+pub mod hostile;
 pub mod payload;
 pub mod pipelines;
 pub mod server;

@@ -22,11 +22,14 @@ use polytomic_webhook::DeliveryBody;
 use polytomic_webhook::PolytomicWebhookLayer;
 use polytomic_webhook::auth::FixedClock;
 use polytomic_webhook::event::rejection::EventRejection;
-use polytomic_webhook::event::{Ack, EventConfig, Fields, Record, SyncRecords, parse_sync_records};
+use polytomic_webhook::event::{
+    Ack, EventConfig, Fields, RawFields, Record, SyncRecords, parse_sync_records,
+};
 use polytomic_webhook::prelude::{PolytomicWebhookConfig, Secret};
 use polytomic_webhook::problem::BodyStats;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use tower::{Layer, Service, ServiceExt, service_fn};
 use tower_http::decompression::RequestDecompressionLayer;
@@ -68,6 +71,43 @@ pub struct Batch<T = Fields> {
     pub metadata: Map<String, Value>,
 }
 
+/// The borrowed serde shape of a delivery, for [`Pipeline::FloorRaw`]: every string and each
+/// record's `fields` a view into the inflated body, as cheap as a parse that keeps the records
+/// can be.
+#[derive(Debug, Deserialize)]
+pub struct RawEnvelope<'a> {
+    /// `sync.records`.
+    pub event: &'a str,
+    /// The batch.
+    #[serde(borrow)]
+    pub object: RawBatch<'a>,
+}
+
+/// The `object` of [`RawEnvelope`].
+#[derive(Debug, Deserialize)]
+pub struct RawBatch<'a> {
+    /// The sync id.
+    pub id: &'a str,
+    /// The sync name.
+    pub name: &'a str,
+    /// The records.
+    #[serde(borrow)]
+    pub records: Vec<RawRecord<'a>>,
+    /// The sync's metadata, as its JSON text.
+    #[serde(borrow, default)]
+    pub metadata: Option<&'a RawValue>,
+}
+
+/// One record of [`RawBatch`].
+#[derive(Debug, Deserialize)]
+pub struct RawRecord<'a> {
+    /// The record's hash.
+    pub hash: &'a str,
+    /// The record's fields, as their JSON text.
+    #[serde(borrow)]
+    pub fields: &'a RawValue,
+}
+
 /// A typed record, for the `*_typed` pipelines: what a receiver that knows its sync would write.
 #[derive(Debug, Deserialize)]
 #[allow(dead_code)] // Only deserialized: the point is the cost of building it.
@@ -92,6 +132,9 @@ pub struct Contact {
 pub enum Pipeline {
     /// flate2 into a `Vec`, then `serde_json::from_slice` into [`Envelope`]: no HTTP at all.
     Floor,
+    /// [`Pipeline::Floor`] into [`RawEnvelope`]: strings and `fields` borrowed from the
+    /// inflated body.
+    FloorRaw,
     /// [`Pipeline::Floor`] with [`Contact`] records.
     FloorTyped,
     /// axum `Router` + tower-http `RequestDecompressionLayer` + raised `DefaultBodyLimit` +
@@ -99,6 +142,8 @@ pub enum Pipeline {
     Baseline,
     /// axum `Router` + `PolytomicWebhookLayer` + `SyncRecords<Fields>`.
     OursAxum,
+    /// [`Pipeline::OursAxum`] with the default `SyncRecords` (`SyncRecords<RawFields>`).
+    OursRaw,
     /// [`Pipeline::OursAxum`] with `SyncRecords<Contact>`.
     OursTyped,
     /// `PolytomicWebhookLayer` around a `tower::service_fn` calling `parse_sync_records`.
@@ -107,11 +152,13 @@ pub enum Pipeline {
 
 impl Pipeline {
     /// Every pipeline, in report order.
-    pub const ALL: [Self; 6] = [
+    pub const ALL: [Self; 8] = [
         Self::Floor,
+        Self::FloorRaw,
         Self::FloorTyped,
         Self::Baseline,
         Self::OursAxum,
+        Self::OursRaw,
         Self::OursTyped,
         Self::OursTower,
     ];
@@ -120,9 +167,11 @@ impl Pipeline {
     pub fn name(self) -> &'static str {
         match self {
             Self::Floor => "floor",
+            Self::FloorRaw => "floor_raw",
             Self::FloorTyped => "floor_typed",
             Self::Baseline => "baseline",
             Self::OursAxum => "ours_axum",
+            Self::OursRaw => "ours_raw",
             Self::OursTyped => "ours_typed",
             Self::OursTower => "ours_tower",
         }
@@ -130,7 +179,27 @@ impl Pipeline {
 
     /// Whether the pipeline takes an HTTP request (every one but the floors).
     pub fn is_http(self) -> bool {
-        !matches!(self, Self::Floor | Self::FloorTyped)
+        !matches!(self, Self::Floor | Self::FloorRaw | Self::FloorTyped)
+    }
+
+    /// The floor this pipeline is compared with: the one that builds the same records.
+    pub fn own_floor(self) -> Self {
+        match self {
+            Self::FloorTyped | Self::OursTyped => Self::FloorTyped,
+            Self::FloorRaw | Self::OursRaw => Self::FloorRaw,
+            _ => Self::Floor,
+        }
+    }
+
+    /// Runs a floor pipeline on `gzip`: the record count, or why it failed (also for a
+    /// pipeline that is not a floor: those take an HTTP request).
+    pub fn run_floor(self, gzip: &[u8]) -> Result<usize, String> {
+        match self {
+            Self::Floor => floor::<Fields>(gzip),
+            Self::FloorRaw => floor_raw(gzip),
+            Self::FloorTyped => floor::<Contact>(gzip),
+            _ => Err(format!("{self} is not a floor: it takes an HTTP request")),
+        }
     }
 }
 
@@ -142,13 +211,26 @@ impl fmt::Display for Pipeline {
 
 /// The floor: inflate, then parse once. Returns the record count.
 pub fn floor<T: DeserializeOwned>(gzip: &[u8]) -> Result<usize, String> {
+    let json = inflate(gzip)?;
+    let envelope: Envelope<T> =
+        serde_json::from_slice(&json).map_err(|error| format!("parse: {error}"))?;
+    Ok(envelope.object.records.len())
+}
+
+/// The raw floor: inflate, then parse once into borrowed records. Returns the record count.
+pub fn floor_raw(gzip: &[u8]) -> Result<usize, String> {
+    let json = inflate(gzip)?;
+    let envelope: RawEnvelope<'_> =
+        serde_json::from_slice(&json).map_err(|error| format!("parse: {error}"))?;
+    Ok(envelope.object.records.len())
+}
+
+fn inflate(gzip: &[u8]) -> Result<Vec<u8>, String> {
     let mut json = Vec::new();
     flate2::read::GzDecoder::new(gzip)
         .read_to_end(&mut json)
         .map_err(|error| format!("inflate: {error}"))?;
-    let envelope: Envelope<T> =
-        serde_json::from_slice(&json).map_err(|error| format!("parse: {error}"))?;
-    Ok(envelope.object.records.len())
+    Ok(json)
 }
 
 /// The delivery request every HTTP pipeline receives, as Polytomic sends it.
@@ -185,7 +267,8 @@ async fn receive<T>(batch: SyncRecords<T>) -> Ack {
     Ack::from(&batch)
 }
 
-/// `ours_axum` (with `T = Fields`) and `ours_typed`: also the server throughput's receiver route.
+/// `ours_axum` (with `T = Fields`), `ours_raw` (`RawFields`) and `ours_typed`: also the server
+/// throughput's receiver route.
 pub fn ours_router<T: DeserializeOwned + Send + 'static>() -> Router {
     ours_router_with::<T>(our_layer())
 }
@@ -253,6 +336,7 @@ pub type HttpResponse = http::Response<axum::body::Body>;
 pub struct Pipelines<S> {
     baseline: Router,
     ours_axum: Router,
+    ours_raw: Router,
     ours_typed: Router,
     ours_tower: S,
 }
@@ -281,7 +365,9 @@ pub fn pipelines() -> Pipelines<
 > {
     Pipelines {
         baseline: baseline_router(),
+        // Named explicitly: `SyncRecords` alone now means `SyncRecords<RawFields>`.
         ours_axum: ours_router::<Fields>(),
+        ours_raw: ours_router::<RawFields>(),
         ours_typed: ours_router::<Contact>(),
         ours_tower: our_layer().layer(service_fn(tower_handler)),
     }
@@ -303,9 +389,10 @@ where
         match pipeline {
             Pipeline::Baseline => read(self.baseline.clone().oneshot(request).await).await,
             Pipeline::OursAxum => read(self.ours_axum.clone().oneshot(request).await).await,
+            Pipeline::OursRaw => read(self.ours_raw.clone().oneshot(request).await).await,
             Pipeline::OursTyped => read(self.ours_typed.clone().oneshot(request).await).await,
             Pipeline::OursTower => read(self.ours_tower.clone().oneshot(request).await).await,
-            Pipeline::Floor | Pipeline::FloorTyped => {
+            Pipeline::Floor | Pipeline::FloorRaw | Pipeline::FloorTyped => {
                 unreachable!("the floors take no HTTP request")
             }
         }
@@ -313,26 +400,23 @@ where
 
     /// Runs `payload` through `pipeline` once; the record count it accepted, or why it failed.
     pub async fn run(&self, pipeline: Pipeline, payload: &Payload) -> Result<usize, String> {
-        match pipeline {
-            Pipeline::Floor => floor::<Fields>(&payload.gzip),
-            Pipeline::FloorTyped => floor::<Contact>(&payload.gzip),
-            _ => {
-                let (status, body) = self.call(pipeline, request(&payload.gzip, SECRET)).await;
-                let body = body.unwrap_or_default();
-                if status != StatusCode::OK {
-                    return Err(format!(
-                        "{pipeline}: status {status}: {}",
-                        String::from_utf8_lossy(&body)
-                    ));
-                }
-                let ack: Value = serde_json::from_slice(&body)
-                    .map_err(|error| format!("{pipeline}: response body: {error}"))?;
-                ack["accepted"]
-                    .as_u64()
-                    .and_then(|n| usize::try_from(n).ok())
-                    .ok_or_else(|| format!("{pipeline}: no count in {ack}"))
-            }
+        if !pipeline.is_http() {
+            return pipeline.run_floor(&payload.gzip);
         }
+        let (status, body) = self.call(pipeline, request(&payload.gzip, SECRET)).await;
+        let body = body.unwrap_or_default();
+        if status != StatusCode::OK {
+            return Err(format!(
+                "{pipeline}: status {status}: {}",
+                String::from_utf8_lossy(&body)
+            ));
+        }
+        let ack: Value = serde_json::from_slice(&body)
+            .map_err(|error| format!("{pipeline}: response body: {error}"))?;
+        ack["accepted"]
+            .as_u64()
+            .and_then(|n| usize::try_from(n).ok())
+            .ok_or_else(|| format!("{pipeline}: no count in {ack}"))
     }
 
     /// Checks that `pipeline` really does the work: the valid delivery yields every record, and
@@ -358,7 +442,9 @@ where
 }
 
 /// Reads the response body, as a server writing it out would.
-async fn read<B>(response: Result<http::Response<B>, Infallible>) -> (StatusCode, Option<Bytes>)
+pub(crate) async fn read<B>(
+    response: Result<http::Response<B>, Infallible>,
+) -> (StatusCode, Option<Bytes>)
 where
     B: http_body::Body<Data = Bytes>,
     B::Error: fmt::Debug,
@@ -395,6 +481,27 @@ mod tests {
 
     #[test]
     fn the_floors_refuse_what_is_not_gzip() {
-        assert!(floor::<Fields>(&Payload::generate(1).json).is_err());
+        let json = Payload::generate(1).json;
+        let floors: Vec<Pipeline> = Pipeline::ALL.into_iter().filter(|p| !p.is_http()).collect();
+        assert_eq!(floors.len(), 3);
+        for pipeline in floors {
+            let error = pipeline.run_floor(&json).unwrap_err();
+            assert!(error.starts_with("inflate:"), "{pipeline}: {error}");
+        }
+    }
+
+    #[test]
+    fn an_http_pipeline_is_not_run_as_a_floor() {
+        let payload = Payload::generate(1);
+        assert!(Pipeline::OursRaw.run_floor(&payload.gzip).is_err());
+        assert_eq!(Pipeline::FloorRaw.run_floor(&payload.gzip), Ok(1));
+    }
+
+    #[test]
+    fn each_pipeline_is_compared_with_the_floor_that_builds_its_records() {
+        assert_eq!(Pipeline::OursRaw.own_floor(), Pipeline::FloorRaw);
+        assert_eq!(Pipeline::OursAxum.own_floor(), Pipeline::Floor);
+        assert_eq!(Pipeline::OursTower.own_floor(), Pipeline::Floor);
+        assert_eq!(Pipeline::OursTyped.own_floor(), Pipeline::FloorTyped);
     }
 }

@@ -1,5 +1,6 @@
 //! Reading records: JSON Lines or CSV, each record's fields as a JSON object.
 
+use std::collections::HashSet;
 use std::io::{self, BufRead};
 use std::path::Path;
 
@@ -105,6 +106,14 @@ fn read_csv(reader: impl BufRead) -> io::Result<Input> {
     if names.is_empty() {
         return Ok(input);
     }
+    // A JSON object keeps one value per name, so a second column of the same name would
+    // silently replace the first in every record.
+    if let Some(name) = first_duplicate(&names) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("the header row names the column `{name}` more than once"),
+        ));
+    }
     for row in csv.records() {
         match row {
             Ok(row) => {
@@ -119,6 +128,11 @@ fn read_csv(reader: impl BufRead) -> io::Result<Input> {
         }
     }
     Ok(input)
+}
+
+fn first_duplicate(names: &csv::StringRecord) -> Option<&str> {
+    let mut seen = HashSet::new();
+    names.iter().find(|name| !seen.insert(*name))
 }
 
 /// A CSV error as a bad line, or as an I/O error when the input could not be read at all.
@@ -172,6 +186,17 @@ mod tests {
             "{:?}",
             input.bad
         );
+    }
+
+    #[test]
+    fn csv_header_with_a_repeated_name_is_refused_naming_it() {
+        let error = read(
+            &b"id,email,name,email\n1,a@example.com,Ada,b@example.com\n"[..],
+            Format::Csv,
+        )
+        .unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::InvalidData);
+        assert!(error.to_string().contains("`email`"), "{error}");
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! polytomic-webhook serve --secret s3cret --out batches.jsonl
-//! polytomic-webhook send --url http://127.0.0.1:8080/ --secret s3cret contacts.csv
+//! polytomic-webhook send --url http://127.0.0.1:8080/webhooks/polytomic --secret s3cret contacts.csv
 //! polytomic-webhook sample
 //! ```
 //!
@@ -28,6 +28,10 @@ const EXIT_FAILED: u8 = 1;
 
 /// What the program prints after its own name in every message.
 const NAME: &str = "polytomic-webhook";
+
+/// Where `serve` listens and `sample` posts unless told otherwise: the path the receiver example
+/// and the README use too.
+const WEBHOOK_PATH: &str = "/webhooks/polytomic";
 
 /// The `User-Agent` of every delivery the tool sends or shows.
 const USER_AGENT: &str = concat!("polytomic-webhook-cli/", env!("CARGO_PKG_VERSION"));
@@ -57,7 +61,7 @@ fn batches(batches: u64, records: u64) -> String {
         accepted batch as one JSON line; `sample` prints a delivery and a curl command.",
     after_help = "Examples:\n  \
         polytomic-webhook serve --secret s3cret --out batches.jsonl\n  \
-        polytomic-webhook send --url http://127.0.0.1:8080/ --secret s3cret contacts.csv\n  \
+        polytomic-webhook send --url http://127.0.0.1:8080/webhooks/polytomic --secret s3cret contacts.csv\n  \
         polytomic-webhook sample --url https://example.com/webhooks/polytomic\n\n\
         Exit status: 0 all accepted; 1 a batch was refused or not delivered; 2 bad arguments or input."
 )]

@@ -24,7 +24,11 @@ use crate::{EXIT_FAILED, NAME, USER_AGENT};
 )]
 pub(crate) struct SampleArgs {
     /// The URL the curl command posts to.
-    #[arg(long, default_value = "http://127.0.0.1:8080/", value_name = "URL")]
+    #[arg(
+        long,
+        default_value = "http://127.0.0.1:8080/webhooks/polytomic",
+        value_name = "URL"
+    )]
     url: String,
 
     /// The secret written into the curl command; by default it reads

@@ -36,11 +36,11 @@ const LISTED_BAD_LINES: usize = 20;
         Input lines that are not records are listed with their line numbers and nothing is \
         sent, unless --skip-invalid is given. A summary goes to standard error at the end.",
     after_help = "Examples:\n  \
-        polytomic-webhook send --url http://127.0.0.1:8080/ --secret s3cret contacts.jsonl\n  \
+        polytomic-webhook send --url http://127.0.0.1:8080/webhooks/polytomic --secret s3cret contacts.jsonl\n  \
         polytomic-webhook send --url https://example.com/hook --secret s3cret --batch-size 500 \\\n      \
         --concurrency 4 --metadata team=growth --metadata env=staging contacts.csv\n  \
         printf '{\"email\":\"a@example.com\"}\\n' | POLYTOMIC_WEBHOOK_SECRET=s3cret \\\n      \
-        polytomic-webhook send --url http://127.0.0.1:8080/\n\n\
+        polytomic-webhook send --url http://127.0.0.1:8080/webhooks/polytomic\n\n\
         Exit status: 0 every batch accepted; 1 a batch was refused or could not be delivered; \
         2 bad arguments or input (nothing sent)."
 )]
@@ -190,6 +190,9 @@ pub(crate) async fn run(args: SendArgs) -> ExitCode {
     }
     let client = match reqwest::Client::builder()
         .timeout(Duration::from_secs(args.timeout))
+        // A redirected batch would be answered by whatever the new location is, not by the
+        // receiver: Polytomic does not follow redirects either, so a 3xx is a refusal.
+        .redirect(reqwest::redirect::Policy::none())
         .build()
     {
         Ok(client) => client,
@@ -330,10 +333,18 @@ async fn send_batch(
 }
 
 /// "HTTP 401 Unauthorized, code invalid_token: <detail>" from a refusal's status and problem
-/// body: the `detail` is the receiver's own explanation.
+/// body (the `detail` is the receiver's own explanation), or "HTTP 302 Found, Location:
+/// /landing" for a redirect, which is not followed.
 async fn refusal(response: reqwest::Response) -> String {
     let status = response.status();
     let mut reason = format!("HTTP {status}");
+    if status.is_redirection() {
+        let location = response.headers().get(reqwest::header::LOCATION);
+        let location = location.map_or("(none)", |value| {
+            value.to_str().unwrap_or("(not readable as text)")
+        });
+        let _ = write!(reason, ", Location: {location}");
+    }
     if let Ok(body) = response.bytes().await {
         if let Ok(problem) = serde_json::from_slice::<Value>(&body) {
             if let Some(code) = problem.get("code").and_then(Value::as_str) {

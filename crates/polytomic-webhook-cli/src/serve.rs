@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::fs::OpenOptions;
+use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -12,15 +12,15 @@ use std::time::Instant;
 
 use axum::Router;
 use axum::extract::State;
-use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use clap::Args;
 use polytomic_webhook::prelude::*;
-use polytomic_webhook::problem::{Problem, ProblemCode};
+use polytomic_webhook::problem::ProblemCode;
+use polytomic_webhook::server::{HEADER_READ_TIMEOUT, serve};
 use tower::util::MapResponseLayer;
 
-use crate::{EXIT_FAILED, EXIT_USAGE, NAME, batches, plural};
+use crate::{EXIT_FAILED, EXIT_USAGE, NAME, WEBHOOK_PATH, batches, plural};
 
 #[derive(Args)]
 #[command(
@@ -30,32 +30,51 @@ use crate::{EXIT_FAILED, EXIT_USAGE, NAME, batches, plural};
         timestamp window are checked before the body is read, gzip bodies are decoded within \
         limits, and each valid `sync.records` batch is appended to --out as one line \
         (`{\"id\":…,\"name\":…,\"records\":[{\"hash\":…,\"fields\":{…}}],\"metadata\":{…}}`) \
-        before it is acknowledged with 200. Refusals are problem+json answers. Prints \
+        before it is acknowledged with 200. A batch that cannot be written completely is \
+        answered 503 `batch_not_stored`, and a partial line is cut off again, so the file stays \
+        JSON Lines; --fsync also waits until the line is on disk. Refusals are problem+json \
+        answers; a client that takes over 10 seconds to send a request's headers is \
+        disconnected. Prints \
         `listening on http://ADDR` to standard error once bound, and a summary on Ctrl-C \
         (or SIGTERM).",
     after_help = "Examples:\n  \
         polytomic-webhook serve --secret s3cret\n  \
-        polytomic-webhook serve --secret s3cret --addr 0.0.0.0:8080 --path /webhooks/polytomic \\\n      \
-        --out batches.jsonl\n\n\
+        polytomic-webhook serve --secret s3cret --addr 0.0.0.0:8080 --out batches.jsonl\n  \
+        polytomic-webhook serve --secret new-secret --previous-secret old-secret\n\n\
         Exit status: 0 after Ctrl-C; 1 when the address cannot be bound or the output fails; \
         2 bad arguments."
 )]
 pub(crate) struct ServeArgs {
     /// The secret of the webhook connection; deliveries must present it as a bearer token.
+    /// The whole value is one secret: a comma is part of it, not a separator.
     #[arg(long, env = "POLYTOMIC_WEBHOOK_SECRET", hide_env_values = true)]
     secret: String,
+
+    /// While rotating: the connection's previous secret, accepted as well as --secret until
+    /// Polytomic uses the new one. One secret, verbatim, like --secret.
+    #[arg(
+        long,
+        env = "POLYTOMIC_WEBHOOK_PREVIOUS_SECRET",
+        hide_env_values = true,
+        value_name = "SECRET"
+    )]
+    previous_secret: Option<String>,
 
     /// The address to listen on (port 0 picks a free one).
     #[arg(long, default_value = "127.0.0.1:8080", value_name = "ADDR")]
     addr: SocketAddr,
 
     /// The path deliveries are POSTed to.
-    #[arg(long, default_value = "/", value_name = "PATH", value_parser = route_path)]
+    #[arg(long, default_value = WEBHOOK_PATH, value_name = "PATH", value_parser = route_path)]
     path: String,
 
     /// Append accepted batches to this file instead of standard output.
     #[arg(long, value_name = "FILE")]
     out: Option<PathBuf>,
+
+    /// Make each batch durable on disk (fsync) before answering 200; needs --out FILE.
+    #[arg(long)]
+    fsync: bool,
 }
 
 fn route_path(text: &str) -> Result<String, String> {
@@ -66,9 +85,96 @@ fn route_path(text: &str) -> Result<String, String> {
     }
 }
 
+/// --secret, and --previous-secret while rotating.
+fn secrets(args: &ServeArgs) -> Result<SecretSet, String> {
+    let current =
+        Secret::new(args.secret.as_str()).map_err(|error| format!("unusable --secret: {error}"))?;
+    let set = SecretSet::from(current);
+    match &args.previous_secret {
+        None => Ok(set),
+        Some(previous) => Secret::new(previous.as_str())
+            .map(|previous| set.with(previous))
+            .map_err(|error| format!("unusable --previous-secret: {error}")),
+    }
+}
+
 struct Receiver {
-    out: Mutex<Box<dyn Write + Send>>,
+    out: Mutex<Output>,
     counts: Mutex<Counts>,
+}
+
+/// A regular file that `serve` appends batches to. A trait so that tests can make writes fail
+/// halfway, as a full disk does.
+trait AppendFile: Write + Send {
+    /// The file's length now.
+    fn len(&self) -> io::Result<u64>;
+    /// Cuts the file back to `len` bytes.
+    fn set_len(&self, len: u64) -> io::Result<()>;
+    /// Waits until the written data is on disk.
+    fn sync_data(&self) -> io::Result<()>;
+}
+
+impl AppendFile for File {
+    fn len(&self) -> io::Result<u64> {
+        Ok(self.metadata()?.len())
+    }
+
+    fn set_len(&self, len: u64) -> io::Result<()> {
+        File::set_len(self, len)
+    }
+
+    fn sync_data(&self) -> io::Result<()> {
+        File::sync_data(self)
+    }
+}
+
+/// Where accepted batches go, one line each.
+enum Output {
+    /// A regular file. A line that is not completely written is cut off again, so every line
+    /// in the file is a whole batch; after a failure to cut it off, nothing more is written.
+    File {
+        file: Box<dyn AppendFile>,
+        fsync: bool,
+        broken: bool,
+    },
+    /// Standard output, a pipe or a device: a partial line cannot be taken back there.
+    Stream(Box<dyn Write + Send>),
+}
+
+impl Output {
+    /// Writes `line` (which ends in a newline) in one piece; `Ok` only when all of it is
+    /// written (and, with `fsync`, on disk).
+    fn append(&mut self, line: &[u8]) -> io::Result<()> {
+        match self {
+            Self::Stream(out) => out.write_all(line).and_then(|()| out.flush()),
+            Self::File {
+                file,
+                fsync,
+                broken,
+            } => {
+                if *broken {
+                    return Err(io::Error::other(
+                        "an earlier partly written batch could not be removed from the file",
+                    ));
+                }
+                let before = file.len()?;
+                let written = file
+                    .write_all(line)
+                    .and_then(|()| file.flush())
+                    .and_then(|()| if *fsync { file.sync_data() } else { Ok(()) });
+                if written.is_err() {
+                    if let Err(error) = file.set_len(before) {
+                        eprintln!(
+                            "{NAME}: cannot remove a partly written batch from the output \
+                             ({error}); refusing every further batch"
+                        );
+                        *broken = true;
+                    }
+                }
+                written
+            }
+        }
+    }
 }
 
 #[derive(Default)]
@@ -81,26 +187,22 @@ struct Counts {
 }
 
 pub(crate) async fn run(args: ServeArgs) -> ExitCode {
-    let secret = match Secret::new(args.secret.as_str()) {
-        Ok(secret) => secret,
-        Err(error) => {
-            eprintln!("{NAME}: unusable --secret: {error}");
+    let secrets = match secrets(&args) {
+        Ok(secrets) => secrets,
+        Err(message) => {
+            eprintln!("{NAME}: {message}");
             return ExitCode::from(EXIT_USAGE);
         }
     };
-    let out: Box<dyn Write + Send> = match &args.out {
-        Some(path) if path.as_os_str() != "-" => {
-            match OpenOptions::new().create(true).append(true).open(path) {
-                Ok(file) => Box::new(file),
-                Err(error) => {
-                    eprintln!("{NAME}: cannot open {}: {error}", path.display());
-                    return ExitCode::from(EXIT_FAILED);
-                }
-            }
+    let out = match open_output(&args) {
+        Ok(out) => out,
+        Err((message, status)) => {
+            eprintln!("{NAME}: {message}");
+            return ExitCode::from(status);
         }
-        _ => Box::new(io::stdout()),
     };
-    let layer = match PolytomicWebhookLayer::new(PolytomicWebhookConfig::default().secret(secret)) {
+    let layer = match PolytomicWebhookLayer::new(PolytomicWebhookConfig::default().secrets(secrets))
+    {
         Ok(layer) => layer,
         Err(error) => {
             eprintln!("{NAME}: {error}");
@@ -111,16 +213,7 @@ pub(crate) async fn run(args: ServeArgs) -> ExitCode {
         out: Mutex::new(out),
         counts: Mutex::new(Counts::default()),
     });
-    let counted = Arc::clone(&receiver);
-    let app = Router::new()
-        .route(&args.path, post(receive))
-        .with_state(Arc::clone(&receiver))
-        .layer(layer)
-        // Outermost, so it sees the layer's own refusals as well as the handler's answers.
-        .layer(MapResponseLayer::new(move |response: Response| {
-            counted.count_refusal(&response);
-            response
-        }));
+    let app = app(&receiver, &args.path, layer);
 
     let listener = match tokio::net::TcpListener::bind(args.addr).await {
         Ok(listener) => listener,
@@ -132,33 +225,65 @@ pub(crate) async fn run(args: ServeArgs) -> ExitCode {
     let bound = listener.local_addr().unwrap_or(args.addr);
     eprintln!("{NAME}: listening on http://{bound}{}", args.path);
     let started = Instant::now();
-    let served = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
-        .await;
+    serve(listener, app, HEADER_READ_TIMEOUT, shutdown_signal()).await;
     eprint!("{}", receiver.summary(started));
-    match served {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            eprintln!("{NAME}: the server failed: {error}");
-            ExitCode::from(EXIT_FAILED)
+    ExitCode::SUCCESS
+}
+
+/// The output --out names (standard output when absent or `-`), or the message and exit status
+/// for one that cannot be used.
+fn open_output(args: &ServeArgs) -> Result<Output, (String, u8)> {
+    let Some(path) = args.out.as_ref().filter(|path| path.as_os_str() != "-") else {
+        if args.fsync {
+            return Err(("--fsync needs --out FILE".to_owned(), EXIT_USAGE));
         }
+        return Ok(Output::Stream(Box::new(io::stdout())));
+    };
+    let opened = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .and_then(|file| Ok((file.metadata()?.is_file(), file)));
+    match opened {
+        Ok((true, file)) => Ok(Output::File {
+            file: Box::new(file),
+            fsync: args.fsync,
+            broken: false,
+        }),
+        Ok((false, _)) if args.fsync => Err((
+            format!(
+                "--fsync needs a regular file, and {} is not one",
+                path.display()
+            ),
+            EXIT_USAGE,
+        )),
+        Ok((false, file)) => Ok(Output::Stream(Box::new(file))),
+        Err(error) => Err((
+            format!("cannot open {}: {error}", path.display()),
+            EXIT_FAILED,
+        )),
     }
+}
+
+/// The webhook route behind `layer`, answering from `receiver`.
+fn app(receiver: &Arc<Receiver>, path: &str, layer: PolytomicWebhookLayer) -> Router {
+    let counted = Arc::clone(receiver);
+    Router::new()
+        .route(path, post(receive))
+        .with_state(Arc::clone(receiver))
+        .layer(layer)
+        // Outermost, so it sees the layer's own refusals as well as the handler's answers.
+        .layer(MapResponseLayer::new(move |response: Response| {
+            counted.count_refusal(&response);
+            response
+        }))
 }
 
 /// Writes the batch before answering, so a 200 means it is in the output.
 async fn receive(State(receiver): State<Arc<Receiver>>, batch: SyncRecords) -> Response {
-    let line = match serde_json::to_string(&batch) {
-        Ok(line) => line,
-        Err(error) => return output_failed(&error),
-    };
-    // A short blocking write under a lock: batches are small, and holding the lock keeps lines
-    // whole when deliveries arrive concurrently.
-    let written = {
-        let mut out = receiver.out.lock().unwrap_or_else(PoisonError::into_inner);
-        writeln!(out, "{line}").and_then(|()| out.flush())
-    };
-    if let Err(error) = written {
-        return output_failed(&error);
+    if let Err(error) = receiver.store(&batch) {
+        eprintln!("{NAME}: cannot write a batch: {error}");
+        return NotStored.into_response();
     }
     let mut counts = receiver
         .counts
@@ -171,17 +296,18 @@ async fn receive(State(receiver): State<Arc<Receiver>>, batch: SyncRecords) -> R
     response
 }
 
-fn output_failed(error: &dyn std::error::Error) -> Response {
-    eprintln!("{NAME}: cannot write a batch: {error}");
-    Problem::new(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "output_failed",
-        "the receiver could not store the batch",
-    )
-    .into_response()
-}
-
 impl Receiver {
+    /// Appends the batch as one line. A short blocking write under a lock: batches are small,
+    /// and holding the lock keeps lines whole when deliveries arrive concurrently.
+    fn store(&self, batch: &SyncRecords) -> io::Result<()> {
+        let mut line = serde_json::to_vec(batch)?;
+        line.push(b'\n');
+        self.out
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .append(&line)
+    }
+
     fn count_refusal(&self, response: &Response) {
         let mut counts = self.counts.lock().unwrap_or_else(PoisonError::into_inner);
         if response.status().is_success() {
@@ -247,5 +373,214 @@ async fn shutdown_signal() {
     tokio::select! {
         () = ctrl_c => {}
         () = terminate => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use axum::http::StatusCode;
+    use polytomic_webhook::testing::Delivery;
+    use serde_json::json;
+    use tower::ServiceExt as _;
+
+    use super::*;
+
+    const SECRET: &str = "serve-test-secret";
+
+    /// A file on a disk with room for `capacity` bytes: a write past it stores what fits and
+    /// then fails, as a full disk does.
+    #[derive(Clone)]
+    struct Disk(Arc<Mutex<DiskState>>);
+
+    struct DiskState {
+        data: Vec<u8>,
+        capacity: usize,
+        writes: usize,
+        /// The length of `data` at each successful `sync_data`.
+        synced: Vec<usize>,
+        sync_fails: bool,
+        set_len_fails: bool,
+    }
+
+    impl Disk {
+        fn new() -> Self {
+            Self(Arc::new(Mutex::new(DiskState {
+                data: Vec::new(),
+                capacity: usize::MAX,
+                writes: 0,
+                synced: Vec::new(),
+                sync_fails: false,
+                set_len_fails: false,
+            })))
+        }
+
+        fn state(&self) -> std::sync::MutexGuard<'_, DiskState> {
+            self.0.lock().unwrap()
+        }
+    }
+
+    impl Write for Disk {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            let mut disk = self.state();
+            disk.writes += 1;
+            let room = disk.capacity - disk.data.len();
+            if room == 0 {
+                return Err(io::Error::from(io::ErrorKind::StorageFull));
+            }
+            let len = buf.len().min(room);
+            disk.data.extend_from_slice(&buf[..len]);
+            Ok(len)
+        }
+
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl AppendFile for Disk {
+        fn len(&self) -> io::Result<u64> {
+            Ok(self.state().data.len() as u64)
+        }
+
+        fn set_len(&self, len: u64) -> io::Result<()> {
+            let mut disk = self.state();
+            if disk.set_len_fails {
+                return Err(io::Error::other("read-only now"));
+            }
+            disk.data.truncate(usize::try_from(len).unwrap());
+            Ok(())
+        }
+
+        fn sync_data(&self) -> io::Result<()> {
+            let mut disk = self.state();
+            if disk.sync_fails {
+                return Err(io::Error::other("the disk went away"));
+            }
+            let len = disk.data.len();
+            disk.synced.push(len);
+            Ok(())
+        }
+    }
+
+    fn receiver_on(disk: &Disk, fsync: bool) -> Router {
+        let receiver = Arc::new(Receiver {
+            out: Mutex::new(Output::File {
+                file: Box::new(disk.clone()),
+                fsync,
+                broken: false,
+            }),
+            counts: Mutex::new(Counts::default()),
+        });
+        let config = PolytomicWebhookConfig::default().secret(Secret::new(SECRET).unwrap());
+        app(
+            &receiver,
+            WEBHOOK_PATH,
+            PolytomicWebhookLayer::new(config).unwrap(),
+        )
+    }
+
+    /// Posts a one-record batch; the answer's status and problem code.
+    async fn post_batch(app: &Router, marker: &str) -> (StatusCode, Option<&'static str>) {
+        let request = Delivery::new()
+            .uri(WEBHOOK_PATH)
+            .secret(SECRET)
+            .record_json(json!({"marker": marker}))
+            .build();
+        let response = app.clone().oneshot(request).await.unwrap();
+        let code = response
+            .extensions()
+            .get::<ProblemCode>()
+            .map(ProblemCode::as_str);
+        (response.status(), code)
+    }
+
+    fn markers(data: &[u8]) -> Vec<String> {
+        std::str::from_utf8(data)
+            .unwrap()
+            .lines()
+            .map(|line| {
+                let batch: serde_json::Value = serde_json::from_str(line).unwrap();
+                batch["records"][0]["fields"]["marker"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned()
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_batch_that_does_not_fit_gets_503_and_is_cut_off_so_the_file_stays_json_lines() {
+        let disk = Disk::new();
+        let app = receiver_on(&disk, false);
+        assert_eq!(post_batch(&app, "first").await, (StatusCode::OK, None));
+        let (line_len, writes) = {
+            let state = disk.state();
+            (state.data.len(), state.writes)
+        };
+        // The line and its newline in one write: no crash can leave a line without its end.
+        assert_eq!(writes, 1);
+        assert_eq!(disk.state().data.last(), Some(&b'\n'));
+
+        // Room for half of the next line: part of it is written, then the disk is full.
+        disk.state().capacity = line_len + line_len / 2;
+        assert_eq!(
+            post_batch(&app, "too-big").await,
+            (StatusCode::SERVICE_UNAVAILABLE, Some("batch_not_stored"))
+        );
+        assert_eq!(
+            disk.state().data.len(),
+            line_len,
+            "the partial line was left"
+        );
+
+        disk.state().capacity = usize::MAX;
+        assert_eq!(post_batch(&app, "third").await, (StatusCode::OK, None));
+        assert_eq!(markers(&disk.state().data), ["first", "third"]);
+    }
+
+    #[tokio::test]
+    async fn fsync_makes_the_line_durable_before_the_200_and_a_failed_sync_is_503() {
+        let disk = Disk::new();
+        assert_eq!(
+            post_batch(&receiver_on(&disk, false), "unsynced").await.0,
+            StatusCode::OK
+        );
+        assert!(disk.state().synced.is_empty());
+
+        let app = receiver_on(&disk, true);
+        assert_eq!(post_batch(&app, "synced").await.0, StatusCode::OK);
+        let len = disk.state().data.len();
+        assert_eq!(disk.state().synced, [len]);
+
+        disk.state().sync_fails = true;
+        assert_eq!(
+            post_batch(&app, "lost").await,
+            (StatusCode::SERVICE_UNAVAILABLE, Some("batch_not_stored"))
+        );
+        assert_eq!(markers(&disk.state().data), ["unsynced", "synced"]);
+    }
+
+    #[tokio::test]
+    async fn a_partial_line_that_cannot_be_cut_off_stops_every_later_write() {
+        let disk = Disk::new();
+        let app = receiver_on(&disk, false);
+        {
+            let mut state = disk.state();
+            state.capacity = 10;
+            state.set_len_fails = true;
+        }
+        assert_eq!(
+            post_batch(&app, "partial").await.1,
+            Some("batch_not_stored")
+        );
+        disk.state().capacity = usize::MAX;
+        // Room again, but a line written now would be glued onto the partial one.
+        assert_eq!(
+            post_batch(&app, "glued?").await,
+            (StatusCode::SERVICE_UNAVAILABLE, Some("batch_not_stored"))
+        );
+        assert_eq!(disk.state().data.len(), 10);
     }
 }

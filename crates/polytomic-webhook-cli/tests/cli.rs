@@ -14,7 +14,7 @@ use std::thread::JoinHandle;
 
 use axum::Router;
 use axum::http::StatusCode;
-use axum::routing::post;
+use axum::routing::{any, post};
 use serde_json::Value;
 
 const SECRET: &str = "cli-test-secret";
@@ -22,7 +22,9 @@ const RECORDS: usize = 10_000;
 
 fn bin() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_polytomic-webhook"));
-    command.env_remove("POLYTOMIC_WEBHOOK_SECRET");
+    command
+        .env_remove("POLYTOMIC_WEBHOOK_SECRET")
+        .env_remove("POLYTOMIC_WEBHOOK_PREVIOUS_SECRET");
     command
 }
 
@@ -45,23 +47,22 @@ struct Serve {
 }
 
 impl Serve {
-    fn start(out: &std::path::Path) -> Self {
+    /// `serve --secret SECRET` on a free port, writing to `out`, with `extra` arguments.
+    fn start(out: &std::path::Path, extra: &[&str]) -> Self {
         let mut command = bin();
-        command
-            .args([
-                "serve",
-                "--secret",
-                SECRET,
-                "--addr",
-                "127.0.0.1:0",
-                "--out",
-            ])
-            .arg(out);
-        Self::spawn(command)
+        command.args(["serve", "--secret", SECRET]).args(extra);
+        Self::spawn(command, out)
     }
 
-    /// Starts `command` (a `serve` on port 0) and waits until it says where it listens.
-    fn spawn(mut command: Command) -> Self {
+    /// `command` (a `serve` without --addr and --out) on a free port, writing to `out`.
+    fn spawn(mut command: Command, out: &std::path::Path) -> Self {
+        command.args(["--addr", "127.0.0.1:0", "--out"]).arg(out);
+        Self::spawn_as_given(command)
+    }
+
+    /// Starts `command` (a `serve` on port 0, with its own --out) and waits until it says
+    /// where it listens.
+    fn spawn_as_given(mut command: Command) -> Self {
         let mut child = command
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -136,7 +137,7 @@ fn send_to_serve_delivers_every_record_exactly_once() {
     std::fs::write(&csv, text).unwrap();
 
     let out = dir.join("batches.jsonl");
-    let serve = Serve::start(&out);
+    let serve = Serve::start(&out, &[]);
     // (input, batch size, concurrency, body form)
     let runs = [
         (&jsonl, 1000, 4, "gzip"),
@@ -233,26 +234,31 @@ fn send_to_serve_delivers_every_record_exactly_once() {
 
 /// A receiver in this process that answers every POST with `status` and counts them.
 fn counting_server(status: StatusCode) -> (String, Arc<AtomicUsize>) {
+    let hits = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&hits);
+    let app = Router::new().fallback(post(move || {
+        counter.fetch_add(1, Ordering::SeqCst);
+        async move { (status, "boom") }
+    }));
+    (spawn_server(app), hits)
+}
+
+/// Serves `app` on a loopback port from a thread of its own; returns its base URL (`/`).
+fn spawn_server(app: Router) -> String {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     listener.set_nonblocking(true).unwrap();
     let addr: SocketAddr = listener.local_addr().unwrap();
-    let hits = Arc::new(AtomicUsize::new(0));
-    let counter = Arc::clone(&hits);
     std::thread::spawn(move || {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .unwrap();
         runtime.block_on(async move {
-            let app = Router::new().fallback(post(move || {
-                counter.fetch_add(1, Ordering::SeqCst);
-                async move { (status, "boom") }
-            }));
             let listener = tokio::net::TcpListener::from_std(listener).unwrap();
             axum::serve(listener, app).await.unwrap();
         });
     });
-    (format!("http://{addr}/"), hits)
+    format!("http://{addr}/")
 }
 
 fn jsonl_file(dir: &std::path::Path, records: usize) -> PathBuf {
@@ -396,6 +402,22 @@ fn every_command_has_help_with_an_example() {
 }
 
 #[test]
+fn serve_help_says_each_secret_is_taken_whole_and_how_to_rotate() {
+    let output = bin().args(["serve", "--help"]).output().unwrap();
+    let help = String::from_utf8(output.stdout).unwrap();
+    for expected in [
+        "POLYTOMIC_WEBHOOK_SECRET",
+        "comma",
+        "--previous-secret",
+        "POLYTOMIC_WEBHOOK_PREVIOUS_SECRET",
+        "batch_not_stored",
+        "--fsync",
+    ] {
+        assert!(help.contains(expected), "{expected} missing from {help}");
+    }
+}
+
+#[test]
 fn sample_prints_a_valid_delivery_and_a_curl_command() {
     let output = bin().args(["sample", "--body-only"]).output().unwrap();
     assert!(output.status.success());
@@ -474,6 +496,62 @@ fn https_against_a_plain_http_port_is_not_delivered_with_a_hint() {
     assert!(
         summary.contains(&format!("answered in plain HTTP, not TLS: use --url {url}")),
         "{summary}"
+    );
+    assert_eq!(hits.load(Ordering::SeqCst), 0);
+}
+
+#[test]
+fn a_redirect_is_not_followed_and_counts_as_not_accepted() {
+    let dir = scratch("redirect");
+    let file = jsonl_file(&dir, 3);
+    let landed = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&landed);
+    let app = Router::new()
+        .route(
+            "/",
+            post(|| async { (StatusCode::FOUND, [("location", "/landing")]) }),
+        )
+        // Any method: a client that follows a 302 may turn the POST into a GET.
+        .route(
+            "/landing",
+            any(move || {
+                counter.fetch_add(1, Ordering::SeqCst);
+                async { StatusCode::OK }
+            }),
+        );
+    let url = spawn_server(app);
+    let output = send(&url, &file, &[]);
+    let summary = stderr(&output);
+    assert_eq!(output.status.code(), Some(1), "{summary}");
+    assert_eq!(
+        landed.load(Ordering::SeqCst),
+        0,
+        "the redirect was followed"
+    );
+    assert!(
+        summary.contains("refused:       1 batch (3 records): HTTP 302 Found, Location: /landing"),
+        "{summary}"
+    );
+    assert!(summary.contains("accepted:      0 batches"), "{summary}");
+    assert!(summary.contains("1 of 1 batch delivered"), "{summary}");
+}
+
+#[test]
+fn a_csv_header_naming_a_column_twice_is_refused_before_anything_is_sent() {
+    let dir = scratch("duplicate-column");
+    let csv = dir.join("contacts.csv");
+    std::fs::write(
+        &csv,
+        "id,email,email\n1,first@example.com,second@example.com\n",
+    )
+    .unwrap();
+    let (url, hits) = counting_server(StatusCode::OK);
+    let output = send(&url, &csv, &[]);
+    let message = stderr(&output);
+    assert_eq!(output.status.code(), Some(2), "{message}");
+    assert!(
+        message.contains("names the column `email` more than once"),
+        "{message}"
     );
     assert_eq!(hits.load(Ordering::SeqCst), 0);
 }
@@ -593,7 +671,7 @@ fn the_readmes_cli_block_works_when_run_in_order() {
             }
             let mut command = bin();
             command.args(&args).current_dir(&dir);
-            serve = Some(Serve::spawn(command));
+            serve = Some(Serve::spawn_as_given(command));
             continue;
         }
         let url = &serve.as_ref().expect("serve runs first").url;
@@ -636,7 +714,7 @@ fn the_readmes_cli_block_works_when_run_in_order() {
 #[test]
 fn the_serve_summary_counts_in_singular_and_plural() {
     let dir = scratch("plural");
-    let serve = Serve::start(&dir.join("batches.jsonl"));
+    let serve = Serve::start(&dir.join("batches.jsonl"), &[]);
     let output = send(&serve.url, &jsonl_file(&dir, 1), &[]);
     assert!(output.status.success(), "{}", stderr(&output));
     assert!(
@@ -659,4 +737,132 @@ fn the_serve_summary_counts_in_singular_and_plural() {
         summary.contains("ignored 0 unknown events; refused 1 delivery"),
         "{summary}"
     );
+}
+
+#[test]
+fn serve_listens_on_the_receiver_examples_path_by_default() {
+    let dir = scratch("default-path");
+    let file = jsonl_file(&dir, 2);
+    let serve = Serve::start(&dir.join("batches.jsonl"), &[]);
+    let base = serve
+        .url
+        .strip_suffix("/webhooks/polytomic")
+        .unwrap_or_else(|| {
+            panic!(
+                "serve does not listen on /webhooks/polytomic: {}",
+                serve.url
+            )
+        });
+    let output = send(&format!("{base}/webhooks/polytomic"), &file, &[]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let output = send(&format!("{base}/"), &file, &[]);
+    assert!(stderr(&output).contains("HTTP 404"), "{}", stderr(&output));
+    serve.interrupt();
+}
+
+#[test]
+fn serve_takes_one_secret_verbatim_and_the_previous_one_separately() {
+    let dir = scratch("secrets");
+    let file = jsonl_file(&dir, 1);
+    let out = dir.join("batches.jsonl");
+    let mut command = bin();
+    command
+        .arg("serve")
+        .env("POLYTOMIC_WEBHOOK_SECRET", "alpha,beta")
+        .env("POLYTOMIC_WEBHOOK_PREVIOUS_SECRET", SECRET);
+    let serve = Serve::spawn(command, &out);
+    let send_with = |secret: &str| {
+        bin()
+            .args(["send", "--url", &serve.url, "--secret", secret])
+            .arg(&file)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    for (secret, accepted) in [
+        ("alpha", false),
+        ("beta", false),
+        ("alpha,beta", true),
+        (SECRET, true),
+    ] {
+        let output = send_with(secret);
+        assert_eq!(
+            output.status.success(),
+            accepted,
+            "{secret}: {}",
+            stderr(&output)
+        );
+        if !accepted {
+            assert!(
+                stderr(&output).contains("invalid_token"),
+                "{}",
+                stderr(&output)
+            );
+        }
+    }
+    let summary = serve.interrupt();
+    assert!(summary.contains("accepted 2 batches"), "{summary}");
+    assert!(
+        summary.contains("refused 2: 401 invalid_token"),
+        "{summary}"
+    );
+    assert_eq!(std::fs::read_to_string(&out).unwrap().lines().count(), 2);
+}
+
+/// `/dev/full` takes no byte: every batch is refused 503 `batch_not_stored`, never 200.
+#[cfg(target_os = "linux")]
+#[test]
+fn serve_answers_batch_not_stored_when_the_output_is_full() {
+    let dir = scratch("full");
+    let file = jsonl_file(&dir, 2);
+    let serve = Serve::start(std::path::Path::new("/dev/full"), &[]);
+    let output = send(&serve.url, &file, &[]);
+    let summary = stderr(&output);
+    assert_eq!(output.status.code(), Some(1), "{summary}");
+    assert!(
+        summary.contains("HTTP 503 Service Unavailable, code batch_not_stored"),
+        "{summary}"
+    );
+    let summary = serve.interrupt();
+    assert!(summary.contains("accepted 0 batches"), "{summary}");
+    assert!(
+        summary.contains("refused 1: 503 batch_not_stored"),
+        "{summary}"
+    );
+}
+
+/// A client that sends half a request head and then nothing is disconnected once the
+/// header-read timeout (10 s) has passed.
+#[test]
+fn serve_closes_a_connection_that_sent_half_its_headers() {
+    use std::io::Write;
+
+    let dir = scratch("half-headers");
+    let serve = Serve::start(&dir.join("batches.jsonl"), &[]);
+    let addr = serve
+        .url
+        .trim_start_matches("http://")
+        .split('/')
+        .next()
+        .unwrap()
+        .to_owned();
+    let mut stream = std::net::TcpStream::connect(&addr).unwrap();
+    write!(
+        stream,
+        "POST /webhooks/polytomic HTTP/1.1\r\nHost: {addr}\r\nAuthor"
+    )
+    .unwrap();
+    // A generous bound past the 10 s timeout: this asserts that it closes, not how fast.
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .unwrap();
+    let mut rest = Vec::new();
+    // Closed means end of stream (or a reset); only the read timeout means still open.
+    let read = stream.read_to_end(&mut rest);
+    let still_open = matches!(
+        &read,
+        Err(error) if matches!(error.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut)
+    );
+    assert!(!still_open, "the connection is still open: {read:?}");
+    serve.interrupt();
 }

@@ -97,6 +97,9 @@ pub enum TooLargeLimit {
     Layer(BodyLimit, u64),
     /// The reading extractor's own limit, in bytes.
     Extractor(u64),
+    /// The extractor's estimate of the heap the batch's records would take once built, in
+    /// bytes (record types that build a tree, such as a JSON map).
+    Heap(u64),
     /// A limit that does not say which it was, such as axum's `DefaultBodyLimit`.
     Unspecified,
 }
@@ -112,11 +115,12 @@ impl TooLargeLimit {
     }
 
     /// The value of the `limit` member of the problem: `compressed`, `decompressed`, `ratio`,
-    /// `extractor` or `body`.
+    /// `extractor`, `heap` or `body`.
     pub fn kind(self) -> &'static str {
         match self {
             Self::Layer(limit, _) => limit.as_str(),
             Self::Extractor(_) => "extractor",
+            Self::Heap(_) => "heap",
             Self::Unspecified => "body",
         }
     }
@@ -136,6 +140,9 @@ impl TooLargeLimit {
             Self::Extractor(bytes) => {
                 format!("the request body exceeds the extractor's limit of {bytes} bytes")
             }
+            Self::Heap(bytes) => format!(
+                "building the batch's records would take more than the heap budget of {bytes} bytes"
+            ),
             Self::Unspecified => "the request body exceeds the body size limit".to_owned(),
         }
     }

@@ -1,7 +1,8 @@
 //! The request body handed to the inner service: decoded, counted and bounded while it streams.
 
+use std::collections::VecDeque;
 use std::pin::Pin;
-use std::task::{Context, Poll, ready};
+use std::task::{Context, Poll};
 
 use bytes::{Buf, Bytes, BytesMut};
 use http::HeaderMap;
@@ -13,7 +14,7 @@ use polytomic_webhook_core::body::{
 
 use crate::coding::{Coding, Codings};
 use crate::config::{DecompressionConfig, RATIO_CHECK_AFTER_BYTES};
-use crate::pipeline::Pipeline;
+use crate::pipeline::{Pipeline, Progress};
 
 /// The three bytes every gzip stream starts with: ID1, ID2 and CM = 8 (deflate).
 const GZIP_MAGIC: [u8; 3] = [0x1f, 0x8b, 0x08];
@@ -22,6 +23,14 @@ const GZIP_MAGIC: [u8; 3] = [0x1f, 0x8b, 0x08];
 /// per buffer up to [`MAX_OUTPUT_BUFFER`]), so a large body is yielded in few, large frames.
 const MIN_OUTPUT_BUFFER: usize = 32 * 1024;
 const MAX_OUTPUT_BUFFER: usize = 1024 * 1024;
+
+/// Decoding work (input consumed plus what every stage produced) after which the body hands
+/// its thread back to the runtime before decoding more. A small body can still ask for a lot
+/// of work (stacked codings, or a gzip header comment that never ends, swallow output without
+/// yielding any), so without this one request could hold a worker thread, and keep its own
+/// body deadline from being checked, for as long as its limits allow. 1 MiB is a millisecond
+/// or two of inflate: frequent enough for other requests, rare enough to cost nothing.
+const WORK_PER_POLL: usize = 1024 * 1024;
 
 pin_project! {
     /// A request body that decodes its content coding as it streams, within the configured limits.
@@ -67,6 +76,12 @@ struct State {
     decoded: u64,
     /// Received bytes not yet decoded (or, while sniffing, not yet classified).
     pending: Bytes,
+    /// Frames that arrived while `pending` still held input: read ahead, so that the inner
+    /// body (and the deadline it may enforce) is polled during a long decode. Empty whenever
+    /// `pending` is.
+    queued: VecDeque<Bytes>,
+    /// Decoding work done since the body last returned `Pending`.
+    work: usize,
     input_ended: bool,
     trailers: Option<HeaderMap>,
     /// Initialised spare room that decoded bytes are written into and split off from.
@@ -99,7 +114,7 @@ impl<B> DecompressionBody<B> {
         config: DecompressionConfig,
         stats: BodyStats,
     ) -> Self {
-        let mode = match Pipeline::new(codings) {
+        let mode = match Pipeline::new(codings, config.max_decompressed_bytes) {
             Some(pipeline) if !codings.is_empty() => Mode::Decoding(Box::new(pipeline)),
             _ if config.sniff_gzip => Mode::Sniffing,
             _ => Mode::Identity,
@@ -113,6 +128,8 @@ impl<B> DecompressionBody<B> {
                 received: 0,
                 decoded: 0,
                 pending: Bytes::new(),
+                queued: VecDeque::new(),
+                work: 0,
                 input_ended: false,
                 trailers: None,
                 output: BytesMut::new(),
@@ -132,6 +149,8 @@ enum Step {
     Yield(Frame<Bytes>),
     Fail(BoxError),
     NeedInput,
+    /// [`WORK_PER_POLL`] is spent: let the runtime run something else first.
+    YieldToRuntime,
     Continue,
     End,
 }
@@ -152,35 +171,34 @@ where
         loop {
             match this.state.step() {
                 Step::Yield(frame) => return Poll::Ready(Some(Ok(frame))),
-                Step::Fail(error) => {
-                    this.state.mode = Mode::Finished;
-                    return Poll::Ready(Some(Err(error)));
-                }
+                Step::Fail(error) => return this.state.fail(error),
                 Step::End => {
                     this.state.mode = Mode::Finished;
                     return Poll::Ready(this.state.trailers.take().map(|t| Ok(Frame::trailers(t))));
                 }
                 Step::Continue => {}
-                Step::NeedInput => match ready!(this.inner.as_mut().poll_frame(cx)) {
-                    Some(Ok(frame)) => match frame.into_data() {
-                        Ok(mut data) => {
-                            let data = data.copy_to_bytes(data.remaining());
-                            if let Err(error) = this.state.receive(data) {
-                                this.state.mode = Mode::Finished;
-                                return Poll::Ready(Some(Err(error)));
-                            }
-                        }
-                        Err(frame) => {
-                            this.state.trailers = frame.into_trailers().ok();
-                            this.state.input_ended = true;
-                        }
-                    },
-                    Some(Err(error)) => {
-                        this.state.mode = Mode::Finished;
-                        return Poll::Ready(Some(Err(error.into())));
+                Step::NeedInput => match this.state.poll_input(this.inner.as_mut(), cx) {
+                    Poll::Ready(Ok(())) => {}
+                    Poll::Ready(Err(error)) => return this.state.fail(error),
+                    Poll::Pending => {
+                        this.state.work = 0;
+                        return Poll::Pending;
                     }
-                    None => this.state.input_ended = true,
                 },
+                Step::YieldToRuntime => {
+                    // A read ahead, so that an inner body that fails on its own (a deadline,
+                    // a broken connection) can say so even while the decoder is busy.
+                    if !this.state.input_ended {
+                        if let Poll::Ready(Err(error)) =
+                            this.state.poll_input(this.inner.as_mut(), cx)
+                        {
+                            return this.state.fail(error);
+                        }
+                    }
+                    this.state.work = 0;
+                    cx.waker().wake_by_ref();
+                    return Poll::Pending;
+                }
             }
         }
     }
@@ -200,6 +218,43 @@ where
 }
 
 impl State {
+    /// Polls `inner` for one frame and takes it in: data is counted and queued, trailers or the
+    /// end mark the input as ended.
+    fn poll_input<B>(
+        &mut self,
+        inner: Pin<&mut B>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<(), BoxError>>
+    where
+        B: Body,
+        B::Error: Into<BoxError>,
+    {
+        let Poll::Ready(frame) = inner.poll_frame(cx) else {
+            return Poll::Pending;
+        };
+        Poll::Ready(match frame {
+            Some(Ok(frame)) => match frame.into_data() {
+                Ok(mut data) => self.receive(data.copy_to_bytes(data.remaining())),
+                Err(frame) => {
+                    self.trailers = frame.into_trailers().ok();
+                    self.input_ended = true;
+                    Ok(())
+                }
+            },
+            Some(Err(error)) => Err(error.into()),
+            None => {
+                self.input_ended = true;
+                Ok(())
+            }
+        })
+    }
+
+    /// Ends the body with `error`; the inner body is not polled again.
+    fn fail(&mut self, error: BoxError) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        self.mode = Mode::Finished;
+        Poll::Ready(Some(Err(error)))
+    }
+
     /// Counts newly received bytes against the limits and queues them for decoding.
     fn receive(&mut self, data: Bytes) -> Result<(), BoxError> {
         if data.is_empty() {
@@ -210,13 +265,22 @@ impl State {
         if self.received > self.config.max_compressed_bytes {
             return Err(self.exceeded(BodyLimit::Compressed, self.config.max_compressed_bytes));
         }
-        self.pending = if self.pending.is_empty() {
-            data
+        if self.pending.is_empty() {
+            self.pending = data;
+        } else if matches!(self.mode, Mode::Sniffing) {
+            // The first frames held fewer than three bytes: the magic must be seen whole.
+            self.pending = [&self.pending[..], &data[..]].concat().into();
         } else {
-            // Only while sniffing, when the first frames held fewer than three bytes.
-            [&self.pending[..], &data[..]].concat().into()
-        };
+            self.queued.push_back(data);
+        }
         Ok(())
+    }
+
+    /// Takes the first queued frame once `pending` is used up.
+    fn refill(&mut self) {
+        if self.pending.is_empty() {
+            self.pending = self.queued.pop_front().unwrap_or_default();
+        }
     }
 
     fn step(&mut self) -> Step {
@@ -228,7 +292,12 @@ impl State {
                 }
                 let gzip = Some(&self.pending)
                     .filter(|pending| pending.starts_with(&GZIP_MAGIC))
-                    .and_then(|_| Pipeline::new(&Codings::from(Coding::Gzip)));
+                    .and_then(|_| {
+                        Pipeline::new(
+                            &Codings::from(Coding::Gzip),
+                            self.config.max_decompressed_bytes,
+                        )
+                    });
                 self.mode = match gzip {
                     Some(pipeline) => {
                         self.stats.set_sniffed();
@@ -247,6 +316,7 @@ impl State {
                     };
                 }
                 let data = std::mem::take(&mut self.pending);
+                self.refill();
                 let allowed = self
                     .config
                     .max_decompressed_bytes
@@ -268,6 +338,9 @@ impl State {
                 }
                 if self.pending.is_empty() && self.input_ended && pipeline.is_done() {
                     return Step::End;
+                }
+                if self.work >= WORK_PER_POLL {
+                    return Step::YieldToRuntime;
                 }
                 self.decode()
             }
@@ -291,38 +364,45 @@ impl State {
             .saturating_add(1);
         let window =
             usize::try_from(allowed).map_or(self.output.len(), |a| a.min(self.output.len()));
-        let result = pipeline.decode(&self.pending, self.input_ended, &mut self.output[..window]);
-        let (read, written) = match result {
+        // Input is handed over a budget's worth at a time: a decoder may scan all it is given
+        // in one call (a gzip header comment is skipped without producing anything).
+        let budget = WORK_PER_POLL.saturating_sub(self.work);
+        let input = &self.pending[..self.pending.len().min(budget)];
+        let input_ended =
+            self.input_ended && self.queued.is_empty() && input.len() == self.pending.len();
+        let result = pipeline.decode(input, input_ended, &mut self.output[..window], budget);
+        let Progress {
+            read,
+            written,
+            work,
+        } = match result {
             Ok(progress) => progress,
             Err((coding, error)) => {
                 return Step::Fail(Box::new(InvalidCompressedBody::new(coding.as_str(), error)));
             }
         };
+        let done = pipeline.is_done();
+        let unfinished = pipeline.unfinished_coding();
+        let intermediate = pipeline.intermediate_output();
+        self.work += work;
         self.pending.advance(read);
+        self.refill();
         self.decoded += written as u64;
         self.stats.add_decoded(written as u64);
-        if self.decoded > self.config.max_decompressed_bytes {
-            return Step::Fail(
-                self.exceeded(BodyLimit::Decompressed, self.config.max_decompressed_bytes),
-            );
-        }
-        if let Some(ratio) = self.config.max_ratio {
-            if self.decoded >= RATIO_CHECK_AFTER_BYTES
-                && self.decoded > self.received.saturating_mul(u64::from(ratio))
-            {
-                return Step::Fail(self.exceeded(BodyLimit::Ratio, u64::from(ratio)));
-            }
+        // Output no one sees is still work: every stage answers to the same limits.
+        if let Some((limit, value)) = self.passed_limit(self.decoded.max(intermediate)) {
+            return Step::Fail(self.exceeded(limit, value));
         }
         if written > 0 {
             return Step::Yield(Frame::data(self.output.split_to(written).freeze()));
         }
-        if read > 0 || pipeline.is_done() {
+        if work > 0 || done {
             return Step::Continue;
         }
         if self.input_ended || !self.pending.is_empty() {
             // Nothing moved although everything there is to decode is here.
             return Step::Fail(Box::new(InvalidCompressedBody::new(
-                pipeline.unfinished_coding().as_str(),
+                unfinished.as_str(),
                 std::io::Error::new(
                     std::io::ErrorKind::UnexpectedEof,
                     "the compressed stream ends early",
@@ -330,6 +410,18 @@ impl State {
             )));
         }
         Step::NeedInput
+    }
+
+    /// The limit that `produced` decoded bytes pass, with its configured value, if any.
+    fn passed_limit(&self, produced: u64) -> Option<(BodyLimit, u64)> {
+        let max = self.config.max_decompressed_bytes;
+        if produced > max {
+            return Some((BodyLimit::Decompressed, max));
+        }
+        let ratio = self.config.max_ratio?;
+        (produced >= RATIO_CHECK_AFTER_BYTES
+            && produced > self.received.saturating_mul(u64::from(ratio)))
+        .then_some((BodyLimit::Ratio, u64::from(ratio)))
     }
 
     fn exceeded(&self, limit: BodyLimit, value: u64) -> BoxError {

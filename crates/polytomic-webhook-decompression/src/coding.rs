@@ -5,10 +5,12 @@ use std::fmt;
 use http::HeaderMap;
 use http::header::{CONTENT_ENCODING, HeaderValue};
 
-/// The most codings a request may stack (`Content-Encoding: gzip, br` is two).
+/// The most codings a request may ever stack (`Content-Encoding: gzip, br` is two), whatever
+/// [`max_codings`](crate::DecompressionConfig::max_codings) says.
 ///
-/// Real senders apply one; a longer list is far more likely an attack on the decoder than a
-/// legitimate request, and each level multiplies the work one request can cause.
+/// Real senders apply one (Polytomic applies one gzip layer), which is why stacking is off by
+/// default; a longer list is far more likely an attack on the decoder than a legitimate
+/// request, and each level multiplies the work one request can cause.
 pub const MAX_STACKED_CODINGS: usize = 3;
 
 /// A content coding this layer can decode (when its cargo feature is on).
@@ -121,7 +123,9 @@ impl Codings {
                 ));
             }
             if !codings.push(coding) {
-                return Err(UnsupportedContentEncoding::TooManyStacked);
+                return Err(UnsupportedContentEncoding::TooManyStacked {
+                    allowed: MAX_STACKED_CODINGS,
+                });
             }
         }
         Ok(codings)
@@ -156,6 +160,15 @@ impl Codings {
     /// assert!(Codings::from_headers(&headers).is_err());
     /// ```
     pub fn from_headers(headers: &HeaderMap) -> Result<Self, UnsupportedContentEncoding> {
+        Self::from_headers_at_most(headers, MAX_STACKED_CODINGS)
+    }
+
+    /// [`from_headers`](Self::from_headers), refusing more than `allowed` codings (at most
+    /// [`MAX_STACKED_CODINGS`]) as soon as the list passes it.
+    pub(crate) fn from_headers_at_most(
+        headers: &HeaderMap,
+        allowed: usize,
+    ) -> Result<Self, UnsupportedContentEncoding> {
         let mut codings = Self::default();
         for value in headers.get_all(CONTENT_ENCODING) {
             let text = value
@@ -172,8 +185,10 @@ impl Codings {
                 let coding = Coding::from_token(token)
                     .filter(|coding| coding.is_enabled())
                     .ok_or_else(|| UnsupportedContentEncoding::Unknown(truncated(token)))?;
-                if !codings.push(coding) {
-                    return Err(UnsupportedContentEncoding::TooManyStacked);
+                if codings.len() >= allowed || !codings.push(coding) {
+                    return Err(UnsupportedContentEncoding::TooManyStacked {
+                        allowed: allowed.min(MAX_STACKED_CODINGS),
+                    });
                 }
             }
         }
@@ -210,8 +225,13 @@ impl fmt::Display for Codings {
 pub enum UnsupportedContentEncoding {
     /// A coding this build does not decode (its name, shortened if long).
     Unknown(String),
-    /// More than [`MAX_STACKED_CODINGS`] codings.
-    TooManyStacked,
+    /// More codings than allowed: the configured
+    /// [`max_codings`](crate::DecompressionConfig::max_codings), never more than
+    /// [`MAX_STACKED_CODINGS`].
+    TooManyStacked {
+        /// How many codings one request may declare.
+        allowed: usize,
+    },
     /// The header value is not visible ASCII.
     NotText,
 }
@@ -222,9 +242,21 @@ impl fmt::Display for UnsupportedContentEncoding {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Unknown(token) => write!(f, "the content coding {token:?} is not supported"),
-            Self::TooManyStacked => write!(
+            Self::TooManyStacked { allowed } if *allowed >= MAX_STACKED_CODINGS => write!(
                 f,
                 "more than {MAX_STACKED_CODINGS} stacked content codings are not supported"
+            ),
+            // Below the hard maximum, the refusal is a setting the receiver's operator can change.
+            Self::TooManyStacked { allowed: 0 | 1 } => write!(
+                f,
+                "stacked content codings are not accepted: this receiver decodes one coding per \
+                 request (the decompression setting `max_codings`, up to {MAX_STACKED_CODINGS}, \
+                 accepts more)"
+            ),
+            Self::TooManyStacked { allowed } => write!(
+                f,
+                "more than {allowed} stacked content codings are not accepted (the decompression \
+                 setting `max_codings`, up to {MAX_STACKED_CODINGS}, accepts more)"
             ),
             Self::NotText => f.write_str("the Content-Encoding header is not valid text"),
         }
@@ -282,7 +314,7 @@ mod tests {
         assert_eq!(parse(&["gzip, gzip", "gzip"]).unwrap().len(), 3);
         assert_eq!(
             parse(&["gzip", "gzip, gzip, gzip"]),
-            Err(UnsupportedContentEncoding::TooManyStacked)
+            Err(UnsupportedContentEncoding::TooManyStacked { allowed: 3 })
         );
     }
 

@@ -1,6 +1,8 @@
 //! Limits and switches of the decompression layer, as plain data.
 
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer, de};
+
+use crate::coding::MAX_STACKED_CODINGS;
 
 /// 32 MiB: far above any Polytomic batch (100 records by default), far below what would hurt.
 const DEFAULT_MAX_BYTES: u64 = 32 * 1024 * 1024;
@@ -19,6 +21,12 @@ const DEFAULT_MAX_BYTES: u64 = 32 * 1024 * 1024;
 /// assert_eq!(config.max_compressed_bytes, 32 << 20);
 /// assert_eq!(config.max_ratio, None);
 /// assert_eq!(config.sniff_gzip, cfg!(feature = "gzip"));
+/// assert_eq!(config.max_codings, 1);
+///
+/// // Stacking is limited to three codings: a file asking for more is refused, not trimmed.
+/// assert!(serde_json::from_str::<DecompressionConfig>(r#"{ "max_codings": 3 }"#).is_ok());
+/// assert!(serde_json::from_str::<DecompressionConfig>(r#"{ "max_codings": 4 }"#).is_err());
+/// assert!(serde_json::from_str::<DecompressionConfig>(r#"{ "max_codings": 0 }"#).is_err());
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -36,6 +44,13 @@ pub struct DecompressionConfig {
     /// Decode a body as gzip when it declares no coding but starts with the gzip magic bytes
     /// (default `true` when the `gzip` feature is on). See the crate docs for why.
     pub sniff_gzip: bool,
+    /// Most content codings one request may declare (default 1: no stacking). Polytomic applies
+    /// a single gzip layer; each stacked coding adds a decoder whose work one small body can
+    /// multiply, so `Content-Encoding: gzip, gzip` is refused with 415 unless this is raised.
+    /// At most [`MAX_STACKED_CODINGS`] (3). In a configuration file a value outside 1 to 3 is an
+    /// error; set in code, it is brought into that range (0 counts as 1, more than 3 as 3).
+    #[serde(deserialize_with = "stacked_codings")]
+    pub max_codings: usize,
 }
 
 impl Default for DecompressionConfig {
@@ -46,7 +61,28 @@ impl Default for DecompressionConfig {
             max_ratio: Some(100),
             // Without a gzip decoder there is nothing to sniff for.
             sniff_gzip: cfg!(feature = "gzip"),
+            max_codings: 1,
         }
+    }
+}
+
+impl DecompressionConfig {
+    /// [`max_codings`](Self::max_codings) within its range, as it is applied.
+    pub(crate) fn codings_allowed(&self) -> usize {
+        self.max_codings.clamp(1, MAX_STACKED_CODINGS)
+    }
+}
+
+/// A file that asks for more stacking than can be had says so at start-up, rather than being
+/// quietly trimmed.
+fn stacked_codings<'de, D: Deserializer<'de>>(deserializer: D) -> Result<usize, D::Error> {
+    let value = usize::deserialize(deserializer)?;
+    if (1..=MAX_STACKED_CODINGS).contains(&value) {
+        Ok(value)
+    } else {
+        Err(de::Error::custom(format_args!(
+            "max_codings must be 1 to {MAX_STACKED_CODINGS}, not {value}"
+        )))
     }
 }
 

@@ -67,7 +67,8 @@ use crate::service::{self, Decompression};
 ///     .max_decompressed_bytes(8 * 1024 * 1024)
 ///     .max_compressed_bytes(1024 * 1024)
 ///     .max_ratio(Some(50))
-///     .sniff_gzip(true);
+///     .sniff_gzip(true)
+///     .max_codings(2);
 /// assert_eq!(layer.config().max_ratio, Some(50));
 /// ```
 #[derive(Clone, Copy, Debug, Default)]
@@ -77,7 +78,8 @@ pub struct DecompressionLayer {
 }
 
 impl DecompressionLayer {
-    /// A layer with the default limits (32 MiB decoded, 32 MiB received, ratio 100:1, sniffing on).
+    /// A layer with the default limits (32 MiB decoded, 32 MiB received, ratio 100:1, one
+    /// coding per request, sniffing on).
     pub fn new() -> Self {
         Self::default()
     }
@@ -128,6 +130,23 @@ impl DecompressionLayer {
     /// Most decoded bytes per received byte, checked after the first MiB; `None` disables it.
     pub fn max_ratio(mut self, ratio: Option<u32>) -> Self {
         self.config.max_ratio = ratio;
+        self
+    }
+
+    /// Most content codings one request may declare, brought into 1 to
+    /// [`MAX_STACKED_CODINGS`](crate::MAX_STACKED_CODINGS). The default, 1, refuses stacked
+    /// codings such as `gzip, gzip` with 415.
+    ///
+    /// ```
+    /// use polytomic_webhook_decompression::DecompressionLayer;
+    ///
+    /// assert_eq!(DecompressionLayer::new().config().max_codings, 1);
+    /// assert_eq!(DecompressionLayer::new().max_codings(2).config().max_codings, 2);
+    /// assert_eq!(DecompressionLayer::new().max_codings(9).config().max_codings, 3);
+    /// ```
+    pub fn max_codings(mut self, codings: usize) -> Self {
+        self.config.max_codings = codings;
+        self.config.max_codings = self.config.codings_allowed();
         self
     }
 

@@ -9,9 +9,12 @@
 //!
 //! - **Codings.** `gzip` (also `x-gzip`) is on by default; `deflate` (the zlib format, as HTTP
 //!   defines it), `br` and `zstd` are behind cargo features of the same names. Header matching
-//!   ignores case and surrounding whitespace. A list such as `Content-Encoding: gzip, br` is
-//!   undone in reverse order, up to [`MAX_STACKED_CODINGS`] deep. Concatenated gzip members (and
-//!   zstd frames) decode to the concatenation of their contents.
+//!   ignores case and surrounding whitespace. Concatenated gzip members (and zstd frames) decode
+//!   to the concatenation of their contents.
+//! - **Stacking** is off by default: one coding per request, as Polytomic sends. Raised with
+//!   [`max_codings`](DecompressionLayer::max_codings) (up to [`MAX_STACKED_CODINGS`]), a list
+//!   such as `Content-Encoding: gzip, br` is undone in reverse order, and every layer's output,
+//!   seen or not, answers to the limits below.
 //! - **Sniffing.** A body that declares no coding (or `identity`) but starts with the gzip magic
 //!   bytes `1f 8b 08` is decoded as gzip. Polytomic's own sample delivery carries
 //!   `Accept-Encoding: gzip` and no `Content-Encoding`, so a receiver that trusts the header
@@ -19,13 +22,18 @@
 //!   text never starts with the byte `0x1f`, which is a control character. At most the first
 //!   three bytes are held back to decide. Turn it off with
 //!   [`sniff_gzip(false)`](DecompressionLayer::sniff_gzip).
-//! - **Unsupported codings** (`compress`, a coding whose feature is off, more than three stacked)
-//!   are refused with 415 and an `Accept-Encoding` header listing what is accepted
-//!   (RFC 9110 §12.5.3); the inner service is not called.
+//! - **Unsupported codings** (`compress`, a coding whose feature is off, more stacked codings
+//!   than allowed) are refused with 415 and an `Accept-Encoding` header listing what is
+//!   accepted (RFC 9110 §12.5.3); the inner service is not called.
 //! - **Limits, on by default** (see [`DecompressionConfig`]): 32 MiB decoded, 32 MiB received,
 //!   and a 100:1 ratio checked once 1 MiB has been decoded. A `Content-Length` over the received
 //!   limit is refused with 413 before the inner service is called. Otherwise the body fails the
 //!   moment a limit is passed, and reads no more input.
+//! - **Bounded work per poll.** After about 1 MiB of decoding work (input read plus what every
+//!   layer produced) the body returns `Pending`, waking itself, so a small body that costs a
+//!   lot to decode cannot hold a runtime thread. Before it does, it polls the inner body once,
+//!   so an error there (a deadline, a closed connection) ends it promptly; data that arrives
+//!   meanwhile is queued, within the received-size limit.
 //! - **Headers and extensions.** Once the body is decoded (or may be, when sniffing),
 //!   `Content-Encoding` and `Content-Length` are removed. A [`DecompressionInfo`] extension tells
 //!   the coding and byte counts, and a [`BodyStats`](polytomic_webhook_core::body::BodyStats)

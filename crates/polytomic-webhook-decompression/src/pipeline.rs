@@ -85,6 +85,8 @@ struct Stage {
     multi_member: bool,
     /// The last call filled the output, so the codec may hold more decoded bytes.
     output_was_full: bool,
+    /// Bytes this stage has decoded so far.
+    produced: u64,
 }
 
 impl Stage {
@@ -95,6 +97,7 @@ impl Stage {
             phase: Phase::Decoding,
             multi_member: matches!(coding, Coding::Gzip | Coding::Zstd),
             output_was_full: false,
+            produced: 0,
         })
     }
 
@@ -227,6 +230,17 @@ impl StageBuffer {
     }
 }
 
+/// What one [`Pipeline::decode`] call did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Progress {
+    /// Input bytes consumed.
+    pub(crate) read: usize,
+    /// Output bytes written.
+    pub(crate) written: usize,
+    /// Input consumed plus what every stage produced: the measure of decoding work.
+    pub(crate) work: usize,
+}
+
 /// The decoders for all of a request's codings, last applied first.
 #[derive(Debug)]
 pub(crate) struct Pipeline {
@@ -236,11 +250,15 @@ pub(crate) struct Pipeline {
     buffers: Vec<StageBuffer>,
     /// Bytes moved in or out of `buffers`, so a sweep can tell whether it did anything.
     moved: usize,
+    /// Most bytes an intermediate stage may produce in all; it is stopped one byte past this,
+    /// enough for the caller to see the limit was passed.
+    max_stage_output: u64,
 }
 
 impl Pipeline {
-    /// Decoders undoing `codings`; `None` if one is not compiled in.
-    pub(crate) fn new(codings: &Codings) -> Option<Self> {
+    /// Decoders undoing `codings`, each intermediate stage stopped one byte past
+    /// `max_stage_output`; `None` if a coding is not compiled in.
+    pub(crate) fn new(codings: &Codings, max_stage_output: u64) -> Option<Self> {
         let stages = codings
             .iter()
             .rev()
@@ -251,7 +269,19 @@ impl Pipeline {
             stages,
             buffers,
             moved: 0,
+            max_stage_output,
         })
+    }
+
+    /// The most bytes any stage but the last has produced: output the caller never sees, yet
+    /// decoding work all the same (a gzip header comment inside can swallow gigabytes of it).
+    pub(crate) fn intermediate_output(&self) -> u64 {
+        let intermediate = &self.stages[..self.stages.len().saturating_sub(1)];
+        intermediate
+            .iter()
+            .map(|stage| stage.produced)
+            .max()
+            .unwrap_or(0)
     }
 
     /// The outermost coding whose stream has not ended, for a truncation error.
@@ -282,52 +312,75 @@ impl Pipeline {
                     .any(|buffer| !buffer.pending().is_empty()))
     }
 
-    /// Decodes `input` into `output` until the output is full or nothing more can happen
-    /// without more input. Returns `(input bytes consumed, output bytes written)`, or the
-    /// coding whose decoder failed and why.
+    /// Decodes `input` into `output` until the output is full, nothing more can happen without
+    /// more input, or `work_limit` bytes of work (see [`Progress::work`]) have been done; the
+    /// limit is checked between sweeps, so a call may pass it by one sweep. Returns the
+    /// progress, or the coding whose decoder failed and why.
     pub(crate) fn decode(
         &mut self,
         input: &[u8],
         input_ended: bool,
         output: &mut [u8],
-    ) -> Result<(usize, usize), (Coding, io::Error)> {
-        let (mut read, mut written) = (0, 0);
+        work_limit: usize,
+    ) -> Result<Progress, (Coding, io::Error)> {
+        let mut progress = Progress {
+            read: 0,
+            written: 0,
+            work: 0,
+        };
         let last = self.stages.len() - 1;
         loop {
-            let before_sweep = (read, written, self.moved);
+            let before_sweep = (progress.read, progress.written, self.moved);
             // Each sweep lets every stage consume what the one before produced.
             for index in 0..=last {
                 let (earlier, later) = self.buffers.split_at_mut(index);
                 let (source, source_ended) = match earlier.last() {
-                    None => (&input[read..], input_ended),
+                    None => (&input[progress.read..], input_ended),
                     Some(buffer) => (
                         buffer.pending(),
                         self.stages[index - 1].phase == Phase::Done,
                     ),
                 };
+                let stage = &mut self.stages[index];
                 let sink = match later.first_mut() {
-                    Some(buffer) => buffer.spare(),
-                    None => &mut output[written..],
+                    Some(buffer) => {
+                        let allowed = self
+                            .max_stage_output
+                            .saturating_add(1)
+                            .saturating_sub(stage.produced);
+                        let spare = buffer.spare();
+                        let room = usize::try_from(allowed)
+                            .map_or(spare.len(), |allowed| allowed.min(spare.len()));
+                        &mut spare[..room]
+                    }
+                    None => &mut output[progress.written..],
                 };
                 let mut source = PartialBuffer::new(source);
                 let mut sink = WriteBuffer::new_initialized(sink);
-                let stage = &mut self.stages[index];
                 stage
                     .step(&mut source, &mut sink, source_ended)
                     .map_err(|error| (stage.coding, error))?;
                 let (consumed, produced) = (source.written_len(), sink.written_len());
+                stage.produced += produced as u64;
                 match earlier.last_mut() {
-                    None => read += consumed,
+                    None => {
+                        progress.read += consumed;
+                        progress.work += consumed;
+                    }
                     Some(buffer) => buffer.consume(consumed),
                 }
                 match later.first_mut() {
                     Some(buffer) => buffer.produced(produced),
-                    None => written += produced,
+                    None => progress.written += produced,
                 }
+                progress.work += produced;
                 self.moved += consumed + produced;
             }
-            if (read, written, self.moved) == before_sweep || written == output.len() {
-                return Ok((read, written));
+            if (progress.read, progress.written, self.moved) == before_sweep
+                || progress.written == output.len()
+                || progress.work >= work_limit
+            {
+                return Ok(progress);
             }
         }
     }

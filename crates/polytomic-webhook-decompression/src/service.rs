@@ -88,7 +88,7 @@ pub(crate) fn decompress<B>(
     mut request: Request<B>,
     config: &DecompressionConfig,
 ) -> Result<Request<DecompressionBody<B>>, DecompressionRejection> {
-    let codings = Codings::from_headers(request.headers())
+    let codings = Codings::from_headers_at_most(request.headers(), config.codings_allowed())
         .map_err(DecompressionRejection::UnsupportedContentEncoding)?;
     if declared_length(request.headers()).is_some_and(|length| length > config.max_compressed_bytes)
     {

@@ -7,17 +7,21 @@
 
 mod support;
 
+use std::pin::pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Wake, Waker};
 
 use bytes::Bytes;
 use http::header::{ACCEPT_ENCODING, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE};
 use http::{Request, Response, StatusCode};
+use http_body::Body;
 use http_body_util::{BodyExt, Full};
 use polytomic_webhook_core::PROBLEM_JSON;
 use polytomic_webhook_core::body::{BodyErrorKind, BodyLimit};
 use polytomic_webhook_core::response::ResponseBody;
 use polytomic_webhook_decompression::{Coding, DecompressionLayer};
-use support::{Frames, Seen, gzip, payload, recorder};
+use support::{Frames, Seen, gzip, payload, recorder, unterminated_gzip_comment};
 #[cfg(all(feature = "deflate", feature = "br", feature = "zstd"))]
 use support::{brotli, zlib, zstd};
 use tower::{Layer, ServiceExt};
@@ -177,13 +181,18 @@ async fn deflate_br_and_zstd_round_trip() {
 async fn stacked_codings_are_undone_in_reverse_order() {
     let data = payload(500);
     // `gzip, br`: gzip was applied first, then br.
-    let outcome = send(Some("gzip, br"), brotli(&gzip(&data))).await;
+    let outcome = send_with(
+        DecompressionLayer::new().max_codings(2),
+        Some("gzip, br"),
+        Frames::new([brotli(&gzip(&data))]),
+    )
+    .await;
     assert_eq!(outcome.status, StatusCode::OK);
     assert_eq!(outcome.body, data);
 
     let three = zstd(&zlib(&gzip(&data)));
     let outcome = send_with(
-        DecompressionLayer::new(),
+        DecompressionLayer::new().max_codings(3),
         Some("gzip, deflate, zstd"),
         Frames::split(&three, 7),
     )
@@ -259,6 +268,145 @@ async fn unsupported_codings_get_415_with_accept_encoding() {
         assert_eq!(problem["code"], "unsupported_content_encoding");
         assert_eq!(problem["status"], 415);
     }
+}
+
+#[tokio::test]
+async fn stacked_codings_are_refused_by_default_before_the_body_is_read() {
+    let data = payload(10);
+    let twice = gzip(&gzip(&data));
+    let body = Frames::new([twice.clone()]);
+    let polled = body.polled.clone();
+    let outcome = send_with(DecompressionLayer::new(), Some("gzip, gzip"), body).await;
+    assert_eq!(outcome.status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    assert_eq!(outcome.seen.calls, 0);
+    assert_eq!(*polled.lock().unwrap(), 0, "the body was read");
+    let refusal = problem(&outcome);
+    assert_eq!(refusal["code"], "unsupported_content_encoding");
+    let detail = refusal["detail"].as_str().unwrap();
+    assert!(detail.contains("`max_codings`, up to 3"), "{detail}");
+
+    // Enabled, the same request decodes.
+    let stacked = DecompressionLayer::new().max_codings(2);
+    let outcome = send_with(stacked, Some("gzip, gzip"), Frames::new([twice])).await;
+    assert_eq!(outcome.status, StatusCode::OK);
+    assert_eq!(outcome.body, data);
+
+    // One coding more than enabled is refused, naming the setting.
+    let thrice = gzip(&gzip(&gzip(&data)));
+    let outcome = send_with(stacked, Some("gzip, gzip, gzip"), Frames::new([thrice])).await;
+    assert_eq!(outcome.status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    let detail = problem(&outcome)["detail"].as_str().unwrap().to_owned();
+    assert!(detail.starts_with("more than 2 stacked"), "{detail}");
+    assert!(detail.contains("`max_codings`"), "{detail}");
+
+    // Past the hard maximum no setting helps, and the answer is the one it always was.
+    let outcome = send_with(
+        DecompressionLayer::new().max_codings(3),
+        Some("gzip, gzip, gzip, gzip"),
+        Frames::new([b"{}".to_vec()]),
+    )
+    .await;
+    assert_eq!(
+        problem(&outcome)["detail"],
+        "more than 3 stacked content codings are not supported"
+    );
+}
+
+/// `gzip, gzip` whose inner member is all header: the outer stage inflates 4 MiB that the inner
+/// one swallows as a comment, so the final output stays empty while the work is real.
+#[tokio::test]
+async fn intermediate_output_counts_against_the_decompressed_limit_and_the_ratio() {
+    let body = gzip(&unterminated_gzip_comment(4 << 20));
+    let stacked = DecompressionLayer::new().max_codings(2);
+    let send_body = |layer: DecompressionLayer| {
+        send_with(layer, Some("gzip, gzip"), Frames::new([body.clone()]))
+    };
+
+    let outcome = send_body(stacked).await;
+    assert_eq!(outcome.status, StatusCode::PAYLOAD_TOO_LARGE);
+    let stats = outcome.seen.stats.unwrap();
+    assert_eq!(stats.exceeded_limit(), Some((BodyLimit::Ratio, 100)));
+    assert_eq!(stats.decoded_bytes(), 0);
+
+    let limit = 1 << 20;
+    let outcome = send_body(stacked.max_ratio(None).max_decompressed_bytes(limit)).await;
+    assert_eq!(outcome.status, StatusCode::PAYLOAD_TOO_LARGE);
+    let stats = outcome.seen.stats.unwrap();
+    assert_eq!(
+        stats.exceeded_limit(),
+        Some((BodyLimit::Decompressed, limit))
+    );
+
+    // With room for all of it, the comment runs to the end of the body: corrupt, not too large.
+    let outcome = send_body(stacked.max_ratio(None)).await;
+    assert_eq!(outcome.status, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        outcome.seen.error.unwrap().0,
+        BodyErrorKind::InvalidCompressedBody
+    );
+}
+
+#[derive(Default)]
+struct WakeCount(AtomicUsize);
+
+impl Wake for WakeCount {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+/// Three stacked gzip layers around an unterminated header comment: 64 MiB of work for the
+/// middle stage and no output at all. The body hands its thread back (and asks to be polled
+/// again) between bounded slices of that work instead of doing it in one poll.
+#[test]
+fn a_long_decode_without_output_yields_to_the_runtime() {
+    let bomb = gzip(&gzip(&unterminated_gzip_comment(64 << 20)));
+    let request = Request::post("/")
+        .header(CONTENT_ENCODING, "gzip, gzip, gzip")
+        .body(Full::new(Bytes::from(bomb)))
+        .unwrap();
+    let layer = DecompressionLayer::new()
+        .max_codings(3)
+        .max_ratio(None)
+        .max_decompressed_bytes(u64::MAX);
+    let mut body = pin!(layer.decompress(request).unwrap().into_body());
+    let wakes = Arc::new(WakeCount::default());
+    let waker = Waker::from(wakes.clone());
+    let mut cx = Context::from_waker(&waker);
+    let mut pending = 0;
+    let end = loop {
+        match body.as_mut().poll_frame(&mut cx) {
+            Poll::Pending => pending += 1,
+            Poll::Ready(end) => break end,
+        }
+    };
+    assert!(pending >= 16, "{pending} slices for 64 MiB of work");
+    assert_eq!(wakes.0.load(Ordering::SeqCst), pending);
+    let error = end.unwrap().unwrap_err();
+    assert_eq!(
+        BodyErrorKind::of(&*error),
+        BodyErrorKind::InvalidCompressedBody
+    );
+}
+
+/// The inner body is polled between slices of a long frame, so an error it raises on its own
+/// (the composed layer's body deadline is one) ends the body after a slice, not after the frame.
+#[tokio::test]
+async fn an_inner_body_error_surfaces_while_a_long_frame_decodes() {
+    let zeros = vec![0_u8; 64 << 20];
+    let body = Frames::new([gzip(&zeros)]).failing_with("deadline passed");
+    let layer = DecompressionLayer::new()
+        .max_ratio(None)
+        .max_decompressed_bytes(u64::MAX);
+    let outcome = send_with(layer, Some("gzip"), body).await;
+    let (_, message) = outcome.seen.error.unwrap();
+    assert_eq!(message, "deadline passed");
+    let decoded: usize = outcome.seen.frames.iter().map(Bytes::len).sum();
+    assert!(decoded <= 4 << 20, "{decoded} bytes decoded first");
 }
 
 #[tokio::test]
@@ -532,7 +680,7 @@ async fn large_bodies_fill_the_output_window_of_every_codec() {
         for size in [7, 1000, usize::MAX] {
             let frames = Frames::split(&encoded, size.min(encoded.len()));
             let outcome = send_with(
-                DecompressionLayer::new().max_ratio(None),
+                DecompressionLayer::new().max_ratio(None).max_codings(2),
                 Some(value),
                 frames,
             )
@@ -568,7 +716,12 @@ async fn identity_counts_at_most_one_byte_past_the_limit() {
 #[tokio::test]
 async fn a_failing_inner_coding_is_named() {
     // `deflate, br`: the br stream is valid, the deflate stream inside it is not.
-    let outcome = send(Some("deflate, br"), brotli(b"this is not zlib data")).await;
+    let outcome = send_with(
+        DecompressionLayer::new().max_codings(2),
+        Some("deflate, br"),
+        Frames::new([brotli(b"this is not zlib data")]),
+    )
+    .await;
     assert_eq!(outcome.status, StatusCode::BAD_REQUEST);
     let (_, message) = outcome.seen.error.unwrap();
     assert!(message.contains("deflate"), "{message}");

@@ -143,7 +143,7 @@ proptest! {
             frames_at(&encoded, &cuts)
         };
         let (status, body, _) = block_on(decode_through_layer(
-            DecompressionLayer::new().max_ratio(None),
+            DecompressionLayer::new().max_ratio(None).max_codings(3),
             Some(codings.join(", ")),
             frames,
         ));
@@ -205,7 +205,7 @@ proptest! {
         cuts in prop::collection::vec((any::<u16>(), any::<bool>()), 0..8),
     ) {
         let (status, _, seen) = block_on(decode_through_layer(
-            DecompressionLayer::new(),
+            DecompressionLayer::new().max_codings(2),
             Some(coding.to_owned()),
             frames_at(&data, &cuts),
         ));

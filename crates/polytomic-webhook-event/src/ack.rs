@@ -1,8 +1,10 @@
-//! The success answer a handler returns.
+//! The answers a handler returns: the batch was kept, or it could not be.
 
 use axum_core::body::Body;
 use axum_core::response::{IntoResponse, Response};
+use http::StatusCode;
 use http::header::{CONTENT_TYPE, HeaderValue};
+use polytomic_webhook_core::Problem;
 
 use crate::event::SyncRecords;
 
@@ -51,5 +53,44 @@ impl IntoResponse for Ack {
             .headers_mut()
             .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         response
+    }
+}
+
+/// A 503 `batch_not_stored` problem, for a handler that could not keep the batch.
+///
+/// The counterpart of [`Ack`]: answer it when storing failed (a full disk, a closed output, a
+/// database that is down), so that Polytomic counts the delivery as failed instead of
+/// delivered. 503 rather than 500 says the fault is the receiver's storage, not the request.
+/// The body names no record and no cause: log the cause yourself.
+///
+/// ```
+/// use axum_core::response::IntoResponse;
+/// use polytomic_webhook_event::NotStored;
+///
+/// let response = NotStored.into_response();
+/// assert_eq!(response.status(), 503);
+/// assert_eq!(response.headers()["content-type"], "application/problem+json");
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[must_use]
+pub struct NotStored;
+
+impl NotStored {
+    /// The stable `code` of the problem.
+    pub const CODE: &'static str = "batch_not_stored";
+
+    /// The problem this answer renders.
+    pub fn problem(self) -> Problem {
+        Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            Self::CODE,
+            "The receiver could not store this batch, so it was not kept.",
+        )
+    }
+}
+
+impl IntoResponse for NotStored {
+    fn into_response(self) -> Response {
+        self.problem().into_response()
     }
 }

@@ -47,6 +47,16 @@ pub struct EventConfig {
     /// What the [`SyncRecords`](crate::SyncRecords) extractor answers for events it does not
     /// know. Default [`UnknownEventPolicy::Acknowledge`].
     pub unknown_events: UnknownEventPolicy,
+    /// Most heap the records of one batch may take once built, as estimated while they are
+    /// built; more is a 413 `body_too_large` with `limit: heap`, answered before the estimate
+    /// is passed. Default 256 MiB.
+    ///
+    /// It matters for record types that build a tree ([`Fields`](crate::Fields), or your own
+    /// type with maps and vectors), where a small hostile body can cost a hundred times its
+    /// size. [`RawFields`](crate::RawFields), the default, builds nothing and is not charged.
+    /// An ordinary record of 13 fields (about 335 bytes of JSON) is estimated at about 3.8 KB,
+    /// so the default admits a batch of some 67,000 such records (10,000 take 38 MB).
+    pub max_heap_bytes: usize,
 }
 
 impl Default for EventConfig {
@@ -57,6 +67,7 @@ impl Default for EventConfig {
             require_uuid_sync_id: true,
             normalize_field_names: false,
             unknown_events: UnknownEventPolicy::Acknowledge,
+            max_heap_bytes: crate::budget::DEFAULT_LIMIT,
         }
     }
 }
@@ -87,6 +98,13 @@ impl EventConfig {
     #[must_use]
     pub fn normalize_field_names(mut self, normalize: bool) -> Self {
         self.normalize_field_names = normalize;
+        self
+    }
+
+    /// Sets [`max_heap_bytes`](Self::max_heap_bytes).
+    #[must_use]
+    pub fn max_heap_bytes(mut self, max: usize) -> Self {
+        self.max_heap_bytes = max;
         self
     }
 

@@ -12,17 +12,24 @@ use std::cell::{Cell, RefCell};
 use std::fmt;
 use std::marker::PhantomData;
 
-use serde::de::value::MapAccessDeserializer;
+use std::borrow::Cow;
+
+use serde::de::value::{BorrowedStrDeserializer, MapAccessDeserializer, StringDeserializer};
 use serde::de::{
     self, DeserializeOwned, DeserializeSeed, Deserializer, Error as _, IgnoredAny, MapAccess,
     SeqAccess, Visitor,
 };
 use serde::{Deserialize, forward_to_deserialize_any};
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
+use crate::budget::{Budget, Floats, deserialize_within, is_raw_text};
 use crate::config::EventConfig;
 use crate::event::{PolytomicEvent, Record, RecordHash, SYNC_RECORDS, SyncId, SyncRecords};
 use crate::normalize::{Collision, normalize_fields};
+use crate::numbers::inexact_member;
+use crate::raw::{NameSeed, Names, RawFields, RawJson, duplicate_error, source_len};
+use crate::sanitize::strip_position;
 
 thread_local! {
     static TRACKED_PARSES: Cell<usize> = const { Cell::new(0) };
@@ -40,6 +47,10 @@ pub(crate) struct Context<'c> {
     config: &'c EventConfig,
     /// Wrap each record's `T` in `serde_path_to_error` (slow path only).
     track_fields: bool,
+    /// What building the records may take, shared by the whole batch.
+    budget: Budget,
+    /// Check each record's numbers before building it (see `numbers`).
+    check_numbers: bool,
     failure: RefCell<Failure>,
 }
 
@@ -60,6 +71,10 @@ pub(crate) enum FailureKind {
     /// is the innermost [`Segment::Inner`] of the path.
     RecordFields,
     TooManyRecords,
+    /// Building the records would pass [`EventConfig::max_heap_bytes`].
+    HeapBudget,
+    /// The named member of a record's fields holds a number an `f64` would change.
+    InexactNumber(String),
     Collision(Collision),
 }
 
@@ -79,8 +94,21 @@ impl<'c> Context<'c> {
         Self {
             config,
             track_fields,
+            budget: Budget::new(config.max_heap_bytes),
+            check_numbers: false,
             failure: RefCell::new(Failure::default()),
         }
+    }
+
+    /// This parse checks every record's numbers (see `numbers`).
+    pub(crate) fn checking_numbers(mut self) -> Self {
+        self.check_numbers = true;
+        self
+    }
+
+    /// The floats the records' types built.
+    pub(crate) fn floats(&self) -> Floats {
+        self.budget.floats()
     }
 
     pub(crate) fn into_failure(self) -> Failure {
@@ -145,8 +173,8 @@ impl<'de, T: DeserializeOwned> Visitor<'de> for EnvelopeSeed<'_, '_, T> {
         let mut event: Option<String> = None;
         let mut batch: Option<SyncRecords<T>> = None;
         // The object of an unknown event, or of any event when `object` comes before `event`
-        // (Polytomic sends `event` first; the other order costs a second pass over the object).
-        let mut raw: Option<Value> = None;
+        // (Polytomic sends `event` first), kept as its text: validated, never built into a tree.
+        let mut raw: Option<&'de RawValue> = None;
         while let Some(key) = map.next_key_seed(KeySeed(KEYS))? {
             match key {
                 Some(0) => {
@@ -177,14 +205,19 @@ impl<'de, T: DeserializeOwned> Visitor<'de> for EnvelopeSeed<'_, '_, T> {
         match (batch, raw) {
             (Some(batch), _) => Ok(PolytomicEvent::SyncRecords(batch)),
             (None, Some(object)) if event == SYNC_RECORDS => {
+                // The second pass over the object's text, now that the event is known.
+                let mut deserializer = serde_json::Deserializer::from_str(object.get());
                 let batch = BatchSeed::new(cx)
-                    .deserialize(object)
-                    .map_err(A::Error::custom);
+                    .deserialize(&mut deserializer)
+                    .map_err(|error| A::Error::custom(strip_position(&error.to_string())));
                 Ok(PolytomicEvent::SyncRecords(
                     cx.at(Segment::Key("object"), batch)?,
                 ))
             }
-            (None, Some(object)) => Ok(PolytomicEvent::Unknown { event, object }),
+            (None, Some(object)) => Ok(PolytomicEvent::Unknown {
+                event,
+                object: RawJson::from_raw(object),
+            }),
             (None, None) => Err(A::Error::missing_field("object")),
         }
     }
@@ -226,7 +259,7 @@ impl<'de, T: DeserializeOwned> Visitor<'de> for BatchSeed<'_, '_, T> {
         let mut id = None;
         let mut name = None;
         let mut records = None;
-        let mut metadata: Option<Option<Map<String, Value>>> = None;
+        let mut metadata: Option<Option<RawFields>> = None;
         while let Some(key) = map.next_key_seed(KeySeed(KEYS))? {
             match key {
                 Some(0) => {
@@ -309,8 +342,20 @@ impl<'de, T: DeserializeOwned> Visitor<'de> for RecordsSeed<'_, '_, T> {
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
         let cx = self.cx;
         let max = cx.config.max_records;
-        // The length hint is not trusted: it comes from the sender.
-        let mut records = Vec::new();
+        // The length hint is not trusted: it comes from the sender. The body's length is: no
+        // record is shorter than `{"hash":"","fields":{}},`, so room for that many records
+        // (and no more than allowed) is reserved once, and the vector never regrows, which would
+        // briefly hold the old and the new buffer. Only when that reservation would cost more
+        // than a few times the body (large record types) does the vector grow as usual.
+        const SHORTEST_RECORD: usize = 24;
+        let body = source_len();
+        let bound = max.saturating_add(1).min(body / SHORTEST_RECORD + 1);
+        let mut records = if bound.saturating_mul(size_of::<Record<T>>()) <= body.saturating_mul(3)
+        {
+            Vec::with_capacity(bound)
+        } else {
+            Vec::new()
+        };
         loop {
             let index = records.len();
             if index == max {
@@ -321,6 +366,7 @@ impl<'de, T: DeserializeOwned> Visitor<'de> for RecordsSeed<'_, '_, T> {
                         "the batch has more than {max} records"
                     )));
                 }
+                records.shrink_to_fit();
                 return Ok(records);
             }
             match cx.at(
@@ -328,7 +374,10 @@ impl<'de, T: DeserializeOwned> Visitor<'de> for RecordsSeed<'_, '_, T> {
                 seq.next_element_seed(RecordSeed::new(cx)),
             )? {
                 Some(record) => records.push(record),
-                None => return Ok(records),
+                None => {
+                    records.shrink_to_fit();
+                    return Ok(records);
+                }
             }
         }
     }
@@ -411,46 +460,81 @@ impl<'de, T: DeserializeOwned> DeserializeSeed<'de> for FieldsSeed<'_, '_, T> {
 
     fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<T, D::Error> {
         let cx = self.cx;
+        if !cx.check_numbers {
+            return self.read(deserializer);
+        }
+        let raw = <&'de RawValue>::deserialize(deserializer)?;
+        if let Some(name) = inexact_member(raw.get()) {
+            cx.fail(FailureKind::InexactNumber(name.into_owned()));
+            return Err(D::Error::custom("a number cannot be held exactly"));
+        }
+        let mut inner = serde_json::Deserializer::from_str(raw.get());
+        self.read(&mut inner)
+            .map_err(|error| D::Error::custom(strip_position(&error.to_string())))
+    }
+}
+
+impl<'de, T: DeserializeOwned> FieldsSeed<'_, '_, T> {
+    /// Reads the fields into `T`: checked to be an object, names normalised if configured,
+    /// within the heap budget.
+    fn read<D: Deserializer<'de>>(self, deserializer: D) -> Result<T, D::Error> {
+        let cx = self.cx;
         let is_object = Cell::new(false);
         let object = ObjectOnly {
             de: deserializer,
             is_object: &is_object,
         };
-        if cx.config.normalize_field_names {
-            let fields = Map::<String, Value>::deserialize(object)?;
-            let fields = normalize_fields(fields).map_err(|collision| {
-                let error = D::Error::custom(format_args!(
-                    "the field names `{}` and `{}` both normalise to `{}`",
-                    collision.first, collision.second, collision.normalized
-                ));
-                cx.fail(FailureKind::Collision(collision));
-                error
-            })?;
-            let value = Value::Object(fields);
-            let result = if cx.track_fields {
-                serde_path_to_error::deserialize(value).map_err(|error| {
-                    cx.record_fields_failed(Some(error.path().to_string()));
-                    error.into_inner()
-                })
-            } else {
-                T::deserialize(value).inspect_err(|_| cx.record_fields_failed(None))
-            };
-            result.map_err(D::Error::custom)
+        let result = if cx.config.normalize_field_names {
+            normalized_fields(cx, object)
         } else if cx.track_fields {
             let mut track = serde_path_to_error::Track::new();
-            let result = T::deserialize(serde_path_to_error::Deserializer::new(object, &mut track));
+            let tracked = serde_path_to_error::Deserializer::new(object, &mut track);
+            let result = deserialize_within(tracked, &cx.budget);
             if result.is_err() && is_object.get() {
                 cx.record_fields_failed(Some(track.path().to_string()));
             }
             result
         } else {
-            T::deserialize(object).inspect_err(|_| {
+            deserialize_within(object, &cx.budget).inspect_err(|_| {
                 if is_object.get() {
                     cx.record_fields_failed(None);
                 }
             })
+        };
+        if result.is_err() && cx.budget.exceeded() {
+            cx.fail(FailureKind::HeapBudget);
         }
+        result
     }
+}
+
+/// The fields with their names normalised (see [`EventConfig::normalize_field_names`]): read
+/// as a map, renamed, rendered back to text, then read as `T` as a delivery would be.
+fn normalized_fields<'de, T: DeserializeOwned, D: Deserializer<'de>>(
+    cx: &Context<'_>,
+    object: D,
+) -> Result<T, D::Error> {
+    let fields: Map<String, Value> = deserialize_within(object, &cx.budget)?;
+    let fields = normalize_fields(fields).map_err(|collision| {
+        let error = D::Error::custom(format_args!(
+            "the field names `{}` and `{}` both normalise to `{}`",
+            collision.first, collision.second, collision.normalized
+        ));
+        cx.fail(FailureKind::Collision(collision));
+        error
+    })?;
+    let text = Value::Object(fields).to_string();
+    let mut deserializer = serde_json::Deserializer::from_str(&text);
+    let result = if cx.track_fields {
+        let mut track = serde_path_to_error::Track::new();
+        let tracked = serde_path_to_error::Deserializer::new(&mut deserializer, &mut track);
+        deserialize_within(tracked, &cx.budget)
+            .inspect_err(|_| cx.record_fields_failed(Some(track.path().to_string())))
+    } else {
+        deserialize_within(&mut deserializer, &cx.budget)
+            .inspect_err(|_| cx.record_fields_failed(None))
+    };
+    result.map_err(|error| D::Error::custom(strip_position(&error.to_string())))
 }
 
 /// Identifies a map key by its position in a list of known keys (`None` for others), without
@@ -507,9 +591,14 @@ impl<'de, D: Deserializer<'de>> Deserializer<'de> for ObjectOnly<'_, D> {
 
     fn deserialize_newtype_struct<V: Visitor<'de>>(
         self,
-        _name: &'static str,
+        name: &'static str,
         visitor: V,
     ) -> Result<V::Value, D::Error> {
+        if is_raw_text(name) {
+            // Raw text ([`RawFields`], `Box<RawValue>`) reads the deserializer underneath and
+            // checks its own shape.
+            return self.de.deserialize_newtype_struct(name, visitor);
+        }
         visitor.visit_newtype_struct(self)
     }
 
@@ -551,12 +640,55 @@ impl<'de, V: Visitor<'de>> Visitor<'de> for ObjectVisitor<'_, V> {
 
     fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
         self.is_object.set(true);
+        let map = UniqueNames {
+            map,
+            names: Names::default(),
+        };
         if self.as_enum {
             // An externally tagged enum written as `{"Variant": …}`.
             self.inner.visit_enum(MapAccessDeserializer::new(map))
         } else {
             self.inner.visit_map(map)
         }
+    }
+}
+
+/// A record's fields as `T` sees them, with every member name checked to appear once: a name
+/// given twice would otherwise be silently resolved by `T` (a map keeps the last value).
+struct UniqueNames<'de, A> {
+    map: A,
+    names: Names<'de>,
+}
+
+impl<'de, A: MapAccess<'de>> MapAccess<'de> for UniqueNames<'de, A> {
+    type Error = A::Error;
+
+    fn next_key_seed<K: DeserializeSeed<'de>>(
+        &mut self,
+        seed: K,
+    ) -> Result<Option<K::Value>, A::Error> {
+        let Some(name) = self.map.next_key_seed(NameSeed)? else {
+            return match std::mem::take(&mut self.names).finish() {
+                Ok(()) => Ok(None),
+                Err(name) => Err(duplicate_error(&name)),
+            };
+        };
+        if let Err(name) = self.names.insert(name.clone()) {
+            return Err(duplicate_error(&name));
+        }
+        match name {
+            Cow::Borrowed(name) => seed.deserialize(BorrowedStrDeserializer::new(name)),
+            Cow::Owned(name) => seed.deserialize(StringDeserializer::new(name)),
+        }
+        .map(Some)
+    }
+
+    fn next_value_seed<V: DeserializeSeed<'de>>(&mut self, seed: V) -> Result<V::Value, A::Error> {
+        self.map.next_value_seed(seed)
+    }
+
+    fn size_hint(&self) -> Option<usize> {
+        self.map.size_hint()
     }
 }
 

@@ -3,14 +3,23 @@
 use std::fmt;
 use std::str::FromStr;
 
+use std::borrow::Cow;
+
+use bytestring::ByteString;
+use serde::de::DeserializeOwned;
 use serde::ser::{SerializeMap, SerializeStruct};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::{Map, Value};
 
-/// The dynamic record type: a record's `fields` as a JSON object, keyed by field name.
+use crate::raw::{NameSeed, RawFields, RawJson, share};
+use crate::rejection::EventRejection;
+
+/// A record's `fields` built as a JSON map, keyed by field name.
 ///
-/// Use it when the synced columns are not known at compile time; otherwise give the extractor a
-/// struct of your own (`SyncRecords<MyRow>`).
+/// Building the map costs several times what [`RawFields`] (the default, which keeps the text)
+/// costs; choose it when a handler walks every field of every record dynamically. A number that
+/// a `serde_json::Value` cannot hold exactly is refused (422 `inexact_number`) rather than
+/// rounded. A struct of your own (`SyncRecords<MyRow>`) is the third choice.
 ///
 /// ```
 /// use polytomic_webhook_event::Fields;
@@ -150,7 +159,8 @@ impl std::error::Error for InvalidSyncId {}
 
 /// The hash Polytomic computes over a record's field names and values (`records[].hash`).
 ///
-/// Useful for deduplicating redeliveries; treat it as opaque text.
+/// Useful for deduplicating redeliveries; treat it as opaque text. A hash parsed from a delivery
+/// is a view of the delivery's buffer, not a copy.
 ///
 /// ```
 /// use polytomic_webhook_event::RecordHash;
@@ -159,14 +169,13 @@ impl std::error::Error for InvalidSyncId {}
 /// assert_eq!(hash.as_str(), "b7421c6c57bd49f7");
 /// assert_eq!(hash, "b7421c6c57bd49f7");
 /// ```
-#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct RecordHash(String);
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct RecordHash(ByteString);
 
 impl RecordHash {
     /// Wraps a hash.
     pub fn new(hash: impl Into<String>) -> Self {
-        Self(hash.into())
+        Self(ByteString::from(hash.into()))
     }
 
     /// The hash as received.
@@ -176,53 +185,68 @@ impl RecordHash {
 
     /// The hash as an owned string.
     pub fn into_string(self) -> String {
-        self.0
+        String::from(&*self.0)
+    }
+}
+
+impl Serialize for RecordHash {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for RecordHash {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = deserializer.deserialize_str(NameSeed)?;
+        Ok(Self(match text {
+            Cow::Borrowed(text) => share(text),
+            Cow::Owned(text) => ByteString::from(text),
+        }))
     }
 }
 
 impl fmt::Display for RecordHash {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(self.as_str())
     }
 }
 
 impl fmt::Debug for RecordHash {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(&self.0, f)
+        fmt::Debug::fmt(self.as_str(), f)
     }
 }
 
 impl AsRef<str> for RecordHash {
     fn as_ref(&self) -> &str {
-        &self.0
+        self.as_str()
     }
 }
 
 impl PartialEq<str> for RecordHash {
     fn eq(&self, other: &str) -> bool {
-        self.0 == other
+        self.as_str() == other
     }
 }
 
 impl PartialEq<&str> for RecordHash {
     fn eq(&self, other: &&str) -> bool {
-        self.0 == *other
+        self.as_str() == *other
     }
 }
 
 /// One synced record: its hash and its fields.
 ///
 /// ```
-/// use polytomic_webhook_event::{Fields, Record, RecordHash};
+/// use polytomic_webhook_event::{RawFields, Record, RecordHash};
 ///
-/// let mut fields = Fields::new();
-/// fields.insert("email".into(), "a@example.com".into());
+/// let fields: RawFields = r#"{"email":"a@example.com"}"#.parse().unwrap();
 /// let record = Record::new(RecordHash::new("b7421c6c57bd49f7"), fields);
 /// assert_eq!(record.hash(), "b7421c6c57bd49f7");
-/// assert_eq!(record.fields()["email"], "a@example.com");
+/// assert_eq!(record.fields().get("email").unwrap().get(), r#""a@example.com""#);
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct Record<T = Fields> {
+pub struct Record<T = RawFields> {
     hash: RecordHash,
     fields: T,
 }
@@ -276,7 +300,8 @@ impl<T> Record<T> {
 /// assert_eq!(batch.name(), "Users");
 /// assert_eq!(batch.len(), 1);
 /// for record in &batch {
-///     assert_eq!(record.fields()["email"], "nathan@polytomic.com");
+///     // The default record type keeps each record's fields as their JSON text.
+///     assert_eq!(record.fields().as_str(), r#"{"email":"nathan@polytomic.com"}"#);
 /// }
 /// assert!(batch.metadata().is_empty());
 ///
@@ -284,11 +309,11 @@ impl<T> Record<T> {
 /// assert_eq!(forwarded["records"][0]["hash"], "b7421c6c57bd49f7");
 /// ```
 #[derive(Clone, Debug, PartialEq)]
-pub struct SyncRecords<T = Fields> {
+pub struct SyncRecords<T = RawFields> {
     pub(crate) id: SyncId,
     pub(crate) name: String,
     pub(crate) records: Vec<Record<T>>,
-    pub(crate) metadata: Map<String, Value>,
+    pub(crate) metadata: RawFields,
 }
 
 impl<T> SyncRecords<T> {
@@ -298,13 +323,13 @@ impl<T> SyncRecords<T> {
             id,
             name: name.into(),
             records,
-            metadata: Map::new(),
+            metadata: RawFields::empty(),
         }
     }
 
     /// Replaces the metadata.
     #[must_use]
-    pub fn with_metadata(mut self, metadata: Map<String, Value>) -> Self {
+    pub fn with_metadata(mut self, metadata: RawFields) -> Self {
         self.metadata = metadata;
         self
     }
@@ -329,8 +354,9 @@ impl<T> SyncRecords<T> {
         &mut self.records
     }
 
-    /// The key-value metadata of the sync configuration; empty when the delivery had none.
-    pub fn metadata(&self) -> &Map<String, Value> {
+    /// The key-value metadata of the sync configuration, as its JSON text; empty when the
+    /// delivery had none.
+    pub fn metadata(&self) -> &RawFields {
         &self.metadata
     }
 
@@ -352,6 +378,48 @@ impl<T> SyncRecords<T> {
     /// The records, dropping the rest of the batch.
     pub fn into_records(self) -> Vec<Record<T>> {
         self.records
+    }
+}
+
+impl SyncRecords<RawFields> {
+    /// Deserializes every record's fields into `T`, as a typed `SyncRecords<T>` extractor would
+    /// have; the first record that does not fit is refused with the extractor's 422
+    /// `invalid_record_fields`, located inside that record.
+    ///
+    /// ```
+    /// use polytomic_webhook_event::{EventConfig, SyncRecords, parse_sync_records};
+    ///
+    /// #[derive(serde::Deserialize)]
+    /// struct Contact {
+    ///     email: String,
+    /// }
+    /// let body = br#"{"event":"sync.records","object":{"id":"1ea8f90a-b22e-4218-86d5-c3c109e1fbb7",
+    ///     "name":"n","records":[{"hash":"h","fields":{"email":"a@example.com"}},
+    ///                           {"hash":"i","fields":{"email":7}}]}}"#;
+    /// let batch: SyncRecords = parse_sync_records(body, &EventConfig::default()).unwrap();
+    /// let error = batch.deserialize_fields::<Contact>().err().unwrap();
+    /// assert_eq!(error.code(), "invalid_record_fields");
+    /// assert!(error.body_text().contains("object.records[1].fields.email"));
+    /// ```
+    pub fn deserialize_fields<T: DeserializeOwned>(
+        &self,
+    ) -> Result<SyncRecords<T>, EventRejection> {
+        let records = self
+            .records
+            .iter()
+            .enumerate()
+            .map(|(index, record)| {
+                crate::raw::fields_into(record.fields())
+                    .map(|fields| Record::new(record.hash.clone(), fields))
+                    .map_err(|error| error.into_rejection(index))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(SyncRecords {
+            id: self.id.clone(),
+            name: self.name.clone(),
+            records,
+            metadata: self.metadata.clone(),
+        })
     }
 }
 
@@ -395,26 +463,26 @@ impl<T: Serialize> Serialize for SyncRecords<T> {
 /// use polytomic_webhook_event::{EventConfig, PolytomicEvent, parse};
 ///
 /// let body = br#"{"event":"sync.future_thing","object":{"anything":1}}"#;
-/// match parse::<polytomic_webhook_event::Fields>(body, &EventConfig::default()).unwrap() {
+/// match parse::<polytomic_webhook_event::RawFields>(body, &EventConfig::default()).unwrap() {
 ///     PolytomicEvent::SyncRecords(batch) => unreachable!("{batch:?}"),
 ///     PolytomicEvent::Unknown { event, object } => {
 ///         assert_eq!(event, "sync.future_thing");
-///         assert_eq!(object["anything"], 1);
+///         assert_eq!(object.as_str(), r#"{"anything":1}"#);
 ///     }
 ///     _ => unreachable!(),
 /// }
 /// ```
 #[derive(Clone, Debug, PartialEq)]
 #[non_exhaustive]
-pub enum PolytomicEvent<T = Fields> {
+pub enum PolytomicEvent<T = RawFields> {
     /// `sync.records`: a batch of records changed since the last delivery.
     SyncRecords(SyncRecords<T>),
     /// An event type this version of the crate does not know.
     Unknown {
         /// The `event` name, e.g. `sync.future_thing`.
         event: String,
-        /// The delivery's `object`, unvalidated.
-        object: Value,
+        /// The delivery's `object` as its JSON text (checked to be JSON, nothing more).
+        object: RawJson,
     },
 }
 

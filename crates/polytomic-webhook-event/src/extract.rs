@@ -12,7 +12,7 @@ use serde::de::DeserializeOwned;
 
 use crate::config::EventConfig;
 use crate::event::{PolytomicEvent, SyncRecords};
-use crate::parse::{parse, parse_sync_records};
+use crate::parse::{parse_shared, parse_sync_records_shared};
 use crate::rejection::{BodyTooLarge, EventRejection, TooLargeLimit, UnsupportedMediaType};
 
 impl<T, S> FromRequest<S> for PolytomicEvent<T>
@@ -24,7 +24,7 @@ where
 
     async fn from_request(req: Request, _state: &S) -> Result<Self, Self::Rejection> {
         let (config, body) = buffer(req).await?;
-        parse(&body, &config)
+        parse_shared(&body, &config)
     }
 }
 
@@ -37,7 +37,7 @@ where
 
     async fn from_request(req: Request, _state: &S) -> Result<Self, Self::Rejection> {
         let (config, body) = buffer(req).await?;
-        parse_sync_records(&body, &config)
+        parse_sync_records_shared(&body, &config)
     }
 }
 

@@ -107,17 +107,21 @@
 #![forbid(unsafe_code)]
 
 mod ack;
+mod budget;
 mod config;
 mod de;
 mod event;
 mod extract;
 mod normalize;
+mod numbers;
 mod parse;
+mod raw;
 pub mod rejection;
+mod sanitize;
 #[cfg(feature = "proptest")]
 pub mod strategy;
 
-pub use ack::Ack;
+pub use ack::{Ack, NotStored};
 pub use config::{EventConfig, UnknownEventPolicy};
 #[doc(hidden)]
 pub use de::tracked_parses;
@@ -128,4 +132,5 @@ pub use normalize::normalize_field_name;
 #[doc(hidden)]
 pub use parse::slow_path_runs;
 pub use parse::{parse, parse_sync_records};
+pub use raw::{FieldsError, RawFields, RawJson};
 pub use rejection::EventRejection;

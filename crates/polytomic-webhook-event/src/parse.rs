@@ -2,17 +2,23 @@
 
 use std::cell::Cell;
 
+use bytes::Bytes;
+use bytestring::ByteString;
 use serde::Deserialize as _;
 use serde::de::{DeserializeOwned, DeserializeSeed, IgnoredAny};
 use serde_json::error::Category;
 
+use crate::budget::Floats;
 use crate::config::{EventConfig, UnknownEventPolicy};
 use crate::de::{Context, EnvelopeSeed, Failure, FailureKind, Segment};
 use crate::event::{PolytomicEvent, SyncRecords};
+use crate::numbers::may_hold_inexact;
+use crate::raw::{SourceGuard, duplicate_name};
 use crate::rejection::{
-    EventRejection, FieldNameCollision, InvalidEnvelope, InvalidJson, InvalidRecordFields,
-    TooManyRecords, UnknownEvent,
+    BodyTooLarge, DuplicateFieldName, EventRejection, FieldNameCollision, InexactNumber,
+    InvalidEnvelope, InvalidJson, InvalidRecordFields, TooLargeLimit, TooManyRecords, UnknownEvent,
 };
+use crate::sanitize::sanitize;
 
 /// Parses and validates a delivery body, for use without axum.
 ///
@@ -44,33 +50,121 @@ use crate::rejection::{
 /// assert_eq!(error.status(), 400);
 /// assert_eq!(error.code(), "invalid_json");
 /// ```
+///
+/// The body is copied once into a shared buffer, which the records' raw text
+/// ([`RawFields`](crate::RawFields)) then refers to; the extractors skip that copy.
 pub fn parse<T: DeserializeOwned>(
     body: &[u8],
+    config: &EventConfig,
+) -> Result<PolytomicEvent<T>, EventRejection> {
+    parse_shared(&Bytes::copy_from_slice(body), config)
+}
+
+/// [`parse`] over a body already in a shared buffer, which raw values then refer to.
+pub(crate) fn parse_shared<T: DeserializeOwned>(
+    body: &Bytes,
     config: &EventConfig,
 ) -> Result<PolytomicEvent<T>, EventRejection> {
     // JSON text is UTF-8 throughout (RFC 8259 §8.1). serde_json checks only the strings it
     // builds, not those it skips (unknown keys), so the whole body is checked here, once; the
     // parser then reads it as `str` and checks nothing twice.
-    let text = std::str::from_utf8(body).map_err(|_| not_utf8(body))?;
+    let text = ByteString::try_from(body.clone()).map_err(|_| not_utf8(body))?;
+    let _source = SourceGuard::enter(text.clone());
     let cx = Context::new(config, false);
-    let mut deserializer = serde_json::Deserializer::from_str(text);
-    let result = EnvelopeSeed::<T>::new(&cx)
-        .deserialize(&mut deserializer)
-        .and_then(|event| deserializer.end().map(|()| event));
-    let event = result.map_err(|error| explain::<T>(body, config, error, cx.into_failure()))?;
+    let result = envelope::<T>(&text, &cx);
+    let floats = cx.floats();
+    let mut event = result.map_err(|error| explain::<T>(body, config, error, cx.into_failure()))?;
+    if let Some(tiny) = match floats {
+        Floats::None => None,
+        Floats::Some => Some(false),
+        Floats::Tiny => Some(true),
+    } {
+        if may_hold_inexact(body, tiny) {
+            // Rare: a second pass that checks each record's numbers before building it.
+            let cx = Context::new(config, false).checking_numbers();
+            event = envelope::<T>(&text, &cx)
+                .map_err(|error| explain::<T>(body, config, error, cx.into_failure()))?;
+        }
+    }
     if let PolytomicEvent::SyncRecords(batch) = &event {
         record_batch_on_span(batch);
     }
     Ok(event)
 }
 
-/// The `invalid_json` rejection for a body that is not UTF-8, located where serde_json finds it.
+/// One pass of the envelope parser over the whole body.
+fn envelope<T: DeserializeOwned>(
+    text: &str,
+    cx: &Context<'_>,
+) -> Result<PolytomicEvent<T>, serde_json::Error> {
+    let mut deserializer = serde_json::Deserializer::from_str(text);
+    EnvelopeSeed::<T>::new(cx)
+        .deserialize(&mut deserializer)
+        .and_then(|event| deserializer.end().map(|()| event))
+}
+
+/// The `invalid_json` rejection for a body that is not UTF-8, located where serde_json finds it
+/// (reading every string, building nothing).
 #[cold]
 fn not_utf8(body: &[u8]) -> EventRejection {
-    let error = serde_json::from_slice::<serde_json::Value>(body)
+    let mut deserializer = serde_json::Deserializer::from_slice(body);
+    let error = Skim::deserialize(&mut deserializer)
+        .and_then(|_| deserializer.end())
         .err()
         .unwrap_or_else(|| serde::de::Error::custom("the body is not valid UTF-8"));
     InvalidJson::new(error).into()
+}
+
+/// Reads any JSON value and keeps nothing. Unlike `IgnoredAny`, it has serde_json read each
+/// string (which checks its UTF-8) rather than skip it.
+struct Skim;
+
+impl<'de> serde::Deserialize<'de> for Skim {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(Skim)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Skim {
+    type Value = Skim;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<Skim, E> {
+        Ok(Skim)
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<Skim, E> {
+        Ok(Skim)
+    }
+
+    fn visit_u64<E>(self, _: u64) -> Result<Skim, E> {
+        Ok(Skim)
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<Skim, E> {
+        Ok(Skim)
+    }
+
+    fn visit_str<E>(self, _: &str) -> Result<Skim, E> {
+        Ok(Skim)
+    }
+
+    fn visit_unit<E>(self) -> Result<Skim, E> {
+        Ok(Skim)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Skim, A::Error> {
+        while seq.next_element::<Skim>()?.is_some() {}
+        Ok(Skim)
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Skim, A::Error> {
+        while map.next_entry::<Skim, Skim>()?.is_some() {}
+        Ok(Skim)
+    }
 }
 
 /// Fills the batch fields of the enclosing `polytomic_webhook.delivery` span, when there is
@@ -103,7 +197,15 @@ pub fn parse_sync_records<T: DeserializeOwned>(
     body: &[u8],
     config: &EventConfig,
 ) -> Result<SyncRecords<T>, EventRejection> {
-    match parse(body, config)? {
+    parse_sync_records_shared(&Bytes::copy_from_slice(body), config)
+}
+
+/// [`parse_sync_records`] over a body already in a shared buffer.
+pub(crate) fn parse_sync_records_shared<T: DeserializeOwned>(
+    body: &Bytes,
+    config: &EventConfig,
+) -> Result<SyncRecords<T>, EventRejection> {
+    match parse_shared(body, config)? {
         PolytomicEvent::SyncRecords(batch) => Ok(batch),
         PolytomicEvent::Unknown { event, .. } => Err(unknown_event(&event, config).into()),
     }
@@ -152,8 +254,16 @@ fn explain<T: DeserializeOwned>(
     if is_malformed(&error) {
         return InvalidJson::new(error).into();
     }
-    if let FailureKind::TooManyRecords = failure.kind {
-        return TooManyRecords::new(config.max_records).into();
+    match failure.kind {
+        FailureKind::TooManyRecords => return TooManyRecords::new(config.max_records).into(),
+        FailureKind::HeapBudget => {
+            let limit = u64::try_from(config.max_heap_bytes).unwrap_or(u64::MAX);
+            return BodyTooLarge::new(TooLargeLimit::Heap(limit)).into();
+        }
+        FailureKind::InexactNumber(ref name) => {
+            return InexactNumber::new(format!("{}.{name}", render(&failure.path))).into();
+        }
+        _ => {}
     }
     // serde stops at the first error, which may be a data error in front of a syntax error;
     // a body that is not JSON at all is reported as such.
@@ -161,6 +271,10 @@ fn explain<T: DeserializeOwned>(
     let syntax = IgnoredAny::deserialize(&mut deserializer).and_then(|_| deserializer.end());
     if let Err(syntax) = syntax {
         return InvalidJson::new(syntax).into();
+    }
+    let text = message(&error);
+    if let Some(name) = duplicate_name(&text) {
+        return DuplicateFieldName::new(format!("{}.{name}", render(&failure.path)), name).into();
     }
     match failure.kind {
         FailureKind::Collision(collision) => FieldNameCollision::new(
@@ -184,7 +298,10 @@ fn explain<T: DeserializeOwned>(
                 _ => InvalidRecordFields::new(render(&failure.path), message(&error)).into(),
             }
         }
-        FailureKind::Envelope | FailureKind::TooManyRecords => {
+        FailureKind::Envelope
+        | FailureKind::TooManyRecords
+        | FailureKind::HeapBudget
+        | FailureKind::InexactNumber(_) => {
             InvalidEnvelope::new(render(&failure.path), message(&error)).into()
         }
     }
@@ -197,13 +314,10 @@ fn is_malformed(error: &serde_json::Error) -> bool {
     )
 }
 
-/// serde_json's message without the position suffix, which a JSON path replaces.
+/// serde_json's message without the position suffix (a JSON path replaces it) and without any
+/// value it quotes.
 fn message(error: &serde_json::Error) -> String {
-    let text = error.to_string();
-    match text.rfind(" at line ") {
-        Some(end) if error.line() > 0 => text[..end].to_owned(),
-        _ => text,
-    }
+    sanitize(error)
 }
 
 /// Renders the segments recorded while an error unwound (innermost first) as a JSON path.

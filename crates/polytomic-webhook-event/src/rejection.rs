@@ -474,6 +474,114 @@ problem_rejection!(
 
 impl Error for InvalidRecordFields {}
 
+/// A member name appears twice in one record's `fields` or in `metadata`
+/// (422 `duplicate_field_name`).
+///
+/// JSON leaves the meaning of a repeated name open, and every reader resolves it its own way
+/// (most keep the last value), so such a record is refused rather than guessed at. The `path`
+/// member names the second occurrence, e.g. `object.records[3].fields.email`.
+///
+/// ```
+/// use polytomic_webhook_event::{EventConfig, parse_sync_records};
+/// use polytomic_webhook_event::rejection::EventRejection;
+///
+/// let body = br#"{"event":"sync.records","object":{"id":"1ea8f90a-b22e-4218-86d5-c3c109e1fbb7",
+///     "name":"n","records":[{"hash":"h","fields":{"email":"a","email":"b"}}]}}"#;
+/// let rejection = parse_sync_records::<polytomic_webhook_event::RawFields>(body, &EventConfig::default())
+///     .unwrap_err();
+/// assert_eq!(rejection.status(), 422);
+/// assert_eq!(rejection.code(), "duplicate_field_name");
+/// let EventRejection::DuplicateFieldName(rejection) = rejection else { unreachable!() };
+/// assert_eq!(rejection.path(), "object.records[0].fields.email");
+/// ```
+#[derive(Debug)]
+pub struct DuplicateFieldName {
+    at: Located,
+}
+
+impl DuplicateFieldName {
+    pub(crate) fn new(path: String, name: &str) -> Self {
+        Self {
+            at: Located::new(path, format!("the name `{name}` appears more than once")),
+        }
+    }
+
+    /// The JSON path of the second occurrence.
+    pub fn path(&self) -> &str {
+        &self.at.path
+    }
+
+    fn detail(&self) -> String {
+        self.at.describe("duplicate field name")
+    }
+
+    fn with_members(&self, problem: Problem) -> Problem {
+        problem.with_member("path", self.at.path.clone())
+    }
+}
+
+problem_rejection!(
+    DuplicateFieldName,
+    UNPROCESSABLE_ENTITY,
+    "duplicate_field_name"
+);
+
+impl Error for DuplicateFieldName {}
+
+/// A record's `fields` hold a number that the record type would change: an integer beyond 64
+/// bits, or a decimal with more digits than an `f64` keeps (422 `inexact_number`).
+///
+/// Only record types that build numbers ([`Fields`](crate::Fields), your own types) are checked;
+/// [`RawFields`](crate::RawFields), the default, keeps every number's text exactly. The `path`
+/// member names the field, e.g. `object.records[3].fields.id`; the number itself is never echoed.
+///
+/// ```
+/// use polytomic_webhook_event::{EventConfig, Fields, RawFields, parse_sync_records};
+///
+/// let body = br#"{"event":"sync.records","object":{"id":"1ea8f90a-b22e-4218-86d5-c3c109e1fbb7",
+///     "name":"n","records":[{"hash":"h","fields":{"id":18446744073709551616}}]}}"#;
+/// let rejection = parse_sync_records::<Fields>(body, &EventConfig::default()).unwrap_err();
+/// assert_eq!(rejection.status(), 422);
+/// assert_eq!(rejection.code(), "inexact_number");
+/// // The default keeps it as sent.
+/// let batch = parse_sync_records::<RawFields>(body, &EventConfig::default()).unwrap();
+/// assert_eq!(batch.records()[0].fields().get("id").unwrap().get(), "18446744073709551616");
+/// ```
+#[derive(Debug)]
+pub struct InexactNumber {
+    at: Located,
+}
+
+impl InexactNumber {
+    pub(crate) fn new(path: String) -> Self {
+        Self {
+            at: Located::new(
+                path,
+                "the number has more digits or range than the record type holds; receive the \
+                 fields as RawFields to keep it exactly"
+                    .to_owned(),
+            ),
+        }
+    }
+
+    /// The JSON path of the field that holds the number.
+    pub fn path(&self) -> &str {
+        &self.at.path
+    }
+
+    fn detail(&self) -> String {
+        self.at.describe("inexact number")
+    }
+
+    fn with_members(&self, problem: Problem) -> Problem {
+        problem.with_member("path", self.at.path.clone())
+    }
+}
+
+problem_rejection!(InexactNumber, UNPROCESSABLE_ENTITY, "inexact_number");
+
+impl Error for InexactNumber {}
+
 /// The batch has more records than
 /// [`EventConfig::max_records`](crate::EventConfig::max_records) (413 `too_many_records`).
 ///
@@ -754,6 +862,10 @@ pub enum EventRejection {
     InvalidEnvelope(InvalidEnvelope),
     /// See [`InvalidRecordFields`].
     InvalidRecordFields(InvalidRecordFields),
+    /// See [`DuplicateFieldName`].
+    DuplicateFieldName(DuplicateFieldName),
+    /// See [`InexactNumber`].
+    InexactNumber(InexactNumber),
     /// See [`TooManyRecords`].
     TooManyRecords(TooManyRecords),
     /// See [`FieldNameCollision`].
@@ -773,6 +885,8 @@ macro_rules! each_variant {
             EventRejection::InvalidJson($inner) => $expr,
             EventRejection::InvalidEnvelope($inner) => $expr,
             EventRejection::InvalidRecordFields($inner) => $expr,
+            EventRejection::DuplicateFieldName($inner) => $expr,
+            EventRejection::InexactNumber($inner) => $expr,
             EventRejection::TooManyRecords($inner) => $expr,
             EventRejection::FieldNameCollision($inner) => $expr,
             EventRejection::UnknownEvent($inner) => $expr,
@@ -866,6 +980,8 @@ from_variant!(
     InvalidJson,
     InvalidEnvelope,
     InvalidRecordFields,
+    DuplicateFieldName,
+    InexactNumber,
     TooManyRecords,
     FieldNameCollision,
     UnknownEvent,

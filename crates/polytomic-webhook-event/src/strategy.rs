@@ -21,6 +21,7 @@ use proptest::prelude::*;
 use serde_json::{Map, Value};
 
 use crate::event::{Fields, Record, RecordHash, SyncId, SyncRecords};
+use crate::raw::RawFields;
 
 /// A JSON scalar: `null`, a boolean, an integer, a float, a string.
 pub fn json_scalar() -> impl Strategy<Value = Value> {
@@ -75,11 +76,16 @@ pub fn batch_of<T: std::fmt::Debug>(
         json_object(),
     )
         .prop_map(|(id, name, records, metadata)| {
-            SyncRecords::new(id, name, records).with_metadata(metadata)
+            SyncRecords::new(id, name, records).with_metadata(metadata.into())
         })
 }
 
 /// A batch with dynamic fields.
 pub fn batch() -> impl Strategy<Value = SyncRecords<Fields>> {
     batch_of(json_object())
+}
+
+/// A batch with each record's fields kept as JSON text (the default record type).
+pub fn raw_batch() -> impl Strategy<Value = SyncRecords<RawFields>> {
+    batch_of(json_object().prop_map(RawFields::from))
 }

@@ -8,7 +8,7 @@ use chrono::{DateTime, TimeZone, Utc};
 use common::{SAMPLE, SYNC_ID, answer, envelope};
 use polytomic_webhook_event::rejection::EventRejection;
 use polytomic_webhook_event::{
-    EventConfig, Fields, PolytomicEvent, Record, SyncRecords, parse, parse_sync_records,
+    EventConfig, Fields, PolytomicEvent, RawFields, Record, SyncRecords, parse, parse_sync_records,
     slow_path_runs, tracked_parses,
 };
 use serde_json::json;
@@ -59,7 +59,10 @@ fn sample_parses_into_dynamic_fields() {
     let record = &batch.records()[0];
     assert_eq!(record.hash().as_str(), "b7421c6c57bd49f7");
     assert_eq!(
-        serde_json::Value::Object(record.fields().clone()),
+        record
+            .fields()
+            .deserialize_as::<serde_json::Value>()
+            .unwrap(),
         json!({"email": "nathan@polytomic.com", "last_login": "2020-12-02T00:00:00Z"})
     );
 }
@@ -365,7 +368,7 @@ fn extra_keys_are_ignored_at_every_level() {
     );
     let batch: SyncRecords<User> = parse_sync_records(body.as_bytes(), &config()).unwrap();
     assert_eq!(batch.records()[0].fields().email, "a@b.c");
-    assert_eq!(batch.metadata()["team"], "growth");
+    assert_eq!(batch.metadata().get("team").unwrap().get(), r#""growth""#);
 }
 
 #[test]
@@ -384,8 +387,10 @@ fn object_may_come_before_event() {
     let body = format!(
         r#"{{"object":{{"id":"{SYNC_ID}","name":"n","records":[{{"hash":"h","fields":{{"a":1}}}}]}},"event":"sync.records"}}"#
     );
-    let batch: SyncRecords = parse_sync_records(body.as_bytes(), &config()).unwrap();
+    let batch: SyncRecords<Fields> = parse_sync_records(body.as_bytes(), &config()).unwrap();
     assert_eq!(batch.records()[0].fields()["a"], 1);
+    let batch: SyncRecords = parse_sync_records(body.as_bytes(), &config()).unwrap();
+    assert_eq!(batch.records()[0].fields().as_str(), r#"{"a":1}"#);
 
     let bad = format!(
         r#"{{"object":{{"id":"{SYNC_ID}","name":"n","records":[{{"hash":"h","fields":{{}}}},{{"fields":{{}}}}]}},"event":"sync.records"}}"#
@@ -417,7 +422,7 @@ async fn normalisation_is_opt_in() {
     let body = envelope(r#"[{"hash":"h","fields":{"$first_name":"Ada"}}]"#);
     // Off by default: the name arrives as sent.
     let batch: SyncRecords = parse_sync_records(body.as_bytes(), &config()).unwrap();
-    assert!(batch.records()[0].fields().contains_key("$first_name"));
+    assert!(batch.records()[0].fields().get("$first_name").is_some());
     assert_eq!(
         reject::<Person>(&body, &config()).code(),
         "invalid_record_fields"
@@ -427,8 +432,13 @@ async fn normalisation_is_opt_in() {
     let on = config().normalize_field_names(true);
     let batch: SyncRecords<Person> = parse_sync_records(body.as_bytes(), &on).unwrap();
     assert_eq!(batch.records()[0].fields().first_name, "Ada");
-    let batch: SyncRecords = parse_sync_records(body.as_bytes(), &on).unwrap();
+    let batch: SyncRecords<Fields> = parse_sync_records(body.as_bytes(), &on).unwrap();
     assert_eq!(batch.records()[0].fields()["first_name"], "Ada");
+    let batch: SyncRecords = parse_sync_records(body.as_bytes(), &on).unwrap();
+    assert_eq!(
+        batch.records()[0].fields().as_str(),
+        r#"{"first_name":"Ada"}"#
+    );
 
     // Two names that normalise alike are refused, naming both.
     let body = envelope(
@@ -465,7 +475,9 @@ fn unknown_events_parse_as_unknown() {
     )
     .unwrap();
     assert_eq!(event.event_name(), "sync.future_thing");
-    assert!(matches!(event, PolytomicEvent::Unknown { ref object, .. } if object["x"] == 1));
+    assert!(
+        matches!(event, PolytomicEvent::Unknown { ref object, .. } if object.as_str() == r#"{"x":1}"#)
+    );
     // The `object` is still required.
     assert_eq!(
         parse::<Fields>(br#"{"event":"sync.future_thing"}"#, &config())
@@ -488,12 +500,12 @@ fn serialized_shape_matches_the_delivery_object() {
             "metadata": {}
         })
     );
-    let event = parse::<Fields>(SAMPLE.as_bytes(), &config()).unwrap();
+    let event = parse::<RawFields>(SAMPLE.as_bytes(), &config()).unwrap();
     let reparsed: serde_json::Value = serde_json::to_value(&event).unwrap();
     let original: serde_json::Value = serde_json::from_str(SAMPLE).unwrap();
     assert_eq!(reparsed, original);
-    // And the serde impls read the same shapes back.
-    let again: SyncRecords = serde_json::from_value(serde_json::to_value(&batch).unwrap()).unwrap();
+    // And the serde impls read the same shapes back, raw text and all.
+    let again: SyncRecords = serde_json::from_str(&serde_json::to_string(&batch).unwrap()).unwrap();
     assert_eq!(again, batch);
     let again: PolytomicEvent = serde_json::from_str(SAMPLE).unwrap();
     assert_eq!(again, event);
@@ -513,22 +525,63 @@ fn echoed_text_is_bounded() {
 }
 
 /// Found by fuzzing: without correctly rounded float parsing, a long decimal read as one float
-/// and its re-serialisation read as another, so a batch did not survive a round trip.
+/// and its re-serialisation read as another, so a batch did not survive a round trip. Such a
+/// decimal is now kept exactly by the default `RawFields`, and refused by `Fields`, which would
+/// round it.
 #[test]
-fn long_decimals_parse_exactly_and_round_trip() {
-    let body = envelope(
-        r#"[{"hash":"h","fields":{"f":2.34444444444444444444444444444444444444444444444444444444444444444444444444444444444475}}]"#,
-    );
-    let event = parse::<Fields>(body.as_bytes(), &EventConfig::default()).unwrap();
+fn long_decimals_are_kept_exactly_or_refused() {
+    let number =
+        "2.34444444444444444444444444444444444444444444444444444444444444444444444444444444444475";
+    let body = envelope(&format!(r#"[{{"hash":"h","fields":{{"f":{number}}}}}]"#));
+    let event = parse::<RawFields>(body.as_bytes(), &EventConfig::default()).unwrap();
     let PolytomicEvent::SyncRecords(batch) = &event else {
         panic!("a sync.records batch");
     };
-    assert_eq!(batch.records()[0].fields()["f"], 2.3444444444444446);
+    assert_eq!(batch.records()[0].fields().get("f").unwrap().get(), number);
     let again = serde_json::to_vec(&event).unwrap();
     assert_eq!(
-        parse::<Fields>(&again, &EventConfig::default()).unwrap(),
+        parse::<RawFields>(&again, &EventConfig::default()).unwrap(),
         event
     );
+    let rejection = parse::<Fields>(body.as_bytes(), &EventConfig::default()).unwrap_err();
+    assert_eq!(rejection.code(), "inexact_number");
+}
+
+/// Issue #12, point 3: numbers that a float would change, in every position of a record.
+#[tokio::test]
+async fn numbers_are_never_silently_changed() {
+    for number in [
+        "18446744073709551616",
+        "123456789012345678901234567890123456789",
+        "0.1000000000000000055511151231257827",
+        "1e-400",
+    ] {
+        for fields in [
+            format!(r#"{{"n":{number}}}"#),
+            format!(r#"{{"a":"x","n":[1,{{"deep":{number}}}]}}"#),
+        ] {
+            let body = envelope(&format!(
+                r#"[{{"hash":"h","fields":{{"ok":1.5}}}},{{"hash":"h","fields":{fields}}}]"#
+            ));
+            let batch: SyncRecords = parse_sync_records(body.as_bytes(), &config()).unwrap();
+            assert!(batch.records()[1].fields().as_str().contains(number));
+            let reply = assert_rejects::<Fields>(
+                &body,
+                &config(),
+                422,
+                "inexact_number",
+                Some("object.records[1].fields.n"),
+            )
+            .await;
+            assert!(!reply.body.to_string().contains(number), "{}", reply.body);
+        }
+    }
+    // What an f64 holds exactly goes through, also when a long number sits in a string.
+    let body = envelope(
+        r#"[{"hash":"h","fields":{"a":0.1,"b":18446744073709551615,"c":"123456789012345678901","d":1.8446744073709552e19,"e":0.0}}]"#,
+    );
+    let batch: SyncRecords<Fields> = parse_sync_records(body.as_bytes(), &config()).unwrap();
+    assert_eq!(batch.records()[0].fields()["b"], 18446744073709551615_u64);
 }
 
 /// Found by fuzzing: serde_json does not check the UTF-8 of strings it skips, so invalid bytes
@@ -546,4 +599,148 @@ fn invalid_utf8_anywhere_is_invalid_json() {
     };
     assert_eq!(error.line(), 1);
     assert!(error.column() > 100, "{}", error.column());
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[allow(dead_code)] // Only deserialized.
+enum Plan {
+    Free,
+    Paid,
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[allow(dead_code)] // Only deserialized.
+struct Customer {
+    email: String,
+    last_login: DateTime<Utc>,
+    plan: Plan,
+    visits: u32,
+}
+
+/// Issue #12, point 6: whatever 4xx a body earns, the values it carries never appear in the
+/// answer. Each marker sits where a refusal can reach it: a mistyped field of every JSON kind, an
+/// unparsable date, an unknown enum variant, a wrong envelope member, metadata, a broken string.
+#[tokio::test]
+async fn problem_bodies_never_echo_values() {
+    const TEXT: &str = "SSN-078-05-1120";
+    const NUMBER: &str = "9078051120";
+    let record = |fields: &str| envelope(&format!(r#"[{{"hash":"h","fields":{fields}}}]"#));
+    let bodies = [
+        record(&format!(r#""{TEXT}""#)),
+        record(NUMBER),
+        record(&format!(
+            r#"{{"email":{NUMBER},"last_login":"2020-12-02T00:00:00Z","plan":"Free","visits":1}}"#
+        )),
+        record(&format!(
+            r#"{{"email":"a","last_login":"{TEXT}","plan":"Free","visits":1}}"#
+        )),
+        record(&format!(
+            r#"{{"email":"a","last_login":"2020-12-02T00:00:00Z","plan":"{TEXT}","visits":1}}"#
+        )),
+        record(&format!(
+            r#"{{"email":"a","last_login":"2020-12-02T00:00:00Z","plan":"Free","visits":{NUMBER}9}}"#
+        )),
+        record(&format!(
+            r#"{{"email":"a","last_login":"2020-12-02T00:00:00Z","plan":"Free","visits":"{TEXT}"}}"#
+        )),
+        record(&format!(
+            r#"{{"email":true,"last_login":{NUMBER}.5,"plan":"Free","visits":1}}"#
+        )),
+        format!(r#"{{"event":"sync.records","object":{{"id":"{TEXT}","name":"n","records":[]}}}}"#),
+        format!(
+            r#"{{"event":"sync.records","object":{{"id":"{SYNC_ID}","name":{NUMBER},"records":[]}}}}"#
+        ),
+        format!(
+            r#"{{"event":"sync.records","object":{{"id":"{SYNC_ID}","name":"n","records":[{{"hash":{NUMBER},"fields":{{}}}}]}}}}"#
+        ),
+        format!(
+            r#"{{"event":"sync.records","object":{{"id":"{SYNC_ID}","name":"n","records":[],"metadata":"{TEXT}"}}}}"#
+        ),
+        format!(r#"{{"event":{NUMBER},"object":{{}}}}"#),
+        format!(r#"{{"event":"sync.records","object":{{"id":"{SYNC_ID}","name":"{TEXT}"#),
+    ];
+    for body in &bodies {
+        for (kind, rejection) in [
+            (
+                "raw",
+                parse_sync_records::<RawFields>(body.as_bytes(), &config()).err(),
+            ),
+            (
+                "map",
+                parse_sync_records::<Fields>(body.as_bytes(), &config()).err(),
+            ),
+            (
+                "typed",
+                parse_sync_records::<Customer>(body.as_bytes(), &config()).err(),
+            ),
+        ] {
+            let Some(rejection) = rejection else {
+                assert_ne!(kind, "typed", "the typed record must refuse: {body}");
+                continue;
+            };
+            let shown = format!("{rejection} {rejection:?}");
+            let reply = answer(rejection.into_response()).await;
+            assert!((400..500).contains(&reply.status), "{kind} {body}");
+            let text = reply.body.to_string();
+            for marker in [TEXT, NUMBER] {
+                assert!(!text.contains(marker), "{kind}: {text}");
+                assert!(!shown.contains(marker), "{kind}: {shown}");
+            }
+        }
+    }
+}
+
+/// Issue #12, point 7: a name given twice in `fields` or `metadata` is refused at its second
+/// occurrence, for every record type, however many names the object has.
+#[tokio::test]
+async fn duplicate_names_are_refused() {
+    let many: String = (0..100).map(|i| format!(r#""n{i}":{i},"#)).collect();
+    let cases = [
+        (
+            envelope(r#"[{"hash":"h","fields":{"email":"a","x":1,"email":"b"}}]"#),
+            "object.records[0].fields.email",
+        ),
+        (
+            envelope(&format!(
+                r#"[{{"hash":"h","fields":{{}}}},{{"hash":"h","fields":{{{many}"n42":0}}}}]"#
+            )),
+            "object.records[1].fields.n42",
+        ),
+        (
+            envelope(r#"[{"hash":"h","fields":{"a":1,"\u0061":2}}]"#),
+            "object.records[0].fields.a",
+        ),
+        (
+            format!(
+                r#"{{"event":"sync.records","object":{{"id":"{SYNC_ID}","name":"n","records":[],"metadata":{{"team":"a","team":"b"}}}}}}"#
+            ),
+            "object.metadata.team",
+        ),
+        (
+            format!(
+                r#"{{"object":{{"id":"{SYNC_ID}","name":"n","records":[{{"hash":"h","fields":{{"a":1,"a":1}}}}]}},"event":"sync.records"}}"#
+            ),
+            "object.records[0].fields.a",
+        ),
+    ];
+    for (body, path) in &cases {
+        assert_rejects::<RawFields>(body, &config(), 422, "duplicate_field_name", Some(path)).await;
+        assert_rejects::<Fields>(body, &config(), 422, "duplicate_field_name", Some(path)).await;
+    }
+    // The same name in two records, or nested in a value, is not a duplicate.
+    let body = envelope(r#"[{"hash":"h","fields":{"a":{"a":1}}},{"hash":"h","fields":{"a":2}}]"#);
+    let batch: SyncRecords<Fields> = parse_sync_records(body.as_bytes(), &config()).unwrap();
+    assert_eq!(batch.len(), 2);
+}
+
+/// A record's raw fields are the body's own text, whitespace and all, cut without a copy.
+#[test]
+fn raw_fields_are_the_bodys_text() {
+    let fields = "{ \"email\" : \"a@b.c\",\n  \"n\": 1.50 }";
+    let body = envelope(&format!(
+        r#"[{{"hash":"h","fields":{fields}}},{{"hash":"i","fields":{{}}}}]"#
+    ));
+    let batch: SyncRecords = parse_sync_records(body.as_bytes(), &config()).unwrap();
+    assert_eq!(batch.records()[0].fields().as_str(), fields);
+    assert!(batch.records()[1].fields().is_empty());
 }

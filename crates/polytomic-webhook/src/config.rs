@@ -66,7 +66,8 @@ pub struct PolytomicWebhookConfig {
     pub body_timeout: Option<Duration>,
     /// Only accept deliveries from these address blocks. Default: no allowlist.
     pub allowlist: Option<AllowlistConfig>,
-    /// Decompression limits. Default: 32 MiB decoded, 32 MiB received, ratio 100:1.
+    /// Decompression limits. Default: 32 MiB decoded, 32 MiB received, ratio 100:1, one content
+    /// coding per request (`max_codings`, up to 3).
     pub decompression: DecompressionConfig,
     /// Envelope validation: record limit, sync-id check, field-name normalisation, unknown
     /// events.

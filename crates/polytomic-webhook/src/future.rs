@@ -6,6 +6,7 @@ use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
 
 use http::Response;
+use http::header::{CONNECTION, HeaderValue};
 use http_body::Body;
 use pin_project_lite::pin_project;
 use polytomic_webhook_core::ProblemCode;
@@ -25,7 +26,10 @@ pin_project! {
     ///
     /// For a request refused before its body was read, it first reads that body to its end
     /// (bounded, discarded; `B` is the request body type), so an HTTP/1.1 client still sending
-    /// it gets the answer rather than a reset connection.
+    /// it gets the answer rather than a reset connection. A body that stops arriving for about
+    /// a second is given up: the refusal is answered with `Connection: close`. That wait uses
+    /// tokio's timer, so poll this future on a tokio runtime with its time driver enabled (as
+    /// `#[tokio::main]` and every server runtime have).
     #[derive(Debug)]
     pub struct DeliveryFuture<F, B> {
         #[pin]
@@ -64,10 +68,18 @@ where
     type Output = Result<Response<ResponseBody<ResBody>>, E>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
+        let mut this = self.project();
         let _entered = this.span.enter();
-        ready!(this.drain.poll_drain(cx));
-        let result = ready!(this.inner.poll(cx));
+        ready!(this.drain.as_mut().poll_drain(cx));
+        let mut result = ready!(this.inner.poll(cx));
+        if this.drain.closes() {
+            if let Ok(response) = &mut result {
+                // Left unread, the rest of the body would be taken for the next request.
+                response
+                    .headers_mut()
+                    .insert(CONNECTION, HeaderValue::from_static("close"));
+            }
+        }
         if let Some(info) = this.info.as_ref() {
             let stats = info.stats();
             this.span.record("content_coding", info.coding());

@@ -63,8 +63,11 @@
 //!
 //! This crate re-exports the pieces: [`auth`], [`decompression`], [`event`] and [`problem`].
 //! Cargo features `gzip` (default), `deflate`, `br` and `zstd` choose the codings; `axum`
-//! (default) lets the allowlist read axum's `ConnectInfo`; `testing` adds the
+//! (default) lets the allowlist read axum's `ConnectInfo`; `server` adds the
 // Linked only when it is built: without the feature the link would not resolve.
+#![cfg_attr(feature = "server", doc = "[`server`] module,")]
+#![cfg_attr(not(feature = "server"), doc = "`server` module,")]
+//! a hyper server loop with a header-read deadline and graceful shutdown; `testing` adds the
 #![cfg_attr(feature = "testing", doc = "[`testing`] module,")]
 #![cfg_attr(not(feature = "testing"), doc = "`testing` module,")]
 //! a builder for Polytomic-shaped deliveries (and hostile ones) to test handlers with.
@@ -79,6 +82,9 @@ mod layer;
 mod service;
 mod timeout;
 
+#[cfg(feature = "server")]
+#[cfg_attr(docsrs, doc(cfg(feature = "server")))]
+pub mod server;
 #[cfg(feature = "testing")]
 #[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
 pub mod testing;
@@ -119,12 +125,19 @@ pub mod problem {
 /// use polytomic_webhook::prelude::*;
 ///
 /// let _config = PolytomicWebhookConfig::default().secret(Secret::new("s")?);
+/// // A record's fields as the default `SyncRecords` hands them over: the received JSON text.
+/// let fields: RawFields = r#"{"seats": 3}"#.parse().expect("valid JSON");
+/// let seats: Result<std::collections::HashMap<String, u32>, FieldsError> = fields.deserialize_as();
+/// assert_eq!(seats.expect("a map of numbers")["seats"], 3);
+/// let any: RawJson = "[1, 2]".parse().expect("valid JSON");
+/// assert_eq!(any.as_str(), "[1, 2]");
 /// # Ok::<(), InvalidSecret>(())
 /// ```
 pub mod prelude {
     pub use crate::auth::{DeliveredAt, InvalidSecret, Secret, SecretSet, TimestampWindow};
     pub use crate::event::{
-        Ack, EventConfig, Fields, PolytomicEvent, Record, SyncRecords, UnknownEventPolicy,
+        Ack, EventConfig, Fields, FieldsError, NotStored, PolytomicEvent, RawFields, RawJson,
+        Record, SyncRecords, UnknownEventPolicy,
     };
     pub use crate::{PolytomicWebhookConfig, PolytomicWebhookLayer};
 }

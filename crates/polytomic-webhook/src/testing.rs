@@ -184,7 +184,7 @@ impl Delivery {
     /// If a record's fields cannot be serialized to JSON (see [`record`](Self::record)).
     pub fn from_batch<T: Serialize>(batch: &SyncRecords<T>) -> Self {
         let mut delivery = Self::new().sync(batch.id().as_str(), batch.name());
-        delivery.metadata = batch.metadata().clone();
+        delivery.metadata = batch.metadata().deserialize_as().unwrap_or_default();
         for record in batch {
             delivery = delivery.record_with_hash(record.hash().as_str(), to_json(record.fields()));
         }

@@ -19,7 +19,7 @@ use tower::ServiceExt;
 const SECRET: &str = "round-trip-secret";
 const NOW: &str = "2026-01-02T03:04:05Z";
 
-type Received = Arc<Mutex<Vec<SyncRecords>>>;
+type Received = Arc<Mutex<Vec<SyncRecords<Fields>>>>;
 
 fn app() -> (Router, Received) {
     let layer = PolytomicWebhookLayer::new(
@@ -32,7 +32,7 @@ fn app() -> (Router, Received) {
         .route(
             "/",
             post(
-                |Extension(received): Extension<Received>, batch: SyncRecords| async move {
+                |Extension(received): Extension<Received>, batch: SyncRecords<Fields>| async move {
                     received.lock().unwrap().push(batch);
                 },
             ),

@@ -92,9 +92,19 @@ async fn deliveries_pass_the_stack_in_every_body_form() {
         let batch = &received[0];
         assert_eq!(batch.id().as_str(), "0b7c5a3e-6f7d-4a43-8f0e-1f8a2c9d4e51");
         assert_eq!(batch.name(), "Contacts");
-        assert_eq!(batch.metadata()["team"], "growth");
-        let emails: Vec<_> = batch.iter().map(|r| &r.fields()["email"]).collect();
-        assert_eq!(emails, ["a@example.com", "b@example.com", "c@example.com"]);
+        assert_eq!(batch.metadata().get("team").unwrap().get(), r#""growth""#);
+        let emails: Vec<_> = batch
+            .iter()
+            .map(|r| r.fields().get("email").unwrap().get())
+            .collect();
+        assert_eq!(
+            emails,
+            [
+                r#""a@example.com""#,
+                r#""b@example.com""#,
+                r#""c@example.com""#
+            ]
+        );
         let first = &batch.records()[0];
         assert_eq!(
             first.hash().as_str(),

@@ -7,7 +7,9 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use polytomic_webhook_event::{EventConfig, Fields, PolytomicEvent, UnknownEventPolicy, parse};
+use polytomic_webhook_event::{
+    EventConfig, Fields, PolytomicEvent, RawFields, UnknownEventPolicy, parse,
+};
 
 fuzz_target!(|data: &[u8]| {
     let strict = EventConfig::default()
@@ -16,7 +18,19 @@ fuzz_target!(|data: &[u8]| {
         .unknown_events(UnknownEventPolicy::Reject);
     let is_json = serde_json::from_slice::<serde::de::IgnoredAny>(data).is_ok();
     for config in [EventConfig::default(), strict] {
-        match parse::<Fields>(data, &config) {
+        // The default record type: whatever `Fields` accepts, raw text accepts too, and an
+        // accepted raw batch round-trips.
+        let raw = parse::<RawFields>(data, &config);
+        if let Ok(PolytomicEvent::SyncRecords(batch)) = &raw {
+            let again = serde_json::to_vec(batch).unwrap();
+            let object: serde_json::Value = serde_json::from_slice(&again).unwrap();
+            assert!(object.is_object());
+        }
+        let built = parse::<Fields>(data, &config);
+        if built.is_ok() {
+            assert!(raw.is_ok(), "Fields accepted what RawFields refused");
+        }
+        match built {
             Ok(event) => {
                 assert!(is_json);
                 if let PolytomicEvent::SyncRecords(batch) = &event {

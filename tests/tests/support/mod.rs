@@ -53,10 +53,14 @@ pub fn assert_sample(batch: &SyncRecords) {
     assert_eq!(batch.name(), "Webhook HTTP Endpoint sync");
     assert_eq!(batch.len(), 2);
     assert_eq!(batch.records()[0].hash().as_str(), "b7421c6c57bd49f7");
-    assert_eq!(batch.records()[0].fields()["email"], "nathan@polytomic.com");
+    let field = |record: usize, name: &str| {
+        let raw = batch.records()[record].fields().get(name).unwrap();
+        serde_json::from_str::<serde_json::Value>(raw.get()).unwrap()
+    };
+    assert_eq!(field(0, "email"), "nathan@polytomic.com");
     assert_eq!(batch.records()[1].hash().as_str(), "0c1d2e3f4a5b6c7d");
-    assert!(batch.records()[1].fields()["last_login"].is_null());
-    assert_eq!(batch.metadata()["source"], "e2e");
+    assert!(field(1, "last_login").is_null());
+    assert_eq!(batch.metadata().get("source").unwrap().get(), r#""e2e""#);
 }
 
 pub fn gzip(data: &[u8]) -> Vec<u8> {
@@ -90,7 +94,10 @@ pub struct Received(Arc<Mutex<Vec<SyncRecords>>>);
 impl Received {
     pub fn sink(&self) -> examples::Sink {
         let received = self.clone();
-        Arc::new(move |batch: &SyncRecords| received.0.lock().unwrap().push(batch.clone()))
+        Arc::new(move |batch: &SyncRecords| {
+            received.0.lock().unwrap().push(batch.clone());
+            Ok(())
+        })
     }
 
     pub fn take(&self) -> Vec<SyncRecords> {
@@ -120,14 +127,12 @@ pub async fn start_axum(config: PolytomicWebhookConfig) -> Server {
 /// Serves `app` as the receiver example does, on `127.0.0.1:0`, until the runtime stops.
 pub async fn serve_axum(app: axum::Router) -> SocketAddr {
     let (listener, addr) = listener().await;
-    tokio::spawn(async move {
-        axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .await
-        .unwrap();
-    });
+    tokio::spawn(examples::serve(
+        listener,
+        app,
+        examples::HEADER_READ_TIMEOUT,
+        std::future::pending(),
+    ));
     addr
 }
 
@@ -138,12 +143,13 @@ pub async fn start_tonic(config: PolytomicWebhookConfig) -> Server {
     let (app, reporter) = examples::tonic_gateway(layer(config), received.sink());
     tokio::spawn(async move {
         let _reporter = reporter; // The health service answers while its reporter lives.
-        axum::serve(
+        examples::serve(
             listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
+            app,
+            examples::HEADER_READ_TIMEOUT,
+            std::future::pending(),
         )
-        .await
-        .unwrap();
+        .await;
     });
     Server { addr, received }
 }
@@ -369,4 +375,22 @@ pub fn example_binary(name: &str) -> PathBuf {
         );
     }
     binary
+}
+
+/// Sends half a request head to `addr` and then nothing; panics unless the server closes the
+/// connection within its header-read timeout plus a generous bound (it must close, not be fast).
+pub async fn assert_half_a_head_is_cut_off(addr: SocketAddr, name: &str) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let head = format!(
+        "POST {} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bea",
+        examples::WEBHOOK_PATH
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let bound = examples::HEADER_READ_TIMEOUT + std::time::Duration::from_secs(20);
+    let mut rest = Vec::new();
+    // A reset counts as closed too; only the bound passing means the connection is held.
+    let read = tokio::time::timeout(bound, stream.read_to_end(&mut rest)).await;
+    assert!(read.is_ok(), "{name}: the connection is still open");
 }

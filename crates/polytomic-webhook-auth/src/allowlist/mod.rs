@@ -19,9 +19,16 @@
 //! address is read from the one header they write ([`ForwardedHeader`]: `X-Forwarded-For` by
 //! default, or `Forwarded`, RFC 7239 `for=`), walking from the rightmost entry leftwards past
 //! trusted proxies (see [`parse_forwarded_element`] for the details). The other header is
-//! ignored: a proxy passes a header it does not write through from the sender untouched. Forwarding headers from any other peer are
-//! ignored, as anyone can write them. An entry that cannot be read where the walk needs it
-//! (`unknown`, an obfuscated name, garbage) refuses the request.
+//! ignored: a proxy passes a header it does not write through from the sender untouched.
+//! Forwarding headers from any other peer are ignored, as anyone can write them.
+//!
+//! The header is read as a whole, all its lines, before any entry is believed. If any part of
+//! it is malformed (a quoted string left open, an escape with nothing after it, a pair without
+//! `=`, a repeated `for`, something that is not a node, or any non-address in
+//! `X-Forwarded-For`), the request is refused: a sender could otherwise leave a quote open so
+//! that the `, for=…` its proxy appends to the same line becomes part of the sender's own
+//! value. An entry that is well-formed but names no address (`unknown`, an obfuscated name)
+//! refuses the request only where the walk needs it.
 //!
 //! IPv4 addresses and their IPv4-mapped IPv6 forms (`::ffff:203.0.113.7`, as reported by
 //! dual-stack listeners) match the same blocks. On success the checked address is inserted as

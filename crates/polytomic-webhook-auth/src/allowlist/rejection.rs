@@ -25,7 +25,8 @@ pub enum SourceIpRejection {
         ip: IpAddr,
     },
     /// The peer is a trusted proxy, but the forwarding headers do not say who the client is
-    /// (an `unknown` or obfuscated entry, garbage, or more trusted hops than are read).
+    /// (an `unknown` or obfuscated entry where the walk needs it, a header malformed
+    /// anywhere, or more trusted hops than are read).
     UntraceableClient,
 }
 

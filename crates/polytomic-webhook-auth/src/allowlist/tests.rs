@@ -40,8 +40,15 @@ async fn assert_allowed(request: Request<PanicBody>, client: &str) {
 }
 
 async fn assert_forbidden(request: Request<PanicBody>) -> serde_json::Value {
+    assert_forbidden_by(layer(), request).await
+}
+
+async fn assert_forbidden_by(
+    layer: SourceIpAllowlistLayer,
+    request: Request<PanicBody>,
+) -> serde_json::Value {
     let recorder = Recorder::default();
-    let response = layer()
+    let response = layer
         .layer(recorder.service())
         .oneshot(request)
         .await
@@ -144,6 +151,43 @@ async fn forged_entries_left_of_the_real_client_do_not_help() {
 async fn unreadable_forwarded_entry_is_forbidden() {
     let request = request_from("10.1.2.3:5000", &[("x-forwarded-for", "unknown")]);
     assert_forbidden(request).await;
+}
+
+/// The detail of a refusal for a client the forwarding header does not identify.
+const UNTRACEABLE: &str =
+    "the forwarding headers set by a trusted proxy do not identify the client";
+
+/// Issue 12, point 1: the client leaves a quoted string open (or closes it with an escaped
+/// quote) so that the `, for=…` its trusted proxy appends to the same line falls inside it.
+/// The header cannot be read as a whole, so the request is refused, never attributed to the
+/// allowed address the client wrote.
+#[tokio::test]
+async fn forwarded_quoting_cannot_hide_the_proxys_entry() {
+    for client in [r#"for=203.0.113.5;x=""#, r#"for=203.0.113.5;x="\""#] {
+        let same_line = format!("{client}, for=198.51.100.66");
+        let lines = [
+            vec![("forwarded", same_line.as_str())],
+            vec![("forwarded", client), ("forwarded", "for=198.51.100.66")],
+        ];
+        for headers in lines {
+            let layer = layer().forwarded_header(ForwardedHeader::Forwarded);
+            let json = assert_forbidden_by(layer, request_from("10.1.2.3:5000", &headers)).await;
+            assert_eq!(
+                json["detail"], UNTRACEABLE,
+                "{headers:?}: attributed, not refused"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn garbage_in_x_forwarded_for_is_forbidden() {
+    let request = request_from(
+        "10.1.2.3:5000",
+        &[("x-forwarded-for", "garbage, 203.0.113.20")],
+    );
+    let json = assert_forbidden(request).await;
+    assert_eq!(json["detail"], UNTRACEABLE);
 }
 
 #[tokio::test]

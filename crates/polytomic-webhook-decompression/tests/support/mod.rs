@@ -173,3 +173,12 @@ where
         }
     })
 }
+
+/// A gzip member that is all header: its flags announce a comment (FLG.FCOMMENT) that runs for
+/// `len` bytes of `a` and is never terminated, so a decoder reads all of it and produces nothing.
+pub fn unterminated_gzip_comment(len: usize) -> Vec<u8> {
+    const FCOMMENT: u8 = 0x10;
+    let mut member = vec![0x1f, 0x8b, 0x08, FCOMMENT, 0, 0, 0, 0, 0, 0xff];
+    member.resize(member.len() + len, b'a');
+    member
+}
