@@ -18,18 +18,16 @@
 use std::error::Error;
 use std::sync::Arc;
 
-use examples::{init_logging, listen_addr, serve_hyper, shutdown_signal};
+use examples::{init_logging, listen_addr, serve_hyper, shutdown_signal, startup};
 use polytomic_webhook::prelude::*;
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn Error>> {
     init_logging();
-    let secret = std::env::var("POLYTOMIC_WEBHOOK_SECRET")
-        .map_err(|_| "set POLYTOMIC_WEBHOOK_SECRET to the webhook connection's secret")?;
-    let layer =
-        PolytomicWebhookLayer::new(PolytomicWebhookConfig::default().secret(Secret::new(secret)?))?;
+    let secret = startup::required_secret_var(startup::SECRET_VAR)?;
+    let layer = PolytomicWebhookLayer::new(PolytomicWebhookConfig::default().secret(secret))?;
 
-    let listener = tokio::net::TcpListener::bind(listen_addr()?).await?;
+    let listener = startup::bind(listen_addr()?).await?;
     tracing::info!("listening on http://{}", listener.local_addr()?);
     serve_hyper(
         listener,

@@ -7,9 +7,11 @@
 //!
 //! - `POLYTOMIC_WEBHOOK_SECRET`: the secret entered in the Polytomic webhook connection, one
 //!   secret taken whole (a comma is part of it). Unset, a random one is made up and printed to
-//!   stderr with a `curl` command that sends a sample delivery.
+//!   stderr with a `curl` command that sends a sample delivery; set but empty, the example
+//!   refuses to start.
 //! - `POLYTOMIC_WEBHOOK_PREVIOUS_SECRET`: while rotating, the secret being replaced, accepted
-//!   too until it is removed.
+//!   too until it is removed. Set but empty, or set without `POLYTOMIC_WEBHOOK_SECRET`, the
+//!   example refuses to start.
 //! - `POLYTOMIC_WEBHOOK_ADDR`: where to listen, `127.0.0.1:3000` by default.
 //! - `RUST_LOG`: log filter, `info` by default. Logs go to stderr, one line per delivery.
 //!
@@ -21,12 +23,17 @@
 //! flushed at once, so the output can be piped into another program. A batch that cannot be
 //! written (stdout closed or on a full device) is answered 503 `batch_not_stored`. Ctrl-C or
 //! SIGTERM stops accepting connections and lets the requests in flight finish.
+//!
+//! A setting it cannot use stops it at start-up with exit status 1 and one message on stderr
+//! that names the variable, shows the value (never the secret's), and says how to fix it.
 
 use std::error::Error;
 use std::io::Write;
 use std::net::SocketAddr;
+use std::process::ExitCode;
 use std::sync::Arc;
 
+use examples::startup::{self, PREVIOUS_SECRET_VAR, SECRET_VAR};
 use examples::{
     HEADER_READ_TIMEOUT, Sink, WEBHOOK_PATH, init_logging, listen_addr, receiver_app, serve,
     shutdown_signal,
@@ -34,12 +41,24 @@ use examples::{
 use polytomic_webhook::prelude::*;
 
 #[tokio::main]
-async fn main() -> Result<(), Box<dyn Error>> {
+async fn main() -> ExitCode {
     init_logging();
+    match run().await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            // Display, not the Debug that returning the error from main would print: the
+            // message names the variable and the fix.
+            eprintln!("receiver: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run() -> Result<(), Box<dyn Error>> {
     let (secrets, generated) = secrets_from_env()?;
     let layer = PolytomicWebhookLayer::new(PolytomicWebhookConfig::default().secrets(secrets))?;
 
-    let listener = tokio::net::TcpListener::bind(listen_addr()?).await?;
+    let listener = startup::bind(listen_addr()?).await?;
     let addr = listener.local_addr()?;
     if let Some(secret) = generated {
         eprintln!("{}", try_it(&secret, addr));
@@ -70,30 +89,23 @@ fn print_batch() -> Sink {
 /// Each variable holds exactly one secret: splitting on a separator would turn a secret that
 /// contains it into shorter ones, each of them accepted.
 fn secrets_from_env() -> Result<(SecretSet, Option<String>), Box<dyn Error>> {
-    let previous = env_value("POLYTOMIC_WEBHOOK_PREVIOUS_SECRET");
-    if let Some(current) = env_value("POLYTOMIC_WEBHOOK_SECRET") {
-        let mut set = SecretSet::from(Secret::new(current)?);
+    // Checked whole, so a blank or unusable value stops the example with a message naming
+    // the variable instead of falling back to a made-up secret.
+    let previous = startup::secret_var(PREVIOUS_SECRET_VAR)?;
+    if let Some(current) = startup::secret_var(SECRET_VAR)? {
+        let mut set = SecretSet::from(current);
         if let Some(previous) = previous {
-            set = set.with(Secret::new(previous)?);
+            set = set.with(previous);
         }
         return Ok((set, None));
     }
     if previous.is_some() {
-        return Err(
-            "POLYTOMIC_WEBHOOK_PREVIOUS_SECRET is set but POLYTOMIC_WEBHOOK_SECRET is not".into(),
-        );
+        return Err(startup::previous_without_current().into());
     }
     let mut bytes = [0u8; 24];
     getrandom::fill(&mut bytes).map_err(|error| format!("no random source: {error}"))?;
     let secret: String = bytes.iter().map(|byte| format!("{byte:02x}")).collect();
     Ok((SecretSet::from(Secret::new(secret.clone())?), Some(secret)))
-}
-
-/// A variable's value, `None` when unset or blank.
-fn env_value(name: &str) -> Option<String> {
-    std::env::var(name)
-        .ok()
-        .filter(|value| !value.trim().is_empty())
 }
 
 /// Instructions for a server whose secret was made up: the secret, and a command that sends a

@@ -18,7 +18,7 @@ use std::error::Error;
 use std::sync::Arc;
 
 use examples::{
-    HEADER_READ_TIMEOUT, WEBHOOK_PATH, init_logging, listen_addr, serve, shutdown_signal,
+    HEADER_READ_TIMEOUT, WEBHOOK_PATH, init_logging, listen_addr, serve, shutdown_signal, startup,
     tonic_gateway,
 };
 use polytomic_webhook::prelude::*;
@@ -26,10 +26,8 @@ use polytomic_webhook::prelude::*;
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn Error>> {
     init_logging();
-    let secret = std::env::var("POLYTOMIC_WEBHOOK_SECRET")
-        .map_err(|_| "set POLYTOMIC_WEBHOOK_SECRET to the webhook connection's secret")?;
-    let layer =
-        PolytomicWebhookLayer::new(PolytomicWebhookConfig::default().secret(Secret::new(secret)?))?;
+    let secret = startup::required_secret_var(startup::SECRET_VAR)?;
+    let layer = PolytomicWebhookLayer::new(PolytomicWebhookConfig::default().secret(secret))?;
     let (app, _health) = tonic_gateway(
         layer,
         Arc::new(|batch| {
@@ -38,7 +36,7 @@ async fn main() -> Result<(), Box<dyn Error>> {
         }),
     );
 
-    let listener = tokio::net::TcpListener::bind(listen_addr()?).await?;
+    let listener = startup::bind(listen_addr()?).await?;
     let addr = listener.local_addr()?;
     tracing::info!("gRPC and http://{addr}{WEBHOOK_PATH} on one port");
     serve(listener, app, HEADER_READ_TIMEOUT, shutdown_signal()).await;

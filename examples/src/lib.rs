@@ -7,12 +7,14 @@
 //!   (the `tonic_gateway` example).
 //! - [`serve_hyper`]: a plain hyper server whose service is the layer around a `service_fn`
 //!   (the `hyper_service` example).
+//! - [`startup`]: the examples' settings from the environment, with start-up errors that say
+//!   how to fix them.
 //!
 //! All three are served by the library's [`serve`] loop (re-exported here), with
 //! [`HEADER_READ_TIMEOUT`] for request heads.
 //!
-//! Each takes a [`Sink`], the application's part: what to do with an accepted batch. The
-//! examples print it; the tests record it.
+//! Each server takes a [`Sink`], the application's part: what to do with an accepted batch.
+//! The examples print it; the tests record it.
 
 #![forbid(unsafe_code)]
 
@@ -21,11 +23,12 @@
 #[doc = include_str!("../../README.md")]
 struct ReadmeDoctests;
 
+pub mod startup;
+
 use std::any::Any;
 use std::convert::Infallible;
 use std::future::Future;
 use std::io;
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Router;
@@ -42,6 +45,8 @@ pub use polytomic_webhook::server::{HEADER_READ_TIMEOUT, serve};
 use tokio::net::TcpListener;
 use tower::{ServiceBuilder, service_fn};
 use tower_http::catch_panic::CatchPanicLayer;
+
+pub use startup::listen_addr;
 
 /// The path Polytomic is configured to deliver to, in every example.
 pub const WEBHOOK_PATH: &str = "/webhooks/polytomic";
@@ -242,22 +247,6 @@ pub async fn shutdown_signal() {
         () = terminate => {},
     }
     tracing::info!("shutting down: finishing the requests in flight");
-}
-
-/// The address to listen on: `POLYTOMIC_WEBHOOK_ADDR`, else `127.0.0.1:3000`.
-///
-/// ```
-/// let addr = examples::listen_addr()?;
-/// # Ok::<(), std::net::AddrParseError>(())
-/// ```
-pub fn listen_addr() -> Result<SocketAddr, std::net::AddrParseError> {
-    std::env::var("POLYTOMIC_WEBHOOK_ADDR")
-        .ok()
-        .filter(|addr| !addr.trim().is_empty())
-        .as_deref()
-        .unwrap_or("127.0.0.1:3000")
-        .trim()
-        .parse()
 }
 
 /// Logs to stderr, at `info` unless `RUST_LOG` says otherwise; stdout stays free for data.

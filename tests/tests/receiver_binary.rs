@@ -9,7 +9,6 @@ mod support;
 
 use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
@@ -19,44 +18,6 @@ use http::{HeaderValue, Request, StatusCode, Version};
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-
-/// The example binary. `cargo test --workspace` builds the examples in the same run, so it is
-/// normally there and fresh; otherwise (only this package under test, or example sources newer
-/// than the binary) it is built here, once.
-fn receiver_binary() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    // target/<profile>/deps/<this test> -> target/<profile>
-    let profile_dir = exe.parent().unwrap().parent().unwrap();
-    let binary = profile_dir
-        .join("examples")
-        .join(format!("receiver{}", std::env::consts::EXE_SUFFIX));
-    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
-    let sources = [
-        workspace.join("examples/receiver.rs"),
-        workspace.join("examples/src/lib.rs"),
-    ];
-    let built = |path: &Path| path.metadata().and_then(|meta| meta.modified()).ok();
-    let fresh = built(&binary).is_some_and(|binary| {
-        sources
-            .iter()
-            .all(|source| built(source).is_some_and(|source| source <= binary))
-    });
-    if !fresh {
-        let mut cargo = Command::new(env!("CARGO"));
-        cargo.current_dir(workspace).args([
-            "build",
-            "--package",
-            "examples",
-            "--example",
-            "receiver",
-        ]);
-        if profile_dir.ends_with("release") {
-            cargo.arg("--release");
-        }
-        assert!(cargo.status().unwrap().success(), "building the receiver");
-    }
-    binary
-}
 
 /// The child process, killed if the test fails before it exits.
 struct Receiver {
@@ -76,7 +37,7 @@ impl Drop for Receiver {
 /// The receiver example with `secret`, on a free port, stdout and stderr piped; adjust it before
 /// [`Receiver::spawn`].
 fn receiver_command(secret: &str) -> Command {
-    let mut command = Command::new(receiver_binary());
+    let mut command = Command::new(example_binary("receiver"));
     command
         .env("POLYTOMIC_WEBHOOK_SECRET", secret)
         .env_remove("POLYTOMIC_WEBHOOK_PREVIOUS_SECRET")

@@ -36,6 +36,20 @@ const WEBHOOK_PATH: &str = "/webhooks/polytomic";
 /// The `User-Agent` of every delivery the tool sends or shows.
 const USER_AGENT: &str = concat!("polytomic-webhook-cli/", env!("CARGO_PKG_VERSION"));
 
+/// "1 batch", "2 batches": `count` with the word that fits it.
+fn plural(count: u64, one: &str, many: &str) -> String {
+    format!("{count} {}", if count == 1 { one } else { many })
+}
+
+/// "1 batch (100 records)".
+fn batches(batches: u64, records: u64) -> String {
+    format!(
+        "{} ({})",
+        plural(batches, "batch", "batches"),
+        plural(records, "record", "records")
+    )
+}
+
 #[derive(Parser)]
 #[command(
     name = NAME,

@@ -14,8 +14,9 @@ use crate::{EXIT_FAILED, NAME, USER_AGENT};
     about = "Print a sample delivery body and the curl command that sends it",
     long_about = "Print a sample delivery body and the curl command that sends it.\n\n\
         The body is a `sync.records` delivery with two records, as Polytomic shapes it. The \
-        command gzips it and sends it with Polytomic's headers, stamping the time when it runs, \
-        so it can be pasted into a shell to try an endpoint by hand.",
+        command gzips it and sends it with Polytomic's headers (no `Content-Encoding`, as \
+        Polytomic sends none), stamping the time when it runs, so it can be pasted into a shell \
+        to try an endpoint by hand. Give --secret the receiver's secret (`serve --secret`).",
     after_help = "Examples:\n  \
         polytomic-webhook sample\n  \
         polytomic-webhook sample --url https://example.com/webhooks/polytomic --secret s3cret\n  \
@@ -66,10 +67,13 @@ fn write_sample(args: &SampleArgs, out: &mut impl Write) -> io::Result<()> {
         .and_then(|value| serde_json::to_string_pretty(&value))
         .map_err(io::Error::other)?;
     writeln!(out, "{pretty}\n")?;
-    writeln!(out, "# Send it gzipped, as Polytomic does:")?;
     writeln!(
         out,
-        "printf '%s' {} | gzip | curl --fail-with-body -X POST {} \\",
+        "# Send it as Polytomic does: gzipped, without a Content-Encoding header:"
+    )?;
+    writeln!(
+        out,
+        "printf '%s' {} | gzip | curl -sS --fail-with-body -X POST {} \\",
         quote(&compact),
         quote(&args.url)
     )?;
@@ -81,7 +85,6 @@ fn write_sample(args: &SampleArgs, out: &mut impl Write) -> io::Result<()> {
         let value = String::from_utf8_lossy(value.as_bytes());
         writeln!(out, "  -H {} \\", quote(&format!("{name}: {value}")))?;
     }
-    writeln!(out, "  -H 'Content-Encoding: gzip' \\")?;
     match &args.secret {
         Some(secret) => writeln!(
             out,

@@ -17,7 +17,7 @@ use serde_json::Value;
 use tokio::task::JoinSet;
 
 use crate::input::{self, Format};
-use crate::{EXIT_FAILED, EXIT_USAGE, NAME, USER_AGENT};
+use crate::{EXIT_FAILED, EXIT_USAGE, NAME, USER_AGENT, batches, plural};
 
 /// Bad lines listed one by one before the rest are only counted.
 const LISTED_BAD_LINES: usize = 20;
@@ -46,7 +46,7 @@ const LISTED_BAD_LINES: usize = 20;
 )]
 pub(crate) struct SendArgs {
     /// Where to POST the deliveries (http or https).
-    #[arg(long, value_name = "URL")]
+    #[arg(long, value_name = "URL", value_parser = webhook_url)]
     url: Url,
 
     /// The secret of the webhook connection, sent as `Authorization: Bearer SECRET`.
@@ -119,6 +119,23 @@ impl From<Form> for BodyForm {
     }
 }
 
+/// An http or https URL. Without a scheme, `127.0.0.1:8080` would fail with url's "relative
+/// URL without a base" and `localhost:8080` would parse with the scheme `localhost`: both get
+/// the suggestion to add `http://`.
+fn webhook_url(text: &str) -> Result<Url, String> {
+    match Url::parse(text) {
+        Ok(url) if matches!(url.scheme(), "http" | "https") => Ok(url),
+        _ if !text.contains("://") && Url::parse(&format!("http://{text}")).is_ok() => Err(
+            format!("the URL has no http:// or https:// in front (did you mean http://{text} ?)"),
+        ),
+        Ok(url) => Err(format!(
+            "expected an http:// or https:// URL, not {}://",
+            url.scheme()
+        )),
+        Err(error) => Err(format!("not a URL: {error}")),
+    }
+}
+
 fn key_value(text: &str) -> Result<(String, String), String> {
     match text.split_once('=') {
         Some((key, value)) if !key.is_empty() => Ok((key.to_owned(), value.to_owned())),
@@ -146,19 +163,30 @@ pub(crate) async fn run(args: SendArgs) -> ExitCode {
     }
     if input.bad.len() > LISTED_BAD_LINES {
         eprintln!(
-            "{NAME}: … and {} more invalid lines",
-            input.bad.len() - LISTED_BAD_LINES
+            "{NAME}: … and {} more",
+            plural(
+                (input.bad.len() - LISTED_BAD_LINES) as u64,
+                "invalid line",
+                "invalid lines"
+            )
         );
     }
     if !input.bad.is_empty() {
+        let invalid = plural(
+            input.bad.len() as u64,
+            "invalid input line",
+            "invalid input lines",
+        );
+        if let Some(hint) = format_hint(args.format, format, &input) {
+            eprintln!("{NAME}: hint: {hint}");
+        }
         if !args.skip_invalid {
             eprintln!(
-                "{NAME}: {} invalid input line(s); nothing was sent (--skip-invalid sends the valid records)",
-                input.bad.len()
+                "{NAME}: {invalid}; nothing was sent (--skip-invalid sends the valid records)"
             );
             return ExitCode::from(EXIT_USAGE);
         }
-        eprintln!("{NAME}: skipping {} invalid input line(s)", input.bad.len());
+        eprintln!("{NAME}: skipping {invalid}");
     }
     let client = match reqwest::Client::builder()
         .timeout(Duration::from_secs(args.timeout))
@@ -180,6 +208,15 @@ pub(crate) async fn run(args: SendArgs) -> ExitCode {
     } else {
         ExitCode::from(EXIT_FAILED)
     }
+}
+
+/// A hint when CSV was probably read as JSON Lines: the format was guessed from a file name
+/// not ending in `.csv`, and the very first line (a CSV header) was not a record.
+fn format_hint(asked: Format, used: Format, input: &input::Input) -> Option<&'static str> {
+    let first_line_bad = input.bad.first().is_some_and(|bad| bad.line == 1);
+    (asked == Format::Auto && used == Format::Jsonl && first_line_bad).then_some(
+        "read as JSON Lines (only a file name ending in .csv is read as CSV); if it is CSV, add --format csv",
+    )
 }
 
 /// What happened to one batch.
@@ -277,11 +314,16 @@ async fn send_batch(
     // Encoded here, not when queued, so the timestamp is fresh when the batch leaves.
     let (headers, body) = delivery.encode();
     let bytes = body.len() as u64;
-    let response = client.post(url).headers(headers).body(body).send().await;
+    let response = client
+        .post(url.clone())
+        .headers(headers)
+        .body(body)
+        .send()
+        .await;
     let refusal = match response {
         Ok(response) if response.status().is_success() => None,
         Ok(response) => Some(Refusal::Answered(refusal(response).await)),
-        Err(error) => Some(Refusal::NotDelivered(chain(&error))),
+        Err(error) => Some(Refusal::NotDelivered(not_delivered(&error, &url))),
     };
     Outcome {
         records,
@@ -290,8 +332,9 @@ async fn send_batch(
     }
 }
 
-/// "HTTP 401 Unauthorized, code invalid_token" from a refusal's status and problem body, or
-/// "HTTP 302 Found, Location: /landing" for a redirect.
+/// "HTTP 401 Unauthorized, code invalid_token: <detail>" from a refusal's status and problem
+/// body (the `detail` is the receiver's own explanation), or "HTTP 302 Found, Location:
+/// /landing" for a redirect, which is not followed.
 async fn refusal(response: reqwest::Response) -> String {
     let status = response.status();
     let mut reason = format!("HTTP {status}");
@@ -307,9 +350,66 @@ async fn refusal(response: reqwest::Response) -> String {
             if let Some(code) = problem.get("code").and_then(Value::as_str) {
                 let _ = write!(reason, ", code {code}");
             }
+            if let Some(detail) = problem.get("detail").and_then(Value::as_str) {
+                let _ = write!(reason, ": {detail}");
+            }
         }
     }
     reason
+}
+
+/// Why a batch got no answer, with a hint for the usual mistakes.
+fn not_delivered(error: &reqwest::Error, url: &Url) -> String {
+    let causes = causes(error);
+    let plain_http = causes.iter().any(|cause| {
+        matches!(
+            cause.downcast_ref::<rustls::Error>(),
+            Some(rustls::Error::InvalidMessage(
+                rustls::InvalidMessage::InvalidContentType
+            ))
+        )
+    });
+    let refused = causes.iter().any(|cause| {
+        cause
+            .downcast_ref::<io::Error>()
+            .is_some_and(|error| error.kind() == io::ErrorKind::ConnectionRefused)
+    });
+    let place = match (url.host_str(), url.port_or_known_default()) {
+        (Some(host), Some(port)) => format!("{host}:{port}"),
+        _ => url.to_string(),
+    };
+    let hint = if plain_http {
+        let mut http = url.clone();
+        let _ = http.set_scheme("http");
+        format!("{place} answered in plain HTTP, not TLS: use --url {http}")
+    } else if refused {
+        format!("nothing is listening at {place}: start the receiver, or check --url")
+    } else if error.is_timeout() {
+        "no answer within --timeout seconds".to_owned()
+    } else {
+        return chain(error);
+    };
+    format!("{}\n    hint: {hint}", chain(error))
+}
+
+/// `error` and every cause under it, including the one an `io::Error` wraps (its `source`
+/// skips that one, so TLS and connection errors would stay hidden).
+fn causes<'a>(
+    error: &'a (dyn std::error::Error + 'static),
+) -> Vec<&'a (dyn std::error::Error + 'static)> {
+    let mut found = Vec::new();
+    let mut next = Some(error);
+    while let Some(error) = next {
+        found.push(error);
+        next = match error
+            .downcast_ref::<io::Error>()
+            .and_then(io::Error::get_ref)
+        {
+            Some(inner) => Some(inner),
+            None => error.source(),
+        };
+    }
+    found
 }
 
 /// An error and its causes, as one line.
@@ -372,35 +472,45 @@ impl Summary {
         self.refused.is_empty() && self.unsent_batches == 0
     }
 
+    /// The summary: what was answered ("accepted", "refused") apart from what never reached a
+    /// receiver ("not delivered") and what was never tried ("not sent").
     fn render(&self, url: &Url) -> String {
+        let delivered = self.batches
+            - self
+                .refused
+                .iter()
+                .filter(|(refusal, _)| matches!(refusal, Refusal::NotDelivered(_)))
+                .map(|(_, (count, _))| count)
+                .sum::<u64>();
         let mut text = format!(
-            "{NAME}: sent {} to {url}: {} body bytes in {:.2}s\n  accepted: {}\n",
-            batches(self.batches, self.records),
+            "{NAME}: {url}: {} of {} delivered ({} body bytes) in {:.2}s\n",
+            delivered,
+            plural(self.batches, "batch", "batches"),
             self.bytes,
             self.elapsed.as_secs_f64(),
+        );
+        let mut line = |label: &str, batches_and_records: String, reason: &str| {
+            let _ = writeln!(text, "  {label:<14} {batches_and_records}{reason}");
+        };
+        line(
+            "accepted:",
             batches(self.accepted_batches, self.accepted_records),
+            "",
         );
         for (refusal, (count, records)) in &self.refused {
             let (label, reason) = match refusal {
-                Refusal::Answered(reason) => ("refused: ", reason),
-                Refusal::NotDelivered(reason) => ("failed:  ", reason),
+                Refusal::Answered(reason) => ("refused:", reason),
+                Refusal::NotDelivered(reason) => ("not delivered:", reason),
             };
-            let _ = writeln!(text, "  {label} {}: {reason}", batches(*count, *records));
+            line(label, batches(*count, *records), &format!(": {reason}"));
         }
         if self.unsent_batches > 0 {
-            let _ = writeln!(
-                text,
-                "  not sent: {}: stopped at the first batch not accepted (--keep-going sends the rest)",
-                batches(self.unsent_batches, self.unsent_records)
+            line(
+                "not sent:",
+                batches(self.unsent_batches, self.unsent_records),
+                ": stopped at the first batch not accepted (--keep-going sends the rest)",
             );
         }
         text
     }
-}
-
-/// "1 batch (100 records)".
-fn batches(batches: u64, records: u64) -> String {
-    let batch_word = if batches == 1 { "batch" } else { "batches" };
-    let record_word = if records == 1 { "record" } else { "records" };
-    format!("{batches} {batch_word} ({records} {record_word})")
 }

@@ -20,7 +20,7 @@ use polytomic_webhook::problem::ProblemCode;
 use polytomic_webhook::server::{HEADER_READ_TIMEOUT, serve};
 use tower::util::MapResponseLayer;
 
-use crate::{EXIT_FAILED, EXIT_USAGE, NAME, WEBHOOK_PATH};
+use crate::{EXIT_FAILED, EXIT_USAGE, NAME, WEBHOOK_PATH, batches, plural};
 
 #[derive(Args)]
 #[command(
@@ -331,12 +331,15 @@ impl Receiver {
     fn summary(&self, started: Instant) -> String {
         let counts = self.counts.lock().unwrap_or_else(PoisonError::into_inner);
         let mut text = format!(
-            "{NAME}: accepted {} batches ({} records) in {:.1}s; ignored {} unknown events; refused {}",
-            counts.batches,
-            counts.records,
+            "{NAME}: accepted {} in {:.1}s; ignored {}; refused {}",
+            batches(counts.batches, counts.records),
             started.elapsed().as_secs_f64(),
-            counts.ignored,
-            counts.refused.values().sum::<u64>(),
+            plural(counts.ignored, "unknown event", "unknown events"),
+            plural(
+                counts.refused.values().sum::<u64>(),
+                "delivery",
+                "deliveries"
+            ),
         );
         for (reason, count) in &counts.refused {
             let _ = write!(text, "\n  refused {count}: {reason}");

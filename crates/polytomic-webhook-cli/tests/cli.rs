@@ -22,7 +22,9 @@ const RECORDS: usize = 10_000;
 
 fn bin() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_polytomic-webhook"));
-    command.env_remove("POLYTOMIC_WEBHOOK_SECRET");
+    command
+        .env_remove("POLYTOMIC_WEBHOOK_SECRET")
+        .env_remove("POLYTOMIC_WEBHOOK_PREVIOUS_SECRET");
     command
 }
 
@@ -54,9 +56,14 @@ impl Serve {
 
     /// `command` (a `serve` without --addr and --out) on a free port, writing to `out`.
     fn spawn(mut command: Command, out: &std::path::Path) -> Self {
+        command.args(["--addr", "127.0.0.1:0", "--out"]).arg(out);
+        Self::spawn_as_given(command)
+    }
+
+    /// Starts `command` (a `serve` on port 0, with its own --out) and waits until it says
+    /// where it listens.
+    fn spawn_as_given(mut command: Command) -> Self {
         let mut child = command
-            .args(["--addr", "127.0.0.1:0", "--out"])
-            .arg(out)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -159,7 +166,9 @@ fn send_to_serve_delivers_every_record_exactly_once() {
         assert!(output.status.success(), "run {run}: {summary}");
         let batches = RECORDS.div_ceil(*batch_size);
         assert!(
-            summary.contains(&format!("accepted: {batches} batches ({RECORDS} records)")),
+            summary.contains(&format!(
+                "accepted:      {batches} batches ({RECORDS} records)"
+            )),
             "run {run}: {summary}"
         );
     }
@@ -170,8 +179,12 @@ fn send_to_serve_delivers_every_record_exactly_once() {
         .output()
         .unwrap();
     assert_eq!(refused.status.code(), Some(1));
+    // With the problem's detail, the receiver's own explanation.
     assert!(
-        stderr(&refused).contains("HTTP 401 Unauthorized, code invalid_token"),
+        stderr(&refused).contains(
+            "refused:       1 batch (100 records): HTTP 401 Unauthorized, code invalid_token: \
+             the bearer token does not match any configured secret"
+        ),
         "{}",
         stderr(&refused)
     );
@@ -265,31 +278,40 @@ fn the_first_refused_batch_stops_the_run() {
     assert_eq!(output.status.code(), Some(1), "{summary}");
     assert_eq!(hits.load(Ordering::SeqCst), 1);
     assert!(
-        summary.contains("refused:  1 batch (100 records): HTTP 500 Internal Server Error"),
+        summary.contains("refused:       1 batch (100 records): HTTP 500 Internal Server Error"),
         "{summary}"
     );
     assert!(
-        summary.contains("not sent: 9 batches (900 records): stopped"),
+        summary.contains("not sent:      9 batches (900 records): stopped"),
         "{summary}"
     );
 
     let output = send(&url, &file, &["--batch-size", "100", "--keep-going"]);
     assert_eq!(output.status.code(), Some(1));
     assert_eq!(hits.load(Ordering::SeqCst), 11);
-    assert!(stderr(&output).contains("refused:  10 batches (1000 records)"));
+    assert!(stderr(&output).contains("refused:       10 batches (1000 records)"));
 
-    // No answer at all is a failure too, reported as such.
+    // No answer at all is a failure too, told apart from a refusal, with a hint.
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}/", closed.local_addr().unwrap());
+    let addr = closed.local_addr().unwrap();
     drop(closed);
-    let output = send(&url, &file, &["--batch-size", "100"]);
+    let output = send(&format!("http://{addr}/"), &file, &["--batch-size", "100"]);
     let summary = stderr(&output);
     assert_eq!(output.status.code(), Some(1), "{summary}");
+    assert!(summary.contains("0 of 1 batch delivered"), "{summary}");
+    assert!(!summary.contains("sent 1 batch"), "{summary}");
     assert!(
-        summary.contains("failed:   1 batch (100 records): error sending request"),
+        summary.contains("not delivered: 1 batch (100 records): error sending request"),
         "{summary}"
     );
-    assert!(summary.contains("not sent: 9 batches"), "{summary}");
+    assert!(
+        summary.contains(&format!(
+            "hint: nothing is listening at {addr}: start the receiver, or check --url"
+        )),
+        "{summary}"
+    );
+    assert!(!summary.contains("refused:"), "{summary}");
+    assert!(summary.contains("not sent:      9 batches"), "{summary}");
 }
 
 #[test]
@@ -311,7 +333,10 @@ fn a_malformed_line_is_reported_by_number_and_nothing_is_sent() {
         message.contains("bad.jsonl:4: expected a JSON object of fields, found an array"),
         "{message}"
     );
-    assert!(message.contains("nothing was sent"), "{message}");
+    assert!(
+        message.contains("2 invalid input lines; nothing was sent"),
+        "{message}"
+    );
 
     let csv = dir.join("bad.csv");
     std::fs::write(&csv, "id,email\n1,a@example.com\n2,b@example.com\n3\n").unwrap();
@@ -322,11 +347,15 @@ fn a_malformed_line_is_reported_by_number_and_nothing_is_sent() {
         message.contains("bad.csv:4: expected 2 fields"),
         "{message}"
     );
+    assert!(
+        message.contains("1 invalid input line; nothing was sent"),
+        "{message}"
+    );
     assert_eq!(hits.load(Ordering::SeqCst), 0);
 
     let output = send(&url, &jsonl, &["--skip-invalid"]);
     assert!(output.status.success(), "{}", stderr(&output));
-    assert!(stderr(&output).contains("accepted: 1 batch (3 records)"));
+    assert!(stderr(&output).contains("accepted:      1 batch (3 records)"));
     assert_eq!(hits.load(Ordering::SeqCst), 1);
 }
 
@@ -412,19 +441,63 @@ fn sample_prints_a_valid_delivery_and_a_curl_command() {
         .unwrap();
     let text = String::from_utf8(output.stdout).unwrap();
     assert!(
-        text.contains("| gzip | curl --fail-with-body -X POST 'https://example.com/hook'"),
+        text.contains("| gzip | curl -sS --fail-with-body -X POST 'https://example.com/hook'"),
         "{text}"
     );
     assert!(
         text.contains(r"-H 'Authorization: Bearer it'\''s'"),
         "{text}"
     );
-    assert!(text.contains("-H 'Content-Encoding: gzip'"), "{text}");
+    // Gzip without Content-Encoding, as Polytomic sends it.
+    assert!(
+        !text.to_ascii_lowercase().contains("-h 'content-encoding"),
+        "{text}"
+    );
     assert!(
         text.contains("Polytomic-Signature-Timestamp: $(date -u"),
         "{text}"
     );
     assert!(text.contains("\"event\": \"sync.records\""), "{text}");
+}
+
+#[test]
+fn a_url_without_a_scheme_gets_a_suggestion() {
+    let dir = scratch("scheme");
+    let file = jsonl_file(&dir, 1);
+    for (url, suggestion) in [
+        ("127.0.0.1:8080", "did you mean http://127.0.0.1:8080 ?"),
+        (
+            "localhost:8080/hook",
+            "did you mean http://localhost:8080/hook ?",
+        ),
+    ] {
+        let output = send(url, &file, &[]);
+        let message = stderr(&output);
+        assert_eq!(output.status.code(), Some(2), "{message}");
+        assert!(message.contains("no http:// or https://"), "{message}");
+        assert!(message.contains(suggestion), "{message}");
+        assert!(!message.contains("relative URL"), "{message}");
+    }
+}
+
+#[test]
+fn https_against_a_plain_http_port_is_not_delivered_with_a_hint() {
+    let dir = scratch("https");
+    let file = jsonl_file(&dir, 3);
+    let (url, hits) = counting_server(StatusCode::OK);
+    let https = url.replacen("http://", "https://", 1);
+    let output = send(&https, &file, &[]);
+    let summary = stderr(&output);
+    assert_eq!(output.status.code(), Some(1), "{summary}");
+    assert!(
+        summary.contains("not delivered: 1 batch (3 records)"),
+        "{summary}"
+    );
+    assert!(
+        summary.contains(&format!("answered in plain HTTP, not TLS: use --url {url}")),
+        "{summary}"
+    );
+    assert_eq!(hits.load(Ordering::SeqCst), 0);
 }
 
 #[test]
@@ -456,10 +529,11 @@ fn a_redirect_is_not_followed_and_counts_as_not_accepted() {
         "the redirect was followed"
     );
     assert!(
-        summary.contains("refused:  1 batch (3 records): HTTP 302 Found, Location: /landing"),
+        summary.contains("refused:       1 batch (3 records): HTTP 302 Found, Location: /landing"),
         "{summary}"
     );
-    assert!(summary.contains("accepted: 0 batches"), "{summary}");
+    assert!(summary.contains("accepted:      0 batches"), "{summary}");
+    assert!(summary.contains("1 of 1 batch delivered"), "{summary}");
 }
 
 #[test]
@@ -480,6 +554,189 @@ fn a_csv_header_naming_a_column_twice_is_refused_before_anything_is_sent() {
         "{message}"
     );
     assert_eq!(hits.load(Ordering::SeqCst), 0);
+}
+
+#[test]
+fn csv_in_a_file_not_named_csv_gets_a_format_hint() {
+    let dir = scratch("format");
+    let (url, hits) = counting_server(StatusCode::OK);
+    let txt = dir.join("contacts.txt");
+    std::fs::write(&txt, "email,plan\nada@example.com,pro\n").unwrap();
+    let hint = "if it is CSV, add --format csv";
+
+    let output = send(&url, &txt, &[]);
+    let message = stderr(&output);
+    assert_eq!(output.status.code(), Some(2), "{message}");
+    assert_eq!(message.matches(hint).count(), 1, "{message}");
+
+    // Asked for by name, JSON Lines gets no hint; --format csv reads the file.
+    let output = send(&url, &txt, &["--format", "jsonl"]);
+    assert!(!stderr(&output).contains(hint), "{}", stderr(&output));
+    let output = send(&url, &txt, &["--format", "csv"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_eq!(hits.load(Ordering::SeqCst), 1);
+
+    // A JSON Lines file whose first line is fine is not suspected of being CSV.
+    let jsonl = dir.join("records.txt");
+    std::fs::write(&jsonl, "{\"id\":1}\nnot json\n").unwrap();
+    let output = send(&url, &jsonl, &[]);
+    assert!(!stderr(&output).contains(hint), "{}", stderr(&output));
+}
+
+/// The README's try-it block, split into its commands: continuation lines joined, comments
+/// and blank lines dropped.
+fn readme_cli_block() -> Vec<String> {
+    let readme = include_str!("../../../README.md");
+    let section = readme
+        .split_once("### Try it without writing code")
+        .unwrap()
+        .1;
+    let block = section
+        .split_once("```sh\n")
+        .unwrap()
+        .1
+        .split_once("```")
+        .unwrap()
+        .0;
+    let mut commands = Vec::new();
+    let mut pending = String::new();
+    for line in block.lines() {
+        let line = line.trim();
+        if pending.is_empty() && (line.is_empty() || line.starts_with('#')) {
+            continue;
+        }
+        match line.strip_suffix('\\') {
+            Some(part) => pending.push_str(part),
+            None => {
+                pending.push_str(line);
+                commands.push(std::mem::take(&mut pending));
+            }
+        }
+    }
+    commands
+}
+
+/// Runs `script` with `sh` in `dir` and returns its stdout, asserting success.
+fn shell(dir: &std::path::Path, script: &str) -> String {
+    let output = Command::new("sh")
+        .args(["-c", script])
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|error| panic!("cannot run sh: {error}"));
+    assert!(
+        output.status.success(),
+        "{script}\nfailed: {}",
+        stderr(&output)
+    );
+    String::from_utf8(output.stdout).unwrap()
+}
+
+/// The README's CLI block, pasted in order: `serve`, then the curl `sample` prints, then
+/// `send`. Only the port differs (a free one instead of 8080), so runs cannot collide.
+#[test]
+fn the_readmes_cli_block_works_when_run_in_order() {
+    let curl = Command::new("curl").arg("--version").output();
+    assert!(
+        curl.is_ok_and(|output| output.status.success()),
+        "this test runs the README's curl command: install curl"
+    );
+    let dir = scratch("readme");
+    let readme_addr = "127.0.0.1:8080";
+    let mut serve: Option<Serve> = None;
+    let mut ran = Vec::new();
+    for command in readme_cli_block() {
+        if command.starts_with("cargo ") {
+            continue; // Installs the binary this test already has.
+        }
+        let Some(args) = command.strip_prefix("polytomic-webhook ") else {
+            shell(&dir, &command);
+            continue;
+        };
+        let mut args: Vec<String> = args
+            .split_whitespace()
+            // A comment after the command ends it.
+            .take_while(|arg| !arg.starts_with('#'))
+            .map(str::to_owned)
+            .collect();
+        assert!(
+            !args.iter().any(|arg| arg.contains(['\'', '"', '$'])),
+            "quoted arguments in the README's CLI block: extend this test ({command})"
+        );
+        let subcommand = args[0].clone();
+        ran.push(subcommand.clone());
+        if subcommand == "serve" {
+            for arg in &mut args {
+                *arg = arg.replace(readme_addr, "127.0.0.1:0");
+            }
+            let mut command = bin();
+            command.args(&args).current_dir(&dir);
+            serve = Some(Serve::spawn_as_given(command));
+            continue;
+        }
+        let url = &serve.as_ref().expect("serve runs first").url;
+        let host = url.split('/').nth(2).unwrap();
+        for arg in &mut args {
+            *arg = arg.replace(readme_addr, host);
+        }
+        let output = bin().args(&args).current_dir(&dir).output().unwrap();
+        assert!(output.status.success(), "{command}: {}", stderr(&output));
+        match subcommand.as_str() {
+            "sample" => {
+                // What a user pastes: the printed command, from `printf` to its end.
+                let text = String::from_utf8(output.stdout).unwrap();
+                let curl = &text[text.find("printf '%s'").unwrap()..];
+                let answer = shell(&dir, curl);
+                assert_eq!(answer, r#"{"accepted":2}"#, "{curl}");
+            }
+            "send" => {
+                let summary = stderr(&output);
+                assert!(summary.contains("1 of 1 batch delivered"), "{summary}");
+            }
+            other => panic!("the README's CLI block runs `{other}`: extend this test"),
+        }
+    }
+    assert_eq!(ran, ["serve", "sample", "send"]);
+
+    let summary = serve.unwrap().interrupt();
+    assert!(
+        summary.contains("accepted 2 batches (4 records)"),
+        "{summary}"
+    );
+    assert!(
+        summary.contains("ignored 0 unknown events; refused 0 deliveries"),
+        "{summary}"
+    );
+    let out = std::fs::read_to_string(dir.join("batches.jsonl")).unwrap();
+    assert_eq!(out.lines().count(), 2, "{out}");
+}
+
+#[test]
+fn the_serve_summary_counts_in_singular_and_plural() {
+    let dir = scratch("plural");
+    let serve = Serve::start(&dir.join("batches.jsonl"), &[]);
+    let output = send(&serve.url, &jsonl_file(&dir, 1), &[]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("accepted:      1 batch (1 record)"),
+        "{}",
+        stderr(&output)
+    );
+    let wrong = bin()
+        .args(["send", "--url", &serve.url, "--secret", "not-the-secret"])
+        .arg(jsonl_file(&dir, 1))
+        .output()
+        .unwrap();
+    assert_eq!(wrong.status.code(), Some(1));
+    let summary = serve.interrupt();
+    assert!(
+        summary.contains("accepted 1 batch (1 record) in"),
+        "{summary}"
+    );
+    assert!(
+        summary.contains("ignored 0 unknown events; refused 1 delivery"),
+        "{summary}"
+    );
 }
 
 #[test]

@@ -63,9 +63,14 @@
 //!
 //! This crate re-exports the pieces: [`auth`], [`decompression`], [`event`] and [`problem`].
 //! Cargo features `gzip` (default), `deflate`, `br` and `zstd` choose the codings; `axum`
-//! (default) lets the allowlist read axum's `ConnectInfo`; `server` adds [`server`], a hyper
-//! server loop with a header-read deadline and graceful shutdown; `testing` adds [`testing`], a
-//! builder for Polytomic-shaped deliveries (and hostile ones) to test handlers with.
+//! (default) lets the allowlist read axum's `ConnectInfo`; `server` adds the
+// Linked only when it is built: without the feature the link would not resolve.
+#![cfg_attr(feature = "server", doc = "[`server`] module,")]
+#![cfg_attr(not(feature = "server"), doc = "`server` module,")]
+//! a hyper server loop with a header-read deadline and graceful shutdown; `testing` adds the
+#![cfg_attr(feature = "testing", doc = "[`testing`] module,")]
+#![cfg_attr(not(feature = "testing"), doc = "`testing` module,")]
+//! a builder for Polytomic-shaped deliveries (and hostile ones) to test handlers with.
 
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]

@@ -436,6 +436,19 @@ async fn unknown_events_are_acknowledged_without_the_handler() {
     assert!(received.lock().unwrap().is_empty());
 }
 
+/// With `.layer`, unlike `.route_layer`, the router's fallback is behind the layer too: a
+/// path that does not exist is refused like any other request without the secret.
+#[tokio::test]
+async fn layer_checks_every_path_of_the_router_even_an_unknown_one() {
+    let (app, _) = app(layer());
+    let request = Request::post("/no-such-path")
+        .body(axum::body::Body::empty())
+        .unwrap();
+    let response = app.clone().oneshot(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(problem_code(response).await, "missing_authorization");
+}
+
 #[test]
 fn building_without_a_secret_is_an_error_not_a_panic() {
     let error = PolytomicWebhookLayer::new(PolytomicWebhookConfig::default()).unwrap_err();
@@ -477,18 +490,28 @@ mod logs {
         polytomic_webhook::testing::capture_logs(future).await.1
     }
 
+    /// Sends `request` through the app, asserts the answer's status, and returns everything
+    /// logged meanwhile.
+    async fn logs_of(request: Request<axum::body::Body>, status: StatusCode) -> String {
+        let (app, _) = app(layer());
+        capture(async {
+            let response = app.oneshot(request).await.unwrap();
+            assert_eq!(response.status(), status);
+        })
+        .await
+    }
+
+    /// The line of `logs` with the delivery's closing `message`.
+    fn delivery_line<'a>(logs: &'a str, message: &str) -> &'a str {
+        logs.lines()
+            .find(|line| line.contains(message))
+            .unwrap_or_else(|| panic!("no delivery line in {logs}"))
+    }
+
     #[tokio::test]
     async fn an_accepted_delivery_logs_one_info_line_with_the_span_fields() {
-        let (app, _) = app(layer());
-        let logs = capture(async {
-            let response = app.oneshot(sample().build()).await.unwrap();
-            assert_eq!(response.status(), StatusCode::OK);
-        })
-        .await;
-        let line = logs
-            .lines()
-            .find(|line| line.contains("webhook delivery accepted"))
-            .unwrap_or_else(|| panic!("no delivery line in {logs}"));
+        let logs = logs_of(sample().build(), StatusCode::OK).await;
+        let line = delivery_line(&logs, "webhook delivery accepted");
         assert!(line.contains(" INFO "), "{line}");
         for field in [
             "polytomic_webhook.delivery{",
@@ -513,22 +536,69 @@ mod logs {
         );
     }
 
+    /// The README's first line containing `marker`, without its indentation.
+    fn readme_line(marker: &str) -> String {
+        let readme = include_str!("../../../README.md");
+        readme
+            .lines()
+            .map(str::trim)
+            .find(|line| line.contains(marker))
+            .unwrap_or_else(|| panic!("no line with {marker} in the README"))
+            .to_owned()
+    }
+
+    /// `line` with the digits after each `key=` replaced by `N`: the values that vary from
+    /// run to run (time taken, and compressed size, which depends on the gzip used).
+    fn mask(line: &str, keys: &[&str]) -> String {
+        let mut masked = line.to_owned();
+        for key in keys {
+            let pattern = format!(" {key}=");
+            let start = masked
+                .find(&pattern)
+                .unwrap_or_else(|| panic!("{key} missing from {line}"))
+                + pattern.len();
+            let end = masked[start..]
+                .find(|c: char| !c.is_ascii_digit() && c != '.')
+                .map_or(masked.len(), |end| start + end);
+            masked.replace_range(start..end, "N");
+        }
+        masked
+    }
+
+    /// The README's sample log line is what the README's curl delivery really logs, field for
+    /// field and in the same order: each field once, the latency rounded.
+    #[tokio::test]
+    async fn the_readmes_sample_log_line_is_the_real_one() {
+        let curl_body = readme_line(r#"printf '%s' '{"event":"sync.records""#);
+        let json = curl_body
+            .split('\'')
+            .nth(3)
+            .unwrap_or_else(|| panic!("no body in {curl_body}"));
+        let request = sample().raw_json(json.as_bytes()).build();
+        let logs = logs_of(request, StatusCode::OK).await;
+        let logged = delivery_line(&logs, "webhook delivery accepted");
+        // The README's line starts at the level; the real one has a timestamp before it.
+        let logged = &logged[logged.find("INFO ").unwrap()..];
+        let documented = readme_line("INFO polytomic_webhook.delivery{");
+        let varying = ["compressed_bytes", "latency_ms"];
+        assert_eq!(mask(logged, &varying), mask(&documented, &varying));
+
+        let latency = logged.split(" latency_ms=").nth(1).unwrap();
+        let latency = &latency[..latency.find(' ').unwrap()];
+        let decimals = latency
+            .split_once('.')
+            .map_or(0, |(_, decimals)| decimals.len());
+        assert!(decimals <= 2, "latency_ms={latency} in {logged}");
+    }
+
     #[tokio::test]
     async fn a_rejected_delivery_logs_a_warning_with_its_code() {
-        let (app, _) = app(layer());
-        let logs = capture(async {
-            let mut request = sample().build();
-            request
-                .headers_mut()
-                .insert(AUTHORIZATION, "Bearer not-the-secret".parse().unwrap());
-            let response = app.oneshot(request).await.unwrap();
-            assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
-        })
-        .await;
-        let line = logs
-            .lines()
-            .find(|line| line.contains("webhook delivery rejected"))
-            .unwrap_or_else(|| panic!("no delivery line in {logs}"));
+        let mut request = sample().build();
+        request
+            .headers_mut()
+            .insert(AUTHORIZATION, "Bearer not-the-secret".parse().unwrap());
+        let logs = logs_of(request, StatusCode::UNAUTHORIZED).await;
+        let line = delivery_line(&logs, "webhook delivery rejected");
         assert!(line.contains(" WARN "), "{line}");
         assert!(line.contains("outcome=\"invalid_token\""), "{line}");
         assert!(line.contains("status=401"), "{line}");

@@ -6,8 +6,9 @@ use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::io::Write;
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -334,6 +335,46 @@ where
 /// The sample delivery, gzipped without `Content-Encoding` as Polytomic sends it.
 pub fn sample(addr: SocketAddr, version: Version) -> Request<ClientBody> {
     request(addr, version, full(gzip(&sample_body())), |_| {})
+}
+
+/// The binary of the example `name` (`examples/<name>.rs`). `cargo test --workspace` builds
+/// the examples in the same run, so it is normally there and fresh; otherwise (only this
+/// package under test, or example sources newer than the binary) it is built here, once.
+pub fn example_binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    // target/<profile>/deps/<this test> -> target/<profile>
+    let profile_dir = exe.parent().unwrap().parent().unwrap();
+    let binary = profile_dir
+        .join("examples")
+        .join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let mut sources = vec![workspace.join(format!("examples/{name}.rs"))];
+    for entry in std::fs::read_dir(workspace.join("examples/src")).unwrap() {
+        sources.push(entry.unwrap().path());
+    }
+    // Tests run in parallel: one builds while the others wait, then find the binary fresh.
+    static BUILDING: Mutex<()> = Mutex::new(());
+    let _building = BUILDING.lock().unwrap_or_else(PoisonError::into_inner);
+    let built = |path: &Path| path.metadata().and_then(|meta| meta.modified()).ok();
+    let fresh = built(&binary).is_some_and(|binary| {
+        sources
+            .iter()
+            .all(|source| built(source).is_some_and(|source| source <= binary))
+    });
+    if !fresh {
+        let mut cargo = std::process::Command::new(env!("CARGO"));
+        cargo
+            .current_dir(workspace)
+            .args(["build", "--package", "examples", "--example", name]);
+        if profile_dir.ends_with("release") {
+            cargo.arg("--release");
+        }
+        assert!(
+            cargo.status().unwrap().success(),
+            "building the {name} example"
+        );
+    }
+    binary
 }
 
 /// Sends half a request head to `addr` and then nothing; panics unless the server closes the

@@ -1,0 +1,251 @@
+//! The examples' settings from the environment, and start-up errors a newcomer can act on.
+//!
+//! Every [`StartupError`] names the variable, shows the value it had (never a secret's), says
+//! what was expected and how to fix it, in one or two lines meant for a terminal.
+
+use std::fmt;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+
+use polytomic_webhook::prelude::*;
+use tokio::net::TcpListener;
+
+/// The variable holding the address the examples listen on.
+pub const ADDR_VAR: &str = "POLYTOMIC_WEBHOOK_ADDR";
+
+/// The variable holding the webhook connection's secret.
+pub const SECRET_VAR: &str = "POLYTOMIC_WEBHOOK_SECRET";
+
+/// The variable holding, while rotating, the connection's previous secret.
+pub const PREVIOUS_SECRET_VAR: &str = "POLYTOMIC_WEBHOOK_PREVIOUS_SECRET";
+
+/// Where the examples listen when [`ADDR_VAR`] is unset.
+pub const DEFAULT_ADDR: SocketAddr =
+    SocketAddr::new(IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 3000);
+
+/// A setting the examples cannot start with. `Display` is the whole message.
+///
+/// `Debug` prints the message too, so a `main` that returns this error (through `?` into
+/// `Box<dyn Error>`) shows the message rather than a struct.
+///
+/// ```
+/// let error = examples::startup::parse_listen_addr("localhost:3000").unwrap_err();
+/// assert!(error.to_string().contains("127.0.0.1:3000"));
+/// ```
+pub struct StartupError(String);
+
+impl fmt::Display for StartupError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for StartupError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for StartupError {}
+
+/// The address to listen on: [`ADDR_VAR`], else [`DEFAULT_ADDR`].
+///
+/// ```
+/// let addr = examples::startup::listen_addr()?;
+/// # Ok::<(), examples::startup::StartupError>(())
+/// ```
+pub fn listen_addr() -> Result<SocketAddr, StartupError> {
+    match std::env::var(ADDR_VAR) {
+        Err(std::env::VarError::NotPresent) => Ok(DEFAULT_ADDR),
+        Err(std::env::VarError::NotUnicode(_)) => Err(StartupError(format!(
+            "{ADDR_VAR} is not valid UTF-8. Expected an IP address and port, such as \
+             {DEFAULT_ADDR}. Fix: set it to one, or unset it to listen on {DEFAULT_ADDR}."
+        ))),
+        Ok(value) if value.trim().is_empty() => Ok(DEFAULT_ADDR),
+        Ok(value) => parse_listen_addr(&value),
+    }
+}
+
+/// Parses [`ADDR_VAR`]'s value, explaining the usual mistakes: a host name, a missing port,
+/// a missing IP address.
+pub fn parse_listen_addr(value: &str) -> Result<SocketAddr, StartupError> {
+    let trimmed = value.trim();
+    if let Ok(addr) = trimmed.parse() {
+        return Ok(addr);
+    }
+    let port = DEFAULT_ADDR.port();
+    let (problem, suggestion) = if let Ok(ip) = trimmed.parse::<IpAddr>() {
+        ("the port is missing", SocketAddr::new(ip, port).to_string())
+    } else {
+        match trimmed.rsplit_once(':') {
+            Some(("", port)) => (
+                "the IP address is missing (0.0.0.0 listens on every interface)",
+                format!("127.0.0.1:{port}"),
+            ),
+            Some((_, port)) if port.parse::<u16>().is_ok() => (
+                "a host name is not looked up, only an IP address is accepted",
+                format!("127.0.0.1:{port}"),
+            ),
+            _ => ("it is not an IP address and port", DEFAULT_ADDR.to_string()),
+        }
+    };
+    Err(StartupError(format!(
+        "{ADDR_VAR}={value:?} is not an address to listen on: {problem}. Expected an IP \
+         address and a port, such as {DEFAULT_ADDR}. Fix: set {ADDR_VAR}={suggestion}, or \
+         unset it to listen on {DEFAULT_ADDR}."
+    )))
+}
+
+/// The secret in the variable `name`, taken whole (a comma is part of it); `None` when it is
+/// not set at all. A variable that is set but empty is an error: a deployment whose secret
+/// came out blank must not start with some other secret, or without the previous secret it
+/// meant to keep accepting. The error never contains the value.
+///
+/// ```
+/// // Unset: no secret, and no error.
+/// let secret = examples::startup::secret_var("EXAMPLE_SECRET_THAT_IS_NOT_SET")?;
+/// assert!(secret.is_none());
+/// # Ok::<(), examples::startup::StartupError>(())
+/// ```
+pub fn secret_var(name: &str) -> Result<Option<Secret>, StartupError> {
+    let value = match std::env::var(name) {
+        Ok(value) => value,
+        Err(std::env::VarError::NotPresent) => return Ok(None),
+        Err(std::env::VarError::NotUnicode(_)) => {
+            return Err(StartupError(format!(
+                "{name} (value not shown) is not valid UTF-8. Expected the Secret of the \
+                 Polytomic webhook connection, in visible ASCII characters. Fix: set {name} to \
+                 that secret."
+            )));
+        }
+    };
+    match Secret::new(value) {
+        Ok(secret) => Ok(Some(secret)),
+        Err(InvalidSecret::Empty) if name == PREVIOUS_SECRET_VAR => Err(StartupError(format!(
+            "{name} is set but empty (or only spaces). Expected, while rotating, the secret \
+             being replaced (the new one goes in {SECRET_VAR}). Fix: set {name} to the previous \
+             secret, or unset it when no rotation is under way."
+        ))),
+        Err(InvalidSecret::Empty) => Err(StartupError(format!(
+            "{name} is set but empty (or only spaces). Expected the Secret of the Polytomic \
+             webhook connection. Fix: set {name} to that secret (the receiver example makes one \
+             up for a trial when the variable is not set at all)."
+        ))),
+        Err(error) => Err(StartupError(format!(
+            "{name} (value not shown) is not a usable secret: {error}. Expected the Secret of \
+             the Polytomic webhook connection, which an Authorization header can carry. Fix: \
+             copy the secret from the connection again, or choose a new one in visible ASCII \
+             and enter it in Polytomic too."
+        ))),
+    }
+}
+
+/// The secret in the variable `name`, which must be set (see [`secret_var`]).
+pub fn required_secret_var(name: &str) -> Result<Secret, StartupError> {
+    secret_var(name)?.ok_or_else(|| {
+        StartupError(format!(
+            "{name} is not set. Expected the Secret of the Polytomic webhook connection. Fix: \
+             set {name} to that secret."
+        ))
+    })
+}
+
+/// The error for [`PREVIOUS_SECRET_VAR`] set while [`SECRET_VAR`] is not: a previous secret
+/// alone would make the example start with a made-up current one.
+pub fn previous_without_current() -> StartupError {
+    StartupError(format!(
+        "{PREVIOUS_SECRET_VAR} is set but {SECRET_VAR} is not. Expected {SECRET_VAR} to hold \
+         the connection's current secret and {PREVIOUS_SECRET_VAR} the one being replaced. \
+         Fix: set {SECRET_VAR} to the current secret, or unset {PREVIOUS_SECRET_VAR}."
+    ))
+}
+
+/// Binds `addr`, explaining the usual failures: the port is taken, needs privileges, or the
+/// address is not one of this machine's.
+pub async fn bind(addr: SocketAddr) -> Result<TcpListener, StartupError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|error| bind_error(addr, &error))
+}
+
+fn bind_error(addr: SocketAddr, error: &io::Error) -> StartupError {
+    let other_port = SocketAddr::new(addr.ip(), addr.port().wrapping_add(1).max(1024));
+    let fix = match error.kind() {
+        io::ErrorKind::AddrInUse => format!(
+            "another program is already listening there. Fix: stop it, or set \
+             {ADDR_VAR} to a free port, such as {other_port}."
+        ),
+        io::ErrorKind::PermissionDenied => format!(
+            "this user may not listen there (ports below 1024 usually need privileges). \
+             Fix: set {ADDR_VAR} to a port above 1023, such as {DEFAULT_ADDR}."
+        ),
+        io::ErrorKind::AddrNotAvailable => format!(
+            "{} is not an address of this machine. Fix: set {ADDR_VAR} to \
+             127.0.0.1:{port} (this machine only) or 0.0.0.0:{port} (every interface).",
+            addr.ip(),
+            port = addr.port()
+        ),
+        _ => format!("{error}. Fix: set {ADDR_VAR} to another address, such as {DEFAULT_ADDR}."),
+    };
+    StartupError(format!("cannot listen on {addr} ({ADDR_VAR}): {fix}"))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // Test code: a failed unwrap is a failed test.
+
+    use super::*;
+
+    #[test]
+    fn addresses_parse_and_mistakes_are_explained() {
+        assert_eq!(
+            parse_listen_addr(" 0.0.0.0:8080 ").unwrap().to_string(),
+            "0.0.0.0:8080"
+        );
+        for (value, says, suggests) in [
+            ("localhost:3000", "host name", "127.0.0.1:3000"),
+            ("127.0.0.1", "port is missing", "127.0.0.1:3000"),
+            ("::1", "port is missing", "[::1]:3000"),
+            (":8080", "IP address is missing", "127.0.0.1:8080"),
+            ("nonsense", "not an IP address and port", "127.0.0.1:3000"),
+        ] {
+            let message = parse_listen_addr(value).unwrap_err().to_string();
+            assert!(
+                message.starts_with(&format!("{ADDR_VAR}=\"{value}\" is not an address")),
+                "{message}"
+            );
+            assert!(message.contains(says), "{message}");
+            assert!(
+                message.contains(&format!("Fix: set {ADDR_VAR}={suggests},")),
+                "{message}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_required_secret_that_is_not_set_is_named() {
+        let name = "EXAMPLES_STARTUP_TEST_SECRET_NEVER_SET";
+        assert!(secret_var(name).unwrap().is_none());
+        let message = required_secret_var(name).unwrap_err().to_string();
+        assert!(
+            message.starts_with(&format!("{name} is not set.")),
+            "{message}"
+        );
+        assert!(message.contains(&format!("Fix: set {name}")), "{message}");
+    }
+
+    #[test]
+    fn bind_errors_name_the_variable_and_a_fix() {
+        let addr: SocketAddr = "127.0.0.1:3000".parse().unwrap();
+        let busy = bind_error(addr, &io::Error::from(io::ErrorKind::AddrInUse)).to_string();
+        assert!(
+            busy.starts_with("cannot listen on 127.0.0.1:3000 (POLYTOMIC_WEBHOOK_ADDR)"),
+            "{busy}"
+        );
+        assert!(busy.contains("already listening"), "{busy}");
+        assert!(busy.contains("127.0.0.1:3001"), "{busy}");
+        let denied =
+            bind_error(addr, &io::Error::from(io::ErrorKind::PermissionDenied)).to_string();
+        assert!(denied.contains("above 1023"), "{denied}");
+    }
+}
