@@ -409,7 +409,9 @@ impl SyncRecords<RawFields> {
             .iter()
             .enumerate()
             .map(|(index, record)| {
-                crate::raw::fields_into(record.fields())
+                record
+                    .fields()
+                    .deserialize_as::<T>()
                     .map(|fields| Record::new(record.hash.clone(), fields))
                     .map_err(|error| error.into_rejection(index))
             })

@@ -12,7 +12,7 @@ use std::str::FromStr;
 
 use bytes::Bytes;
 use bytestring::ByteString;
-use serde::de::{self, DeserializeOwned, Deserializer, MapAccess, Visitor};
+use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::{Deserialize, Serialize, Serializer};
 use serde_json::value::RawValue;
 
@@ -607,11 +607,6 @@ fn fingerprint(name: &str) -> u64 {
             .fold(0, |acc, &byte| acc << 8 | u64::from(byte)),
     };
     head ^ (bytes.len() as u64).rotate_left(56)
-}
-
-/// Deserializes `T` from a raw object's text (used by `SyncRecords<RawFields>` conversions).
-pub(crate) fn fields_into<T: DeserializeOwned>(fields: &RawFields) -> Result<T, FieldsError> {
-    fields.deserialize_as()
 }
 
 #[cfg(test)]
