@@ -51,6 +51,11 @@ fn head(addr: SocketAddr, headers: &HeaderMap, content_length: usize) -> Vec<u8>
     head
 }
 
+/// The raw JSON of the `marker` field of a batch's first record.
+fn marker(batch: &SyncRecords) -> &str {
+    batch.records()[0].fields().get("marker").unwrap().get()
+}
+
 fn valid_delivery(marker: &str) -> Delivery {
     Delivery::new()
         .secret(SECRET)
@@ -106,14 +111,7 @@ async fn a_client_gone_halfway_through_a_gzipped_body_runs_no_handler_and_leaks_
     reply.assert_accepted(1);
     let received = server.received.take();
     assert_eq!(received.len(), 1, "a cut-off delivery reached the handler");
-    assert_eq!(
-        received[0].records()[0]
-            .fields()
-            .get("marker")
-            .unwrap()
-            .get(),
-        r#""after""#
-    );
+    assert_eq!(marker(&received[0]), r#""after""#);
 }
 
 /// Reads until the server closes the connection. A reset counts as closed: the server may
@@ -247,11 +245,7 @@ async fn a_panicking_handler_in_the_receiver_example_gets_500_and_the_server_kee
     let record = received.sink();
     // The application panics on one marker and records every other batch.
     let sink: examples::Sink = Arc::new(move |batch: &SyncRecords| {
-        assert_ne!(
-            batch.records()[0].fields().get("marker").unwrap().get(),
-            r#""boom""#,
-            "handler bug"
-        );
+        assert_ne!(marker(batch), r#""boom""#, "handler bug");
         record(batch)
     });
     let app = examples::receiver_app(layer(config()), sink);
@@ -276,14 +270,7 @@ async fn a_panicking_handler_in_the_receiver_example_gets_500_and_the_server_kee
     after.assert_accepted(1);
     let received = received.take();
     assert_eq!(received.len(), 1);
-    assert_eq!(
-        received[0].records()[0]
-            .fields()
-            .get("marker")
-            .unwrap()
-            .get(),
-        r#""after""#
-    );
+    assert_eq!(marker(&received[0]), r#""after""#);
     let line = delivery_line(&logs);
     assert!(line.contains(" WARN "), "{line}");
     assert!(line.contains("outcome=\"handler_panicked\""), "{line}");
