@@ -2,7 +2,6 @@
 
 use std::convert::Infallible;
 use std::future::Future;
-use std::io;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
@@ -104,35 +103,7 @@ pub(crate) async fn assert_passed(response: Response<ResponseBody<Full<Bytes>>>)
 
 /// Runs `f` with a `tracing` subscriber that writes plain text into the returned string.
 pub(crate) fn capture_logs<T>(f: impl FnOnce() -> T) -> (T, String) {
-    let buffer = Arc::new(Mutex::new(Vec::new()));
-    let writer = {
-        let buffer = Arc::clone(&buffer);
-        move || SharedWriter(Arc::clone(&buffer))
-    };
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(writer)
-        .with_ansi(false)
-        .with_max_level(tracing::Level::TRACE)
-        .finish();
-    let value = tracing::subscriber::with_default(subscriber, || {
-        // A callsite first hit on another test thread, where no subscriber listens, may have
-        // cached "never interested"; recompute so this thread's subscriber sees every event.
-        tracing::callsite::rebuild_interest_cache();
-        f()
-    });
-    let text = String::from_utf8(buffer.lock().unwrap().clone()).unwrap();
-    (value, text)
-}
-
-struct SharedWriter(Arc<Mutex<Vec<u8>>>);
-
-impl io::Write for SharedWriter {
-    fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
+    let capture = polytomic_webhook_core::logs::LogCapture::start();
+    let value = f();
+    (value, capture.finish())
 }

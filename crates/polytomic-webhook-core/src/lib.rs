@@ -11,6 +11,8 @@
 #![forbid(unsafe_code)]
 
 pub mod body;
+#[cfg(feature = "testing")]
+pub mod logs;
 pub mod problem;
 pub mod response;
 

@@ -510,7 +510,8 @@ fn insert_lossy(headers: &mut HeaderMap, name: http::HeaderName, value: &str) {
     headers.insert(name, value);
 }
 
-/// Runs `future` with a plain-text `tracing` subscriber installed on this thread, and returns
+/// Runs `future` while capturing, as plain text, what this thread logs (see
+/// [`LogCapture`](polytomic_webhook_core::logs::LogCapture)), and returns
 /// its output with everything logged meanwhile, to assert on the delivery's log line.
 ///
 /// Run the server on the test's current-thread runtime so its spans land here too.
@@ -526,40 +527,7 @@ fn insert_lossy(headers: &mut HeaderMap, name: http::HeaderName, value: &str) {
 /// # }
 /// ```
 pub async fn capture_logs<F: Future>(future: F) -> (F::Output, String) {
-    use std::io;
-    use std::sync::{Arc, Mutex, PoisonError};
-
-    #[derive(Clone, Default)]
-    struct Buffer(Arc<Mutex<Vec<u8>>>);
-
-    impl Write for Buffer {
-        fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
-            self.0
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .extend_from_slice(bytes);
-            Ok(bytes.len())
-        }
-
-        fn flush(&mut self) -> io::Result<()> {
-            Ok(())
-        }
-    }
-
-    let buffer = Buffer::default();
-    let writer = buffer.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(move || writer.clone())
-        .with_ansi(false)
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
-    // A callsite first hit on a thread with no subscriber may have cached "never interested".
-    tracing::callsite::rebuild_interest_cache();
+    let capture = polytomic_webhook_core::logs::LogCapture::start();
     let output = future.await;
-    let bytes = buffer
-        .0
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .clone();
-    (output, String::from_utf8_lossy(&bytes).into_owned())
+    (output, capture.finish())
 }
