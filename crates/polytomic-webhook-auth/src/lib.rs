@@ -60,6 +60,7 @@ pub mod clock;
 pub mod peer;
 pub mod rejection;
 pub mod secret;
+pub mod signature;
 pub mod timestamp;
 
 #[cfg(test)]
@@ -74,4 +75,5 @@ pub use clock::{Clock, FixedClock, SystemClock};
 pub use peer::{ClientIp, PeerAddr, peer_addr};
 pub use rejection::AuthRejection;
 pub use secret::{InvalidSecret, Secret, SecretSet};
+pub use signature::{Signature, SignatureError, SigningSecrets};
 pub use timestamp::{DeliveredAt, TimestampWindow};

@@ -7,6 +7,7 @@ use polytomic_webhook_core::Problem;
 
 use crate::allowlist::SourceIpRejection;
 use crate::authorization::AuthorizationError;
+use crate::signature::SignatureError;
 use crate::timestamp::TimestampError;
 
 /// Any rejection of this crate's layers.
@@ -34,6 +35,8 @@ pub enum AuthRejection {
     Timestamp(TimestampError),
     /// The source address is not allowed.
     SourceIp(SourceIpRejection),
+    /// The Events webhook's `Polytomic-Signature` was missing or wrong.
+    Signature(SignatureError),
 }
 
 impl AuthRejection {
@@ -43,6 +46,7 @@ impl AuthRejection {
             Self::Authorization(error) => error.status(),
             Self::Timestamp(error) => error.status(),
             Self::SourceIp(error) => error.status(),
+            Self::Signature(error) => error.status(),
         }
     }
 
@@ -52,6 +56,7 @@ impl AuthRejection {
             Self::Authorization(error) => error.code(),
             Self::Timestamp(error) => error.code(),
             Self::SourceIp(error) => error.code(),
+            Self::Signature(error) => error.code(),
         }
     }
 
@@ -66,6 +71,7 @@ impl AuthRejection {
             Self::Authorization(error) => error.to_problem(),
             Self::Timestamp(error) => error.to_problem(),
             Self::SourceIp(error) => error.to_problem(),
+            Self::Signature(error) => error.to_problem(),
         }
     }
 }
@@ -76,6 +82,7 @@ impl fmt::Display for AuthRejection {
             Self::Authorization(error) => error.fmt(f),
             Self::Timestamp(error) => error.fmt(f),
             Self::SourceIp(error) => error.fmt(f),
+            Self::Signature(error) => error.fmt(f),
         }
     }
 }
@@ -86,6 +93,7 @@ impl std::error::Error for AuthRejection {
             Self::Authorization(error) => Some(error),
             Self::Timestamp(error) => Some(error),
             Self::SourceIp(error) => Some(error),
+            Self::Signature(error) => Some(error),
         }
     }
 }
@@ -99,6 +107,12 @@ impl From<AuthorizationError> for AuthRejection {
 impl From<TimestampError> for AuthRejection {
     fn from(error: TimestampError) -> Self {
         Self::Timestamp(error)
+    }
+}
+
+impl From<SignatureError> for AuthRejection {
+    fn from(error: SignatureError) -> Self {
+        Self::Signature(error)
     }
 }
 
