@@ -42,7 +42,7 @@ where
 }
 
 /// Checks the `Content-Type` and reads the whole body once, under every applicable limit.
-async fn buffer(req: Request) -> Result<(EventConfig, Bytes), EventRejection> {
+pub(crate) async fn buffer(req: Request) -> Result<(EventConfig, Bytes), EventRejection> {
     let config = req
         .extensions()
         .get::<EventConfig>()

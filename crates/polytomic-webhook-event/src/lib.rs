@@ -114,6 +114,7 @@ mod event;
 mod extract;
 mod normalize;
 mod numbers;
+pub mod org;
 mod parse;
 mod raw;
 pub mod rejection;
@@ -129,6 +130,7 @@ pub use event::{
     Fields, InvalidSyncId, PolytomicEvent, Record, RecordHash, SYNC_RECORDS, SyncId, SyncRecords,
 };
 pub use normalize::normalize_field_name;
+pub use org::{CompletionCounts, OrgEventType, PolytomicOrgEvent, RawPayload, parse_org_event};
 #[doc(hidden)]
 pub use parse::slow_path_runs;
 pub use parse::{parse, parse_sync_records};

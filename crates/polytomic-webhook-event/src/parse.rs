@@ -106,7 +106,7 @@ fn envelope<T: DeserializeOwned>(
 /// The `invalid_json` rejection for a body that is not UTF-8, located where serde_json finds it
 /// (reading every string, building nothing).
 #[cold]
-fn not_utf8(body: &[u8]) -> EventRejection {
+pub(crate) fn not_utf8(body: &[u8]) -> EventRejection {
     let mut deserializer = serde_json::Deserializer::from_slice(body);
     let error = Skim::deserialize(&mut deserializer)
         .and_then(|_| deserializer.end())
@@ -307,7 +307,7 @@ fn explain<T: DeserializeOwned>(
     }
 }
 
-fn is_malformed(error: &serde_json::Error) -> bool {
+pub(crate) fn is_malformed(error: &serde_json::Error) -> bool {
     matches!(
         error.classify(),
         Category::Syntax | Category::Eof | Category::Io
@@ -316,7 +316,7 @@ fn is_malformed(error: &serde_json::Error) -> bool {
 
 /// serde_json's message without the position suffix (a JSON path replaces it) and without any
 /// value it quotes.
-fn message(error: &serde_json::Error) -> String {
+pub(crate) fn message(error: &serde_json::Error) -> String {
     sanitize(error)
 }
 
