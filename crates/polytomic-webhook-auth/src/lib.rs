@@ -75,5 +75,5 @@ pub use clock::{Clock, FixedClock, SystemClock};
 pub use peer::{ClientIp, PeerAddr, peer_addr};
 pub use rejection::AuthRejection;
 pub use secret::{InvalidSecret, Secret, SecretSet};
-pub use signature::{Signature, SignatureError, SigningSecrets};
+pub use signature::{Signature, SignatureEncoding, SignatureError, SigningSecrets};
 pub use timestamp::{DeliveredAt, TimestampWindow};

@@ -245,6 +245,29 @@ fn key(value: String) -> Result<HmacSha256, InvalidSecret> {
     HmacSha256::new_from_slice(trimmed.as_bytes()).map_err(|_| InvalidSecret::Empty)
 }
 
+/// Deserializes from one string or a non-empty list of strings, like
+/// [`SecretSet`](crate::SecretSet). The deserializer's own buffers may keep a copy of a value;
+/// the copies made here are zeroed.
+impl<'de> serde::Deserialize<'de> for SigningSecrets {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(serde::Deserialize)]
+        #[serde(
+            untagged,
+            expecting = "a secret string or a non-empty list of secret strings"
+        )]
+        enum OneOrMany {
+            One(String),
+            Many(Vec<String>),
+        }
+        let values: Vec<Zeroizing<String>> = match OneOrMany::deserialize(deserializer)? {
+            OneOrMany::One(value) => vec![Zeroizing::new(value)],
+            OneOrMany::Many(values) => values.into_iter().map(Zeroizing::new).collect(),
+        };
+        Self::try_from_iter(values.iter().map(|value| value.as_str()))
+            .map_err(serde::de::Error::custom)
+    }
+}
+
 impl fmt::Debug for SigningSecrets {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SigningSecrets")
@@ -256,10 +279,76 @@ impl fmt::Debug for SigningSecrets {
 /// The lowercase-hex HMAC-SHA256 of `body` keyed with `secret` (trimmed like a configured
 /// secret): what a sender puts in `Polytomic-Signature`. For tests and tools.
 pub fn sign_hex(secret: &str, body: &[u8]) -> String {
+    hex(&sign(secret, body))
+}
+
+/// How a sender may write a signature's 32 bytes: every spelling [`Signature::decode`] accepts.
+///
+/// ```
+/// use polytomic_webhook_auth::signature::{Signature, SignatureEncoding, sign};
+///
+/// let tag = sign("secret", b"{}");
+/// for encoding in SignatureEncoding::ALL {
+///     for prefixed in [false, true] {
+///         let text = encoding.encode(&tag, prefixed);
+///         assert_eq!(Signature::decode(text.as_bytes()), Signature::decode(encoding.encode(&tag, false).as_bytes()));
+///     }
+/// }
+/// assert!(SignatureEncoding::Base64Url.encode(&tag, true).starts_with("sha256="));
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum SignatureEncoding {
+    /// Lowercase hexadecimal.
+    #[default]
+    Hex,
+    /// Uppercase hexadecimal.
+    HexUpper,
+    /// Standard base64 with `=` padding.
+    Base64,
+    /// Standard base64 without padding.
+    Base64NoPad,
+    /// URL-safe base64 with `=` padding.
+    Base64Url,
+    /// URL-safe base64 without padding.
+    Base64UrlNoPad,
+}
+
+impl SignatureEncoding {
+    /// Every accepted encoding.
+    pub const ALL: [Self; 6] = [
+        Self::Hex,
+        Self::HexUpper,
+        Self::Base64,
+        Self::Base64NoPad,
+        Self::Base64Url,
+        Self::Base64UrlNoPad,
+    ];
+
+    /// Writes `tag` in this encoding, after `sha256=` when `prefixed`.
+    pub fn encode(self, tag: &[u8; TAG_LEN], prefixed: bool) -> String {
+        use base64::engine::general_purpose as b64;
+
+        let text = match self {
+            Self::Hex => hex(tag),
+            Self::HexUpper => hex(tag).to_uppercase(),
+            Self::Base64 => b64::STANDARD.encode(tag),
+            Self::Base64NoPad => b64::STANDARD_NO_PAD.encode(tag),
+            Self::Base64Url => b64::URL_SAFE.encode(tag),
+            Self::Base64UrlNoPad => b64::URL_SAFE_NO_PAD.encode(tag),
+        };
+        if prefixed {
+            format!("sha256={text}")
+        } else {
+            text
+        }
+    }
+}
+
+fn hex(tag: &[u8]) -> String {
     use std::fmt::Write as _;
 
-    let tag = sign(secret, body);
-    let mut text = String::with_capacity(2 * TAG_LEN);
+    let mut text = String::with_capacity(2 * tag.len());
     for byte in tag {
         // Writing to a `String` cannot fail.
         let _ = write!(text, "{byte:02x}");
@@ -370,6 +459,17 @@ mod tests {
             .collect();
         forms.extend(prefixed);
         forms
+    }
+
+    #[test]
+    fn signature_encoding_writes_each_spelling() {
+        let tag = sign("events-secret", BODY);
+        // `spellings` writes them independently of `SignatureEncoding`, in the same order.
+        let forms = spellings(tag);
+        for (encoding, expected) in SignatureEncoding::ALL.iter().zip(&forms) {
+            assert_eq!(&encoding.encode(&tag, false), expected, "{encoding:?}");
+            assert_eq!(encoding.encode(&tag, true), format!("sha256={expected}"));
+        }
     }
 
     #[test]
@@ -513,6 +613,21 @@ mod tests {
             let problem = String::from_utf8(error.to_problem().to_json().to_vec()).unwrap();
             assert!(!problem.contains(&hex[..8]), "{problem}");
         }
+    }
+
+    #[test]
+    fn deserializes_a_string_or_a_list_without_echoing_values() {
+        let one: SigningSecrets = serde_json::from_str(r#""solo-secret""#).unwrap();
+        assert_eq!(one.len(), 1);
+        let header = sign_hex("solo-secret", BODY);
+        assert_eq!(one.verify_header(header.as_bytes(), BODY), Ok(()));
+        let two: SigningSecrets = serde_json::from_str(r#"["a-secret", "b-secret"]"#).unwrap();
+        assert_eq!(two.len(), 2);
+        let error = serde_json::from_str::<SigningSecrets>("[]").unwrap_err();
+        assert!(error.to_string().contains("at least one secret"), "{error}");
+        let error =
+            serde_json::from_str::<SigningSecrets>(r#"["ok", "bad\u0001value"]"#).unwrap_err();
+        assert!(!error.to_string().contains("bad"), "{error}");
     }
 
     #[test]

@@ -910,6 +910,12 @@ impl EventRejection {
         each_variant!(self, inner => inner.body_text())
     }
 
+    /// The problem response, for middleware that answers with it itself. An unknown event
+    /// gives its reject-policy problem here; its acknowledgement is not a problem.
+    pub fn to_problem(&self) -> Problem {
+        each_variant!(self, inner => inner.to_problem())
+    }
+
     /// The rejection for an error met while reading a request body, for code that reads the
     /// body itself before calling [`parse`](crate::parse) (plain hyper, say).
     ///

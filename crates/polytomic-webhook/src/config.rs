@@ -156,9 +156,11 @@ impl PolytomicWebhookConfig {
 /// Polytomic sends batches of 100 records by default, a few kilobytes compressed: half a
 /// minute leaves ample room for slow links while bounding how long a stalled or trickling
 /// sender can hold a connection and a buffer.
-const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(30);
 
-fn optional_secs<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Duration>, D::Error> {
+pub(crate) fn optional_secs<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<Duration>, D::Error> {
     Option::<f64>::deserialize(deserializer)?
         .map(|secs| Duration::try_from_secs_f64(secs).map_err(de::Error::custom))
         .transpose()
@@ -170,6 +172,8 @@ fn optional_secs<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Du
 pub enum ConfigError {
     /// No secret is configured, so no delivery could ever be accepted.
     NoSecret,
+    /// No signing secret is configured for the organisation Events webhook.
+    NoSigningSecret,
 }
 
 impl fmt::Display for ConfigError {
@@ -178,6 +182,10 @@ impl fmt::Display for ConfigError {
             Self::NoSecret => f.write_str(
                 "no webhook secret is configured: set at least one of `secrets` \
                  (the value entered as the Secret of the Polytomic webhook connection)",
+            ),
+            Self::NoSigningSecret => f.write_str(
+                "no signing secret is configured for the Events webhook: set at least one of \
+                 `secrets` (the secret given when the organisation webhook was created)",
             ),
         }
     }

@@ -73,41 +73,56 @@ where
         ready!(this.drain.as_mut().poll_drain(cx));
         let mut result = ready!(this.inner.poll(cx));
         if this.drain.closes() {
-            if let Ok(response) = &mut result {
-                // Left unread, the rest of the body would be taken for the next request.
-                response
-                    .headers_mut()
-                    .insert(CONNECTION, HeaderValue::from_static("close"));
-            }
+            close_connection(&mut result);
         }
-        if let Some(info) = this.info.as_ref() {
-            let stats = info.stats();
-            this.span.record("content_coding", info.coding());
-            this.span
-                .record("compressed_bytes", stats.compressed_bytes());
-            this.span
-                .record("decompressed_bytes", stats.decoded_bytes());
-        }
-        this.span
-            .record("latency_ms", rounded_ms(this.started.elapsed()));
-        // The fields go on the span only: the event prints the span's fields already, so
-        // giving it the same ones would print each twice.
-        match &result {
-            Ok(response) => {
-                this.span.record("status", response.status().as_u16());
-                this.span.record("outcome", outcome(response));
-                if response.status().is_success() {
-                    tracing::info!("webhook delivery accepted");
-                } else {
-                    tracing::warn!("webhook delivery rejected");
-                }
-            }
-            Err(_) => {
-                this.span.record("outcome", "service_error");
-                tracing::warn!("the webhook handler failed without a response");
-            }
-        }
+        finish(this.span, *this.started, this.info.as_ref(), &result);
         Poll::Ready(result)
+    }
+}
+
+/// Marks the answer to a request whose body was left unread as the connection's last: the rest
+/// of that body would otherwise be taken for the next request.
+pub(crate) fn close_connection<B, E>(result: &mut Result<Response<B>, E>) {
+    if let Ok(response) = result {
+        response
+            .headers_mut()
+            .insert(CONNECTION, HeaderValue::from_static("close"));
+    }
+}
+
+/// Records a delivery's outcome, status, latency and body sizes on its span, and logs the one
+/// event that closes it: `info` for an accepted or ignored delivery, `warn` otherwise. Shared by
+/// both composed layers, so their log lines read alike.
+pub(crate) fn finish<B, E>(
+    span: &Span,
+    started: Instant,
+    info: Option<&DecompressionInfo>,
+    result: &Result<Response<B>, E>,
+) {
+    let _entered = span.enter();
+    if let Some(info) = info {
+        let stats = info.stats();
+        span.record("content_coding", info.coding());
+        span.record("compressed_bytes", stats.compressed_bytes());
+        span.record("decompressed_bytes", stats.decoded_bytes());
+    }
+    span.record("latency_ms", rounded_ms(started.elapsed()));
+    // The fields go on the span only: the event prints the span's fields already, so giving it
+    // the same ones would print each twice.
+    match result {
+        Ok(response) => {
+            span.record("status", response.status().as_u16());
+            span.record("outcome", outcome(response));
+            if response.status().is_success() {
+                tracing::info!("webhook delivery accepted");
+            } else {
+                tracing::warn!("webhook delivery rejected");
+            }
+        }
+        Err(_) => {
+            span.record("outcome", "service_error");
+            tracing::warn!("the webhook handler failed without a response");
+        }
     }
 }
 

@@ -77,6 +77,7 @@
 
 mod config;
 mod drain;
+mod events;
 mod future;
 mod layer;
 mod service;
@@ -90,6 +91,9 @@ pub mod server;
 pub mod testing;
 
 pub use config::{ConfigError, PolytomicWebhookConfig};
+pub use events::{
+    EventBody, EventsFuture, PolytomicOrgEvents, PolytomicOrgEventsConfig, PolytomicOrgEventsLayer,
+};
 pub use future::DeliveryFuture;
 pub use layer::PolytomicWebhookLayer;
 pub use service::{DeliveryBody, PolytomicWebhook};
@@ -134,10 +138,15 @@ pub mod problem {
 /// # Ok::<(), InvalidSecret>(())
 /// ```
 pub mod prelude {
+    pub use crate::auth::SigningSecrets;
     pub use crate::auth::{DeliveredAt, InvalidSecret, Secret, SecretSet, TimestampWindow};
+    pub use crate::event::org::{CompletionCounts, OrgEventType, PolytomicOrgEvent, RawPayload};
     pub use crate::event::{
         Ack, EventConfig, Fields, FieldsError, NotStored, PolytomicEvent, RawFields, RawJson,
         Record, SyncRecords, UnknownEventPolicy,
     };
-    pub use crate::{PolytomicWebhookConfig, PolytomicWebhookLayer};
+    pub use crate::{
+        PolytomicOrgEventsConfig, PolytomicOrgEventsLayer, PolytomicWebhookConfig,
+        PolytomicWebhookLayer,
+    };
 }

@@ -74,6 +74,7 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
+use crate::auth::signature::SignatureEncoding;
 use crate::auth::timestamp::SIGNATURE_TIMESTAMP;
 use crate::event::{SYNC_RECORDS, SyncRecords};
 
@@ -299,15 +300,7 @@ impl Delivery {
     /// its compressed form (about a thousandth of its size) in memory. It is gzip whatever the
     /// [`form`](Self::form); [`BodyForm::GzipWithoutHeader`] leaves out `Content-Encoding`.
     pub fn bomb(mut self, decoded_len: u64) -> Self {
-        let zeros = [0_u8; 64 * 1024];
-        let mut encoder = GzEncoder::new(Vec::new(), Compression::best());
-        let mut left = decoded_len;
-        while left > 0 {
-            let chunk = usize::try_from(left).map_or(zeros.len(), |left| left.min(zeros.len()));
-            write_to_vec(&mut encoder, &zeros[..chunk]);
-            left -= chunk as u64;
-        }
-        self.bomb = Some(finish(encoder).into());
+        self.bomb = Some(gzip_bomb(decoded_len));
         self
     }
 
@@ -369,11 +362,7 @@ impl Delivery {
     pub fn build_with<B: From<Bytes>>(self) -> Request<B> {
         let uri = self.uri.clone();
         let (headers, body) = self.encode();
-        let mut request = Request::new(B::from(body));
-        *request.method_mut() = Method::POST;
-        *request.uri_mut() = uri.parse().unwrap_or_default();
-        *request.headers_mut() = headers;
-        request
+        post(&uri, headers, body)
     }
 }
 
@@ -455,6 +444,28 @@ fn envelope_json(delivery: &Delivery) -> Vec<u8> {
     })
 }
 
+/// A `POST` to `uri` with these headers and body.
+fn post<B: From<Bytes>>(uri: &str, headers: HeaderMap, body: Bytes) -> Request<B> {
+    let mut request = Request::new(B::from(body));
+    *request.method_mut() = Method::POST;
+    *request.uri_mut() = uri.parse().unwrap_or_default();
+    *request.headers_mut() = headers;
+    request
+}
+
+/// `decoded_len` zero bytes, gzipped as they are generated.
+fn gzip_bomb(decoded_len: u64) -> Bytes {
+    let zeros = [0_u8; 64 * 1024];
+    let mut encoder = GzEncoder::new(Vec::new(), Compression::best());
+    let mut left = decoded_len;
+    while left > 0 {
+        let chunk = usize::try_from(left).map_or(zeros.len(), |left| left.min(zeros.len()));
+        write_to_vec(&mut encoder, &zeros[..chunk]);
+        left -= chunk as u64;
+    }
+    finish(encoder).into()
+}
+
 fn encode_body(json: &[u8], form: BodyForm) -> Bytes {
     match form {
         BodyForm::Gzip | BodyForm::GzipWithoutHeader => {
@@ -508,6 +519,270 @@ fn insert_lossy(headers: &mut HeaderMap, name: http::HeaderName, value: &str) {
         HeaderValue::from_str(&cleaned).unwrap_or(HeaderValue::from_static(""))
     });
     headers.insert(name, value);
+}
+
+/// Which bytes an [`EventDelivery`]'s signature covers when its body is gzipped.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum SignedBytes {
+    /// The bytes on the wire.
+    #[default]
+    Received,
+    /// The JSON before compression.
+    Decoded,
+}
+
+/// A builder for one signed delivery of Polytomic's organisation Events webhook.
+///
+/// Defaults: `POST /`, a fixed event id and organisation id, the current time as `created_at`,
+/// an empty object as payload, plain JSON, and no `Polytomic-Signature` until
+/// [`secret`](Self::secret) is called; the signature is then lowercase hex over the body as
+/// sent.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use axum::{Router, routing::post};
+/// use polytomic_webhook::prelude::*;
+/// use polytomic_webhook::testing::EventDelivery;
+/// use tower::ServiceExt;
+///
+/// async fn receive(event: PolytomicOrgEvent) -> String {
+///     let counts = event.payload().counts().unwrap_or_default();
+///     format!("{} {:?}", event.kind(), counts.total_records)
+/// }
+///
+/// let config = PolytomicOrgEventsConfig::default().secrets(SigningSecrets::new("events-secret")?);
+/// let app = Router::new()
+///     .route("/events", post(receive))
+///     .layer(PolytomicOrgEventsLayer::new(config)?);
+///
+/// let request = EventDelivery::new("sync.completed")
+///     .uri("/events")
+///     .counts(120, 100, 20)
+///     .secret("events-secret")
+///     .gzip(true)
+///     .build();
+/// let response = app.oneshot(request).await?;
+/// assert_eq!(response.status(), 200);
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone, Debug)]
+#[must_use]
+pub struct EventDelivery {
+    uri: String,
+    id: String,
+    organization_id: String,
+    kind: String,
+    created_at: Option<DateTime<Utc>>,
+    payload: Value,
+    secret: Option<String>,
+    encoding: SignatureEncoding,
+    prefixed: bool,
+    gzip: bool,
+    signed: SignedBytes,
+    raw_json: Option<Bytes>,
+    bomb: Option<Bytes>,
+    tamper: bool,
+}
+
+/// The event id an [`EventDelivery`] carries unless given another.
+pub const SAMPLE_EVENT_ID: &str = "0f8fad5b-d9cb-469f-a165-70867728950e";
+
+/// The organisation id an [`EventDelivery`] carries unless given another.
+pub const SAMPLE_ORGANIZATION_ID: &str = "7c9e6679-7425-40de-944b-e07fc1f90ae7";
+
+impl EventDelivery {
+    /// An event of type `kind` (`sync.completed`, say) with the defaults above.
+    pub fn new(kind: impl Into<String>) -> Self {
+        Self {
+            uri: "/".to_owned(),
+            id: SAMPLE_EVENT_ID.to_owned(),
+            organization_id: SAMPLE_ORGANIZATION_ID.to_owned(),
+            kind: kind.into(),
+            created_at: None,
+            payload: Value::Object(Map::new()),
+            secret: None,
+            encoding: SignatureEncoding::Hex,
+            prefixed: false,
+            gzip: false,
+            signed: SignedBytes::Received,
+            raw_json: None,
+            bomb: None,
+            tamper: false,
+        }
+    }
+
+    /// The request's path (and query).
+    pub fn uri(mut self, uri: impl Into<String>) -> Self {
+        self.uri = uri.into();
+        self
+    }
+
+    /// The event's id.
+    pub fn id(mut self, id: impl Into<String>) -> Self {
+        self.id = id.into();
+        self
+    }
+
+    /// The organisation's id.
+    pub fn organization_id(mut self, id: impl Into<String>) -> Self {
+        self.organization_id = id.into();
+        self
+    }
+
+    /// The event's `created_at`.
+    pub fn created_at(mut self, at: DateTime<Utc>) -> Self {
+        self.created_at = Some(at);
+        self
+    }
+
+    /// The payload (the envelope's `event` member).
+    pub fn payload(mut self, payload: Value) -> Self {
+        self.payload = payload;
+        self
+    }
+
+    /// Sets the payload's documented record counts, keeping its other members.
+    pub fn counts(mut self, total: u64, inserted: u64, updated: u64) -> Self {
+        if !self.payload.is_object() {
+            self.payload = Value::Object(Map::new());
+        }
+        if let Value::Object(members) = &mut self.payload {
+            members.insert("total_records".to_owned(), total.into());
+            members.insert("inserted_records".to_owned(), inserted.into());
+            members.insert("updated_records".to_owned(), updated.into());
+        }
+        self
+    }
+
+    /// Signs the delivery with `secret`.
+    pub fn secret(mut self, secret: impl Into<String>) -> Self {
+        self.secret = Some(secret.into());
+        self
+    }
+
+    /// Writes the signature in `encoding` (default: lowercase hex).
+    pub fn encoding(mut self, encoding: SignatureEncoding) -> Self {
+        self.encoding = encoding;
+        self
+    }
+
+    /// Puts `sha256=` in front of the signature.
+    pub fn prefixed(mut self, prefixed: bool) -> Self {
+        self.prefixed = prefixed;
+        self
+    }
+
+    /// Gzips the body, with `Content-Encoding: gzip`.
+    pub fn gzip(mut self, gzip: bool) -> Self {
+        self.gzip = gzip;
+        self
+    }
+
+    /// Which bytes the signature covers when gzipped (default: as received).
+    pub fn signed_bytes(mut self, signed: SignedBytes) -> Self {
+        self.signed = signed;
+        self
+    }
+
+    /// Changes one byte of the body after signing it (expected: 401 `invalid_signature`).
+    pub fn tamper(mut self) -> Self {
+        self.tamper = true;
+        self
+    }
+
+    /// Replaces the JSON with `json` as it is; it is still gzipped and signed as configured.
+    pub fn raw_json(mut self, json: &[u8]) -> Self {
+        self.raw_json = Some(Bytes::copy_from_slice(json));
+        self
+    }
+
+    /// Replaces the JSON with a truncated document (expected once signed: 400 `invalid_json`).
+    pub fn malformed_json(self) -> Self {
+        self.raw_json(&br#"{"id":"e","type":"#[..])
+    }
+
+    /// Replaces the body with a gzip bomb of `decoded_len` zero bytes, declared
+    /// `Content-Encoding: gzip` and signed as received (expected with the default limits: 413
+    /// `body_too_large`).
+    pub fn bomb(mut self, decoded_len: u64) -> Self {
+        self.bomb = Some(gzip_bomb(decoded_len));
+        self
+    }
+
+    /// The envelope JSON, before any compression.
+    pub fn json(&self) -> Bytes {
+        if let Some(json) = &self.raw_json {
+            return json.clone();
+        }
+        let created_at = self.created_at.unwrap_or_else(Utc::now);
+        let mut envelope = Map::new();
+        envelope.insert("id".to_owned(), self.id.clone().into());
+        envelope.insert(
+            "organization_id".to_owned(),
+            self.organization_id.clone().into(),
+        );
+        envelope.insert("type".to_owned(), self.kind.clone().into());
+        envelope.insert(
+            "created_at".to_owned(),
+            created_at.to_rfc3339_opts(SecondsFormat::Secs, true).into(),
+        );
+        envelope.insert("event".to_owned(), self.payload.clone());
+        to_vec(&Value::Object(envelope)).into()
+    }
+
+    /// The headers and body bytes of the delivery, ready for any HTTP client.
+    pub fn encode(self) -> (HeaderMap, Bytes) {
+        let json = self.json();
+        let gzip = self.gzip || self.bomb.is_some();
+        let body = match &self.bomb {
+            Some(bomb) => bomb.clone(),
+            None if gzip => encode_body(&json, BodyForm::Gzip),
+            None => json.clone(),
+        };
+        let mut headers = HeaderMap::new();
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        if gzip {
+            headers.insert(CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+        }
+        if let Some(secret) = &self.secret {
+            let signed = match self.signed {
+                SignedBytes::Decoded if self.bomb.is_none() => &json,
+                _ => &body,
+            };
+            let tag = crate::auth::signature::sign(secret, signed);
+            insert_lossy(
+                &mut headers,
+                crate::auth::signature::SIGNATURE_HEADER,
+                &self.encoding.encode(&tag, self.prefixed),
+            );
+        }
+        let body = if self.tamper {
+            let mut changed = body.to_vec();
+            // The last byte of plain JSON is its closing brace; of gzip, the length trailer.
+            if let Some(last) = changed.last_mut() {
+                *last ^= 0x01;
+            }
+            changed.into()
+        } else {
+            body
+        };
+        (headers, body)
+    }
+
+    /// The delivery as a `POST` request with an axum body.
+    pub fn build(self) -> Request<Body> {
+        self.build_with()
+    }
+
+    /// The delivery as a `POST` request with any body type made from [`Bytes`].
+    pub fn build_with<B: From<Bytes>>(self) -> Request<B> {
+        let uri = self.uri.clone();
+        let (headers, body) = self.encode();
+        post(&uri, headers, body)
+    }
 }
 
 /// Runs `future` while capturing, as plain text, what this thread logs (see

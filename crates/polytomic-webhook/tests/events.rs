@@ -1,0 +1,322 @@
+//! The organisation Events layer in an axum `Router`, driven with `oneshot`.
+
+#![allow(clippy::unwrap_used)] // Test code: a failed unwrap is a failed test.
+
+use std::sync::{Arc, Mutex};
+
+use axum::Router;
+use axum::extract::Extension;
+use axum::routing::post;
+use http::StatusCode;
+use http::header::CONTENT_TYPE;
+use http_body_util::BodyExt;
+use polytomic_webhook::auth::SignatureEncoding;
+use polytomic_webhook::decompression::DecompressionConfig;
+use polytomic_webhook::prelude::*;
+use polytomic_webhook::testing::{EventDelivery, SignedBytes, capture_logs};
+use serde_json::json;
+use tower::ServiceExt;
+
+const SECRET: &str = "whsec-events-current";
+const PREVIOUS: &str = "whsec-events-previous";
+const ROUTE: &str = "/webhooks/polytomic/events";
+
+type Received = Arc<Mutex<Vec<PolytomicOrgEvent>>>;
+
+fn config() -> PolytomicOrgEventsConfig {
+    PolytomicOrgEventsConfig::default().secrets(SigningSecrets::new(SECRET).unwrap())
+}
+
+fn app(config: PolytomicOrgEventsConfig) -> (Router, Received) {
+    let received = Received::default();
+    let app = Router::new()
+        .route(
+            ROUTE,
+            post(
+                |Extension(received): Extension<Received>, event: PolytomicOrgEvent| async move {
+                    received.lock().unwrap().push(event);
+                    "ok"
+                },
+            ),
+        )
+        .layer(PolytomicOrgEventsLayer::new(config).unwrap())
+        .layer(Extension(received.clone()));
+    (app, received)
+}
+
+fn delivery(kind: &str) -> EventDelivery {
+    EventDelivery::new(kind).uri(ROUTE).secret(SECRET)
+}
+
+async fn status_and_code(app: &Router, request: EventDelivery) -> (StatusCode, String) {
+    let response = app.clone().oneshot(request.build()).await.unwrap();
+    let status = response.status();
+    let is_problem = response
+        .headers()
+        .get(CONTENT_TYPE)
+        .is_some_and(|value| value == "application/problem+json");
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    if !is_problem {
+        return (status, String::new());
+    }
+    let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    (status, json["code"].as_str().unwrap().to_owned())
+}
+
+#[tokio::test]
+async fn every_accepted_signature_spelling_reaches_the_handler() {
+    let (app, received) = app(config());
+    let mut sent = 0;
+    for encoding in SignatureEncoding::ALL {
+        for prefixed in [false, true] {
+            for (gzip, signed) in [
+                (false, SignedBytes::Received),
+                (true, SignedBytes::Received),
+                (true, SignedBytes::Decoded),
+            ] {
+                let request = delivery("sync.completed")
+                    .encoding(encoding)
+                    .prefixed(prefixed)
+                    .gzip(gzip)
+                    .signed_bytes(signed);
+                let (status, code) = status_and_code(&app, request).await;
+                assert_eq!(
+                    status,
+                    StatusCode::OK,
+                    "{encoding:?} prefixed={prefixed} gzip={gzip} {signed:?}: {code}"
+                );
+                sent += 1;
+            }
+        }
+    }
+    assert_eq!(received.lock().unwrap().len(), sent);
+}
+
+#[tokio::test]
+async fn the_span_says_which_bytes_were_signed() {
+    let (app, _) = app(config());
+    for (signed, expected) in [
+        (SignedBytes::Received, "signed_bytes=\"received\""),
+        (SignedBytes::Decoded, "signed_bytes=\"decoded\""),
+    ] {
+        let request = delivery("sync.failed").gzip(true).signed_bytes(signed);
+        let ((status, _), logs) = capture_logs(status_and_code(&app, request)).await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(logs.contains(expected), "{logs}");
+        assert!(logs.contains("outcome=\"accepted\""), "{logs}");
+        assert!(logs.contains("event_type=\"sync.failed\""), "{logs}");
+        assert!(!logs.contains(SECRET), "{logs}");
+    }
+}
+
+#[tokio::test]
+async fn missing_wrong_and_tampered_signatures_are_refused_before_parsing() {
+    let (app, received) = app(config());
+    // Not JSON at all: a refusal by the signature proves nothing was parsed first.
+    let cases = [
+        (
+            EventDelivery::new("sync.completed")
+                .uri(ROUTE)
+                .malformed_json(),
+            "missing_signature",
+        ),
+        (
+            EventDelivery::new("sync.completed")
+                .uri(ROUTE)
+                .secret("someone-else")
+                .malformed_json(),
+            "invalid_signature",
+        ),
+        (delivery("sync.completed").tamper(), "invalid_signature"),
+        (
+            delivery("sync.completed").gzip(true).tamper(),
+            "invalid_signature",
+        ),
+        (
+            delivery("sync.completed")
+                .gzip(true)
+                .signed_bytes(SignedBytes::Decoded)
+                .tamper(),
+            "invalid_signature",
+        ),
+    ];
+    for (request, expected) in cases {
+        let (status, code) = status_and_code(&app, request).await;
+        assert_eq!(
+            (status, code.as_str()),
+            (StatusCode::UNAUTHORIZED, expected)
+        );
+    }
+    // A header that decodes to nothing is refused as well.
+    let mut request = delivery("sync.completed").build();
+    request.headers_mut().insert(
+        "polytomic-signature",
+        "sha256=not-a-signature".parse().unwrap(),
+    );
+    let response = app.clone().oneshot(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    assert!(received.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_body_changed_by_one_byte_after_signing_is_refused() {
+    let (app, received) = app(config());
+    let (headers, body) = delivery("sync.completed").counts(3, 2, 1).encode();
+    let mut changed = body.to_vec();
+    let at = changed.iter().position(|&byte| byte == b'3').unwrap();
+    changed[at] = b'4';
+    let mut request = http::Request::post(ROUTE)
+        .body(axum::body::Body::from(changed))
+        .unwrap();
+    *request.headers_mut() = headers;
+    let response = app.clone().oneshot(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    assert!(received.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn rotation_accepts_the_current_and_the_previous_secret() {
+    let secrets = SigningSecrets::new(SECRET).unwrap().with(PREVIOUS).unwrap();
+    let (app, received) = app(PolytomicOrgEventsConfig::default().secrets(secrets));
+    for secret in [SECRET, PREVIOUS] {
+        let request = EventDelivery::new("sync.running").uri(ROUTE).secret(secret);
+        assert_eq!(status_and_code(&app, request).await.0, StatusCode::OK);
+    }
+    let retired = EventDelivery::new("sync.running")
+        .uri(ROUTE)
+        .secret("whsec-events-retired");
+    assert_eq!(
+        status_and_code(&app, retired).await,
+        (StatusCode::UNAUTHORIZED, "invalid_signature".to_owned())
+    );
+    assert_eq!(received.lock().unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn all_ten_types_and_an_unknown_one_reach_the_handler() {
+    let (app, received) = app(config());
+    for kind in OrgEventType::KNOWN {
+        let request = delivery(kind.as_str()).id(format!("evt-{kind}"));
+        assert_eq!(status_and_code(&app, request).await.0, StatusCode::OK);
+    }
+    let request = delivery("sync.paused").id("evt-unknown");
+    assert_eq!(status_and_code(&app, request).await.0, StatusCode::OK);
+    let received = received.lock().unwrap();
+    let kinds: Vec<OrgEventType> = received.iter().map(|event| event.kind().clone()).collect();
+    let mut expected = OrgEventType::KNOWN.to_vec();
+    expected.push(OrgEventType::Other("sync.paused".to_owned()));
+    assert_eq!(kinds, expected);
+}
+
+#[tokio::test]
+async fn sync_completed_counts_are_typed_through_the_layer() {
+    let app = Router::new()
+        .route(
+            ROUTE,
+            post(|event: PolytomicOrgEvent<CompletionCounts>| async move {
+                let counts = event.payload();
+                axum::Json(json!([
+                    counts.total_records,
+                    counts.inserted_records,
+                    counts.updated_records
+                ]))
+            }),
+        )
+        .layer(PolytomicOrgEventsLayer::new(config()).unwrap());
+    let request = delivery("sync.completed")
+        .payload(json!({"logs": {"inserted": "https://example.com/i.json"}}))
+        .counts(120, 100, 20)
+        .gzip(true)
+        .build();
+    let response = app.oneshot(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(&body[..], b"[120,100,20]");
+}
+
+#[tokio::test]
+async fn hostile_bodies_are_bounded_like_sync_records() {
+    let mut small = DecompressionConfig::default();
+    small.max_compressed_bytes = 64 * 1024;
+    let (app, received) = app(config().decompression(small));
+    let huge_payload = json!({"blob": "x".repeat(100 * 1024)});
+    let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
+    let cases = [
+        // A signed bomb (32 MiB of zeros, 32 KiB gzipped): the ratio limit stops the inflation.
+        (
+            delivery("sync.completed").bomb(32 << 20),
+            413,
+            "body_too_large",
+        ),
+        // The same bomb unsigned: the search for a match over the decoded bytes stops at the
+        // same limit and says nothing about it.
+        (
+            EventDelivery::new("sync.completed")
+                .uri(ROUTE)
+                .secret("someone-else")
+                .bomb(32 << 20),
+            401,
+            "invalid_signature",
+        ),
+        // More than `max_compressed_bytes` as received, signed or not.
+        (
+            delivery("sync.completed").payload(huge_payload.clone()),
+            413,
+            "body_too_large",
+        ),
+        (
+            EventDelivery::new("sync.completed")
+                .uri(ROUTE)
+                .secret("someone-else")
+                .payload(huge_payload),
+            413,
+            "body_too_large",
+        ),
+        (
+            delivery("sync.completed").malformed_json(),
+            400,
+            "invalid_json",
+        ),
+        (
+            delivery("sync.completed").raw_json(deep.as_bytes()),
+            422,
+            "invalid_envelope",
+        ),
+        (
+            delivery("sync.completed").raw_json(&deep.as_bytes()[..deep.len() - 1]),
+            400,
+            "invalid_json",
+        ),
+        (
+            delivery("sync.completed").raw_json(br#"{"id":"e","type":"sync.completed"}"#),
+            422,
+            "invalid_envelope",
+        ),
+    ];
+    for (request, status, code) in cases {
+        let (got_status, got_code) = status_and_code(&app, request).await;
+        assert_eq!((got_status.as_u16(), got_code.as_str()), (status, code));
+    }
+    assert!(received.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_signed_body_that_is_not_json_media_is_415() {
+    let (app, _) = app(config());
+    let mut request = delivery("sync.completed").build();
+    request
+        .headers_mut()
+        .insert(CONTENT_TYPE, "text/plain".parse().unwrap());
+    let response = app.oneshot(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+}
+
+#[test]
+fn the_layer_needs_a_secret_and_never_shows_it() {
+    let error = PolytomicOrgEventsLayer::new(PolytomicOrgEventsConfig::default()).unwrap_err();
+    assert_eq!(error, polytomic_webhook::ConfigError::NoSigningSecret);
+    let layer = PolytomicOrgEventsLayer::new(config()).unwrap();
+    let debug = format!("{layer:?}");
+    assert!(!debug.contains(SECRET), "{debug}");
+    assert!(debug.contains("len: 1"), "{debug}");
+}
