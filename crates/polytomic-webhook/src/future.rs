@@ -15,6 +15,7 @@ use polytomic_webhook_decompression::DecompressionInfo;
 use polytomic_webhook_event::rejection::IgnoredEvent;
 use tracing::Span;
 
+use crate::dedup::DuplicateEvent;
 use crate::drain::Drain;
 
 pin_project! {
@@ -132,7 +133,7 @@ fn rounded_ms(elapsed: Duration) -> f64 {
     (elapsed.as_secs_f64() * 100_000.0).round() / 100.0
 }
 
-/// `accepted`, `ignored_event`, the rejection's problem `code`, or `handler_error` for an
+/// `accepted`, `ignored_event`, `duplicate`, the rejection's problem `code`, or `handler_error` for an
 /// error status that carries no problem code (the handler's own answer).
 fn outcome<B>(response: &Response<B>) -> &'static str {
     let extensions = response.extensions();
@@ -140,6 +141,8 @@ fn outcome<B>(response: &Response<B>) -> &'static str {
         code.as_str()
     } else if extensions.get::<IgnoredEvent>().is_some() {
         "ignored_event"
+    } else if extensions.get::<DuplicateEvent>().is_some() {
+        "duplicate"
     } else if response.status().is_success() {
         "accepted"
     } else {

@@ -1,0 +1,249 @@
+//! Deduplication by event id behind the Events layer, with the in-memory store.
+
+#![allow(clippy::unwrap_used)] // Test code: a failed unwrap is a failed test.
+
+use std::future::{Future, poll_fn};
+use std::pin::pin;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Poll, Waker};
+use std::time::Duration;
+
+use axum::Router;
+use axum::routing::post;
+use http::StatusCode;
+use http_body_util::BodyExt;
+use polytomic_webhook::dedup::{
+    DedupLayer, EventIdStore, MemoryEventIdStore, Reservation, StoreError,
+};
+use polytomic_webhook::prelude::*;
+use polytomic_webhook::testing::{EventDelivery, capture_logs};
+use tower::ServiceExt;
+
+const SECRET: &str = "whsec-dedup";
+const ROUTE: &str = "/events";
+
+fn events_layer() -> PolytomicOrgEventsLayer {
+    let config = PolytomicOrgEventsConfig::default().secrets(SigningSecrets::new(SECRET).unwrap());
+    PolytomicOrgEventsLayer::new(config).unwrap()
+}
+
+fn delivery() -> EventDelivery {
+    EventDelivery::new("sync.completed")
+        .uri(ROUTE)
+        .id("evt-42")
+        .counts(3, 2, 1)
+        .secret(SECRET)
+        .gzip(true)
+}
+
+async fn send(app: &Router, request: EventDelivery) -> (StatusCode, String) {
+    let response = app.clone().oneshot(request.build()).await.unwrap();
+    let status = response.status();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    (status, String::from_utf8(body.to_vec()).unwrap())
+}
+
+/// A handler that counts its runs and answers with the status the test sets.
+#[derive(Clone, Default)]
+struct Handler {
+    runs: Arc<AtomicUsize>,
+    fail: Arc<AtomicBool>,
+}
+
+impl Handler {
+    fn app<St: EventIdStore>(&self, dedup: DedupLayer<St>) -> Router {
+        let handler = self.clone();
+        Router::new()
+            .route(
+                ROUTE,
+                post(move |_event: PolytomicOrgEvent| async move {
+                    handler.runs.fetch_add(1, Ordering::SeqCst);
+                    if handler.fail.load(Ordering::SeqCst) {
+                        StatusCode::INTERNAL_SERVER_ERROR
+                    } else {
+                        StatusCode::OK
+                    }
+                }),
+            )
+            .layer(dedup)
+            .layer(events_layer())
+    }
+}
+
+#[tokio::test]
+async fn six_deliveries_of_one_event_reach_the_handler_once() {
+    let handler = Handler::default();
+    let app = handler.app(DedupLayer::new(MemoryEventIdStore::new(1_000)));
+    let mut answers = Vec::new();
+    // The first try and Polytomic's five retries.
+    for _ in 0..6 {
+        answers.push(send(&app, delivery()).await);
+    }
+    assert_eq!(handler.runs.load(Ordering::SeqCst), 1);
+    assert_eq!(answers[0], (StatusCode::OK, String::new()));
+    for answer in &answers[1..] {
+        assert_eq!(
+            answer,
+            &(StatusCode::OK, r#"{"duplicate":true}"#.to_owned())
+        );
+    }
+    // Another event still goes through.
+    assert_eq!(send(&app, delivery().id("evt-43")).await.0, StatusCode::OK);
+    assert_eq!(handler.runs.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn a_duplicate_is_logged_as_such() {
+    let handler = Handler::default();
+    let app = handler.app(DedupLayer::new(MemoryEventIdStore::new(10)));
+    send(&app, delivery()).await;
+    let (_, logs) = capture_logs(send(&app, delivery())).await;
+    assert!(logs.contains("outcome=\"duplicate\""), "{logs}");
+    assert!(logs.contains("event_id=\"evt-42\""), "{logs}");
+}
+
+#[tokio::test]
+async fn a_failed_handler_lets_the_retry_through() {
+    let handler = Handler::default();
+    let app = handler.app(DedupLayer::new(MemoryEventIdStore::new(1_000)));
+    handler.fail.store(true, Ordering::SeqCst);
+    assert_eq!(
+        send(&app, delivery()).await.0,
+        StatusCode::INTERNAL_SERVER_ERROR
+    );
+    handler.fail.store(false, Ordering::SeqCst);
+    assert_eq!(
+        send(&app, delivery()).await,
+        (StatusCode::OK, String::new())
+    );
+    assert_eq!(
+        send(&app, delivery()).await.1,
+        r#"{"duplicate":true}"#.to_owned()
+    );
+    assert_eq!(handler.runs.load(Ordering::SeqCst), 2);
+}
+
+/// Holds a handler until the test opens it.
+#[derive(Default)]
+struct Gate {
+    open: AtomicBool,
+    waiting: Mutex<Vec<Waker>>,
+}
+
+impl Gate {
+    fn wait(&self) -> impl Future<Output = ()> + '_ {
+        poll_fn(|cx| {
+            if self.open.load(Ordering::SeqCst) {
+                return Poll::Ready(());
+            }
+            self.waiting.lock().unwrap().push(cx.waker().clone());
+            Poll::Pending
+        })
+    }
+
+    fn open(&self) {
+        self.open.store(true, Ordering::SeqCst);
+        for waker in self.waiting.lock().unwrap().drain(..) {
+            waker.wake();
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_duplicate_during_a_run_is_told_to_retry_and_is_not_lost_if_the_run_fails() {
+    let runs = Arc::new(AtomicUsize::new(0));
+    let gate = Arc::new(Gate::default());
+    let fail = Arc::new(AtomicBool::new(true));
+    let app = {
+        let (runs, gate, fail) = (runs.clone(), gate.clone(), fail.clone());
+        Router::new()
+            .route(
+                ROUTE,
+                post(move |_event: PolytomicOrgEvent| async move {
+                    runs.fetch_add(1, Ordering::SeqCst);
+                    gate.wait().await;
+                    if fail.load(Ordering::SeqCst) {
+                        StatusCode::SERVICE_UNAVAILABLE
+                    } else {
+                        StatusCode::OK
+                    }
+                }),
+            )
+            .layer(DedupLayer::new(MemoryEventIdStore::new(10)))
+            .layer(events_layer())
+    };
+    // The first delivery enters the handler and waits there.
+    let mut first = pin!(app.clone().oneshot(delivery().build()));
+    for _ in 0..100 {
+        if runs.load(Ordering::SeqCst) == 1 {
+            break;
+        }
+        poll_fn(|cx| {
+            assert!(first.as_mut().poll(cx).is_pending());
+            Poll::Ready(())
+        })
+        .await;
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+    // A retry meanwhile is not acknowledged: Polytomic will try it again.
+    let response = app.clone().oneshot(delivery().build()).await.unwrap();
+    assert_eq!(response.status(), StatusCode::CONFLICT);
+    assert!(response.headers().contains_key("retry-after"));
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    let problem: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(problem["code"], "event_in_progress");
+    // The first run fails, so the next retry runs the handler and succeeds.
+    gate.open();
+    assert_eq!(
+        first.await.unwrap().status(),
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    fail.store(false, Ordering::SeqCst);
+    assert_eq!(send(&app, delivery()).await.0, StatusCode::OK);
+    assert_eq!(runs.load(Ordering::SeqCst), 2);
+    assert_eq!(
+        send(&app, delivery()).await.1,
+        r#"{"duplicate":true}"#.to_owned()
+    );
+    assert_eq!(runs.load(Ordering::SeqCst), 2);
+}
+
+/// A store that cannot be reached.
+struct Down;
+
+impl EventIdStore for Down {
+    async fn reserve(&self, _: &str, _: Duration) -> Result<Reservation, StoreError> {
+        Err(StoreError::new("connection refused"))
+    }
+
+    async fn commit(&self, _: &str, _: Duration) -> Result<(), StoreError> {
+        Err(StoreError::new("connection refused"))
+    }
+
+    async fn release(&self, _: &str) -> Result<(), StoreError> {
+        Err(StoreError::new("connection refused"))
+    }
+}
+
+#[tokio::test]
+async fn an_unreachable_store_answers_503_without_running_the_handler() {
+    let handler = Handler::default();
+    let app = handler.app(DedupLayer::new(Down));
+    let (status, body) = send(&app, delivery()).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(body.contains("event_store_unavailable"), "{body}");
+    assert_eq!(handler.runs.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
+async fn a_delivery_without_an_id_reaches_the_extractor_which_refuses_it() {
+    let handler = Handler::default();
+    let app = handler.app(DedupLayer::new(MemoryEventIdStore::new(10)));
+    let request = delivery().raw_json(br#"{"type":"sync.completed"}"#);
+    let (status, body) = send(&app, request).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(body.contains("invalid_envelope"), "{body}");
+    assert_eq!(handler.runs.load(Ordering::SeqCst), 0);
+}
