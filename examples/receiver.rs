@@ -12,6 +12,10 @@
 //! - `POLYTOMIC_WEBHOOK_PREVIOUS_SECRET`: while rotating, the secret being replaced, accepted
 //!   too until it is removed. Set but empty, or set without `POLYTOMIC_WEBHOOK_SECRET`, the
 //!   example refuses to start.
+//! - `POLYTOMIC_EVENTS_SECRET`: the signing secret of the organisation's Events webhook. Set,
+//!   `POST /webhooks/polytomic/events` takes signed events (`Polytomic-Signature`), each
+//!   event id once; unset, that route does not exist (404) and the start-up log says so.
+//! - `POLYTOMIC_EVENTS_PREVIOUS_SECRET`: while rotating, the signing secret being replaced.
 //! - `POLYTOMIC_WEBHOOK_ADDR`: where to listen, `127.0.0.1:3000` by default.
 //! - `RUST_LOG`: log filter, `info` by default. Logs go to stderr, one line per delivery.
 //!
@@ -21,7 +25,9 @@
 //! connection is closed. Each accepted `sync.records` batch becomes exactly one compact JSON
 //! line on stdout (`{"id":…,"name":…,"records":[{"hash":…,"fields":{…}}],"metadata":{…}}`),
 //! flushed at once, so the output can be piped into another program. A batch that cannot be
-//! written (stdout closed or on a full device) is answered 503 `batch_not_stored`. Ctrl-C or
+//! written (stdout closed or on a full device) is answered 503 `batch_not_stored`. Each new
+//! organisation event becomes one line too:
+//! `{"event_id":…,"type":…,"organization_id":…,"created_at":…,"payload":{…}}`. Ctrl-C or
 //! SIGTERM stops accepting connections and lets the requests in flight finish.
 //!
 //! A setting it cannot use stops it at start-up with exit status 1 and one message on stderr
@@ -33,10 +39,10 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use examples::startup::{self, PREVIOUS_SECRET_VAR, SECRET_VAR};
+use examples::startup::{self, EVENTS_SECRET_VAR, PREVIOUS_SECRET_VAR, SECRET_VAR};
 use examples::{
-    HEADER_READ_TIMEOUT, Sink, WEBHOOK_PATH, init_logging, listen_addr, receiver_app, serve,
-    shutdown_signal,
+    EVENTS_PATH, EventSink, HEADER_READ_TIMEOUT, Sink, WEBHOOK_PATH, event_line, events_router,
+    init_logging, listen_addr, receiver_app, serve, shutdown_signal,
 };
 use polytomic_webhook::prelude::*;
 
@@ -57,6 +63,12 @@ async fn main() -> ExitCode {
 async fn run() -> Result<(), Box<dyn Error>> {
     let (secrets, generated) = secrets_from_env()?;
     let layer = PolytomicWebhookLayer::new(PolytomicWebhookConfig::default().secrets(secrets))?;
+    let events = match startup::events_secrets()? {
+        Some(secrets) => Some(PolytomicOrgEventsLayer::new(
+            PolytomicOrgEventsConfig::default().secrets(secrets),
+        )?),
+        None => None,
+    };
 
     let listener = startup::bind(listen_addr()?).await?;
     let addr = listener.local_addr()?;
@@ -64,24 +76,39 @@ async fn run() -> Result<(), Box<dyn Error>> {
         eprintln!("{}", try_it(&secret, addr));
     }
     tracing::info!("listening on http://{addr}{WEBHOOK_PATH}");
-
-    let app = receiver_app(layer, print_batch());
+    let mut app = receiver_app(layer, print_batch());
+    match events {
+        Some(events) => {
+            app = app.merge(events_router(events, print_event()));
+            tracing::info!("organisation events on http://{addr}{EVENTS_PATH}");
+        }
+        None => {
+            tracing::info!("{EVENTS_SECRET_VAR} is not set: the events route {EVENTS_PATH} is off");
+        }
+    }
     serve(listener, app, HEADER_READ_TIMEOUT, shutdown_signal()).await;
     Ok(())
+}
+
+/// Writes each new event as one JSON line, like [`print_batch`]; an event that cannot be
+/// written is answered 503, so Polytomic sends it again.
+fn print_event() -> EventSink {
+    Arc::new(|event| print_line(event_line(event)?))
 }
 
 /// Writes each batch as one JSON line and flushes it, so a reader downstream sees it at once.
 /// A batch that cannot be written is answered 503 `batch_not_stored`, never acknowledged.
 fn print_batch() -> Sink {
-    Arc::new(|batch| {
-        let mut line = serde_json::to_vec(batch)?;
-        line.push(b'\n');
-        // One write of the whole line, so concurrent batches never interleave within a line.
-        let mut stdout = std::io::stdout().lock();
-        stdout.write_all(&line)?;
-        stdout.flush()?;
-        Ok(())
-    })
+    Arc::new(|batch| print_line(serde_json::to_vec(batch)?))
+}
+
+fn print_line(mut line: Vec<u8>) -> Result<(), examples::StoreError> {
+    line.push(b'\n');
+    // One write of the whole line, so concurrent deliveries never interleave within a line.
+    let mut stdout = std::io::stdout().lock();
+    stdout.write_all(&line)?;
+    stdout.flush()?;
+    Ok(())
 }
 
 /// The configured secrets, or a freshly made-up one (returned too, so it can be shown).

@@ -38,6 +38,7 @@ use axum::routing::{get, post};
 use http::{Request, StatusCode};
 use http_body_util::BodyExt;
 use polytomic_webhook::DeliveryBody;
+use polytomic_webhook::dedup::{DedupLayer, MemoryEventIdStore};
 use polytomic_webhook::event::{EventRejection, parse_sync_records};
 use polytomic_webhook::prelude::*;
 use polytomic_webhook::problem::{BodyStats, Problem};
@@ -50,6 +51,95 @@ pub use startup::listen_addr;
 
 /// The path Polytomic is configured to deliver to, in every example.
 pub const WEBHOOK_PATH: &str = "/webhooks/polytomic";
+
+/// The path of the organisation Events webhook, in the receiver example.
+pub const EVENTS_PATH: &str = "/webhooks/polytomic/events";
+
+/// How many event ids the receiver remembers to recognise a retry: far more than a day of an
+/// organisation's sync runs, in a few megabytes.
+pub const REMEMBERED_EVENT_IDS: usize = 100_000;
+
+/// What the application does with each new organisation event (a retry of a handled one never
+/// reaches it). `Ok` is answered 200; an error 503 `event_not_stored`, so Polytomic sends the
+/// event again.
+pub type EventSink = Arc<dyn Fn(&PolytomicOrgEvent) -> Result<(), StoreError> + Send + Sync>;
+
+/// `POST /webhooks/polytomic/events`: the signature-checking layer, then deduplication by
+/// event id (in memory), then the `sink`. Merge it into [`receiver_app`]'s router.
+///
+/// ```
+/// use std::sync::Arc;
+/// use polytomic_webhook::prelude::*;
+///
+/// let config = PolytomicOrgEventsConfig::default()
+///     .secrets(SigningSecrets::new("the-events-secret")?);
+/// let events = examples::events_router(PolytomicOrgEventsLayer::new(config)?, Arc::new(|_| Ok(())));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn events_router(layer: PolytomicOrgEventsLayer, sink: EventSink) -> Router {
+    Router::new()
+        .route(EVENTS_PATH, post(receive_event))
+        .route_layer(CatchPanicLayer::custom(|panic: Box<dyn Any + Send>| {
+            handler_panicked(&*panic)
+        }))
+        .route_layer(DedupLayer::new(MemoryEventIdStore::new(
+            REMEMBERED_EVENT_IDS,
+        )))
+        .route_layer(layer)
+        .with_state(sink)
+}
+
+async fn receive_event(State(sink): State<EventSink>, event: PolytomicOrgEvent) -> Response {
+    match sink(&event) {
+        Ok(()) => (
+            [(http::header::CONTENT_TYPE, "application/json")],
+            r#"{"accepted":true}"#,
+        )
+            .into_response(),
+        Err(error) => {
+            tracing::error!(%error, "cannot store an event");
+            Problem::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "event_not_stored",
+                "The receiving application could not store this event; send it again later.",
+            )
+            .into_response()
+        }
+    }
+}
+
+/// The stdout line for one event: `{"event_id":…,"type":…,"organization_id":…,
+/// "created_at":…,"payload":{…}}`, the payload exactly as received.
+///
+/// ```
+/// let event = polytomic_webhook::event::parse_org_event::<polytomic_webhook::event::RawPayload>(
+///     br#"{"id":"e1","organization_id":"o1","type":"sync.completed",
+///          "created_at":"2024-05-01T12:00:00Z","event":{"total_records":7}}"#,
+/// )?;
+/// assert_eq!(
+///     String::from_utf8(examples::event_line(&event)?)?,
+///     r#"{"event_id":"e1","type":"sync.completed","organization_id":"o1","created_at":"2024-05-01T12:00:00Z","payload":{"total_records":7}}"#,
+/// );
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn event_line(event: &PolytomicOrgEvent) -> Result<Vec<u8>, serde_json::Error> {
+    #[derive(serde::Serialize)]
+    struct Line<'a> {
+        event_id: &'a str,
+        #[serde(rename = "type")]
+        kind: &'a OrgEventType,
+        organization_id: &'a str,
+        created_at: chrono::DateTime<chrono::Utc>,
+        payload: &'a RawPayload,
+    }
+    serde_json::to_vec(&Line {
+        event_id: event.id(),
+        kind: event.kind(),
+        organization_id: event.organization_id(),
+        created_at: event.created_at(),
+        payload: event.payload(),
+    })
+}
 
 /// What the application does with each accepted batch. It runs after every check has passed
 /// and before the answer is sent: `Ok` is answered 200, an error (the batch could not be kept)

@@ -19,6 +19,12 @@ pub const SECRET_VAR: &str = "POLYTOMIC_WEBHOOK_SECRET";
 /// The variable holding, while rotating, the connection's previous secret.
 pub const PREVIOUS_SECRET_VAR: &str = "POLYTOMIC_WEBHOOK_PREVIOUS_SECRET";
 
+/// The variable with the organisation Events webhook's signing secret.
+pub const EVENTS_SECRET_VAR: &str = "POLYTOMIC_EVENTS_SECRET";
+
+/// The variable with the Events webhook's previous signing secret, while rotating.
+pub const EVENTS_PREVIOUS_SECRET_VAR: &str = "POLYTOMIC_EVENTS_PREVIOUS_SECRET";
+
 /// Where the examples listen when [`ADDR_VAR`] is unset.
 pub const DEFAULT_ADDR: SocketAddr =
     SocketAddr::new(IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 3000);
@@ -108,16 +114,8 @@ pub fn parse_listen_addr(value: &str) -> Result<SocketAddr, StartupError> {
 /// # Ok::<(), examples::startup::StartupError>(())
 /// ```
 pub fn secret_var(name: &str) -> Result<Option<Secret>, StartupError> {
-    let value = match std::env::var(name) {
-        Ok(value) => value,
-        Err(std::env::VarError::NotPresent) => return Ok(None),
-        Err(std::env::VarError::NotUnicode(_)) => {
-            return Err(StartupError(format!(
-                "{name} (value not shown) is not valid UTF-8. Expected the Secret of the \
-                 Polytomic webhook connection, in visible ASCII characters. Fix: set {name} to \
-                 that secret."
-            )));
-        }
+    let Some(value) = var_value(name, "the Secret of the Polytomic webhook connection")? else {
+        return Ok(None);
     };
     match Secret::new(value) {
         Ok(secret) => Ok(Some(secret)),
@@ -138,6 +136,73 @@ pub fn secret_var(name: &str) -> Result<Option<Secret>, StartupError> {
              and enter it in Polytomic too."
         ))),
     }
+}
+
+/// The variable's value, `None` when it is not set; `expected` says what it should hold.
+fn var_value(name: &str, expected: &str) -> Result<Option<String>, StartupError> {
+    match std::env::var(name) {
+        Ok(value) => Ok(Some(value)),
+        Err(std::env::VarError::NotPresent) => Ok(None),
+        Err(std::env::VarError::NotUnicode(_)) => Err(StartupError(format!(
+            "{name} (value not shown) is not valid UTF-8. Expected {expected}, in visible ASCII \
+             characters. Fix: set {name} to that secret."
+        ))),
+    }
+}
+
+/// The Events webhook's signing secrets from [`EVENTS_SECRET_VAR`] and, while rotating,
+/// [`EVENTS_PREVIOUS_SECRET_VAR`]; `None` when neither is set (the route is then off). A
+/// variable set but unusable, or the previous one alone, is an error that never shows the
+/// value.
+///
+/// ```
+/// // Neither variable set: no events route, and no error.
+/// assert!(examples::startup::events_secrets_from(|_| None)?.is_none());
+/// # Ok::<(), examples::startup::StartupError>(())
+/// ```
+pub fn events_secrets() -> Result<Option<SigningSecrets>, StartupError> {
+    let expected = "the secret given when the organisation's Events webhook was created";
+    let current = var_value(EVENTS_SECRET_VAR, expected)?;
+    let previous = var_value(EVENTS_PREVIOUS_SECRET_VAR, expected)?;
+    events_secrets_from(|name| {
+        if name == EVENTS_SECRET_VAR {
+            current.clone()
+        } else {
+            previous.clone()
+        }
+    })
+}
+
+/// [`events_secrets`] over any source of variables (for tests).
+pub fn events_secrets_from(
+    var: impl Fn(&str) -> Option<String>,
+) -> Result<Option<SigningSecrets>, StartupError> {
+    let unusable = |name: &str, error: InvalidSecret| {
+        StartupError(format!(
+            "{name} (value not shown) is not a usable signing secret: {error}. Expected the \
+             secret given when the organisation's Events webhook was created. Fix: set {name} \
+             to that secret, or unset it to turn the events route off."
+        ))
+    };
+    let previous = var(EVENTS_PREVIOUS_SECRET_VAR);
+    let Some(current) = var(EVENTS_SECRET_VAR) else {
+        return match previous {
+            None => Ok(None),
+            Some(_) => Err(StartupError(format!(
+                "{EVENTS_PREVIOUS_SECRET_VAR} is set but {EVENTS_SECRET_VAR} is not. Fix: set \
+                 {EVENTS_SECRET_VAR} to the current signing secret, or unset \
+                 {EVENTS_PREVIOUS_SECRET_VAR}."
+            ))),
+        };
+    };
+    let mut secrets =
+        SigningSecrets::new(current).map_err(|error| unusable(EVENTS_SECRET_VAR, error))?;
+    if let Some(previous) = previous {
+        secrets = secrets
+            .with(previous)
+            .map_err(|error| unusable(EVENTS_PREVIOUS_SECRET_VAR, error))?;
+    }
+    Ok(Some(secrets))
 }
 
 /// The secret in the variable `name`, which must be set (see [`secret_var`]).
@@ -247,5 +312,43 @@ mod tests {
         let denied =
             bind_error(addr, &io::Error::from(io::ErrorKind::PermissionDenied)).to_string();
         assert!(denied.contains("above 1023"), "{denied}");
+    }
+
+    #[test]
+    fn events_secrets_are_optional_rotate_and_are_never_shown() {
+        let vars = |current: Option<&str>, previous: Option<&str>| {
+            let (current, previous) = (current.map(str::to_owned), previous.map(str::to_owned));
+            move |name: &str| {
+                if name == EVENTS_SECRET_VAR {
+                    current.clone()
+                } else {
+                    previous.clone()
+                }
+            }
+        };
+        assert!(events_secrets_from(vars(None, None)).unwrap().is_none());
+        let one = events_secrets_from(vars(Some("current"), None))
+            .unwrap()
+            .unwrap();
+        assert_eq!(one.len(), 1);
+        let two = events_secrets_from(vars(Some("current"), Some("previous")))
+            .unwrap()
+            .unwrap();
+        assert_eq!(two.len(), 2);
+        let alone = events_secrets_from(vars(None, Some("previous"))).unwrap_err();
+        assert!(alone.to_string().contains(EVENTS_SECRET_VAR), "{alone}");
+        for (current, previous, named) in [
+            (Some("  "), None, EVENTS_SECRET_VAR),
+            (
+                Some("ok"),
+                Some("bad\u{1}hidden"),
+                EVENTS_PREVIOUS_SECRET_VAR,
+            ),
+        ] {
+            let error = events_secrets_from(vars(current, previous)).unwrap_err();
+            let text = error.to_string();
+            assert!(text.contains(named), "{text}");
+            assert!(!text.contains("hidden"), "{text}");
+        }
     }
 }

@@ -41,6 +41,8 @@ fn receiver_command(secret: &str) -> Command {
     command
         .env("POLYTOMIC_WEBHOOK_SECRET", secret)
         .env_remove("POLYTOMIC_WEBHOOK_PREVIOUS_SECRET")
+        .env_remove("POLYTOMIC_EVENTS_SECRET")
+        .env_remove("POLYTOMIC_EVENTS_PREVIOUS_SECRET")
         // Port 0: the receiver picks a free port and logs it, so there is no race for one.
         .env("POLYTOMIC_WEBHOOK_ADDR", "127.0.0.1:0")
         .env("RUST_LOG", "info")
@@ -345,4 +347,69 @@ async fn a_batch_it_cannot_print_is_answered_503_batch_not_stored() {
 async fn a_connection_that_sent_half_its_headers_is_closed() {
     let receiver = Receiver::start(SECRET);
     assert_half_a_head_is_cut_off(receiver.addr, "receiver").await;
+}
+
+/// A signed organisation event to the events route.
+fn event(addr: SocketAddr, id: &str, secret: &str) -> Request<ClientBody> {
+    let delivery = polytomic_webhook::testing::EventDelivery::new("sync.completed")
+        .id(id)
+        .organization_id("org-7")
+        .created_at("2024-05-01T12:00:00Z".parse().unwrap())
+        .counts(3, 2, 1)
+        .secret(secret)
+        .gzip(true);
+    encoded_to(addr, examples::EVENTS_PATH, delivery.encode())
+}
+
+#[tokio::test]
+async fn without_its_secret_the_events_route_is_off_and_says_so() {
+    let receiver = Receiver::start(SECRET);
+    let reply = send(receiver.addr, event(receiver.addr, "evt-1", "any-secret")).await;
+    assert_eq!(reply.status, StatusCode::NOT_FOUND);
+    let (stdout, stderr) = receiver.terminate();
+    assert_eq!(stdout, "");
+    assert!(
+        stderr
+            .iter()
+            .any(|line| line.contains("POLYTOMIC_EVENTS_SECRET is not set")),
+        "{stderr:#?}"
+    );
+}
+
+#[tokio::test]
+async fn the_events_route_prints_each_new_event_once() {
+    let receiver = Receiver::spawn(
+        receiver_command(SECRET)
+            .env("POLYTOMIC_EVENTS_SECRET", "events-current")
+            .env("POLYTOMIC_EVENTS_PREVIOUS_SECRET", "events-previous"),
+    );
+    let addr = receiver.addr;
+    // The first try and five retries of one event; then another one, under the previous secret.
+    for _ in 0..6 {
+        let reply = send(addr, event(addr, "evt-1", "events-current")).await;
+        assert_eq!(reply.status, StatusCode::OK, "{reply:?}");
+    }
+    let reply = send(addr, event(addr, "evt-2", "events-previous")).await;
+    assert_eq!(reply.status, StatusCode::OK, "{reply:?}");
+    send(addr, event(addr, "evt-3", "not-the-secret"))
+        .await
+        .assert_problem(StatusCode::UNAUTHORIZED, "invalid_signature");
+
+    let (stdout, _) = receiver.terminate();
+    let lines: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2, "stdout:\n{stdout}");
+    assert_eq!(
+        lines[0],
+        serde_json::json!({
+            "event_id": "evt-1",
+            "type": "sync.completed",
+            "organization_id": "org-7",
+            "created_at": "2024-05-01T12:00:00Z",
+            "payload": {"total_records": 3, "inserted_records": 2, "updated_records": 1},
+        })
+    );
+    assert_eq!(lines[1]["event_id"], "evt-2");
 }

@@ -310,8 +310,17 @@ pub async fn send(addr: SocketAddr, request: Request<ClientBody>) -> Reply {
 
 /// A delivery built with `polytomic_webhook::testing` (its headers and body, from
 /// `Delivery::encode`) as an HTTP/1.1 request to the webhook route.
-pub fn encoded(addr: SocketAddr, (headers, body): (HeaderMap, Bytes)) -> Request<ClientBody> {
-    let mut request = Request::post(format!("http://{addr}{}", examples::WEBHOOK_PATH))
+pub fn encoded(addr: SocketAddr, delivery: (HeaderMap, Bytes)) -> Request<ClientBody> {
+    encoded_to(addr, examples::WEBHOOK_PATH, delivery)
+}
+
+/// Like [`encoded`], to another path (the events route, say).
+pub fn encoded_to(
+    addr: SocketAddr,
+    path: &str,
+    (headers, body): (HeaderMap, Bytes),
+) -> Request<ClientBody> {
+    let mut request = Request::post(format!("http://{addr}{path}"))
         .body(full(body))
         .unwrap();
     *request.headers_mut() = headers;
