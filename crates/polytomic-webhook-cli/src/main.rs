@@ -5,6 +5,7 @@
 //! polytomic-webhook serve --secret s3cret --out batches.jsonl
 //! polytomic-webhook send --url http://127.0.0.1:8080/webhooks/polytomic --secret s3cret contacts.csv
 //! polytomic-webhook sample
+//! polytomic-webhook send-event --type sync.completed --total-records 120 --secret whsec
 //! ```
 //!
 //! Exit status: 0 when everything was accepted, 1 when a batch was refused or could not be
@@ -19,6 +20,7 @@ use clap::{Parser, Subcommand};
 mod input;
 mod sample;
 mod send;
+mod send_event;
 mod serve;
 
 /// Exit status for bad arguments or unusable input (the same as clap's usage errors).
@@ -58,11 +60,13 @@ fn batches(batches: u64, records: u64) -> String {
     long_about = "Send records to a webhook as Polytomic does, or receive Polytomic deliveries.\n\n\
         `send` batches JSON Lines or CSV records into gzipped `sync.records` deliveries with a \
         bearer secret and a fresh timestamp; `serve` is a ready receiver that writes each \
-        accepted batch as one JSON line; `sample` prints a delivery and a curl command.",
+        accepted batch as one JSON line; `sample` prints a delivery and a curl command; \
+        `send-event` sends one signed organisation event (or prints its curl command).",
     after_help = "Examples:\n  \
         polytomic-webhook serve --secret s3cret --out batches.jsonl\n  \
         polytomic-webhook send --url http://127.0.0.1:8080/webhooks/polytomic --secret s3cret contacts.csv\n  \
-        polytomic-webhook sample --url https://example.com/webhooks/polytomic\n\n\
+        polytomic-webhook sample --url https://example.com/webhooks/polytomic\n  \
+        polytomic-webhook send-event --type sync.completed --total-records 120 --secret whsec\n\n\
         Exit status: 0 all accepted; 1 a batch was refused or not delivered; 2 bad arguments or input."
 )]
 struct Cli {
@@ -75,6 +79,7 @@ enum Command {
     Send(send::SendArgs),
     Serve(serve::ServeArgs),
     Sample(sample::SampleArgs),
+    SendEvent(send_event::SendEventArgs),
 }
 
 fn main() -> ExitCode {
@@ -97,6 +102,7 @@ fn main() -> ExitCode {
             Command::Send(args) => send::run(args).await,
             Command::Serve(args) => serve::run(args).await,
             Command::Sample(args) => sample::run(&args),
+            Command::SendEvent(args) => send_event::run(args).await,
         }
     })
 }

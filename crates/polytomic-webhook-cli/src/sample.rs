@@ -104,7 +104,7 @@ fn write_sample(args: &SampleArgs, out: &mut impl Write) -> io::Result<()> {
 }
 
 /// `text` as one single-quoted shell word.
-fn quote(text: &str) -> String {
+pub(crate) fn quote(text: &str) -> String {
     format!("'{}'", text.replace('\'', r"'\''"))
 }
 

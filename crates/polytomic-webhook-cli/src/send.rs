@@ -122,7 +122,7 @@ impl From<Form> for BodyForm {
 /// An http or https URL. Without a scheme, `127.0.0.1:8080` would fail with url's "relative
 /// URL without a base" and `localhost:8080` would parse with the scheme `localhost`: both get
 /// the suggestion to add `http://`.
-fn webhook_url(text: &str) -> Result<Url, String> {
+pub(crate) fn webhook_url(text: &str) -> Result<Url, String> {
     match Url::parse(text) {
         Ok(url) if matches!(url.scheme(), "http" | "https") => Ok(url),
         _ if !text.contains("://") && Url::parse(&format!("http://{text}")).is_ok() => Err(
@@ -188,18 +188,9 @@ pub(crate) async fn run(args: SendArgs) -> ExitCode {
         }
         eprintln!("{NAME}: skipping {invalid}");
     }
-    let client = match reqwest::Client::builder()
-        .timeout(Duration::from_secs(args.timeout))
-        // A redirected batch would be answered by whatever the new location is, not by the
-        // receiver: Polytomic does not follow redirects either, so a 3xx is a refusal.
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-    {
+    let client = match client(args.timeout) {
         Ok(client) => client,
-        Err(error) => {
-            eprintln!("{NAME}: cannot set up the HTTP client: {}", chain(&error));
-            return ExitCode::from(EXIT_FAILED);
-        }
+        Err(exit) => return exit,
     };
     let summary = deliver(&args, client, input.records).await;
     eprint!("{}", summary.render(&args.url));
@@ -208,6 +199,21 @@ pub(crate) async fn run(args: SendArgs) -> ExitCode {
     } else {
         ExitCode::from(EXIT_FAILED)
     }
+}
+
+/// The HTTP client every command sends with; on failure the reason is printed and the exit
+/// status returned.
+pub(crate) fn client(timeout_secs: u64) -> Result<reqwest::Client, ExitCode> {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(timeout_secs))
+        // A redirected delivery would be answered by whatever the new location is, not by the
+        // receiver: Polytomic does not follow redirects either, so a 3xx is a refusal.
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .map_err(|error| {
+            eprintln!("{NAME}: cannot set up the HTTP client: {}", chain(&error));
+            ExitCode::from(EXIT_FAILED)
+        })
 }
 
 /// A hint when CSV was probably read as JSON Lines: the format was guessed from a file name
@@ -335,7 +341,7 @@ async fn send_batch(
 /// "HTTP 401 Unauthorized, code invalid_token: <detail>" from a refusal's status and problem
 /// body (the `detail` is the receiver's own explanation), or "HTTP 302 Found, Location:
 /// /landing" for a redirect, which is not followed.
-async fn refusal(response: reqwest::Response) -> String {
+pub(crate) async fn refusal(response: reqwest::Response) -> String {
     let status = response.status();
     let mut reason = format!("HTTP {status}");
     if status.is_redirection() {
@@ -359,7 +365,7 @@ async fn refusal(response: reqwest::Response) -> String {
 }
 
 /// Why a batch got no answer, with a hint for the usual mistakes.
-fn not_delivered(error: &reqwest::Error, url: &Url) -> String {
+pub(crate) fn not_delivered(error: &reqwest::Error, url: &Url) -> String {
     let causes = causes(error);
     let plain_http = causes.iter().any(|cause| {
         matches!(

@@ -24,7 +24,8 @@ fn bin() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_polytomic-webhook"));
     command
         .env_remove("POLYTOMIC_WEBHOOK_SECRET")
-        .env_remove("POLYTOMIC_WEBHOOK_PREVIOUS_SECRET");
+        .env_remove("POLYTOMIC_WEBHOOK_PREVIOUS_SECRET")
+        .env_remove("POLYTOMIC_EVENTS_SECRET");
     command
 }
 
@@ -386,6 +387,7 @@ fn every_command_has_help_with_an_example() {
         &["send", "--help"],
         &["serve", "--help"],
         &["sample", "--help"],
+        &["send-event", "--help"],
     ] {
         let output = bin().args(command).output().unwrap();
         assert!(output.status.success());
@@ -865,4 +867,96 @@ fn serve_closes_a_connection_that_sent_half_its_headers() {
     );
     assert!(!still_open, "the connection is still open: {read:?}");
     serve.interrupt();
+}
+
+/// An Events receiver (signature check, dedup) that keeps each new event's payload.
+fn events_server() -> (String, Arc<std::sync::Mutex<Vec<Value>>>) {
+    use polytomic_webhook::dedup::{DedupLayer, MemoryEventIdStore};
+    use polytomic_webhook::prelude::*;
+
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let keep = Arc::clone(&seen);
+    let config = PolytomicOrgEventsConfig::default().secrets(SigningSecrets::new(SECRET).unwrap());
+    let app = Router::new()
+        .route(
+            "/webhooks/polytomic/events",
+            post(move |event: PolytomicOrgEvent| async move {
+                let payload: Value = event.payload().deserialize_as().unwrap();
+                keep.lock()
+                    .unwrap()
+                    .push(serde_json::json!([event.kind().as_str(), payload]));
+                "ok"
+            }),
+        )
+        .layer(DedupLayer::new(MemoryEventIdStore::new(10)))
+        .layer(PolytomicOrgEventsLayer::new(config).unwrap());
+    (spawn_server(app), seen)
+}
+
+#[test]
+fn send_event_signs_and_sends_one_event_and_a_repeat_is_a_duplicate() {
+    let (base, seen) = events_server();
+    let url = format!("{base}webhooks/polytomic/events");
+    let dir = scratch("send-event");
+    let payload = dir.join("payload.json");
+    std::fs::write(&payload, r#"{"sync_id":"s-1"}"#).unwrap();
+    let send = |extra: &[&str]| {
+        bin()
+            .args(["send-event", "--type", "sync.completed", "--url", &url])
+            .args(["--id", "evt-cli-1", "--payload-file"])
+            .arg(&payload)
+            .args(["--total-records", "120"])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let first = send(&["--secret", SECRET, "--gzip", "--encoding", "base64"]);
+    assert!(first.status.success(), "{}", stderr(&first));
+    assert!(
+        stderr(&first).contains("accepted: HTTP 200"),
+        "{}",
+        stderr(&first)
+    );
+    let again = send(&["--secret", SECRET]);
+    assert!(again.status.success(), "{}", stderr(&again));
+    assert!(stderr(&again).contains("a duplicate"), "{}", stderr(&again));
+    let wrong = send(&["--secret", "not-the-secret"]);
+    assert_eq!(wrong.status.code(), Some(1));
+    assert!(
+        stderr(&wrong).contains("invalid_signature"),
+        "{}",
+        stderr(&wrong)
+    );
+    assert_eq!(
+        *seen.lock().unwrap(),
+        vec![serde_json::json!(["sync.completed", {"sync_id": "s-1", "total_records": 120}])]
+    );
+}
+
+#[test]
+fn send_event_curl_prints_a_command_whose_signature_matches_its_body() {
+    let output = bin()
+        .args(["send-event", "--type", "sync.failed", "--curl", "--gzip"])
+        .env("POLYTOMIC_EVENTS_SECRET", "it's-secret")
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    let text = String::from_utf8(output.stdout).unwrap();
+    assert!(text.starts_with("printf '%s' '{"), "{text}");
+    assert!(text.contains("| gzip | curl -sS --fail-with-body -X POST 'http://127.0.0.1:8080/webhooks/polytomic/events'"), "{text}");
+    assert!(text.contains("-H 'content-encoding: gzip'"), "{text}");
+    // The JSON between the first pair of quotes (it holds no single quote), and the signature.
+    let json = text.split('\'').nth(3).unwrap();
+    let signature = text
+        .lines()
+        .find_map(|line| line.trim().strip_prefix("-H 'polytomic-signature: "))
+        .and_then(|rest| rest.split('\'').next())
+        .unwrap();
+    let secrets = polytomic_webhook::auth::SigningSecrets::new("it's-secret").unwrap();
+    assert_eq!(
+        secrets.verify_header(signature.as_bytes(), json.as_bytes()),
+        Ok(())
+    );
+    let event: Value = serde_json::from_str(json).unwrap();
+    assert_eq!(event["type"], "sync.failed");
 }
