@@ -320,3 +320,72 @@ fn the_layer_needs_a_secret_and_never_shows_it() {
     assert!(!debug.contains(SECRET), "{debug}");
     assert!(debug.contains("len: 1"), "{debug}");
 }
+
+/// A request body that fails the test if anything polls it, declaring 1 GiB (more than the
+/// drain would read, so a refusal leaves it alone).
+struct MustNotBeRead;
+
+impl http_body::Body for MustNotBeRead {
+    type Data = bytes::Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, Self::Error>>> {
+        panic!("the body was read");
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        http_body::SizeHint::with_exact(1 << 30)
+    }
+}
+
+/// Headers to add to a request.
+type Headers = Vec<(&'static str, http::HeaderValue)>;
+
+#[tokio::test]
+async fn head_refusals_never_read_the_body() {
+    let (app, received) = app(config());
+    let signature = delivery("sync.completed").encode().0["polytomic-signature"].clone();
+    let cases: [(Headers, StatusCode, &str); 4] = [
+        (vec![], StatusCode::UNAUTHORIZED, "missing_signature"),
+        (
+            vec![("polytomic-signature", "sha256=zz".parse().unwrap())],
+            StatusCode::UNAUTHORIZED,
+            "invalid_signature",
+        ),
+        (
+            vec![
+                ("polytomic-signature", signature.clone()),
+                ("content-encoding", "compress".parse().unwrap()),
+            ],
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_content_encoding",
+        ),
+        (
+            vec![
+                ("polytomic-signature", signature),
+                ("content-length", "1073741824".parse().unwrap()),
+            ],
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+        ),
+    ];
+    for (headers, status, code) in cases {
+        let mut request = http::Request::post(ROUTE)
+            .header(CONTENT_TYPE, "application/json")
+            .body(axum::body::Body::new(MustNotBeRead))
+            .unwrap();
+        for (name, value) in headers {
+            request.headers_mut().insert(name, value);
+        }
+        let response = app.clone().oneshot(request).await.unwrap();
+        assert_eq!(response.status(), status, "{code}");
+        assert_eq!(response.headers()["connection"], "close", "{code}");
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        let problem: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(problem["code"], code);
+    }
+    assert!(received.lock().unwrap().is_empty());
+}
