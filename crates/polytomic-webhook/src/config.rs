@@ -124,34 +124,48 @@ impl PolytomicWebhookConfig {
         self
     }
 
-    /// Sets the deadline for receiving the body; `None` for none.
-    #[must_use]
-    pub fn body_timeout(mut self, timeout: Option<Duration>) -> Self {
-        self.body_timeout = timeout;
-        self
-    }
-
-    /// Only accept deliveries from the given blocks.
-    #[must_use]
-    pub fn allowlist(mut self, allowlist: AllowlistConfig) -> Self {
-        self.allowlist = Some(allowlist);
-        self
-    }
-
-    /// Sets the decompression limits.
-    #[must_use]
-    pub fn decompression(mut self, decompression: DecompressionConfig) -> Self {
-        self.decompression = decompression;
-        self
-    }
-
-    /// Sets the envelope validation.
-    #[must_use]
-    pub fn event(mut self, event: EventConfig) -> Self {
-        self.event = event;
-        self
-    }
+    shared_setters!();
 }
+
+/// The setters both composed layers' configurations have, for the fields they share.
+macro_rules! shared_setters {
+    () => {
+        /// Sets the deadline for receiving the body; `None` for none.
+        #[must_use]
+        pub fn body_timeout(mut self, timeout: Option<std::time::Duration>) -> Self {
+            self.body_timeout = timeout;
+            self
+        }
+
+        /// Only accept deliveries from the given blocks.
+        #[must_use]
+        pub fn allowlist(
+            mut self,
+            allowlist: polytomic_webhook_auth::allowlist::AllowlistConfig,
+        ) -> Self {
+            self.allowlist = Some(allowlist);
+            self
+        }
+
+        /// Sets the decompression limits.
+        #[must_use]
+        pub fn decompression(
+            mut self,
+            decompression: polytomic_webhook_decompression::DecompressionConfig,
+        ) -> Self {
+            self.decompression = decompression;
+            self
+        }
+
+        /// Sets the extractor's settings: body limit and envelope validation.
+        #[must_use]
+        pub fn event(mut self, event: polytomic_webhook_event::EventConfig) -> Self {
+            self.event = event;
+            self
+        }
+    };
+}
+pub(crate) use shared_setters;
 
 /// Polytomic sends batches of 100 records by default, a few kilobytes compressed: half a
 /// minute leaves ample room for slow links while bounding how long a stalled or trickling

@@ -78,6 +78,7 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use crate::events::{EventBody, EventsFuture};
+use crate::service::take_ready;
 
 /// What [`EventIdStore::reserve`] found.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -423,9 +424,7 @@ where
     }
 
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
-        // The service that was polled ready handles this request; the clone waits for the next.
-        let clone = self.inner.clone();
-        let inner = std::mem::replace(&mut self.inner, clone);
+        let inner = take_ready(&mut self.inner);
         let layer = self.layer.clone();
         Box::pin(dedup(layer, inner, request))
     }

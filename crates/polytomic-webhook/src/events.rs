@@ -58,6 +58,7 @@ use tracing::{Instrument as _, Span};
 use crate::config::{ConfigError, DEFAULT_BODY_TIMEOUT, optional_secs};
 use crate::drain::Drain;
 use crate::future::{close_connection, finish};
+use crate::service::{delivery_span, take_ready};
 use crate::timeout::TimeoutBody;
 
 /// The body the inner service receives: the whole decoded body, already verified.
@@ -120,33 +121,7 @@ impl PolytomicOrgEventsConfig {
         self
     }
 
-    /// Sets the deadline for receiving the body; `None` for none.
-    #[must_use]
-    pub fn body_timeout(mut self, timeout: Option<Duration>) -> Self {
-        self.body_timeout = timeout;
-        self
-    }
-
-    /// Only accept deliveries from the given blocks.
-    #[must_use]
-    pub fn allowlist(mut self, allowlist: AllowlistConfig) -> Self {
-        self.allowlist = Some(allowlist);
-        self
-    }
-
-    /// Sets the decompression limits.
-    #[must_use]
-    pub fn decompression(mut self, decompression: DecompressionConfig) -> Self {
-        self.decompression = decompression;
-        self
-    }
-
-    /// Sets the extractor's settings.
-    #[must_use]
-    pub fn event(mut self, event: EventConfig) -> Self {
-        self.event = event;
-        self
-    }
+    crate::config::shared_setters!();
 }
 
 /// Receives Polytomic's organisation Events deliveries in front of any tower service; see the
@@ -273,23 +248,8 @@ where
 
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
         let started = Instant::now();
-        let span = tracing::info_span!(
-            "polytomic_webhook.delivery",
-            method = %request.method(),
-            path = %request.uri().path(),
-            content_coding = tracing::field::Empty,
-            compressed_bytes = tracing::field::Empty,
-            decompressed_bytes = tracing::field::Empty,
-            signed_bytes = tracing::field::Empty,
-            event_id = tracing::field::Empty,
-            event_type = tracing::field::Empty,
-            outcome = tracing::field::Empty,
-            status = tracing::field::Empty,
-            latency_ms = tracing::field::Empty,
-        );
-        // The service that was polled ready handles this request; the clone waits for the next.
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let span = delivery_span(&request);
+        let mut inner = take_ready(&mut self.inner);
         let checks = Arc::clone(&self.checks);
         let head = {
             let _entered = span.enter();

@@ -76,20 +76,7 @@ where
 
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
         let started = Instant::now();
-        let span = tracing::info_span!(
-            "polytomic_webhook.delivery",
-            method = %request.method(),
-            path = %request.uri().path(),
-            content_coding = tracing::field::Empty,
-            compressed_bytes = tracing::field::Empty,
-            decompressed_bytes = tracing::field::Empty,
-            sync_id = tracing::field::Empty,
-            sync_name = tracing::field::Empty,
-            record_count = tracing::field::Empty,
-            outcome = tracing::field::Empty,
-            status = tracing::field::Empty,
-            latency_ms = tracing::field::Empty,
-        );
+        let span = delivery_span(&request);
         let (future, drain, info) = {
             let _entered = span.enter();
             match self.checks.admit(request) {
@@ -106,6 +93,35 @@ where
         };
         DeliveryFuture::new(future, drain, span, started, info)
     }
+}
+
+/// The `polytomic_webhook.delivery` span of one request, for both composed layers: the fields
+/// of both kinds of delivery are declared, and only those recorded are printed.
+pub(crate) fn delivery_span<B>(request: &Request<B>) -> tracing::Span {
+    tracing::info_span!(
+        "polytomic_webhook.delivery",
+        method = %request.method(),
+        path = %request.uri().path(),
+        content_coding = tracing::field::Empty,
+        compressed_bytes = tracing::field::Empty,
+        decompressed_bytes = tracing::field::Empty,
+        sync_id = tracing::field::Empty,
+        sync_name = tracing::field::Empty,
+        record_count = tracing::field::Empty,
+        signed_bytes = tracing::field::Empty,
+        event_id = tracing::field::Empty,
+        event_type = tracing::field::Empty,
+        outcome = tracing::field::Empty,
+        status = tracing::field::Empty,
+        latency_ms = tracing::field::Empty,
+    )
+}
+
+/// Takes the service that was polled ready, leaving a clone for the next request: a service
+/// that must do async work before calling its inner one cannot borrow `self` across it.
+pub(crate) fn take_ready<S: Clone>(inner: &mut S) -> S {
+    let clone = inner.clone();
+    std::mem::replace(inner, clone)
 }
 
 impl<S: Clone, C> Clone for PolytomicWebhook<S, C> {
