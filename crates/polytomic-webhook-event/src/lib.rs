@@ -31,6 +31,8 @@
 //!   receivers to act only on events they know, and would mark the sync failed on a 4xx).
 //! - [`PolytomicEvent<T>`]: every event, known or not; unknown ones arrive as
 //!   [`PolytomicEvent::Unknown`].
+//! - [`PolytomicOrgEvent<T>`](org::PolytomicOrgEvent): an event of the organisation Events
+//!   webhook (sync runs starting, failing, completing), a different envelope; see [`org`].
 //!
 //! ```
 //! use axum::{Router, routing::post};

@@ -53,6 +53,15 @@
 //! README's table. Unknown event types are acknowledged with 200 by default, since Polytomic
 //! asks receivers to ignore what they do not know.
 //!
+//! # The organisation Events webhook
+//!
+//! Polytomic's second kind of webhook reports sync runs (`sync.completed`, `sync.failed`, …),
+//! one event per delivery, signed with an HMAC of the body in `Polytomic-Signature` instead of a
+//! bearer token, and retried when not answered 2xx. [`PolytomicOrgEventsLayer`] checks the
+//! signature (see [`events`] for the order of its checks), the
+//! [`PolytomicOrgEvent`](event::org::PolytomicOrgEvent) extractor types the event, and
+//! [`dedup::DedupLayer`] lets each event id reach the handler once.
+//!
 //! # Without axum
 //!
 //! The layer is generic over request and response bodies and never boxes the inner service,
@@ -78,7 +87,7 @@
 mod config;
 pub mod dedup;
 mod drain;
-mod events;
+pub mod events;
 mod future;
 mod layer;
 mod service;
