@@ -23,6 +23,8 @@ fn refuses_to_start_without(env: &[(&str, &str)], unset: &[&str]) -> String {
     command
         .env("POLYTOMIC_WEBHOOK_SECRET", SECRET)
         .env_remove("POLYTOMIC_WEBHOOK_PREVIOUS_SECRET")
+        .env_remove("POLYTOMIC_EVENTS_SECRET")
+        .env_remove("POLYTOMIC_EVENTS_PREVIOUS_SECRET")
         .env("POLYTOMIC_WEBHOOK_ADDR", "127.0.0.1:0")
         .env("RUST_LOG", "info")
         .stdin(Stdio::null())
@@ -181,4 +183,24 @@ fn a_previous_secret_without_a_current_one_is_explained_without_its_value() {
     );
     assert!(!stderr.contains("old-secret-value"), "{stderr}");
     assert!(!stderr.contains("random secret"), "{stderr}");
+}
+
+/// The events route is off only when its variable is unset: one set but unusable stops the
+/// receiver, naming the variable and never showing the value.
+#[test]
+fn an_unusable_events_secret_is_an_error_not_an_open_route() {
+    let stderr = refuses_to_start(&[("POLYTOMIC_EVENTS_SECRET", " ")]);
+    assert_says(
+        &stderr,
+        &[
+            "POLYTOMIC_EVENTS_SECRET (value not shown) is not a usable signing secret",
+            "Fix: set POLYTOMIC_EVENTS_SECRET",
+        ],
+    );
+    let stderr = refuses_to_start(&[("POLYTOMIC_EVENTS_PREVIOUS_SECRET", "old-events-secret")]);
+    assert_says(
+        &stderr,
+        &["POLYTOMIC_EVENTS_PREVIOUS_SECRET is set but POLYTOMIC_EVENTS_SECRET is not"],
+    );
+    assert!(!stderr.contains("old-events-secret"), "{stderr}");
 }
