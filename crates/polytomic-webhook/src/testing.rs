@@ -51,6 +51,16 @@
 //! | [`Delivery::malformed_json`] | 400 | `invalid_json` |
 //! | [`Delivery::event`] with an unknown name | 200, handler not called | — |
 //!
+//! For the organisation Events route, [`EventDelivery`] builds signed events; behind
+//! [`PolytomicOrgEventsLayer`](crate::PolytomicOrgEventsLayer) with its defaults:
+//!
+//! | helper | status | `code` |
+//! | --- | --- | --- |
+//! | an [`EventDelivery`] without [`EventDelivery::secret`] | 401 | `missing_signature` |
+//! | [`EventDelivery::tamper`] | 401 | `invalid_signature` |
+//! | [`EventDelivery::bomb`] | 413 | `body_too_large` |
+//! | [`EventDelivery::malformed_json`] | 400 | `invalid_json` |
+//!
 //! # Record hashes
 //!
 //! Polytomic does not publish how it computes a record's `hash`. Unless a test gives one

@@ -389,3 +389,36 @@ async fn head_refusals_never_read_the_body() {
     }
     assert!(received.lock().unwrap().is_empty());
 }
+
+/// The table in the `testing` module's docs, with the layer's defaults.
+#[tokio::test]
+async fn the_testing_helpers_get_the_documented_answers() {
+    let (app, received) = app(config());
+    let cases = [
+        (
+            EventDelivery::new("sync.completed").uri(ROUTE),
+            401,
+            "missing_signature",
+        ),
+        (
+            delivery("sync.completed").tamper(),
+            401,
+            "invalid_signature",
+        ),
+        (
+            delivery("sync.completed").bomb(32 << 20),
+            413,
+            "body_too_large",
+        ),
+        (
+            delivery("sync.completed").malformed_json(),
+            400,
+            "invalid_json",
+        ),
+    ];
+    for (request, status, code) in cases {
+        let (got_status, got_code) = status_and_code(&app, request).await;
+        assert_eq!((got_status.as_u16(), got_code.as_str()), (status, code));
+    }
+    assert!(received.lock().unwrap().is_empty());
+}
