@@ -46,6 +46,19 @@ pub(crate) fn is_header_char(byte: u8) -> bool {
     matches!(byte, b'\t' | b' '..=b'~')
 }
 
+/// A configured secret without its surrounding spaces and tabs, refused when that leaves
+/// nothing or a character no header can carry. Shared by every kind of secret.
+pub(crate) fn validated(value: &str) -> Result<&str, InvalidSecret> {
+    let trimmed = value.trim_matches([' ', '\t']);
+    if trimmed.is_empty() {
+        return Err(InvalidSecret::Empty);
+    }
+    if !trimmed.bytes().all(is_header_char) {
+        return Err(InvalidSecret::InvalidCharacter);
+    }
+    Ok(trimmed)
+}
+
 /// A shared secret that a delivery's bearer token must match.
 ///
 /// Built from the value configured as the webhook connection's *Secret* in Polytomic. The value
@@ -79,15 +92,8 @@ impl Secret {
     /// Validates `value` and keeps its digest.
     pub fn new(value: impl Into<String>) -> Result<Self, InvalidSecret> {
         let value = Zeroizing::new(value.into());
-        let trimmed = value.trim_matches([' ', '\t']);
-        if trimmed.is_empty() {
-            return Err(InvalidSecret::Empty);
-        }
-        if !trimmed.bytes().all(is_header_char) {
-            return Err(InvalidSecret::InvalidCharacter);
-        }
         Ok(Self {
-            digest: sha256(trimmed.as_bytes()),
+            digest: sha256(validated(&value)?.as_bytes()),
         })
     }
 

@@ -59,7 +59,7 @@ use sha2::Sha256;
 use subtle::{Choice, ConstantTimeEq};
 use zeroize::Zeroizing;
 
-use crate::secret::{InvalidSecret, is_header_char};
+use crate::secret::{InvalidSecret, is_header_char, validated};
 
 /// The header that carries the signature.
 pub const SIGNATURE_HEADER: HeaderName = HeaderName::from_static("polytomic-signature");
@@ -234,13 +234,7 @@ impl SigningSecrets {
 
 fn key(value: String) -> Result<HmacSha256, InvalidSecret> {
     let value = Zeroizing::new(value);
-    let trimmed = value.trim_matches([' ', '\t']);
-    if trimmed.is_empty() {
-        return Err(InvalidSecret::Empty);
-    }
-    if !trimmed.bytes().all(is_header_char) {
-        return Err(InvalidSecret::InvalidCharacter);
-    }
+    let trimmed = validated(&value)?;
     // HMAC takes a key of any length, so this cannot fail; the error is mapped, not unwrapped.
     HmacSha256::new_from_slice(trimmed.as_bytes()).map_err(|_| InvalidSecret::Empty)
 }
