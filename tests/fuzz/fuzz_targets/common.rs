@@ -83,3 +83,62 @@ pub fn gunzip(data: &[u8]) -> Option<Vec<u8>> {
     std::io::Read::read_to_end(&mut flate2::read::MultiGzDecoder::new(data), &mut out).ok()?;
     Some(out)
 }
+
+/// The `Content-Encoding` two bits of a target's flags stand for: none, gzip, identity, br.
+pub fn coding_from_bits(bits: u8) -> Option<&'static str> {
+    match bits & 0b11 {
+        0 => None,
+        1 => Some("gzip"),
+        2 => Some("identity"),
+        _ => Some("br"),
+    }
+}
+
+/// A rejection as the response a handler would send, its body read into memory.
+pub async fn rejection_response(
+    rejection: impl axum_core::response::IntoResponse,
+) -> http::Response<http_body_util::Full<Bytes>> {
+    use http_body_util::BodyExt as _;
+
+    let (parts, body) = rejection.into_response().into_parts();
+    let bytes = body
+        .collect()
+        .await
+        .map(|c| c.to_bytes())
+        .unwrap_or_default();
+    http::Response::from_parts(parts, http_body_util::Full::new(bytes))
+}
+
+/// Runs `future` (a request through a composed service) on `runtime`, and checks what every
+/// composed-service target requires: the heap grew by at most `heap_limit` plus the margin,
+/// no answer is a 5xx, and every answer but a 200 carries a problem code. Returns the status.
+pub fn answer_within<F, B, E>(
+    runtime: &tokio::runtime::Runtime,
+    future: F,
+    heap_limit: u64,
+) -> http::StatusCode
+where
+    F: Future<Output = Result<http::Response<B>, E>>,
+    E: std::fmt::Debug,
+{
+    let baseline = HEAP.current_usage();
+    HEAP.reset_peak_usage();
+    let response = runtime.block_on(future).unwrap();
+    let peak = HEAP.peak_usage().saturating_sub(baseline);
+    assert!(
+        peak as u64 <= heap_limit + HEAP_MARGIN as u64,
+        "peak heap {peak}"
+    );
+    let status = response.status();
+    assert!(!status.is_server_error(), "{status}");
+    if status != http::StatusCode::OK {
+        assert!(
+            response
+                .extensions()
+                .get::<polytomic_webhook::problem::ProblemCode>()
+                .is_some(),
+            "{status} without a code"
+        );
+    }
+    status
+}
