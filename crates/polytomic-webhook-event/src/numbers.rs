@@ -173,6 +173,14 @@ fn float_is_exact(text: &str, value: f64) -> bool {
     if !value.is_finite() {
         return false;
     }
+    // ryu (serde_json's own float writer) prints the shortest decimal that reads back as the
+    // same `f64`: what a re-serialized record would carry, and what senders write. The same
+    // text is the same value, which settles most long numbers at once.
+    let mut shortest = ryu::Buffer::new();
+    let printed = shortest.format_finite(value);
+    if printed == text {
+        return true;
+    }
     // More significant digits than the shortest text of any `f64` has (17): changed.
     let Some(written) = Decimal::of(text) else {
         return false;
@@ -184,10 +192,8 @@ fn float_is_exact(text: &str, value: f64) -> bool {
     if written.len <= 15 && value.is_normal() {
         return true;
     }
-    // ryu (serde_json's own float writer) prints the shortest decimal that reads back as the
-    // same `f64`: what a re-serialized record would carry.
-    let mut shortest = ryu::Buffer::new();
-    Decimal::of(shortest.format_finite(value)).is_some_and(|printed| printed == written)
+    // Otherwise compare values: the same digits at the same place (`1.50` is `1.5`).
+    Decimal::of(printed).is_some_and(|printed| printed == written)
 }
 
 /// A decimal's value as its sign, significant digits (at most 17) and the exponent of the first
@@ -278,6 +284,9 @@ mod tests {
             "2.5e-3",
             "0.000001",
             "123456789012345",
+            // Seventeen digits: as the shortest writer prints them, and with a zero more.
+            "0.5488135039273248",
+            "0.54881350392732480",
         ] {
             assert!(is_exact(exact), "{exact}");
         }

@@ -704,12 +704,15 @@ pub(crate) struct Names<'a> {
 
 impl<'a> Names<'a> {
     const INLINE: usize = 16;
+    /// The value of `len` once the names are collected in `spilled`.
+    const SPILLED: usize = usize::MAX;
 
     /// Adds `name`; `Err(name)` when it was already there (known at once only for small objects;
     /// [`finish`](Self::finish) tells for the others).
+    #[inline]
     pub(crate) fn insert(&mut self, name: Cow<'a, str>) -> Result<(), Cow<'a, str>> {
         match name {
-            Cow::Borrowed(text) if self.spilled.is_empty() && self.len < Self::INLINE => {
+            Cow::Borrowed(text) if self.len < Self::INLINE => {
                 let bit = filter_bit(text);
                 if self.filter & bit != 0 && self.inline[..self.len].contains(&text) {
                     return Err(name);
@@ -720,17 +723,24 @@ impl<'a> Names<'a> {
                 Ok(())
             }
             name => {
-                if self.spilled.is_empty() {
-                    self.spilled.extend(
-                        self.inline[..self.len]
-                            .iter()
-                            .map(|text| Cow::Borrowed(*text)),
-                    );
-                }
-                self.spilled.push(name);
+                self.spill(name);
                 Ok(())
             }
         }
+    }
+
+    /// Collects `name` to be checked at the end, with the names kept so far.
+    #[cold]
+    fn spill(&mut self, name: Cow<'a, str>) {
+        if self.len != Self::SPILLED {
+            self.spilled.extend(
+                self.inline[..self.len]
+                    .iter()
+                    .map(|text| Cow::Borrowed(*text)),
+            );
+            self.len = Self::SPILLED;
+        }
+        self.spilled.push(name);
     }
 
     /// `Err(name)` for a name given twice among the collected names.
@@ -744,6 +754,7 @@ impl<'a> Names<'a> {
 }
 
 /// The filter bit of `name`: equal names always share it; different ones rarely do.
+#[inline]
 fn filter_bit(name: &str) -> u64 {
     let bytes = name.as_bytes();
     let len = bytes.len();
