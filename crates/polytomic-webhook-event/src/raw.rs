@@ -492,7 +492,7 @@ fn names_differ_quick(object: &[u8]) -> Option<bool> {
 
 /// The index of the first byte at or after `at` that is not JSON whitespace. Outside strings,
 /// valid JSON has no other bytes at or below a space.
-#[inline]
+#[inline(always)]
 fn skip_space(bytes: &[u8], mut at: usize) -> usize {
     while bytes.get(at).is_some_and(|&byte| byte <= b' ') {
         at += 1;
@@ -501,7 +501,7 @@ fn skip_space(bytes: &[u8], mut at: usize) -> usize {
 }
 
 /// The index just past the valid JSON value that starts at `at`.
-#[inline]
+#[inline(always)]
 fn value_end(bytes: &[u8], at: usize) -> usize {
     match bytes.get(at) {
         Some(b'"') => string_end(bytes, at + 1).0 + 1,
@@ -511,15 +511,14 @@ fn value_end(bytes: &[u8], at: usize) -> usize {
     }
 }
 
-/// The index of the first `,`, `}`, `]` or whitespace at or after `at`.
-#[inline]
+/// The index of the first `,`, `}` or whitespace at or after `at`: the end of a number, `true`,
+/// `false` or `null` that is a member's value (in an array, [`nested_end`] crosses it).
+#[inline(always)]
 fn scalar_end(bytes: &[u8], mut at: usize) -> usize {
     while let Some(chunk) = bytes.get(at..).and_then(<[u8]>::first_chunk::<8>) {
         let word = u64::from_le_bytes(*chunk);
-        let found = bytes_equal_to(word, b',')
-            | bytes_equal_to(word, b'}')
-            | bytes_equal_to(word, b']')
-            | bytes_below(word, b' ' + 1);
+        let found =
+            bytes_equal_to(word, b',') | bytes_equal_to(word, b'}') | bytes_below(word, b' ' + 1);
         if found != 0 {
             return at + (found.trailing_zeros() / 8) as usize;
         }
@@ -527,7 +526,7 @@ fn scalar_end(bytes: &[u8], mut at: usize) -> usize {
     }
     while bytes
         .get(at)
-        .is_some_and(|&byte| !matches!(byte, b',' | b'}' | b']' | 0..=b' '))
+        .is_some_and(|&byte| !matches!(byte, b',' | b'}' | 0..=b' '))
     {
         at += 1;
     }
@@ -556,7 +555,7 @@ fn nested_end(bytes: &[u8], mut at: usize) -> usize {
 
 /// The index of the quote that closes the string whose text starts at `at` (the length of
 /// `bytes` if none does), and whether the string has escapes.
-#[inline]
+#[inline(always)]
 fn string_end(bytes: &[u8], mut at: usize) -> (usize, bool) {
     let mut escaped = false;
     loop {
@@ -575,7 +574,7 @@ fn string_end(bytes: &[u8], mut at: usize) -> (usize, bool) {
 
 /// The index of the first `"` or `\\` at or after `at` (the length of `bytes` if none), eight
 /// bytes at a time while they last.
-#[inline]
+#[inline(always)]
 fn quote_or_backslash(bytes: &[u8], mut at: usize) -> usize {
     while let Some(chunk) = bytes.get(at..).and_then(<[u8]>::first_chunk::<8>) {
         let word = u64::from_le_bytes(*chunk);
