@@ -812,35 +812,12 @@ mod tests {
 
     /// What serde_json reads as the object's top-level names, in order: the reference.
     fn reference_names(object: &str) -> Vec<String> {
-        let map: Vec<(String, de::IgnoredAny)> =
-            serde_json::from_str::<NamesInOrder>(object).unwrap().0;
-        map.into_iter().map(|(name, _)| name).collect()
-    }
-
-    /// Every member of an object as a list, duplicates kept (a map would merge them).
-    struct NamesInOrder(Vec<(String, de::IgnoredAny)>);
-
-    impl<'de> Deserialize<'de> for NamesInOrder {
-        fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-            struct Members;
-            impl<'de> Visitor<'de> for Members {
-                type Value = NamesInOrder;
-                fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                    f.write_str("an object")
-                }
-                fn visit_map<A: MapAccess<'de>>(
-                    self,
-                    mut map: A,
-                ) -> Result<NamesInOrder, A::Error> {
-                    let mut members = Vec::new();
-                    while let Some(member) = map.next_entry()? {
-                        members.push(member);
-                    }
-                    Ok(NamesInOrder(members))
-                }
-            }
-            deserializer.deserialize_map(Members)
-        }
+        let mut names = Vec::new();
+        let mut deserializer = serde_json::Deserializer::from_str(object);
+        deserializer
+            .deserialize_map(members(|name, _| names.push(name.into_owned())))
+            .unwrap();
+        names
     }
 
     #[test]
