@@ -18,17 +18,22 @@
 //! [`Fields`]: crate::Fields
 
 use std::borrow::Cow;
+use std::ops::Range;
 
 use serde::Deserializer as _;
 
 use crate::raw::members;
 
-/// Whether `body` holds text that reads as a number an `f64` changes: looked for only around a
+/// Whether `text` holds text that reads as a number an `f64` changes: looked for only around a
 /// run of 16 or more digits (an `f64` keeps every decimal of up to 15 significant digits), or,
 /// when `tiny` (a float came out as zero or subnormal), around an exponent of three digits. The
 /// text found there may sit inside a string: this only decides whether the exact check runs.
-pub(crate) fn may_hold_inexact(body: &[u8], tiny: bool) -> bool {
-    long_digit_runs(body).any(reads_inexact) || (tiny && long_exponents(body).any(reads_inexact))
+pub(crate) fn may_hold_inexact(text: &str, tiny: bool) -> bool {
+    let body = text.as_bytes();
+    // Tokens are cut at ASCII bytes, so at character boundaries: slicing the text needs no
+    // second UTF-8 check.
+    let inexact = |token: Range<usize>| text.get(token).is_some_and(reads_inexact);
+    long_digit_runs(body).any(inexact) || (tiny && long_exponents(body).any(inexact))
 }
 
 const RUN: usize = 16;
@@ -41,8 +46,8 @@ fn is_number_byte(byte: u8) -> bool {
     matches!(byte, b'0'..=b'9' | b'.' | b'e' | b'E' | b'+' | b'-')
 }
 
-/// The whole number-like token around `at`.
-fn token_around(body: &[u8], at: usize) -> &[u8] {
+/// Where the whole number-like token around `at` lies.
+fn token_around(body: &[u8], at: usize) -> Range<usize> {
     let start = body[..at]
         .iter()
         .rposition(|&byte| !is_number_byte(byte))
@@ -51,20 +56,18 @@ fn token_around(body: &[u8], at: usize) -> &[u8] {
         .iter()
         .position(|&byte| !is_number_byte(byte))
         .map_or(body.len(), |after| at + after);
-    &body[start..end]
+    start..end
 }
 
 /// Whether `token` is a number whose value an `f64` changes.
-fn reads_inexact(token: &[u8]) -> bool {
-    std::str::from_utf8(token).is_ok_and(|text| {
-        text.starts_with(|c: char| c == '-' || c.is_ascii_digit()) && exactness(text) == Some(false)
-    })
+fn reads_inexact(token: &str) -> bool {
+    token.starts_with(|c: char| c == '-' || c.is_ascii_digit()) && exactness(token) == Some(false)
 }
 
 /// The tokens around every run of [`RUN`] or more digits. Such a run covers every residue modulo
 /// [`RUN`] once, so looking at one byte in [`RUN`] finds them all; only around those is the run
 /// measured.
-fn long_digit_runs(body: &[u8]) -> impl Iterator<Item = &[u8]> {
+fn long_digit_runs(body: &[u8]) -> impl Iterator<Item = Range<usize>> {
     let mut at = RUN - 1;
     std::iter::from_fn(move || {
         while at < body.len() {
@@ -96,7 +99,7 @@ fn long_digit_runs(body: &[u8]) -> impl Iterator<Item = &[u8]> {
 }
 
 /// The tokens around every `e` or `E` after a digit and before an optional sign and three digits.
-fn long_exponents(body: &[u8]) -> impl Iterator<Item = &[u8]> {
+fn long_exponents(body: &[u8]) -> impl Iterator<Item = Range<usize>> + '_ {
     (1..body.len()).filter_map(move |at| {
         let rest = &body[at + 1..];
         let digits = match rest.first() {
@@ -173,6 +176,14 @@ fn float_is_exact(text: &str, value: f64) -> bool {
     if !value.is_finite() {
         return false;
     }
+    // ryu (serde_json's own float writer) prints the shortest decimal that reads back as the
+    // same `f64`: what a re-serialized record would carry, and what senders write. The same
+    // text is the same value, which settles most long numbers at once.
+    let mut shortest = ryu::Buffer::new();
+    let printed = shortest.format_finite(value);
+    if printed == text {
+        return true;
+    }
     // More significant digits than the shortest text of any `f64` has (17): changed.
     let Some(written) = Decimal::of(text) else {
         return false;
@@ -184,10 +195,8 @@ fn float_is_exact(text: &str, value: f64) -> bool {
     if written.len <= 15 && value.is_normal() {
         return true;
     }
-    // ryu (serde_json's own float writer) prints the shortest decimal that reads back as the
-    // same `f64`: what a re-serialized record would carry.
-    let mut shortest = ryu::Buffer::new();
-    Decimal::of(shortest.format_finite(value)).is_some_and(|printed| printed == written)
+    // Otherwise compare values: the same digits at the same place (`1.50` is `1.5`).
+    Decimal::of(printed).is_some_and(|printed| printed == written)
 }
 
 /// A decimal's value as its sign, significant digits (at most 17) and the exponent of the first
@@ -278,6 +287,9 @@ mod tests {
             "2.5e-3",
             "0.000001",
             "123456789012345",
+            // Seventeen digits: as the shortest writer prints them, and with a zero more.
+            "0.5488135039273248",
+            "0.54881350392732480",
         ] {
             assert!(is_exact(exact), "{exact}");
         }
@@ -304,24 +316,24 @@ mod tests {
 
     #[test]
     fn only_inexact_numbers_call_for_the_exact_check() {
-        assert!(may_hold_inexact(br#"{"a":18446744073709551616}"#, false));
+        assert!(may_hold_inexact(r#"{"a":18446744073709551616}"#, false));
         assert!(may_hold_inexact(
-            br#"[0.1000000000000000055511151231257827]"#,
+            r#"[0.1000000000000000055511151231257827]"#,
             false
         ));
         // Shortest float text, as any serializer writes it: exact.
         assert!(!may_hold_inexact(
-            br#"{"score":0.5488135039273248,"b":1}"#,
+            r#"{"score":0.5488135039273248,"b":1}"#,
             false
         ));
         // A long run of digits inside a date-like string is no number.
         assert!(!may_hold_inexact(
-            br#"{"id":"1234567890123456789-1"}"#,
+            r#"{"id":"1234567890123456789-1"}"#,
             false
         ));
-        assert!(may_hold_inexact(b"[1e-400]", true));
-        assert!(!may_hold_inexact(b"[1e-400]", false));
-        assert!(!may_hold_inexact(b"[0.0, 1e-300]", true));
+        assert!(may_hold_inexact("[1e-400]", true));
+        assert!(!may_hold_inexact("[1e-400]", false));
+        assert!(!may_hold_inexact("[0.0, 1e-300]", true));
     }
 
     #[test]

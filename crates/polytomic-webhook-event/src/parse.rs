@@ -79,7 +79,7 @@ pub(crate) fn parse_shared<T: DeserializeOwned>(
         Floats::Some => Some(false),
         Floats::Tiny => Some(true),
     } {
-        if may_hold_inexact(body, tiny) {
+        if may_hold_inexact(&text, tiny) {
             // Rare: a second pass that checks each record's numbers before building it.
             let cx = Context::new(config, false).checking_numbers();
             event = envelope::<T>(&text, &cx)

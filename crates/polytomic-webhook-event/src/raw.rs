@@ -380,6 +380,10 @@ fn check_object(text: &str) -> Result<(), String> {
     if let Some(kind) = kind {
         return Err(format!("invalid type: {kind}, expected a JSON object"));
     }
+    if names_differ_quick(text.as_bytes()) == Some(true) {
+        return Ok(());
+    }
+    // A name given twice, or an object the quick check leaves to this one: every name decoded.
     let mut names = Names::default();
     let mut duplicate = None;
     for_each_name(text, |name| {
@@ -394,75 +398,217 @@ fn check_object(text: &str) -> Result<(), String> {
 }
 
 /// Calls `visit` with each top-level member name of `object`, the text of one valid JSON object,
-/// decoded (borrowed unless it has escapes). A hand-written scan: the text was validated when
-/// serde_json read it, so only strings, nesting and commas need telling apart.
+/// decoded (borrowed unless it has escapes).
+///
+/// A hand-written scan that steps from member to member: the text was validated when serde_json
+/// read it, so after a name come a colon and one value, and only a value that is an object or
+/// an array needs its nesting followed. Strings, which make up most of a record, are crossed
+/// eight bytes at a time. On text that is not a valid object it stops early or visits garbage
+/// names, but never panics or loops.
 fn for_each_name<'a>(object: &'a str, mut visit: impl FnMut(Cow<'a, str>)) {
     let bytes = object.as_bytes();
-    let mut at = 1; // past the `{`
+    let mut at = skip_space(bytes, 1); // past the `{`
+    while bytes.get(at) == Some(&b'"') {
+        let (end, escaped) = string_end(bytes, at + 1);
+        let (Some(name), Some(quoted)) = (object.get(at + 1..end), object.get(at..=end)) else {
+            return;
+        };
+        visit(if escaped {
+            // Escapes are rare in names: serde_json decodes them.
+            Cow::Owned(serde_json::from_str(quoted).unwrap_or_default())
+        } else {
+            Cow::Borrowed(name)
+        });
+        // The colon, then the value.
+        at = skip_space(bytes, skip_space(bytes, end + 1) + 1);
+        at = skip_space(bytes, value_end(bytes, at));
+        if bytes.get(at) != Some(&b',') {
+            return;
+        }
+        at = skip_space(bytes, at + 1);
+    }
+}
+
+/// How many names [`names_differ_quick`] keeps track of.
+const QUICK_NAMES: usize = 16;
+
+/// Whether the top-level member names of `object` (the text of one valid JSON object) all
+/// differ, told cheaply for the objects real records are: `None` when it cannot be told this
+/// way (a name with escapes, more than [`QUICK_NAMES`] names, a name within eight bytes of the
+/// end), `Some(false)` when two names may be the same.
+///
+/// Each name is read as the string scan reads it, eight bytes at a time; the first eight bytes
+/// and the length pick one bit of a 64-bit filter, and only a name whose bit is already set is
+/// compared with the names before it.
+fn names_differ_quick(object: &[u8]) -> Option<bool> {
+    let mut seen = [(0_usize, 0_usize); QUICK_NAMES];
+    let mut count = 0;
+    let mut filter = 0_u64;
+    let mut at = skip_space(object, 1); // past the `{`
+    while object.get(at) == Some(&b'"') {
+        if count == QUICK_NAMES {
+            return None;
+        }
+        let start = at + 1;
+        let word = u64::from_le_bytes(*object.get(start..)?.first_chunk::<8>()?);
+        let found = bytes_equal_to(word, b'"') | bytes_equal_to(word, b'\\');
+        let (end, head) = if found == 0 {
+            (quote_or_backslash(object, start + 8), word)
+        } else {
+            let len = found.trailing_zeros() / 8;
+            (start + len as usize, word & ((1 << (8 * len)) - 1))
+        };
+        if object.get(end) != Some(&b'"') {
+            return None; // an escape
+        }
+        let key = head ^ (end - start) as u64;
+        // Fibonacci hashing: the top six bits of the product depend on every bit of the key.
+        let bit = 1 << (key.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 58);
+        if filter & bit != 0 {
+            let name = &object[start..end];
+            if seen[..count].iter().any(|&(s, e)| &object[s..e] == name) {
+                return Some(false);
+            }
+        }
+        filter |= bit;
+        seen[count] = (start, end);
+        count += 1;
+        // The colon, then the value; in the compact JSON senders write, no space around them.
+        at = end + 1;
+        if object.get(at) != Some(&b':') {
+            at = skip_space(object, at);
+        }
+        at = value_end(object, skip_space(object, at + 1));
+        if object.get(at) != Some(&b',') {
+            at = skip_space(object, at);
+            if object.get(at) != Some(&b',') {
+                return Some(true);
+            }
+        }
+        at = skip_space(object, at + 1);
+    }
+    Some(true)
+}
+
+/// The index of the first byte at or after `at` that is not JSON whitespace. Outside strings,
+/// valid JSON has no other bytes at or below a space.
+#[inline(always)]
+fn skip_space(bytes: &[u8], mut at: usize) -> usize {
+    while bytes.get(at).is_some_and(|&byte| byte <= b' ') {
+        at += 1;
+    }
+    at
+}
+
+/// The index just past the valid JSON value that starts at `at`.
+#[inline(always)]
+fn value_end(bytes: &[u8], at: usize) -> usize {
+    match bytes.get(at) {
+        Some(b'"') => string_end(bytes, at + 1).0 + 1,
+        Some(b'{' | b'[') => nested_end(bytes, at),
+        // A number, `true`, `false` or `null`: it ends where the member does.
+        _ => scalar_end(bytes, at),
+    }
+}
+
+/// The index of the first `,`, `}` or whitespace at or after `at`: the end of a number, `true`,
+/// `false` or `null` that is a member's value (in an array, [`nested_end`] crosses it).
+#[inline(always)]
+fn scalar_end(bytes: &[u8], mut at: usize) -> usize {
+    while let Some(chunk) = bytes.get(at..).and_then(<[u8]>::first_chunk::<8>) {
+        let word = u64::from_le_bytes(*chunk);
+        let found =
+            bytes_equal_to(word, b',') | bytes_equal_to(word, b'}') | bytes_below(word, b' ' + 1);
+        if found != 0 {
+            return at + (found.trailing_zeros() / 8) as usize;
+        }
+        at += 8;
+    }
+    while bytes
+        .get(at)
+        .is_some_and(|&byte| !matches!(byte, b',' | b'}' | 0..=b' '))
+    {
+        at += 1;
+    }
+    at
+}
+
+/// The index just past the object or array that opens at `at`.
+fn nested_end(bytes: &[u8], mut at: usize) -> usize {
     let mut depth = 0_usize;
-    let mut expect_name = true;
     while let Some(&byte) = bytes.get(at) {
         match byte {
-            b'"' => {
-                let (end, escaped) = string_end(bytes, at + 1);
-                if depth == 0 && expect_name {
-                    let quoted = &object[at..=end.min(object.len() - 1)];
-                    visit(if escaped {
-                        // Escapes are rare in names: serde_json decodes them.
-                        Cow::Owned(serde_json::from_str(quoted).unwrap_or_default())
-                    } else {
-                        Cow::Borrowed(&object[at + 1..end])
-                    });
-                    expect_name = false;
-                }
-                at = end + 1;
-            }
-            b'{' | b'[' => {
-                depth += 1;
-                at += 1;
-            }
+            b'"' => at = string_end(bytes, at + 1).0,
+            b'{' | b'[' => depth += 1,
             b'}' | b']' => {
+                depth = depth.saturating_sub(1);
                 if depth == 0 {
-                    return;
+                    return at + 1;
                 }
-                depth -= 1;
-                at += 1;
             }
-            b',' => {
-                expect_name |= depth == 0;
-                at += 1;
+            _ => {}
+        }
+        at += 1;
+    }
+    bytes.len()
+}
+
+/// The index of the quote that closes the string whose text starts at `at` (the length of
+/// `bytes` if none does), and whether the string has escapes.
+#[inline(always)]
+fn string_end(bytes: &[u8], mut at: usize) -> (usize, bool) {
+    let mut escaped = false;
+    loop {
+        at = quote_or_backslash(bytes, at);
+        match bytes.get(at) {
+            Some(b'"') => return (at, escaped),
+            Some(_) => {
+                // A backslash: the character it escapes cannot close the string.
+                escaped = true;
+                at += 2;
             }
-            _ => at += 1,
+            None => return (bytes.len(), escaped),
         }
     }
 }
 
-/// The index of the quote that closes the string whose text starts at `at`, and whether the
-/// string has escapes.
-fn string_end(bytes: &[u8], mut at: usize) -> (usize, bool) {
-    // Most strings in a record are short: look at their bytes directly before paying for a
-    // vectorised search.
-    let short = bytes.len().min(at + 24);
-    while at < short {
-        match bytes[at] {
-            b'"' => return (at, false),
-            b'\\' => break,
-            _ => at += 1,
+/// The index of the first `"` or `\\` at or after `at` (the length of `bytes` if none), eight
+/// bytes at a time while they last.
+#[inline(always)]
+fn quote_or_backslash(bytes: &[u8], mut at: usize) -> usize {
+    while let Some(chunk) = bytes.get(at..).and_then(<[u8]>::first_chunk::<8>) {
+        let word = u64::from_le_bytes(*chunk);
+        let found = bytes_equal_to(word, b'"') | bytes_equal_to(word, b'\\');
+        if found != 0 {
+            return at + (found.trailing_zeros() / 8) as usize;
         }
+        at += 8;
     }
-    let mut escaped = false;
-    while let Some(found) = bytes
-        .get(at..)
-        .and_then(|rest| memchr::memchr2(b'"', b'\\', rest))
+    while bytes
+        .get(at)
+        .is_some_and(|&byte| byte != b'"' && byte != b'\\')
     {
-        at += found;
-        if bytes[at] == b'"' {
-            return (at, escaped);
-        }
-        escaped = true;
-        at += 2;
+        at += 1;
     }
-    (bytes.len(), escaped)
+    at.min(bytes.len())
+}
+
+const ONES: u64 = u64::from_le_bytes([0x01; 8]);
+const HIGHS: u64 = u64::from_le_bytes([0x80; 8]);
+
+/// A word with the high bit set in the lowest byte of `word` equal to `byte`, if any. Bits
+/// above it may be set too (the borrow of the subtraction runs upwards), never below it, so
+/// only the lowest set bit is to be trusted.
+#[inline]
+const fn bytes_equal_to(word: u64, byte: u8) -> u64 {
+    bytes_below(word ^ (ONES * byte as u64), 1)
+}
+
+/// A word with the high bit set in the lowest byte of `word` below `limit` (at most 128), if
+/// any; as with [`bytes_equal_to`], only the lowest set bit is to be trusted.
+#[inline]
+const fn bytes_below(word: u64, limit: u8) -> u64 {
+    word.wrapping_sub(ONES * limit as u64) & !word & HIGHS
 }
 
 /// The error message of a repeated member name; [`duplicate_name`] reads the name back.
@@ -542,13 +688,14 @@ impl<'de> Visitor<'de> for NameSeed {
 
 /// The member names of one object seen so far, to refuse a name given twice.
 ///
-/// Small objects (every real record) are checked on the stack, name by name, comparing a
-/// fingerprint (length and first bytes) before the text; past [`Names::INLINE`] names, or once
-/// a name had escapes, they are collected and sorted once at the end, so a hostile object of a
-/// million names costs `n log n`, not `n²`.
+/// Small objects (every real record) are checked on the stack: a 64-bit filter, one bit per
+/// name picked by a hash of its length and three of its bytes, says whether a name may have
+/// been seen; only then is it compared with the earlier names. Past [`Names::INLINE`] names,
+/// or once a name had escapes, they are collected and sorted once at the end, so a hostile
+/// object of a million names costs `n log n`, not `n²`.
 #[derive(Default)]
 pub(crate) struct Names<'a> {
-    prints: [u64; Names::INLINE],
+    filter: u64,
     inline: [&'a str; Names::INLINE],
     len: usize,
     spilled: Vec<Cow<'a, str>>,
@@ -556,35 +703,43 @@ pub(crate) struct Names<'a> {
 
 impl<'a> Names<'a> {
     const INLINE: usize = 16;
+    /// The value of `len` once the names are collected in `spilled`.
+    const SPILLED: usize = usize::MAX;
 
     /// Adds `name`; `Err(name)` when it was already there (known at once only for small objects;
     /// [`finish`](Self::finish) tells for the others).
+    #[inline]
     pub(crate) fn insert(&mut self, name: Cow<'a, str>) -> Result<(), Cow<'a, str>> {
         match name {
-            Cow::Borrowed(text) if self.spilled.is_empty() && self.len < Self::INLINE => {
-                let print = fingerprint(text);
-                let seen =
-                    (0..self.len).any(|at| self.prints[at] == print && self.inline[at] == text);
-                if seen {
+            Cow::Borrowed(text) if self.len < Self::INLINE => {
+                let bit = filter_bit(text);
+                if self.filter & bit != 0 && self.inline[..self.len].contains(&text) {
                     return Err(name);
                 }
-                self.prints[self.len] = print;
+                self.filter |= bit;
                 self.inline[self.len] = text;
                 self.len += 1;
                 Ok(())
             }
             name => {
-                if self.spilled.is_empty() {
-                    self.spilled.extend(
-                        self.inline[..self.len]
-                            .iter()
-                            .map(|text| Cow::Borrowed(*text)),
-                    );
-                }
-                self.spilled.push(name);
+                self.spill(name);
                 Ok(())
             }
         }
+    }
+
+    /// Collects `name` to be checked at the end, with the names kept so far.
+    #[cold]
+    fn spill(&mut self, name: Cow<'a, str>) {
+        if self.len != Self::SPILLED {
+            self.spilled.extend(
+                self.inline[..self.len]
+                    .iter()
+                    .map(|text| Cow::Borrowed(*text)),
+            );
+            self.len = Self::SPILLED;
+        }
+        self.spilled.push(name);
     }
 
     /// `Err(name)` for a name given twice among the collected names.
@@ -597,16 +752,18 @@ impl<'a> Names<'a> {
     }
 }
 
-/// The length and first eight bytes of a name, in one word.
-fn fingerprint(name: &str) -> u64 {
+/// The filter bit of `name`: equal names always share it; different ones rarely do.
+#[inline]
+fn filter_bit(name: &str) -> u64 {
     let bytes = name.as_bytes();
-    let head = match bytes.first_chunk::<8>() {
-        Some(head) => u64::from_le_bytes(*head),
-        None => bytes
-            .iter()
-            .fold(0, |acc, &byte| acc << 8 | u64::from(byte)),
+    let len = bytes.len();
+    let (first, middle, last) = match bytes {
+        [] => (0, 0, 0),
+        [first, ..] => (*first, bytes[len / 2], bytes[len - 1]),
     };
-    head ^ (bytes.len() as u64).rotate_left(56)
+    let key = u64::from_le_bytes([first, middle, last, 0, 0, 0, 0, 0]) ^ ((len as u64) << 24);
+    // Fibonacci hashing: the top six bits of the product mix every bit of the key.
+    1 << (key.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 58)
 }
 
 #[cfg(test)]
@@ -620,10 +777,13 @@ mod tests {
         assert_eq!(names.insert("a".into()), Err(Cow::Borrowed("a")));
         let mut names = Names::default();
         assert!(names.insert("abcdefgh-1".into()).is_ok());
+        assert_eq!(filter_bit("axxb"), filter_bit("ayxb"));
+        assert!(names.insert("axxb".into()).is_ok());
         assert!(
-            names.insert("abcdefgh-2".into()).is_ok(),
-            "same fingerprint, other name"
+            names.insert("ayxb".into()).is_ok(),
+            "same filter bit, other name"
         );
+        assert_eq!(names.insert("ayxb".into()), Err(Cow::Borrowed("ayxb")));
         assert!(names.insert(Cow::Owned("x".to_owned())).is_ok());
         assert!(
             names.insert("abcdefgh-1".into()).is_ok(),
@@ -641,6 +801,216 @@ mod tests {
             "large objects are checked at the end"
         );
         assert_eq!(names.finish(), Err(Cow::Borrowed("n7")));
+    }
+
+    /// The names `for_each_name` visits, in order.
+    fn names_of(object: &str) -> Vec<String> {
+        let mut names = Vec::new();
+        for_each_name(object, |name| names.push(name.into_owned()));
+        names
+    }
+
+    /// What serde_json reads as the object's top-level names, in order: the reference.
+    fn reference_names(object: &str) -> Vec<String> {
+        let mut names = Vec::new();
+        let mut deserializer = serde_json::Deserializer::from_str(object);
+        deserializer
+            .deserialize_map(members(|name, _| names.push(name.into_owned())))
+            .unwrap();
+        names
+    }
+
+    #[test]
+    fn the_scan_reads_only_top_level_names_whatever_the_values_hold() {
+        let cases: &[(&str, &[&str])] = &[
+            ("{}", &[]),
+            (" { \n\t } ".trim(), &[]),
+            (r#"{"a":1}"#, &["a"]),
+            // Values that look like members, in strings and in nesting.
+            (
+                r#"{"a":"x\",\"b\":1","c":{"b":[1,{"d":"}"}],"e":"]"},"f":[]}"#,
+                &["a", "c", "f"],
+            ),
+            // Whitespace everywhere the grammar allows it.
+            (
+                "{ \"a\" :\n1 , \"b\"\t: [ 1 , 2 ] ,\r\n\"c\": null }",
+                &["a", "b", "c"],
+            ),
+            // Escaped quotes and backslashes in names, before and after an eight-byte boundary.
+            (
+                r#"{"\"":1,"abcdefg\"":2,"abcdefgh\\":3,"\\\\\"x":4}"#,
+                &["\"", "abcdefg\"", "abcdefgh\\", "\\\\\"x"],
+            ),
+            // A `\u` escape is read as the character it stands for.
+            (
+                r#"{"\u0061":1,"caf\u00e9":true,"\ud83d\ude00":false}"#,
+                &["a", "café", "😀"],
+            ),
+            // Non-ASCII text, numbers of every form, literals.
+            (
+                r#"{"é":-1.5e+10,"ñ":0,"x":true,"y":false,"z":null,"long name of many bytes":1E-7}"#,
+                &["é", "ñ", "x", "y", "z", "long name of many bytes"],
+            ),
+        ];
+        for (object, expected) in cases {
+            assert_eq!(names_of(object), *expected, "{object}");
+            assert_eq!(reference_names(object), *expected, "{object}");
+        }
+    }
+
+    #[test]
+    fn the_quick_check_decides_only_what_it_can() {
+        let quick = |object: &str| names_differ_quick(object.as_bytes());
+        // Names shorter than, as long as and longer than the eight bytes read at once; two
+        // that share those eight bytes and their length differ only after them.
+        let distinct = r#"{"z":"5","id":1,"abcdefgh":2,"abcdefgh-one":[3],"abcdefgh-two":{"x":4}}"#;
+        assert_eq!(quick(distinct), Some(true));
+        assert_eq!(check_object(distinct), Ok(()));
+        for twice in [
+            r#"{"id":1,"email":"a","id":2,"tail":0}"#,
+            r#"{"abcdefgh-one":1,"abcdefgh-one":2,"tail":0}"#,
+        ] {
+            assert_eq!(quick(twice), Some(false), "{twice}");
+            assert!(check_object(twice).is_err(), "{twice}");
+        }
+        // Left to the full check: escapes, many names, a name too near the end.
+        let escaped = r#"{"a":1,"\u0062":2,"tail":0}"#;
+        let many: String = (0..=QUICK_NAMES)
+            .map(|i| format!(r#""n{i}":{i},"#))
+            .collect();
+        let many = format!("{{{many}\"tail\":0}}");
+        for object in [escaped, &many, r#"{"a":1}"#] {
+            assert_eq!(quick(object), None, "{object}");
+            assert_eq!(check_object(object), Ok(()), "{object}");
+        }
+    }
+
+    #[test]
+    fn deep_nesting_is_crossed_without_recursion() {
+        let depth = 100_000;
+        let object = format!(
+            r#"{{"a":{}1{},"b":2}}"#,
+            "[".repeat(depth),
+            "]".repeat(depth)
+        );
+        assert_eq!(names_of(&object), ["a", "b"]);
+        let object = format!(
+            r#"{{"a":{}1{},"a":2}}"#,
+            r#"{"a":"#.repeat(depth),
+            "}".repeat(depth)
+        );
+        assert_eq!(names_of(&object), ["a", "a"]);
+        assert!(check_object(&object).is_err());
+    }
+
+    #[test]
+    fn the_scan_never_panics_on_text_that_is_not_a_valid_object() {
+        for text in [
+            "{",
+            "{\"",
+            "{\"a",
+            "{\"a\\",
+            "{\"a\"",
+            "{\"a\":",
+            "{\"a\":\"",
+            "{\"a\":[",
+            "{\"a\":1,",
+            "{\"a\":1,\"",
+            "{\"abcdefghijk",
+            "{\"a\":{\"b\":\"c\\\"}",
+            "{\"é\\",
+            "{ ",
+        ] {
+            let _ = names_of(text);
+            let _ = check_object(text);
+        }
+    }
+
+    mod properties {
+        use std::collections::HashSet;
+        use std::fmt::Write as _;
+
+        use proptest::prelude::*;
+
+        use super::*;
+
+        /// A string from a small alphabet (so that names repeat), as `(decoded, JSON text)`:
+        /// each character written as itself (escaped where JSON requires it) or as `\u` escapes.
+        fn string() -> impl Strategy<Value = (String, String)> {
+            let chars = prop::sample::select(vec!['a', 'b', '"', '\\', '\n', ' ', 'é', '😀']);
+            prop::collection::vec((chars, any::<bool>()), 0..5).prop_map(|chars| {
+                let mut decoded = String::new();
+                let mut text = String::from('"');
+                for (c, as_unicode) in chars {
+                    decoded.push(c);
+                    if as_unicode {
+                        for unit in c.encode_utf16(&mut [0; 2]) {
+                            let _ = write!(text, "\\u{unit:04x}");
+                        }
+                    } else {
+                        match c {
+                            '"' => text.push_str("\\\""),
+                            '\\' => text.push_str("\\\\"),
+                            '\n' => text.push_str("\\n"),
+                            c => text.push(c),
+                        }
+                    }
+                }
+                text.push('"');
+                (decoded, text)
+            })
+        }
+
+        /// Any JSON value as text, nested objects and arrays included.
+        fn value() -> impl Strategy<Value = String> {
+            let leaf = prop_oneof![
+                Just("null".to_owned()),
+                any::<bool>().prop_map(|b| b.to_string()),
+                any::<i64>().prop_map(|n| n.to_string()),
+                any::<f64>()
+                    .prop_filter("finite", |f| f.is_finite())
+                    .prop_map(|f| format!("{f:e}")),
+                string().prop_map(|(_, text)| text),
+            ];
+            leaf.prop_recursive(4, 32, 5, |inner| {
+                prop_oneof![
+                    prop::collection::vec(inner.clone(), 0..4)
+                        .prop_map(|items| format!("[{}]", items.join(" ,"))),
+                    prop::collection::vec((string(), inner), 0..4).prop_map(|members| {
+                        let members: Vec<String> = members
+                            .into_iter()
+                            .map(|((_, name), value)| format!("{name}:{value}"))
+                            .collect();
+                        format!("{{{}}}", members.join(","))
+                    }),
+                ]
+            })
+        }
+
+        proptest! {
+            /// The scan reads the names serde_json reads, and refuses exactly the objects that
+            /// repeat a name once decoded.
+            #[test]
+            fn the_scan_agrees_with_serde_json(
+                members in prop::collection::vec((string(), value()), 0..12),
+                space in prop::sample::select(vec!["", " ", " \n\t\r "]),
+            ) {
+                let mut text = format!("{{{space}");
+                for (index, ((_, name), value)) in members.iter().enumerate() {
+                    if index > 0 {
+                        let _ = write!(text, "{space},{space}");
+                    }
+                    let _ = write!(text, "{name}{space}:{space}{value}");
+                }
+                let _ = write!(text, "{space}}}");
+                let expected: Vec<String> =
+                    members.iter().map(|((decoded, _), _)| decoded.clone()).collect();
+                prop_assert_eq!(&reference_names(&text), &expected, "the generator: {}", text);
+                prop_assert_eq!(&names_of(&text), &expected, "{}", text);
+                let unique = expected.iter().collect::<HashSet<_>>().len() == expected.len();
+                prop_assert_eq!(check_object(&text).is_ok(), unique, "{}", text);
+            }
+        }
     }
 
     #[test]

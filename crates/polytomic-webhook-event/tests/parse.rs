@@ -710,6 +710,13 @@ async fn duplicate_names_are_refused() {
             envelope(r#"[{"hash":"h","fields":{"a":1,"\u0061":2}}]"#),
             "object.records[0].fields.a",
         ),
+        // Names past the eight bytes the quick check reads at once, alike in those eight.
+        (
+            envelope(
+                r#"[{"hash":"h","fields":{"abcdefgh-one":1,"abcdefgh-two":[2],"abcdefgh-one":"3","tail":0}}]"#,
+            ),
+            "object.records[0].fields.abcdefgh-one",
+        ),
         (
             format!(
                 r#"{{"event":"sync.records","object":{{"id":"{SYNC_ID}","name":"n","records":[],"metadata":{{"team":"a","team":"b"}}}}}}"#
