@@ -5,6 +5,8 @@
 //! polytomic-webhook serve --secret s3cret --out batches.jsonl
 //! polytomic-webhook send --url http://127.0.0.1:8080/webhooks/polytomic --secret s3cret contacts.csv
 //! polytomic-webhook sample
+//! polytomic-webhook serve --secret s3cret --sink sqlite:records.db --key-field id
+//! polytomic-webhook dump --sink sqlite:records.db
 //! ```
 //!
 //! Exit status: 0 when everything was accepted, 1 when a batch was refused or could not be
@@ -16,6 +18,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod dump;
 mod input;
 mod sample;
 mod send;
@@ -58,11 +61,14 @@ fn batches(batches: u64, records: u64) -> String {
     long_about = "Send records to a webhook as Polytomic does, or receive Polytomic deliveries.\n\n\
         `send` batches JSON Lines or CSV records into gzipped `sync.records` deliveries with a \
         bearer secret and a fresh timestamp; `serve` is a ready receiver that writes each \
-        accepted batch as one JSON line; `sample` prints a delivery and a curl command.",
+        accepted batch as one JSON line, or stores each record once per change with --sink; \
+        `dump` prints what a sink holds; `sample` prints a delivery and a curl command.",
     after_help = "Examples:\n  \
         polytomic-webhook serve --secret s3cret --out batches.jsonl\n  \
         polytomic-webhook send --url http://127.0.0.1:8080/webhooks/polytomic --secret s3cret contacts.csv\n  \
-        polytomic-webhook sample --url https://example.com/webhooks/polytomic\n\n\
+        polytomic-webhook sample --url https://example.com/webhooks/polytomic\n  \
+        polytomic-webhook serve --secret s3cret --sink sqlite:records.db --key-field id\n  \
+        polytomic-webhook dump --sink sqlite:records.db\n\n\
         Exit status: 0 all accepted; 1 a batch was refused or not delivered; 2 bad arguments or input."
 )]
 struct Cli {
@@ -75,6 +81,7 @@ enum Command {
     Send(send::SendArgs),
     Serve(serve::ServeArgs),
     Sample(sample::SampleArgs),
+    Dump(dump::DumpArgs),
 }
 
 fn main() -> ExitCode {
@@ -97,6 +104,7 @@ fn main() -> ExitCode {
             Command::Send(args) => send::run(args).await,
             Command::Serve(args) => serve::run(args).await,
             Command::Sample(args) => sample::run(&args),
+            Command::Dump(args) => dump::run(args).await,
         }
     })
 }

@@ -52,15 +52,19 @@ use serde::{Serialize, Serializer};
 use serde_json::value::RawValue;
 
 mod memory;
+#[cfg(feature = "redis")]
+mod redis;
 mod service;
 #[cfg(feature = "sqlite")]
 mod sqlite;
 mod url;
 
 pub use memory::MemorySink;
+#[cfg(feature = "redis")]
+pub use redis::{DEFAULT_STREAM, RedisSink};
 pub use service::{SinkUnavailable, StoreAck, StoreService, store};
 #[cfg(feature = "sqlite")]
-pub use sqlite::{Durability, SqliteSink};
+pub use sqlite::SqliteSink;
 pub use url::{SinkUrl, SinkUrlError};
 
 /// The future a [`Sink`] method returns: boxed, so that sinks can be chosen at run time
@@ -129,6 +133,20 @@ impl fmt::Debug for SinkError {
 }
 
 impl std::error::Error for SinkError {}
+
+/// When a stored batch is on disk for good (what `SqliteSink` promises; Redis's own
+/// persistence settings decide for Redis).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Durability {
+    /// A batch acknowledged survives the process crashing or being killed; the last batches
+    /// before a power loss or an operating-system crash may be lost (the file stays
+    /// consistent). SQLite: WAL with `synchronous=NORMAL`, no fsync per batch.
+    #[default]
+    Process,
+    /// Each batch is on disk before it is acknowledged, so it survives a power loss too, at
+    /// the cost of one fsync per batch. SQLite: WAL with `synchronous=FULL`.
+    PowerLoss,
+}
 
 /// How a record's identity is found: by a key field, or by its hash.
 ///

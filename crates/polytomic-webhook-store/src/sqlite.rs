@@ -7,7 +7,7 @@ use std::time::Duration;
 use polytomic_webhook_event::SyncRecords;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
-use crate::{Identity, Sink, SinkError, SinkFuture, Stored, StoredRecord};
+use crate::{Durability, Identity, Sink, SinkError, SinkFuture, Stored, StoredRecord};
 
 /// How long a write waits for another connection (a `dump` reading, say) to finish.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -28,19 +28,6 @@ const SCHEMA: &str = "
         fields    TEXT NOT NULL
     );
 ";
-
-/// When a stored batch is on disk for good.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum Durability {
-    /// `synchronous=NORMAL`: a committed batch survives the process crashing or being killed;
-    /// the last batches before a power loss or an operating-system crash may be lost (the
-    /// file stays consistent). No fsync per batch.
-    #[default]
-    Process,
-    /// `synchronous=FULL`: each batch is fsynced before it is acknowledged, so it survives a
-    /// power loss too, at the cost of one fsync per batch.
-    PowerLoss,
-}
 
 /// Batches kept in one SQLite file, the embedded default.
 ///

@@ -20,7 +20,8 @@ pub fn fresh_sync_id() -> SyncId {
     let nanos = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |elapsed| elapsed.as_nanos() & u128::from(u64::MAX));
-    let unique = u64::try_from(nanos).unwrap_or_default() ^ NEXT.fetch_add(1, Ordering::Relaxed).rotate_left(40);
+    let unique = u64::try_from(nanos).unwrap_or_default()
+        ^ NEXT.fetch_add(1, Ordering::Relaxed).rotate_left(40);
     SyncId::parse(format!(
         "{:08x}-0000-4000-8000-{:012x}",
         std::process::id(),

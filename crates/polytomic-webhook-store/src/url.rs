@@ -3,6 +3,9 @@
 use std::fmt;
 use std::path::PathBuf;
 use std::str::FromStr;
+use std::sync::Arc;
+
+use crate::{Durability, Identity, Sink, SinkError};
 
 /// A sink's location, as given on a command line.
 ///
@@ -76,6 +79,38 @@ impl FromStr for SinkUrl {
         Err(SinkUrlError(
             "expected sqlite:PATH or redis://HOST:PORT[/DB][?stream=NAME]",
         ))
+    }
+}
+
+impl SinkUrl {
+    /// Opens the sink: creates the SQLite file if needed (with `durability`), or connects to
+    /// Redis. An error names what failed, never the URL (it may hold a password).
+    pub async fn open(
+        &self,
+        identity: Identity,
+        durability: Durability,
+    ) -> Result<Arc<dyn Sink>, SinkError> {
+        match self {
+            #[cfg(feature = "sqlite")]
+            Self::Sqlite(path) => Ok(Arc::new(
+                crate::SqliteSink::open(path, identity, durability).await?,
+            )),
+            #[cfg(feature = "redis")]
+            Self::Redis { url, stream } => {
+                let _ = durability; // Redis's own persistence settings decide.
+                let stream = stream.as_deref().unwrap_or(crate::DEFAULT_STREAM);
+                Ok(Arc::new(
+                    crate::RedisSink::connect(url, stream, identity, None).await?,
+                ))
+            }
+            #[allow(unreachable_patterns)] // Reachable only with a sink feature off.
+            _ => {
+                let _ = (identity, durability);
+                Err(SinkError::new(
+                    "this build has no support for that kind of sink (a cargo feature is off)",
+                ))
+            }
+        }
     }
 }
 
