@@ -39,7 +39,6 @@
 //! ```
 
 #![forbid(unsafe_code)]
-#![cfg_attr(docsrs, feature(doc_auto_cfg))]
 
 use std::fmt;
 use std::future::Future;

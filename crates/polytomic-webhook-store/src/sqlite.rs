@@ -266,6 +266,29 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread")]
+    async fn the_file_is_wal_and_durability_picks_the_synchronous_setting() {
+        let dir = scratch("pragmas");
+        for (durability, expected) in [(Durability::Process, 1), (Durability::PowerLoss, 2)] {
+            let path = dir.join(format!("{durability:?}.db"));
+            let sink = SqliteSink::open(&path, Identity::hash(), durability)
+                .await
+                .unwrap();
+            let connection = sink.connection.lock().unwrap();
+            let pragma = |name: &str| -> String {
+                connection
+                    .query_row(&format!("PRAGMA {name}"), [], |row| {
+                        row.get::<_, rusqlite::types::Value>(0)
+                    })
+                    .map(|value| format!("{value:?}"))
+                    .unwrap()
+            };
+            assert_eq!(pragma("journal_mode"), r#"Text("wal")"#);
+            // 1 is NORMAL, 2 is FULL.
+            assert_eq!(pragma("synchronous"), format!("Integer({expected})"));
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
     async fn the_state_survives_reopening_the_file() {
         let path = scratch("reopen").join("records.db");
         let sync = fresh_sync_id();
