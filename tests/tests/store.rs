@@ -350,3 +350,36 @@ async fn redis_hash_identities_expire_after_the_ttl_and_keys_do_not() {
     assert_eq!(by_hash.store(&hashed).await.unwrap().stored, 1);
     assert_eq!(by_id.store(&keyed).await.unwrap().unchanged, 1);
 }
+
+#[tokio::test]
+async fn a_redis_script_that_fails_leaves_nothing_of_the_batch() {
+    use polytomic_webhook_store::Sink as _;
+    use polytomic_webhook_store::testing::{batch, fresh_sync_id};
+
+    let Some(redis) = RedisServer::start("a_redis_script_that_fails") else {
+        return;
+    };
+    let sink = RedisSink::connect(&redis.url(), "broken", Identity::key_field("id"), None)
+        .await
+        .unwrap();
+    let sync = fresh_sync_id();
+    // The sync's last-hash key holds a string, so the script's read of it fails, after the
+    // first record (identified by its hash) was found new.
+    let client = std::net::TcpStream::connect(redis.url().trim_start_matches("redis://")).unwrap();
+    let command = format!("SET broken:{{{sync}}}:last oops\r\n");
+    std::io::Write::write_all(&mut &client, command.as_bytes()).unwrap();
+    let mut answer = [0; 5];
+    std::io::Read::read_exact(&mut &client, &mut answer).unwrap();
+    assert_eq!(&answer, b"+OK\r\n");
+
+    let doomed = batch(&sync, &[("h1", r#"{"n":1}"#), ("h2", r#"{"id":2}"#)]);
+    let error = sink.store(&doomed).await.unwrap_err();
+    assert!(
+        !error.to_string().contains(r#""n""#),
+        "no record value: {error}"
+    );
+    assert!(
+        sink.records().await.unwrap().is_empty(),
+        "the first record was kept"
+    );
+}
