@@ -114,6 +114,7 @@ impl SinkError {
     }
 
     /// `what` failed because of `cause`.
+    #[cfg_attr(not(any(feature = "sqlite", feature = "redis")), allow(dead_code))]
     pub(crate) fn from_cause(what: &str, cause: impl fmt::Display) -> Self {
         Self::new(format_args!("{what}: {cause}"))
     }
