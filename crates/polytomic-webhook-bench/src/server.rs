@@ -284,13 +284,17 @@ async fn client_loop(
 mod tests {
     use super::*;
 
-    #[test]
-    fn both_servers_answer_every_request_with_the_record_count() {
-        let runtime = tokio::runtime::Builder::new_current_thread()
+    fn block_on<F: Future>(future: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
-            .unwrap();
-        runtime.block_on(async {
+            .unwrap()
+            .block_on(future)
+    }
+
+    #[test]
+    fn both_servers_answer_every_request_with_the_record_count() {
+        block_on(async {
             let payload = Payload::generate(5);
             for server in Server::ALL {
                 let address = start(server).await.unwrap();
@@ -305,11 +309,7 @@ mod tests {
     fn a_sink_server_stores_every_distinct_batch() {
         use polytomic_webhook_store::{Identity, MemorySink};
 
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        runtime.block_on(async {
+        block_on(async {
             let payload = Payload::generate(5);
             let bodies = payload.from_syncs(0, CONNECTIONS + 3);
             let sink = Arc::new(MemorySink::new(Identity::hash()));

@@ -582,17 +582,7 @@ fn server_section(out: &mut Out, cores: usize, options: &Options) -> Result<(), 
             let merged: Vec<Load> = loads.iter().map(|runs| Load::merge(runs)).collect();
             let hand_written = merged[1].requests_per_second();
             for (server, load) in Server::ALL.into_iter().zip(&merged) {
-                line(
-                    out,
-                    &format!(
-                        "| {records} | {server} | {} | {:.0} | {:.2} | {:.2} | {:.3} |",
-                        load.latencies.len(),
-                        load.requests_per_second(),
-                        load.latency(0.5).as_secs_f64() * 1e3,
-                        load.latency(0.99).as_secs_f64() * 1e3,
-                        load.requests_per_second() / hand_written,
-                    ),
-                );
+                server_row(out, records, server.name(), load, hand_written);
             }
         }
         Ok::<(), String>(())
@@ -602,6 +592,22 @@ fn server_section(out: &mut Out, cores: usize, options: &Options) -> Result<(), 
         "\nTarget: the receiver route ≥ 0.9× the hand-written handler's requests/s.\n",
     );
     Ok(())
+}
+
+/// One row of a throughput table: requests, requests/s, p50 and p99 latency, and the ratio of
+/// requests/s to `base`.
+fn server_row(out: &mut Out, records: usize, name: &str, load: &Load, base: f64) {
+    line(
+        out,
+        &format!(
+            "| {records} | {name} | {} | {:.0} | {:.2} | {:.2} | {:.3} |",
+            load.latencies.len(),
+            load.requests_per_second(),
+            load.latency(0.5).as_secs_f64() * 1e3,
+            load.latency(0.99).as_secs_f64() * 1e3,
+            load.requests_per_second() / base,
+        ),
+    );
 }
 
 /// `serve --sink` at 100-record batches, SQLite and Redis, against the receiver without a sink,
@@ -681,17 +687,7 @@ fn sink_section(out: &mut Out, cores: usize, options: &Options) -> Result<(), St
         let merged: Vec<Load> = loads.iter().map(|runs| Load::merge(runs)).collect();
         let without = merged[0].requests_per_second();
         for ((name, _), load) in servers.iter().zip(&merged) {
-            line(
-                out,
-                &format!(
-                    "| {RECORDS} | {name} | {} | {:.0} | {:.2} | {:.2} | {:.3} |",
-                    load.latencies.len(),
-                    load.requests_per_second(),
-                    load.latency(0.5).as_secs_f64() * 1e3,
-                    load.latency(0.99).as_secs_f64() * 1e3,
-                    load.requests_per_second() / without,
-                ),
-            );
+            server_row(out, RECORDS, name, load, without);
         }
         Ok::<(), String>(())
     });
