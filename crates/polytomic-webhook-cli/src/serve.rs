@@ -37,11 +37,17 @@ use crate::{EXIT_FAILED, EXIT_USAGE, NAME, WEBHOOK_PATH, batches, plural};
         answers; a client that takes over 10 seconds to send a request's headers is \
         disconnected. Prints \
         `listening on http://ADDR` to standard error once bound, and a summary on Ctrl-C \
-        (or SIGTERM).",
+        (or SIGTERM).\n\n\
+        With --sink URL instead of --out, each record is stored once per change in SQLite \
+        (`sqlite:PATH`) or Redis (`redis://HOST:PORT[/DB][?stream=NAME]`), identified by \
+        --key-field or else by its hash, and the answer is 200 \
+        `{\"accepted\":N,\"stored\":S,\"unchanged\":U}`, or 503 `sink_unavailable` when the \
+        sink fails; `dump` prints what a sink holds.",
     after_help = "Examples:\n  \
         polytomic-webhook serve --secret s3cret\n  \
         polytomic-webhook serve --secret s3cret --addr 0.0.0.0:8080 --out batches.jsonl\n  \
-        polytomic-webhook serve --secret new-secret --previous-secret old-secret\n\n\
+        polytomic-webhook serve --secret new-secret --previous-secret old-secret\n  \
+        polytomic-webhook serve --secret s3cret --sink sqlite:records.db --key-field id\n\n\
         Exit status: 0 after Ctrl-C; 1 when the address cannot be bound or the output fails; \
         2 bad arguments."
 )]
