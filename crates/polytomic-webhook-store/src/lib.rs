@@ -193,10 +193,11 @@ impl Identity {
         (value != "null").then_some(value)
     }
 
-    /// The record's identity within its sync as one string: the key, or the hash behind a `#`
-    /// (which no JSON text starts with, so the two kinds never collide).
-    pub(crate) fn of(&self, record: &Record) -> String {
-        match self.key(record) {
+    /// A record's identity within its sync as one string, from its [`key`](Self::key): the
+    /// key, or the hash behind a `#` (which no JSON text starts with, so the two kinds never
+    /// collide).
+    pub(crate) fn of(key: Option<&str>, record: &Record) -> String {
+        match key {
             Some(key) => key.to_owned(),
             None => format!("#{}", record.hash()),
         }

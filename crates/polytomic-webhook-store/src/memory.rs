@@ -52,12 +52,13 @@ impl MemorySink {
         let mut state = self.lock();
         let mut result = Stored::default();
         for record in batch {
-            let identity = (batch.id().as_str().to_owned(), self.identity.of(record));
+            let key = self.identity.key(record);
+            let identity = (batch.id().as_str().to_owned(), Identity::of(key, record));
             if state.last.get(&identity).map(String::as_str) == Some(record.hash().as_str()) {
                 result.unchanged += 1;
                 continue;
             }
-            let stored = StoredRecord::new(batch, record, self.identity.key(record));
+            let stored = StoredRecord::new(batch, record, key);
             state.last.insert(identity, stored.hash.clone());
             state.records.push(stored);
             result.stored += 1;

@@ -71,7 +71,7 @@ end
 return {stored, unchanged}
 ";
 
-/// Batches kept in Redis (6 or later), for receivers running as several replicas.
+/// Batches kept in Redis (6.2 or later), for receivers running as several replicas.
 ///
 /// Each sync has three keys, sharing the hash tag `{SYNC_ID}` so that they live on one Redis
 /// Cluster slot and one script can update them together:

@@ -142,7 +142,8 @@ fn store(
         )?;
         let sync = batch.id().as_str();
         for record in batch {
-            let id = identity.of(record);
+            let key = identity.key(record);
+            let id = Identity::of(key, record);
             let hash = record.hash().as_str();
             let previous: Option<String> = last
                 .query_row(params![sync, id], |row| row.get(0))
@@ -155,7 +156,7 @@ fn store(
             append.execute(params![
                 sync,
                 batch.name(),
-                identity.key(record),
+                key,
                 hash,
                 record.fields().as_str()
             ])?;
@@ -178,7 +179,11 @@ impl Sink for SqliteSink {
 
     fn ready(&self) -> SinkFuture<'_, ()> {
         Box::pin(self.run("checking the SQLite file", |connection| {
-            connection.query_row("SELECT count(*) FROM identities LIMIT 1", [], |_| Ok(()))
+            // Reads one page of the file: the file and its schema are there and readable.
+            connection
+                .prepare_cached("SELECT 1 FROM identities LIMIT 1")?
+                .exists([])
+                .map(drop)
         }))
     }
 
