@@ -257,3 +257,35 @@ impl Serialize for StoredRecord {
 
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn a_stored_record_serializes_as_the_dump_line_with_key_and_fields_verbatim() {
+        let record = |key: Option<&str>| StoredRecord {
+            sync_id: "s".into(),
+            sync_name: "n".into(),
+            key: key.map(str::to_owned),
+            hash: "h".into(),
+            fields: r#"{"id":"1","big":123456789012345678901234567890}"#.into(),
+        };
+        assert_eq!(
+            serde_json::to_string(&record(Some(r#""1""#))).unwrap(),
+            r#"{"sync_id":"s","sync_name":"n","key":"1","hash":"h","fields":{"id":"1","big":123456789012345678901234567890}}"#
+        );
+        assert!(
+            serde_json::to_string(&record(Some("1")))
+                .unwrap()
+                .contains(r#""key":1,"#)
+        );
+        assert!(
+            serde_json::to_string(&record(None))
+                .unwrap()
+                .contains(r#""key":null,"#)
+        );
+    }
+}
