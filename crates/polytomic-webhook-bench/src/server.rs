@@ -70,11 +70,18 @@ pub async fn start(server: Server) -> std::io::Result<SocketAddr> {
 
 /// Starts what `serve --sink` runs, storing into `sink`: our layer, then [`StoreService`].
 pub async fn start_with_sink(sink: Arc<dyn Sink>) -> std::io::Result<SocketAddr> {
+    start_router(
+        axum::Router::new()
+            .route_service(PATH, StoreService::new(sink))
+            .layer(our_layer()),
+    )
+    .await
+}
+
+/// Starts `app` on an ephemeral loopback port, as the receiver is served.
+pub async fn start_router(app: axum::Router) -> std::io::Result<SocketAddr> {
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let address = listener.local_addr()?;
-    let app = axum::Router::new()
-        .route_service(PATH, StoreService::new(sink))
-        .layer(our_layer());
     serve_axum(listener, app);
     Ok(address)
 }

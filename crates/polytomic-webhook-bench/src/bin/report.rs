@@ -22,7 +22,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use peak_alloc::PeakAlloc;
-use polytomic_webhook::event::{EventConfig, Fields};
+use polytomic_webhook::event::{EventConfig, Fields, RawFields};
 use polytomic_webhook_bench::bomb::{self, BombRun};
 use polytomic_webhook_bench::hostile::{self, Case};
 use polytomic_webhook_bench::payload::{Payload, SIZES};
@@ -638,7 +638,8 @@ fn sink_section(out: &mut Out, cores: usize, options: &Options) -> Result<(), St
         out,
         &format!(
             "### Storing batches on loopback (`serve --sink`)\n\n\
-             The receiver route without a sink, and the same layer storing every batch through \
+             The receiver route without a sink (records as `RawFields`, as `serve` reads them), \
+             and the same layer storing every batch through \
              `StoreService` into SQLite (WAL, synchronous=NORMAL) and Redis (local, no \
              persistence); one {cores}-thread runtime with the load generator; {CONNECTIONS} \
              connections; {runs} runs per server, alternating. Each request to a sink carries \
@@ -649,9 +650,11 @@ fn sink_section(out: &mut Out, cores: usize, options: &Options) -> Result<(), St
     );
     let result = runtime.block_on(async {
         let failed = |what: &str, error: &dyn std::fmt::Display| format!("{what}: {error}");
+        // What `serve` runs without a sink, minus writing lines: the same layer and the same
+        // record type (`RawFields`) as the sinks get.
         let mut servers = vec![(
-            "receiver, no sink",
-            server::start(Server::Receiver)
+            "receiver, no sink (RawFields)",
+            server::start_router(ours_router::<RawFields>())
                 .await
                 .map_err(|error| failed("receiver", &error))?,
         )];
