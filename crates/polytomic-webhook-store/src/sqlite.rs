@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use polytomic_webhook_event::SyncRecords;
-use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use rusqlite::{Connection, TransactionBehavior, params};
 
 use crate::{Durability, Identity, Sink, SinkError, SinkFuture, Stored, StoredRecord};
 
@@ -31,8 +31,8 @@ const SCHEMA: &str = "
 
 /// Batches kept in one SQLite file, the embedded default.
 ///
-/// The file is in WAL mode; each batch is one `IMMEDIATE` transaction that looks up and
-/// updates the identities' last hashes (table `identities`) and appends the changed records
+/// The file is in WAL mode; each batch is one `IMMEDIATE` transaction that updates the
+/// identities' last hashes (table `identities`) and appends the changed records
 /// (table `records`, in store order). The blocking SQLite calls run on tokio's blocking
 /// threads, one batch at a time.
 ///
@@ -130,11 +130,12 @@ fn store(
     let transaction = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let mut result = Stored::default();
     {
-        let mut last = transaction
-            .prepare_cached("SELECT hash FROM identities WHERE sync_id = ?1 AND identity = ?2")?;
+        // One statement decides and records: it inserts a new identity, updates a changed one,
+        // and changes no row (so `execute` returns 0) when the hash is the last one.
         let mut remember = transaction.prepare_cached(
             "INSERT INTO identities (sync_id, identity, hash) VALUES (?1, ?2, ?3)
-             ON CONFLICT (sync_id, identity) DO UPDATE SET hash = excluded.hash",
+             ON CONFLICT (sync_id, identity) DO UPDATE SET hash = excluded.hash
+             WHERE hash <> excluded.hash",
         )?;
         let mut append = transaction.prepare_cached(
             "INSERT INTO records (sync_id, sync_name, key, hash, fields)
@@ -143,16 +144,11 @@ fn store(
         let sync = batch.id().as_str();
         for record in batch {
             let key = identity.key(record);
-            let id = Identity::of(key, record);
             let hash = record.hash().as_str();
-            let previous: Option<String> = last
-                .query_row(params![sync, id], |row| row.get(0))
-                .optional()?;
-            if previous.as_deref() == Some(hash) {
+            if remember.execute(params![sync, Identity::of(key, record), hash])? == 0 {
                 result.unchanged += 1;
                 continue;
             }
-            remember.execute(params![sync, id, hash])?;
             append.execute(params![
                 sync,
                 batch.name(),
