@@ -73,8 +73,9 @@ return {stored, unchanged}
 
 /// Batches kept in Redis (6.2 or later), for receivers running as several replicas.
 ///
-/// Each sync has three keys, sharing the hash tag `{SYNC_ID}` so that they live on one Redis
-/// Cluster slot and one script can update them together:
+/// Each sync has three keys, sharing the hash tag `{SYNC_ID}` so that a batch's script only
+/// touches keys of one slot, as Redis Cluster requires (the sink itself connects to one
+/// endpoint: a server, or a proxy in front of a cluster):
 ///
 /// - `STREAM:{SYNC_ID}`: a stream with one entry per stored record, with the fields
 ///   `sync_id`, `sync_name`, `key` (the key field's JSON text, empty for a hash identity),
