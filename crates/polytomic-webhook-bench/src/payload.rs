@@ -42,6 +42,24 @@ impl Payload {
     }
 }
 
+impl Payload {
+    /// `count` gzipped copies of the batch, each from its own sync (ids `first`, `first + 1`,
+    /// …): to a sink, every copy's records are new.
+    pub fn from_syncs(&self, first: usize, count: usize) -> Vec<Bytes> {
+        let text = String::from_utf8_lossy(&self.json);
+        let id = serde_json::from_str::<Value>(&text)
+            .ok()
+            .and_then(|envelope| envelope["object"]["id"].as_str().map(str::to_owned))
+            .unwrap_or_default();
+        (first..first + count)
+            .map(|sync| {
+                let other = format!("00000000-0000-4000-8000-{sync:012}");
+                Bytes::from(gzip(text.replacen(&id, &other, 1).as_bytes()))
+            })
+            .collect()
+    }
+}
+
 /// Gzip at level 6, as Polytomic's Go sender does by default.
 pub fn gzip(data: &[u8]) -> Vec<u8> {
     let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(6));

@@ -5,6 +5,8 @@
 //! polytomic-webhook serve --secret s3cret --out batches.jsonl
 //! polytomic-webhook send --url http://127.0.0.1:8080/webhooks/polytomic --secret s3cret contacts.csv
 //! polytomic-webhook sample
+//! polytomic-webhook serve --secret s3cret --sink sqlite:records.db --key-field id
+//! polytomic-webhook dump --sink sqlite:records.db
 //! polytomic-webhook send-event --type sync.completed --total-records 120 --secret whsec
 //! ```
 //!
@@ -17,6 +19,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod dump;
 mod input;
 mod sample;
 mod send;
@@ -60,12 +63,15 @@ fn batches(batches: u64, records: u64) -> String {
     long_about = "Send records to a webhook as Polytomic does, or receive Polytomic deliveries.\n\n\
         `send` batches JSON Lines or CSV records into gzipped `sync.records` deliveries with a \
         bearer secret and a fresh timestamp; `serve` is a ready receiver that writes each \
-        accepted batch as one JSON line; `sample` prints a delivery and a curl command; \
+        accepted batch as one JSON line, or stores each record once per change with --sink; \
+        `dump` prints what a sink holds; `sample` prints a delivery and a curl command; \
         `send-event` sends one signed organisation event (or prints its curl command).",
     after_help = "Examples:\n  \
         polytomic-webhook serve --secret s3cret --out batches.jsonl\n  \
         polytomic-webhook send --url http://127.0.0.1:8080/webhooks/polytomic --secret s3cret contacts.csv\n  \
         polytomic-webhook sample --url https://example.com/webhooks/polytomic\n  \
+        polytomic-webhook serve --secret s3cret --sink sqlite:records.db --key-field id\n  \
+        polytomic-webhook dump --sink sqlite:records.db\n  \
         polytomic-webhook send-event --type sync.completed --total-records 120 --secret whsec\n\n\
         Exit status: 0 all accepted; 1 a batch was refused or not delivered; 2 bad arguments or input."
 )]
@@ -80,6 +86,7 @@ enum Command {
     Serve(serve::ServeArgs),
     Sample(sample::SampleArgs),
     SendEvent(send_event::SendEventArgs),
+    Dump(dump::DumpArgs),
 }
 
 fn main() -> ExitCode {
@@ -103,6 +110,7 @@ fn main() -> ExitCode {
             Command::Serve(args) => serve::run(args).await,
             Command::Sample(args) => sample::run(&args),
             Command::SendEvent(args) => send_event::run(args).await,
+            Command::Dump(args) => dump::run(args).await,
         }
     })
 }

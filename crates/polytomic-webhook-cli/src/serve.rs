@@ -18,6 +18,7 @@ use clap::Args;
 use polytomic_webhook::prelude::*;
 use polytomic_webhook::problem::ProblemCode;
 use polytomic_webhook::server::{HEADER_READ_TIMEOUT, serve};
+use polytomic_webhook_store::{Durability, Identity, Sink, SinkUrl, store};
 use tower::util::MapResponseLayer;
 
 use crate::{EXIT_FAILED, EXIT_USAGE, NAME, WEBHOOK_PATH, batches, plural};
@@ -36,11 +37,17 @@ use crate::{EXIT_FAILED, EXIT_USAGE, NAME, WEBHOOK_PATH, batches, plural};
         answers; a client that takes over 10 seconds to send a request's headers is \
         disconnected. Prints \
         `listening on http://ADDR` to standard error once bound, and a summary on Ctrl-C \
-        (or SIGTERM).",
+        (or SIGTERM).\n\n\
+        With --sink URL instead of --out, each record is stored once per change in SQLite \
+        (`sqlite:PATH`) or Redis (`redis://HOST:PORT[/DB][?stream=NAME]`), identified by \
+        --key-field or else by its hash, and the answer is 200 \
+        `{\"accepted\":N,\"stored\":S,\"unchanged\":U}`, or 503 `sink_unavailable` when the \
+        sink fails; `dump` prints what a sink holds.",
     after_help = "Examples:\n  \
         polytomic-webhook serve --secret s3cret\n  \
         polytomic-webhook serve --secret s3cret --addr 0.0.0.0:8080 --out batches.jsonl\n  \
-        polytomic-webhook serve --secret new-secret --previous-secret old-secret\n\n\
+        polytomic-webhook serve --secret new-secret --previous-secret old-secret\n  \
+        polytomic-webhook serve --secret s3cret --sink sqlite:records.db --key-field id\n\n\
         Exit status: 0 after Ctrl-C; 1 when the address cannot be bound or the output fails; \
         2 bad arguments."
 )]
@@ -72,9 +79,21 @@ pub(crate) struct ServeArgs {
     #[arg(long, value_name = "FILE")]
     out: Option<PathBuf>,
 
-    /// Make each batch durable on disk (fsync) before answering 200; needs --out FILE.
+    /// Make each batch durable on disk (fsync) before answering 200; needs --out FILE or a
+    /// `sqlite:` sink.
     #[arg(long)]
     fsync: bool,
+
+    /// Store batches in a sink instead of writing lines: `sqlite:PATH` or
+    /// `redis://HOST:PORT[/DB][?stream=NAME]`. Each record is stored once per change, and the
+    /// answer is 200 `{"accepted":N,"stored":S,"unchanged":U}`, or 503 `sink_unavailable`.
+    #[arg(long, value_name = "URL", conflicts_with = "out")]
+    sink: Option<SinkUrl>,
+
+    /// With --sink: identify records by this field's value (else by their hash), so that a
+    /// record that changes back to an earlier state is stored again.
+    #[arg(long, value_name = "NAME", requires = "sink")]
+    key_field: Option<String>,
 }
 
 fn route_path(text: &str) -> Result<String, String> {
@@ -99,8 +118,16 @@ fn secrets(args: &ServeArgs) -> Result<SecretSet, String> {
 }
 
 struct Receiver {
-    out: Mutex<Output>,
+    destination: Destination,
     counts: Mutex<Counts>,
+}
+
+/// Where accepted batches go.
+enum Destination {
+    /// One line per batch.
+    Lines(Mutex<Output>),
+    /// Each record once per change.
+    Sink(Arc<dyn Sink>),
 }
 
 /// A regular file that `serve` appends batches to. A trait so that tests can make writes fail
@@ -194,8 +221,8 @@ pub(crate) async fn run(args: ServeArgs) -> ExitCode {
             return ExitCode::from(EXIT_USAGE);
         }
     };
-    let out = match open_output(&args) {
-        Ok(out) => out,
+    let destination = match open_destination(&args).await {
+        Ok(destination) => destination,
         Err((message, status)) => {
             eprintln!("{NAME}: {message}");
             return ExitCode::from(status);
@@ -210,7 +237,7 @@ pub(crate) async fn run(args: ServeArgs) -> ExitCode {
         }
     };
     let receiver = Arc::new(Receiver {
-        out: Mutex::new(out),
+        destination,
         counts: Mutex::new(Counts::default()),
     });
     let app = app(&receiver, &args.path, layer);
@@ -228,6 +255,34 @@ pub(crate) async fn run(args: ServeArgs) -> ExitCode {
     serve(listener, app, HEADER_READ_TIMEOUT, shutdown_signal()).await;
     eprint!("{}", receiver.summary(started));
     ExitCode::SUCCESS
+}
+
+/// The sink --sink names, or else the output --out names.
+async fn open_destination(args: &ServeArgs) -> Result<Destination, (String, u8)> {
+    let Some(url) = &args.sink else {
+        return open_output(args).map(|out| Destination::Lines(Mutex::new(out)));
+    };
+    if args.fsync && !matches!(url, SinkUrl::Sqlite(_)) {
+        return Err((
+            "--fsync applies to --out FILE and sqlite: sinks (Redis's durability is its own \
+             appendfsync setting)"
+                .to_owned(),
+            EXIT_USAGE,
+        ));
+    }
+    let identity = args
+        .key_field
+        .as_deref()
+        .map_or_else(Identity::hash, Identity::key_field);
+    let durability = if args.fsync {
+        Durability::PowerLoss
+    } else {
+        Durability::Process
+    };
+    url.open(identity, durability)
+        .await
+        .map(Destination::Sink)
+        .map_err(|error| (format!("cannot open the sink: {error}"), EXIT_FAILED))
 }
 
 /// The output --out names (standard output when absent or `-`), or the message and exit status
@@ -279,19 +334,30 @@ fn app(receiver: &Arc<Receiver>, path: &str, layer: PolytomicWebhookLayer) -> Ro
         }))
 }
 
-/// Writes the batch before answering, so a 200 means it is in the output.
+/// Keeps the batch before answering, so a 200 means it is in the output or the sink.
 async fn receive(State(receiver): State<Arc<Receiver>>, batch: SyncRecords) -> Response {
-    if let Err(error) = receiver.store(&batch) {
-        eprintln!("{NAME}: cannot write a batch: {error}");
-        return NotStored.into_response();
-    }
+    let mut response = match &receiver.destination {
+        Destination::Lines(out) => match Receiver::write(out, &batch) {
+            Ok(()) => Ack::from(&batch).into_response(),
+            Err(error) => {
+                eprintln!("{NAME}: cannot write a batch: {error}");
+                return NotStored.into_response();
+            }
+        },
+        Destination::Sink(sink) => match store(&**sink, &batch).await {
+            Ok(ack) => ack.into_response(),
+            Err(unavailable) => {
+                eprintln!("{NAME}: cannot store a batch: {}", unavailable.error());
+                return unavailable.into_response();
+            }
+        },
+    };
     let mut counts = receiver
         .counts
         .lock()
         .unwrap_or_else(PoisonError::into_inner);
     counts.batches += 1;
     counts.records += batch.len() as u64;
-    let mut response = Ack::from(&batch).into_response();
     response.extensions_mut().insert(Handled);
     response
 }
@@ -299,11 +365,10 @@ async fn receive(State(receiver): State<Arc<Receiver>>, batch: SyncRecords) -> R
 impl Receiver {
     /// Appends the batch as one line. A short blocking write under a lock: batches are small,
     /// and holding the lock keeps lines whole when deliveries arrive concurrently.
-    fn store(&self, batch: &SyncRecords) -> io::Result<()> {
+    fn write(out: &Mutex<Output>, batch: &SyncRecords) -> io::Result<()> {
         let mut line = serde_json::to_vec(batch)?;
         line.push(b'\n');
-        self.out
-            .lock()
+        out.lock()
             .unwrap_or_else(PoisonError::into_inner)
             .append(&line)
     }
@@ -466,11 +531,11 @@ mod tests {
 
     fn receiver_on(disk: &Disk, fsync: bool) -> Router {
         let receiver = Arc::new(Receiver {
-            out: Mutex::new(Output::File {
+            destination: Destination::Lines(Mutex::new(Output::File {
                 file: Box::new(disk.clone()),
                 fsync,
                 broken: false,
-            }),
+            })),
             counts: Mutex::new(Counts::default()),
         });
         let config = PolytomicWebhookConfig::default().secret(Secret::new(SECRET).unwrap());

@@ -381,6 +381,36 @@ fn send_reads_standard_input() {
 }
 
 #[test]
+fn sink_arguments_that_do_not_fit_are_usage_errors_naming_no_password() {
+    let dir = scratch("sink-usage");
+    let db = format!("sqlite:{}", dir.join("records.db").display());
+    let redis = "redis://:hunter2@127.0.0.1:1";
+    for args in [
+        &["serve", "--secret", SECRET, "--key-field", "id"][..],
+        &[
+            "serve", "--secret", SECRET, "--sink", &db, "--out", "x.jsonl",
+        ],
+        &["serve", "--secret", SECRET, "--sink", redis, "--fsync"],
+        &["serve", "--secret", SECRET, "--sink", "postgres://db"],
+        &[
+            "dump",
+            "--sink",
+            &format!("sqlite:{}", dir.join("missing.db").display()),
+        ],
+    ] {
+        let output = bin().args(args).stdin(Stdio::null()).output().unwrap();
+        assert_eq!(
+            output.status.code(),
+            Some(2),
+            "{args:?}: {}",
+            stderr(&output)
+        );
+        assert!(!stderr(&output).contains("hunter2"), "{}", stderr(&output));
+    }
+    assert!(!dir.join("missing.db").exists(), "dump created the file");
+}
+
+#[test]
 fn every_command_has_help_with_an_example() {
     for command in [
         &["--help"][..],
@@ -388,6 +418,7 @@ fn every_command_has_help_with_an_example() {
         &["serve", "--help"],
         &["sample", "--help"],
         &["send-event", "--help"],
+        &["dump", "--help"],
     ] {
         let output = bin().args(command).output().unwrap();
         assert!(output.status.success());

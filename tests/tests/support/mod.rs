@@ -350,17 +350,57 @@ pub fn sample(addr: SocketAddr, version: Version) -> Request<ClientBody> {
 /// the examples in the same run, so it is normally there and fresh; otherwise (only this
 /// package under test, or example sources newer than the binary) it is built here, once.
 pub fn example_binary(name: &str) -> PathBuf {
+    let workspace = workspace();
+    let mut sources = vec![workspace.join(format!("examples/{name}.rs"))];
+    sources.extend(files_in(&workspace.join("examples/src")));
+    fresh_binary(
+        &Path::new("examples").join(format!("{name}{}", std::env::consts::EXE_SUFFIX)),
+        &sources,
+        &["--package", "examples", "--example", name],
+    )
+}
+
+/// The `polytomic-webhook` command-line binary, built the same way as [`example_binary`]
+/// (`cargo test --workspace` builds it for the CLI's own tests).
+pub fn cli_binary() -> PathBuf {
+    let workspace = workspace();
+    let mut sources = files_in(&workspace.join("crates/polytomic-webhook-cli/src"));
+    sources.extend(files_in(
+        &workspace.join("crates/polytomic-webhook-store/src"),
+    ));
+    fresh_binary(
+        Path::new(&format!(
+            "polytomic-webhook{}",
+            std::env::consts::EXE_SUFFIX
+        )),
+        &sources,
+        &[
+            "--package",
+            "polytomic-webhook-cli",
+            "--bin",
+            "polytomic-webhook",
+        ],
+    )
+}
+
+fn workspace() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap()
+}
+
+fn files_in(dir: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .collect()
+}
+
+/// `binary` (relative to the target profile directory), built with `cargo build <target>`
+/// unless it is newer than every file of `sources`.
+fn fresh_binary(binary: &Path, sources: &[PathBuf], target: &[&str]) -> PathBuf {
     let exe = std::env::current_exe().unwrap();
     // target/<profile>/deps/<this test> -> target/<profile>
     let profile_dir = exe.parent().unwrap().parent().unwrap();
-    let binary = profile_dir
-        .join("examples")
-        .join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
-    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
-    let mut sources = vec![workspace.join(format!("examples/{name}.rs"))];
-    for entry in std::fs::read_dir(workspace.join("examples/src")).unwrap() {
-        sources.push(entry.unwrap().path());
-    }
+    let binary = profile_dir.join(binary);
     // Tests run in parallel: one builds while the others wait, then find the binary fresh.
     static BUILDING: Mutex<()> = Mutex::new(());
     let _building = BUILDING.lock().unwrap_or_else(PoisonError::into_inner);
@@ -372,18 +412,124 @@ pub fn example_binary(name: &str) -> PathBuf {
     });
     if !fresh {
         let mut cargo = std::process::Command::new(env!("CARGO"));
-        cargo
-            .current_dir(workspace)
-            .args(["build", "--package", "examples", "--example", name]);
+        cargo.current_dir(workspace()).arg("build").args(target);
         if profile_dir.ends_with("release") {
             cargo.arg("--release");
         }
-        assert!(
-            cargo.status().unwrap().success(),
-            "building the {name} example"
-        );
+        assert!(cargo.status().unwrap().success(), "building {target:?}");
     }
     binary
+}
+
+/// Sends `request` on a connection of its own; `None` when there is no answer (nothing
+/// listening, or the connection broke), as when the server was killed.
+pub async fn try_send(addr: SocketAddr, request: Request<ClientBody>) -> Option<Reply> {
+    let stream = TcpStream::connect(addr).await.ok()?;
+    let (mut sender, connection) = http1::handshake(TokioIo::new(stream)).await.ok()?;
+    tokio::spawn(connection);
+    let response = sender.send_request(request).await.ok()?;
+    let (parts, body) = response.into_parts();
+    Some(Reply {
+        status: parts.status,
+        headers: parts.headers,
+        body: body.collect().await.ok()?.to_bytes(),
+    })
+}
+
+/// A `redis-server` of the test's own, on a free loopback port, with no persistence; killed
+/// when dropped.
+pub struct RedisServer {
+    child: std::process::Child,
+    port: u16,
+    dir: PathBuf,
+}
+
+impl RedisServer {
+    /// Starts one, or returns `None` (saying so loudly) when `redis-server` is not installed,
+    /// except under CI (`CI` set), where that fails the test: CI must run these tests.
+    pub fn start(test: &str) -> Option<Self> {
+        let installed = std::process::Command::new("redis-server")
+            .arg("--version")
+            .output()
+            .is_ok_and(|output| output.status.success());
+        if !installed {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "redis-server is not installed, and CI must run the Redis tests (.ci/run installs it)"
+            );
+            eprintln!(
+                "!!! SKIPPED {test}: redis-server is not installed (apt-get install redis-server) !!!"
+            );
+            return None;
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let dir = std::env::temp_dir().join(format!("redis-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let server = Self {
+            child: Self::spawn(port, &dir),
+            port,
+            dir,
+        };
+        server.wait_until_up();
+        Some(server)
+    }
+
+    fn spawn(port: u16, dir: &Path) -> std::process::Child {
+        std::process::Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--dir"])
+            .arg(dir)
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap()
+    }
+
+    fn wait_until_up(&self) {
+        use std::io::{Read as _, Write as _};
+        // A generous bound for "started at all".
+        for _ in 0..200 {
+            if let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", self.port)) {
+                let mut answer = [0; 5];
+                if stream.write_all(b"PING\r\n").is_ok()
+                    && stream.read_exact(&mut answer).is_ok()
+                    && &answer == b"+PONG"
+                {
+                    return;
+                }
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        panic!("redis-server did not start on port {}", self.port);
+    }
+
+    /// `redis://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Stops the server (SIGKILL): it is unreachable until [`restart`](Self::restart).
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts it again on the same port (empty: it keeps nothing).
+    pub fn restart(&mut self) {
+        self.stop();
+        self.child = Self::spawn(self.port, &self.dir);
+        self.wait_until_up();
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.stop();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
 }
 
 /// Sends half a request head to `addr` and then nothing; panics unless the server closes the

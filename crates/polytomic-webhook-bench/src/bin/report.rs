@@ -22,7 +22,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use peak_alloc::PeakAlloc;
-use polytomic_webhook::event::{EventConfig, Fields};
+use polytomic_webhook::event::{EventConfig, Fields, RawFields};
 use polytomic_webhook_bench::bomb::{self, BombRun};
 use polytomic_webhook_bench::hostile::{self, Case};
 use polytomic_webhook_bench::payload::{Payload, SIZES};
@@ -30,6 +30,7 @@ use polytomic_webhook_bench::pipelines::{
     Pipeline, Pipelines, SECRET, baseline_router, ours_router, pipelines, request,
 };
 use polytomic_webhook_bench::server::{self, CONNECTIONS, Load, Server};
+use polytomic_webhook_store::{DEFAULT_STREAM, Durability, Identity, RedisSink, Sink, SqliteSink};
 
 // Counts heap bytes for the bomb and hostile-shape sections. Its two relaxed atomic updates per allocation also
 // run during the pipeline timings, for every pipeline alike.
@@ -177,6 +178,7 @@ fn run() -> Result<(), String> {
     drop(runtime);
     if options.server {
         server_section(&mut out, cores, &options)?;
+        sink_section(&mut out, cores, &options)?;
     }
     Ok(())
 }
@@ -580,17 +582,7 @@ fn server_section(out: &mut Out, cores: usize, options: &Options) -> Result<(), 
             let merged: Vec<Load> = loads.iter().map(|runs| Load::merge(runs)).collect();
             let hand_written = merged[1].requests_per_second();
             for (server, load) in Server::ALL.into_iter().zip(&merged) {
-                line(
-                    out,
-                    &format!(
-                        "| {records} | {server} | {} | {:.0} | {:.2} | {:.2} | {:.3} |",
-                        load.latencies.len(),
-                        load.requests_per_second(),
-                        load.latency(0.5).as_secs_f64() * 1e3,
-                        load.latency(0.99).as_secs_f64() * 1e3,
-                        load.requests_per_second() / hand_written,
-                    ),
-                );
+                server_row(out, records, server.name(), load, hand_written);
             }
         }
         Ok::<(), String>(())
@@ -600,4 +592,160 @@ fn server_section(out: &mut Out, cores: usize, options: &Options) -> Result<(), 
         "\nTarget: the receiver route ≥ 0.9× the hand-written handler's requests/s.\n",
     );
     Ok(())
+}
+
+/// One row of a throughput table: requests, requests/s, p50 and p99 latency, and the ratio of
+/// requests/s to `base`.
+fn server_row(out: &mut Out, records: usize, name: &str, load: &Load, base: f64) {
+    line(
+        out,
+        &format!(
+            "| {records} | {name} | {} | {:.0} | {:.2} | {:.2} | {:.3} |",
+            load.latencies.len(),
+            load.requests_per_second(),
+            load.latency(0.5).as_secs_f64() * 1e3,
+            load.latency(0.99).as_secs_f64() * 1e3,
+            load.requests_per_second() / base,
+        ),
+    );
+}
+
+/// `serve --sink` at 100-record batches, SQLite and Redis, against the receiver without a sink,
+/// on the same runtime and connections as the server section. Every request to a sink carries
+/// a batch of a sync of its own, so each one stores 100 new records.
+fn sink_section(out: &mut Out, cores: usize, options: &Options) -> Result<(), String> {
+    const RECORDS: usize = 100;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(cores)
+        .enable_all()
+        .build()
+        .map_err(|error| format!("runtime: {error}"))?;
+    let (runs, requests) = if options.quick { (1, 320) } else { (3, 2_000) };
+    let warm_up = CONNECTIONS * 4;
+    let payload = Payload::generate(RECORDS);
+    eprintln!(
+        "sinks: gzipping {} distinct batches",
+        warm_up + runs * requests
+    );
+    let warm_bodies = payload.from_syncs(0, warm_up);
+    let run_bodies: Vec<Vec<bytes::Bytes>> = (0..runs)
+        .map(|run| payload.from_syncs(warm_up + run * requests, requests))
+        .collect();
+    let dir = std::env::temp_dir().join(format!("polytomic-webhook-report-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|error| format!("{}: {error}", dir.display()))?;
+    let redis = RedisChild::start(&dir);
+    line(
+        out,
+        &format!(
+            "### Storing batches on loopback (`serve --sink`)\n\n\
+             The receiver route without a sink (records as `RawFields`, as `serve` reads them), \
+             and the same layer storing every batch through \
+             `StoreService` into SQLite (WAL, synchronous=NORMAL) and Redis (local, no \
+             persistence); one {cores}-thread runtime with the load generator; {CONNECTIONS} \
+             connections; {runs} runs per server, alternating. Each request to a sink carries \
+             100 new records.\n\n\
+             | records | server | requests | requests/s | p50 ms | p99 ms | vs no sink |\n\
+             |---:|---|---:|---:|---:|---:|---:|"
+        ),
+    );
+    let result = runtime.block_on(async {
+        let failed = |what: &str, error: &dyn std::fmt::Display| format!("{what}: {error}");
+        // What `serve` runs without a sink, minus writing lines: the same layer and the same
+        // record type (`RawFields`) as the sinks get.
+        let mut servers = vec![(
+            "receiver, no sink (RawFields)",
+            server::start_router(ours_router::<RawFields>())
+                .await
+                .map_err(|error| failed("receiver", &error))?,
+        )];
+        let sqlite = SqliteSink::open(dir.join("report.db"), Identity::hash(), Durability::Process)
+            .await
+            .map_err(|error| failed("sqlite", &error))?;
+        servers.push((
+            "serve --sink sqlite:",
+            server::start_with_sink(std::sync::Arc::new(sqlite) as std::sync::Arc<dyn Sink>)
+                .await
+                .map_err(|error| failed("sqlite server", &error))?,
+        ));
+        if let Some(redis) = &redis {
+            let sink = RedisSink::connect(&redis.url(), DEFAULT_STREAM, Identity::hash(), None)
+                .await
+                .map_err(|error| failed("redis", &error))?;
+            servers.push((
+                "serve --sink redis://",
+                server::start_with_sink(std::sync::Arc::new(sink))
+                    .await
+                    .map_err(|error| failed("redis server", &error))?,
+            ));
+        }
+        for (_, address) in &servers {
+            server::load_bodies(*address, &warm_bodies, RECORDS, warm_up).await?;
+        }
+        let mut loads: Vec<Vec<Load>> = vec![Vec::new(); servers.len()];
+        for bodies in &run_bodies {
+            for (index, (_, address)) in servers.iter().enumerate() {
+                loads[index].push(server::load_bodies(*address, bodies, RECORDS, requests).await?);
+            }
+        }
+        let merged: Vec<Load> = loads.iter().map(|runs| Load::merge(runs)).collect();
+        let without = merged[0].requests_per_second();
+        for ((name, _), load) in servers.iter().zip(&merged) {
+            server_row(out, RECORDS, name, load, without);
+        }
+        Ok::<(), String>(())
+    });
+    drop(redis);
+    let _ = std::fs::remove_dir_all(&dir);
+    result?;
+    line(
+        out,
+        "\nTargets: Redis ≥ 0.6× and SQLite ≥ 0.5× the requests/s of the receiver without a sink.\n",
+    );
+    Ok(())
+}
+
+/// A `redis-server` of the report's own on a free loopback port, killed when dropped; `None`
+/// (with a note) when it is not installed.
+struct RedisChild {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl RedisChild {
+    fn start(dir: &std::path::Path) -> Option<Self> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .ok()?
+            .port();
+        let child = std::process::Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--dir"])
+            .arg(dir)
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(std::process::Stdio::null())
+            .spawn();
+        let Ok(child) = child else {
+            eprintln!("sinks: redis-server is not installed; no Redis row");
+            return None;
+        };
+        let redis = Self { child, port };
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return Some(redis);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        eprintln!("sinks: redis-server did not start; no Redis row");
+        None
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for RedisChild {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

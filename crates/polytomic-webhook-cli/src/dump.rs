@@ -1,0 +1,61 @@
+//! `dump`: every record a sink holds, one JSON line each, in store order.
+
+use std::io::{self, Write};
+use std::process::ExitCode;
+
+use clap::Args;
+use polytomic_webhook_store::{Durability, Identity, SinkUrl};
+
+use crate::{EXIT_FAILED, EXIT_USAGE, NAME};
+
+#[derive(Args)]
+#[command(
+    about = "Print every record a sink holds, as one JSON line each, in store order",
+    long_about = "Print every record a sink holds, as one JSON line each, in store order.\n\n\
+        Each line is `{\"sync_id\":…,\"sync_name\":…,\"key\":…,\"hash\":…,\"fields\":{…}}`: \
+        `key` is the key field's JSON value (null when the record's hash identified it) and \
+        `fields` the record's fields exactly as received. With Redis, records of one sync are \
+        in store order, and syncs are interleaved by the time each record was stored.",
+    after_help = "Examples:\n  \
+        polytomic-webhook dump --sink sqlite:records.db\n  \
+        polytomic-webhook dump --sink 'redis://127.0.0.1:6379/0?stream=polytomic:records' | wc -l\n\n\
+        Exit status: 0 printed; 1 the sink cannot be read; 2 bad arguments."
+)]
+pub(crate) struct DumpArgs {
+    /// The sink to read: `sqlite:PATH` or `redis://HOST:PORT[/DB][?stream=NAME]`.
+    #[arg(long, value_name = "URL")]
+    sink: SinkUrl,
+}
+
+pub(crate) async fn run(args: DumpArgs) -> ExitCode {
+    if let SinkUrl::Sqlite(path) = &args.sink {
+        // Opening would create an empty database; a typo should say so instead.
+        if !path.is_file() {
+            eprintln!("{NAME}: no SQLite file at {}", path.display());
+            return ExitCode::from(EXIT_USAGE);
+        }
+    }
+    let records = match args.sink.open(Identity::hash(), Durability::Process).await {
+        Ok(sink) => sink.records().await,
+        Err(error) => Err(error),
+    };
+    let records = match records {
+        Ok(records) => records,
+        Err(error) => {
+            eprintln!("{NAME}: cannot read the sink: {error}");
+            return ExitCode::from(EXIT_FAILED);
+        }
+    };
+    let mut out = io::BufWriter::new(io::stdout().lock());
+    let written = records.iter().try_for_each(|record| {
+        serde_json::to_writer(&mut out, record)?;
+        out.write_all(b"\n")
+    });
+    match written.and_then(|()| out.flush()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("{NAME}: cannot write the records: {error}");
+            ExitCode::from(EXIT_FAILED)
+        }
+    }
+}

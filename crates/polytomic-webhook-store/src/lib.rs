@@ -1,0 +1,291 @@
+//! Durable, idempotent storage of Polytomic `sync.records` batches.
+//!
+//! Polytomic marks a sync failed when a delivery is not answered 2xx, and re-sends records on
+//! re-runs, full syncs and backfills. A receiver therefore has to keep a batch *before* it
+//! answers 200, and has to recognise records it already kept. A [`Sink`] does both:
+//!
+//! - **Identity.** A record is identified by its sync id and the value of a configured key
+//!   field ([`Identity::key_field`]). Without a key field, or for a record that lacks it (or
+//!   has it `null`), the record's `hash` stands in for the key.
+//! - **Unchanged.** A record whose hash equals the last hash stored for its identity is not
+//!   stored again; any other record is stored and becomes its identity's last hash. Keeping
+//!   the *last* hash (not every hash ever seen) is what lets a record that changes A → B → A
+//!   be stored three times.
+//! - **Atomicity.** The records of one batch and their identities' last hashes are written in
+//!   one atomic step: a retried batch never stores a record twice, and a batch whose store
+//!   returned `Ok` is not lost when the process dies afterwards.
+//!
+//! Three sinks implement it: [`MemorySink`] (tests), `SqliteSink` (feature `sqlite`, the
+//! default: one file on one machine) and `RedisSink` (feature `redis`: state shared by any
+//! number of replicas). [`store`] runs a sink for a handler and gives the answer:
+//! 200 `{"accepted":N,"stored":S,"unchanged":U}`, or 503 `sink_unavailable` when the sink
+//! failed, so Polytomic never sees a 2xx for a batch that was not kept. [`StoreService`] is
+//! the same as a ready tower service.
+//!
+//! ```
+//! use polytomic_webhook_event::{EventConfig, parse_sync_records};
+//! use polytomic_webhook_store::{Identity, MemorySink, Sink};
+//!
+//! # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+//! let sink = MemorySink::new(Identity::key_field("id"));
+//! let body = br#"{"event":"sync.records","object":{"id":"1ea8f90a-b22e-4218-86d5-c3c109e1fbb7",
+//!     "name":"Users","records":[{"hash":"a1","fields":{"id":7,"email":"a@example.com"}}]}}"#;
+//! let batch = parse_sync_records(body, &EventConfig::default()).unwrap();
+//! let first = sink.store(&batch).await.unwrap();
+//! assert_eq!((first.stored, first.unchanged), (1, 0));
+//! let again = sink.store(&batch).await.unwrap(); // a redelivery
+//! assert_eq!((again.stored, again.unchanged), (0, 1));
+//! # });
+//! ```
+
+#![forbid(unsafe_code)]
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use polytomic_webhook_event::{Record, SyncRecords};
+use serde::ser::SerializeStruct;
+use serde::{Serialize, Serializer};
+use serde_json::value::RawValue;
+
+mod memory;
+#[cfg(feature = "redis")]
+mod redis;
+mod service;
+#[cfg(feature = "sqlite")]
+mod sqlite;
+mod url;
+
+pub use memory::MemorySink;
+#[cfg(feature = "redis")]
+pub use redis::{DEFAULT_STREAM, RedisSink};
+pub use service::{SinkUnavailable, StoreAck, StoreService, store};
+#[cfg(feature = "sqlite")]
+pub use sqlite::SqliteSink;
+pub use url::{SinkUrl, SinkUrlError};
+
+/// The future a [`Sink`] method returns: boxed, so that sinks can be chosen at run time
+/// (`Arc<dyn Sink>`).
+pub type SinkFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, SinkError>> + Send + 'a>>;
+
+/// Somewhere validated batches are kept, each record once per change.
+///
+/// See the [crate docs](crate) for identity, "unchanged" and atomicity; every implementation
+/// here passes the same test suite for them.
+pub trait Sink: Send + Sync + 'static {
+    /// Stores the records of `batch` that changed, in one atomic step, and says how many were
+    /// stored and how many were unchanged. `Err` means nothing of the batch was kept.
+    fn store<'a>(&'a self, batch: &'a SyncRecords) -> SinkFuture<'a, Stored>;
+
+    /// A cheap check that the sink can be reached now (a health endpoint's question).
+    fn ready(&self) -> SinkFuture<'_, ()>;
+
+    /// Every stored record, in the order it was stored.
+    fn records(&self) -> SinkFuture<'_, Vec<StoredRecord>>;
+}
+
+/// What [`Sink::store`] did with a batch.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stored {
+    /// Records stored: new identities, and known identities with a different hash.
+    pub stored: usize,
+    /// Records skipped because their hash was their identity's last stored hash.
+    pub unchanged: usize,
+}
+
+/// Why a sink could not store a batch.
+///
+/// The message names the storage operation that failed and the backend's own error; it never
+/// carries a record's value or a connection's password (sinks build it from errors that have
+/// neither).
+#[derive(Clone)]
+pub struct SinkError {
+    message: Arc<str>,
+}
+
+impl SinkError {
+    /// An error with this message.
+    pub fn new(message: impl fmt::Display) -> Self {
+        Self {
+            message: message.to_string().into(),
+        }
+    }
+
+    /// `what` failed because of `cause`.
+    #[cfg_attr(not(any(feature = "sqlite", feature = "redis")), allow(dead_code))]
+    pub(crate) fn from_cause(what: &str, cause: impl fmt::Display) -> Self {
+        Self::new(format_args!("{what}: {cause}"))
+    }
+}
+
+impl fmt::Display for SinkError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl fmt::Debug for SinkError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("SinkError").field(&self.message).finish()
+    }
+}
+
+impl std::error::Error for SinkError {}
+
+/// When a stored batch is on disk for good (what `SqliteSink` promises; Redis's own
+/// persistence settings decide for Redis).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Durability {
+    /// A batch acknowledged survives the process crashing or being killed; the last batches
+    /// before a power loss or an operating-system crash may be lost (the file stays
+    /// consistent). SQLite: WAL with `synchronous=NORMAL`, no fsync per batch.
+    #[default]
+    Process,
+    /// Each batch is on disk before it is acknowledged, so it survives a power loss too, at
+    /// the cost of one fsync per batch. SQLite: WAL with `synchronous=FULL`.
+    PowerLoss,
+}
+
+/// How a record's identity is found: by a key field, or by its hash.
+///
+/// The key is the field value's JSON text as received, so `1` and `"1"` are different keys,
+/// and so are `1.0` and `1`. A record that lacks the field, or has it `null`, is identified by
+/// its hash instead.
+///
+/// ```
+/// use polytomic_webhook_event::{Record, RecordHash};
+/// use polytomic_webhook_store::Identity;
+///
+/// let record = Record::new(RecordHash::new("h"), r#"{"id":"1"}"#.parse().unwrap());
+/// assert_eq!(Identity::key_field("id").key(&record), Some(r#""1""#));
+/// assert_eq!(Identity::key_field("email").key(&record), None);
+/// assert_eq!(Identity::hash().key(&record), None);
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Identity {
+    key_field: Option<Arc<str>>,
+}
+
+impl Identity {
+    /// Records are identified by their hash alone: a redelivered record is recognised, a
+    /// changed record is a new one.
+    pub fn hash() -> Self {
+        Self::default()
+    }
+
+    /// Records are identified by the value of the top-level field `name`.
+    pub fn key_field(name: impl Into<Arc<str>>) -> Self {
+        Self {
+            key_field: Some(name.into()),
+        }
+    }
+
+    /// The configured key field, if any.
+    pub fn field(&self) -> Option<&str> {
+        self.key_field.as_deref()
+    }
+
+    /// The record's key: the key field's JSON text, or `None` when the hash identifies it.
+    pub fn key<'r>(&self, record: &'r Record) -> Option<&'r str> {
+        let value = record.fields().get(self.key_field.as_deref()?)?.get();
+        (value != "null").then_some(value)
+    }
+
+    /// A record's identity within its sync as one string, from its [`key`](Self::key): the
+    /// key, or the hash behind a `#` (which no JSON text starts with, so the two kinds never
+    /// collide).
+    pub(crate) fn of(key: Option<&str>, record: &Record) -> String {
+        match key {
+            Some(key) => key.to_owned(),
+            None => format!("#{}", record.hash()),
+        }
+    }
+}
+
+/// One stored record, as [`Sink::records`] gives it back.
+///
+/// It serializes as the line `dump` prints:
+/// `{"sync_id":…,"sync_name":…,"key":…,"hash":…,"fields":{…}}`, where `key` is the key
+/// field's JSON value (`null` when the hash identified the record) and `fields` the record's
+/// fields exactly as received.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredRecord {
+    /// The sync the record came from.
+    pub sync_id: String,
+    /// The sync's name in the delivery that stored it.
+    pub sync_name: String,
+    /// The key field's JSON text, or `None` when the hash identified the record.
+    pub key: Option<String>,
+    /// The record's hash.
+    pub hash: String,
+    /// The record's fields: JSON object text, as received.
+    pub fields: String,
+}
+
+impl StoredRecord {
+    /// The record of `batch`, as a sink stores it.
+    pub(crate) fn new(batch: &SyncRecords, record: &Record, key: Option<&str>) -> Self {
+        Self {
+            sync_id: batch.id().as_str().to_owned(),
+            sync_name: batch.name().to_owned(),
+            key: key.map(str::to_owned),
+            hash: record.hash().as_str().to_owned(),
+            fields: record.fields().as_str().to_owned(),
+        }
+    }
+}
+
+impl Serialize for StoredRecord {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        fn raw<E: serde::ser::Error>(text: &str) -> Result<&RawValue, E> {
+            serde_json::from_str(text).map_err(E::custom)
+        }
+        let mut line = serializer.serialize_struct("StoredRecord", 5)?;
+        line.serialize_field("sync_id", &self.sync_id)?;
+        line.serialize_field("sync_name", &self.sync_name)?;
+        line.serialize_field(
+            "key",
+            &self.key.as_deref().map(raw::<S::Error>).transpose()?,
+        )?;
+        line.serialize_field("hash", &self.hash)?;
+        line.serialize_field("fields", raw::<S::Error>(&self.fields)?)?;
+        line.end()
+    }
+}
+
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn a_stored_record_serializes_as_the_dump_line_with_key_and_fields_verbatim() {
+        let record = |key: Option<&str>| StoredRecord {
+            sync_id: "s".into(),
+            sync_name: "n".into(),
+            key: key.map(str::to_owned),
+            hash: "h".into(),
+            fields: r#"{"id":"1","big":123456789012345678901234567890}"#.into(),
+        };
+        assert_eq!(
+            serde_json::to_string(&record(Some(r#""1""#))).unwrap(),
+            r#"{"sync_id":"s","sync_name":"n","key":"1","hash":"h","fields":{"id":"1","big":123456789012345678901234567890}}"#
+        );
+        assert!(
+            serde_json::to_string(&record(Some("1")))
+                .unwrap()
+                .contains(r#""key":1,"#)
+        );
+        assert!(
+            serde_json::to_string(&record(None))
+                .unwrap()
+                .contains(r#""key":null,"#)
+        );
+    }
+}

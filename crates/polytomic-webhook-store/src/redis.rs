@@ -1,0 +1,275 @@
+//! [`RedisSink`]: state in Redis, shared by any number of replicas.
+
+use std::time::Duration;
+
+use polytomic_webhook_event::SyncRecords;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::streams::StreamRangeReply;
+use redis::{AsyncCommands, Script};
+
+use crate::{Identity, Sink, SinkError, SinkFuture, Stored, StoredRecord};
+
+/// The stream name used unless the sink URL names another (`?stream=NAME`).
+pub const DEFAULT_STREAM: &str = "polytomic:records";
+
+/// How long connecting, and each command, may take before the batch is refused: a Redis that
+/// does not answer must become a prompt 503, not a delivery that hangs until Polytomic gives
+/// up.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Stream entries read per `XRANGE` call while listing records.
+const PAGE: usize = 1_000;
+
+/// One batch, one script: Redis runs it without interleaving any other command, so two
+/// replicas storing the same batch at once store each record once. It reads every identity's
+/// state before it writes anything, so the errors Redis can raise mid-script (a key of the
+/// wrong type) come before the first write.
+///
+/// KEYS: the sync's stream, its key-identity hash (identity → last hash), its hash-identity
+/// sorted set (hash → expiry in ms, `+inf` without a TTL).
+/// ARGV: sync id, sync name, TTL in ms (0: none), then per record: key ("" for a hash
+/// identity), hash, fields.
+const STORE_SCRIPT: &str = r"
+local ttl = tonumber(ARGV[3])
+local now = redis.call('TIME')
+local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+if ttl > 0 then
+  redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now_ms)
+end
+local fresh, pending_keys, pending_hashes = {}, {}, {}
+local stored, unchanged = 0, 0
+for i = 4, #ARGV, 3 do
+  local key, hash = ARGV[i], ARGV[i + 1]
+  local last
+  if key == '' then
+    if pending_hashes[hash] or redis.call('ZSCORE', KEYS[3], hash) then last = hash end
+    pending_hashes[hash] = true
+  else
+    last = pending_keys[key]
+    if last == nil then last = redis.call('HGET', KEYS[2], key) end
+    pending_keys[key] = hash
+  end
+  if last == hash then
+    unchanged = unchanged + 1
+  else
+    stored = stored + 1
+    fresh[#fresh + 1] = i
+  end
+end
+local expiry = '+inf'
+if ttl > 0 then expiry = now_ms + ttl end
+for _, i in ipairs(fresh) do
+  local key, hash = ARGV[i], ARGV[i + 1]
+  redis.call('XADD', KEYS[1], '*', 'sync_id', ARGV[1], 'sync_name', ARGV[2],
+    'key', key, 'hash', hash, 'fields', ARGV[i + 2])
+  if key == '' then
+    redis.call('ZADD', KEYS[3], expiry, hash)
+  else
+    redis.call('HSET', KEYS[2], key, hash)
+  end
+end
+return {stored, unchanged}
+";
+
+/// Batches kept in Redis (6.2 or later), for receivers running as several replicas.
+///
+/// Each sync has three keys, sharing the hash tag `{SYNC_ID}` so that a batch's script only
+/// touches keys of one slot, as Redis Cluster requires (the sink itself connects to one
+/// endpoint: a server, or a proxy in front of a cluster):
+///
+/// - `STREAM:{SYNC_ID}`: a stream with one entry per stored record, with the fields
+///   `sync_id`, `sync_name`, `key` (the key field's JSON text, empty for a hash identity),
+///   `hash` and `fields` (the record's fields as JSON text);
+/// - `STREAM:{SYNC_ID}:last`: a hash from key to the last stored hash;
+/// - `STREAM:{SYNC_ID}:hashes`: a sorted set of the hashes of records identified by hash,
+///   scored by when they expire (with [`RedisSink::connect`]'s TTL; never without).
+///
+/// `STREAM` is [`DEFAULT_STREAM`] unless configured. The connection is re-established by
+/// itself: while Redis is unreachable every batch is refused, and deliveries succeed again
+/// once it is back, without a restart.
+#[derive(Clone)]
+pub struct RedisSink {
+    connection: ConnectionManager,
+    script: Script,
+    stream: String,
+    identity: Identity,
+    ttl_ms: u64,
+}
+
+impl std::fmt::Debug for RedisSink {
+    /// Shows no URL: it may carry a password.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisSink")
+            .field("stream", &self.stream)
+            .field("identity", &self.identity)
+            .field("ttl_ms", &self.ttl_ms)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisSink {
+    /// Connects to the Redis at `url` (`redis://HOST:PORT[/DB]`, `rediss://` for TLS).
+    /// `ttl`, when given, is how long the state of a record identified by its hash is kept:
+    /// after it, a redelivery of that record is stored again. Key identities never expire.
+    pub async fn connect(
+        url: &str,
+        stream: &str,
+        identity: Identity,
+        ttl: Option<Duration>,
+    ) -> Result<Self, SinkError> {
+        // The client's errors may quote the URL, which may carry a password: keep them out.
+        let client = redis::Client::open(url).map_err(|_| {
+            SinkError::new("the Redis URL is not valid (see the redis crate's URL format)")
+        })?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(CONNECT_TIMEOUT)
+            .set_response_timeout(RESPONSE_TIMEOUT)
+            .set_number_of_retries(1);
+        let connection = ConnectionManager::new_with_config(client, config)
+            .await
+            .map_err(|error| redis_error("connecting to Redis", &error))?;
+        Ok(Self {
+            connection,
+            script: Script::new(STORE_SCRIPT),
+            stream: stream.to_owned(),
+            identity,
+            ttl_ms: ttl.map_or(0, |ttl| {
+                u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1)
+            }),
+        })
+    }
+
+    fn stream_key(&self, sync: &str) -> String {
+        format!("{}:{{{sync}}}", self.stream)
+    }
+
+    async fn store_batch(&self, batch: &SyncRecords) -> Result<Stored, SinkError> {
+        let stream = self.stream_key(batch.id().as_str());
+        let mut invocation = self.script.prepare_invoke();
+        invocation
+            .key(&stream)
+            .key(format!("{stream}:last"))
+            .key(format!("{stream}:hashes"))
+            .arg(batch.id().as_str())
+            .arg(batch.name())
+            .arg(self.ttl_ms);
+        for record in batch {
+            invocation
+                .arg(self.identity.key(record).unwrap_or(""))
+                .arg(record.hash().as_str())
+                .arg(record.fields().as_str());
+        }
+        let mut connection = self.connection.clone();
+        let (stored, unchanged): (usize, usize) = invocation
+            .invoke_async(&mut connection)
+            .await
+            .map_err(|error| redis_error("storing a batch in Redis", &error))?;
+        Ok(Stored { stored, unchanged })
+    }
+
+    /// Every record of every sync's stream, merged by entry id (the time Redis stored it).
+    async fn all_records(&self) -> Result<Vec<StoredRecord>, SinkError> {
+        let failed = |error: redis::RedisError| redis_error("reading records from Redis", &error);
+        let mut connection = self.connection.clone();
+        let pattern = format!("{}:{{*}}", escape_glob(&self.stream));
+        let mut streams = Vec::new();
+        let mut cursor = 0_u64;
+        loop {
+            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("TYPE")
+                .arg("stream")
+                .query_async(&mut connection)
+                .await
+                .map_err(failed)?;
+            streams.extend(keys);
+            if next == 0 {
+                break;
+            }
+            cursor = next;
+        }
+        let mut entries = Vec::new();
+        for stream in streams {
+            let mut start = "-".to_owned();
+            loop {
+                let page: StreamRangeReply = connection
+                    .xrange_count(&stream, &start, "+", PAGE)
+                    .await
+                    .map_err(failed)?;
+                let full = page.ids.len() == PAGE;
+                let mut last = None;
+                for entry in page.ids {
+                    let field = |name: &str| entry.get::<String>(name).unwrap_or_default();
+                    let key = field("key");
+                    entries.push((
+                        entry_order(&entry.id),
+                        StoredRecord {
+                            sync_id: field("sync_id"),
+                            sync_name: field("sync_name"),
+                            key: (!key.is_empty()).then_some(key),
+                            hash: field("hash"),
+                            fields: field("fields"),
+                        },
+                    ));
+                    last = Some(entry.id);
+                }
+                match last {
+                    // `(` makes the start exclusive (Redis 6.2+).
+                    Some(id) if full => start = format!("({id}"),
+                    _ => break,
+                }
+            }
+        }
+        entries.sort_by_key(|(order, _)| *order);
+        Ok(entries.into_iter().map(|(_, record)| record).collect())
+    }
+}
+
+/// A stream entry id (`MILLISECONDS-SEQUENCE`) as numbers, to sort by.
+fn entry_order(id: &str) -> (u64, u64) {
+    let (ms, seq) = id.split_once('-').unwrap_or((id, "0"));
+    (ms.parse().unwrap_or(0), seq.parse().unwrap_or(0))
+}
+
+/// `text` with Redis glob characters escaped, for a `MATCH` pattern.
+fn escape_glob(text: &str) -> String {
+    let mut escaped = String::with_capacity(text.len());
+    for c in text.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            escaped.push('\\');
+        }
+        escaped.push(c);
+    }
+    escaped
+}
+
+/// A Redis failure as a sink error: the kind and Redis's own message, which quote neither the
+/// URL nor a record.
+fn redis_error(what: &str, error: &redis::RedisError) -> SinkError {
+    match error.detail() {
+        Some(detail) => SinkError::from_cause(what, format_args!("{:?}: {detail}", error.kind())),
+        None => SinkError::from_cause(what, format_args!("{:?}", error.kind())),
+    }
+}
+
+impl Sink for RedisSink {
+    fn store<'a>(&'a self, batch: &'a SyncRecords) -> SinkFuture<'a, Stored> {
+        Box::pin(self.store_batch(batch))
+    }
+
+    fn ready(&self) -> SinkFuture<'_, ()> {
+        Box::pin(async move {
+            let mut connection = self.connection.clone();
+            redis::cmd("PING")
+                .query_async::<()>(&mut connection)
+                .await
+                .map_err(|error| redis_error("checking Redis", &error))
+        })
+    }
+
+    fn records(&self) -> SinkFuture<'_, Vec<StoredRecord>> {
+        Box::pin(self.all_records())
+    }
+}

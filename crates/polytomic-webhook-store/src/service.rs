@@ -1,0 +1,286 @@
+//! The answer to a delivery once its batch went to a sink: 200 with the counts, or 503.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use axum_core::body::Body;
+use axum_core::extract::{FromRequest, Request};
+use axum_core::response::{IntoResponse, Response};
+use http::StatusCode;
+use http::header::{CONTENT_TYPE, HeaderValue};
+use polytomic_webhook_core::Problem;
+use polytomic_webhook_event::SyncRecords;
+
+use crate::{Sink, SinkError, Stored};
+
+/// Stores `batch` in `sink` and gives the answer for Polytomic: [`StoreAck`] (200) once the
+/// batch is kept, [`SinkUnavailable`] (503) when it is not.
+///
+/// ```
+/// use axum_core::response::IntoResponse;
+/// use polytomic_webhook_event::{EventConfig, parse_sync_records};
+/// use polytomic_webhook_store::{Identity, MemorySink, store};
+///
+/// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+/// let body = br#"{"event":"sync.records","object":{"id":"1ea8f90a-b22e-4218-86d5-c3c109e1fbb7",
+///     "name":"Users","records":[{"hash":"a1","fields":{"id":7}},{"hash":"a1","fields":{"id":7}}]}}"#;
+/// let batch = parse_sync_records(body, &EventConfig::default()).unwrap();
+/// let ack = store(&MemorySink::new(Identity::key_field("id")), &batch).await.unwrap();
+/// assert_eq!((ack.accepted(), ack.stored(), ack.unchanged()), (2, 1, 1));
+/// assert_eq!(ack.into_response().status(), 200); // {"accepted":2,"stored":1,"unchanged":1}
+/// # });
+/// ```
+pub async fn store<S: Sink + ?Sized>(
+    sink: &S,
+    batch: &SyncRecords,
+) -> Result<StoreAck, SinkUnavailable> {
+    match sink.store(batch).await {
+        Ok(stored) => Ok(StoreAck {
+            accepted: batch.len(),
+            stored,
+        }),
+        Err(error) => Err(SinkUnavailable { error }),
+    }
+}
+
+/// 200 `{"accepted":N,"stored":S,"unchanged":U}`: the batch is kept.
+///
+/// `accepted` counts the batch's records, `stored` those written because they were new or
+/// changed, `unchanged` those whose hash was already their identity's last one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[must_use]
+pub struct StoreAck {
+    accepted: usize,
+    stored: Stored,
+}
+
+impl StoreAck {
+    /// The records in the batch.
+    pub fn accepted(&self) -> usize {
+        self.accepted
+    }
+
+    /// The records written.
+    pub fn stored(&self) -> usize {
+        self.stored.stored
+    }
+
+    /// The records already stored with the same hash.
+    pub fn unchanged(&self) -> usize {
+        self.stored.unchanged
+    }
+}
+
+impl IntoResponse for StoreAck {
+    fn into_response(self) -> Response {
+        let body = format!(
+            r#"{{"accepted":{},"stored":{},"unchanged":{}}}"#,
+            self.accepted, self.stored.stored, self.stored.unchanged
+        );
+        let mut response = Response::new(Body::from(body));
+        response
+            .headers_mut()
+            .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        response
+    }
+}
+
+/// 503 `sink_unavailable`: the sink failed, so nothing of the batch was kept.
+///
+/// 503 makes Polytomic count the delivery as failed rather than delivered. The body names
+/// neither the cause nor any record; [`error`](Self::error) has the cause, for the log.
+#[derive(Clone, Debug)]
+#[must_use]
+pub struct SinkUnavailable {
+    error: SinkError,
+}
+
+impl SinkUnavailable {
+    /// The stable `code` of the problem.
+    pub const CODE: &'static str = "sink_unavailable";
+
+    /// Why the sink failed.
+    pub fn error(&self) -> &SinkError {
+        &self.error
+    }
+
+    /// The problem this answer renders.
+    pub fn problem(&self) -> Problem {
+        Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            Self::CODE,
+            "The receiver's storage is unavailable, so this batch was not kept; deliver it again later.",
+        )
+    }
+}
+
+impl IntoResponse for SinkUnavailable {
+    fn into_response(self) -> Response {
+        self.problem().into_response()
+    }
+}
+
+/// A ready tower service: extracts the [`SyncRecords`] batch, stores it, answers.
+///
+/// Put it behind the webhook layer (which checks the secret, the timestamp and the body), for
+/// example with axum's `Router::route_service`. Requests that are not a valid batch get the
+/// extractor's own answers; a sink failure is logged (the cause only, never a record) and
+/// answered 503 `sink_unavailable`.
+///
+/// ```
+/// use std::sync::Arc;
+/// use polytomic_webhook_store::{Identity, MemorySink, StoreService};
+///
+/// let service = StoreService::new(Arc::new(MemorySink::new(Identity::hash())));
+/// # let _ = service;
+/// ```
+#[derive(Debug)]
+pub struct StoreService<S: ?Sized> {
+    sink: Arc<S>,
+}
+
+impl<S: ?Sized> StoreService<S> {
+    /// A service storing into `sink`.
+    pub fn new(sink: Arc<S>) -> Self {
+        Self { sink }
+    }
+}
+
+impl<S: ?Sized> Clone for StoreService<S> {
+    fn clone(&self) -> Self {
+        Self {
+            sink: Arc::clone(&self.sink),
+        }
+    }
+}
+
+impl<S: Sink + ?Sized> tower_service::Service<Request> for StoreService<S> {
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        let sink = Arc::clone(&self.sink);
+        Box::pin(async move {
+            let batch = match SyncRecords::from_request(request, &()).await {
+                Ok(batch) => batch,
+                Err(rejection) => return Ok(rejection.into_response()),
+            };
+            Ok(match store(&*sink, &batch).await {
+                Ok(ack) => ack.into_response(),
+                Err(unavailable) => {
+                    tracing::warn!(error = %unavailable.error(), "the sink could not store a batch");
+                    unavailable.into_response()
+                }
+            })
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use http_body_util::BodyExt;
+    use tower_service::Service;
+
+    use super::*;
+    use crate::testing::fresh_sync_id;
+    use crate::{Identity, MemorySink, SinkFuture, StoredRecord};
+
+    /// A sink whose storage is down.
+    struct Down;
+
+    impl Sink for Down {
+        fn store<'a>(&'a self, _batch: &'a SyncRecords) -> SinkFuture<'a, Stored> {
+            Box::pin(async { Err(SinkError::new("connection refused")) })
+        }
+        fn ready(&self) -> SinkFuture<'_, ()> {
+            Box::pin(async { Err(SinkError::new("connection refused")) })
+        }
+        fn records(&self) -> SinkFuture<'_, Vec<StoredRecord>> {
+            Box::pin(async { Err(SinkError::new("connection refused")) })
+        }
+    }
+
+    fn delivery(records: &str) -> Request {
+        let body = format!(
+            r#"{{"event":"sync.records","object":{{"id":"{}","name":"n","records":[{records}]}}}}"#,
+            fresh_sync_id()
+        );
+        http::Request::post("/")
+            .header(CONTENT_TYPE, "application/json")
+            .body(Body::from(body))
+            .unwrap()
+    }
+
+    async fn answer<S: Sink + ?Sized>(
+        service: &mut StoreService<S>,
+        request: Request,
+    ) -> (StatusCode, String, serde_json::Value) {
+        let response = service.call(request).await.unwrap();
+        let status = response.status();
+        let kind = response.headers()[CONTENT_TYPE]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        (status, kind, serde_json::from_slice(&body).unwrap())
+    }
+
+    #[tokio::test]
+    async fn a_stored_batch_is_answered_with_its_counts() {
+        let sink = Arc::new(MemorySink::new(Identity::key_field("id")));
+        let mut service = StoreService::new(Arc::clone(&sink));
+        let records = r#"{"hash":"a","fields":{"id":1}},{"hash":"a","fields":{"id":1}},
+                         {"hash":"b","fields":{"id":2,"secret":"s3"}}"#;
+        let (status, kind, body) = answer(&mut service, delivery(records)).await;
+        assert_eq!(
+            (status, kind.as_str()),
+            (StatusCode::OK, "application/json")
+        );
+        assert_eq!(
+            body,
+            serde_json::json!({"accepted": 3, "stored": 2, "unchanged": 1})
+        );
+        assert_eq!(sink.snapshot().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_failing_sink_is_503_sink_unavailable_without_values_or_cause() {
+        let mut service = StoreService::new(Arc::new(Down));
+        let records = r#"{"hash":"a","fields":{"email":"ada@example.com"}}"#;
+        let (status, kind, body) = answer(&mut service, delivery(records)).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(kind, "application/problem+json");
+        assert_eq!(body["code"], "sink_unavailable");
+        let text = body.to_string();
+        assert!(
+            !text.contains("ada@example.com") && !text.contains("refused"),
+            "{text}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_request_that_is_not_a_batch_gets_the_extractors_answer() {
+        let sink = Arc::new(MemorySink::new(Identity::hash()));
+        let mut service = StoreService::new(Arc::clone(&sink) as Arc<dyn Sink>);
+        let request = http::Request::post("/")
+            .header(CONTENT_TYPE, "application/json")
+            .body(Body::from("{not json"))
+            .unwrap();
+        let (status, _, body) = answer(&mut service, request).await;
+        assert_eq!(
+            (status, body["code"].as_str()),
+            (StatusCode::BAD_REQUEST, Some("invalid_json"))
+        );
+        assert!(sink.snapshot().is_empty());
+    }
+}

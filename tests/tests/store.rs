@@ -1,0 +1,385 @@
+//! `serve --sink` and `dump`, the real binary over loopback: a SQLite receiver killed
+//! mid-load, two replicas sharing one Redis, and a Redis that goes away and comes back.
+
+#![allow(clippy::unwrap_used)] // Test code: a failed unwrap is a failed test.
+#![cfg(unix)] // The crash test kills the receiver with SIGKILL.
+
+mod support;
+
+use std::collections::{BTreeSet, VecDeque};
+use std::fmt::Write as _;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use http::StatusCode;
+use polytomic_webhook::testing::Delivery;
+use polytomic_webhook_store::testing::check_sink;
+use polytomic_webhook_store::{Identity, RedisSink};
+use serde_json::{Value, json};
+use support::*;
+
+/// A fresh scratch directory for one test.
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("store-e2e-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn cli() -> Command {
+    let mut command = Command::new(cli_binary());
+    command
+        .env_remove("POLYTOMIC_WEBHOOK_SECRET")
+        .env_remove("POLYTOMIC_WEBHOOK_PREVIOUS_SECRET")
+        .stdin(Stdio::null());
+    command
+}
+
+/// A running `serve --sink`, killed when dropped.
+struct Serve {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Serve {
+    fn start(sink: &str, extra: &[&str]) -> Self {
+        let mut child = cli()
+            .args([
+                "serve",
+                "--secret",
+                SECRET,
+                "--addr",
+                "127.0.0.1:0",
+                "--sink",
+                sink,
+            ])
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stderr = BufReader::new(child.stderr.take().unwrap());
+        let mut line = String::new();
+        stderr.read_line(&mut line).unwrap();
+        let addr = line
+            .split_once("listening on http://")
+            .and_then(|(_, rest)| rest.split('/').next())
+            .unwrap_or_else(|| panic!("serve did not start: {line:?}"))
+            .parse()
+            .unwrap();
+        // Keep reading, so the child never blocks on a full pipe.
+        std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
+        Self { child, addr }
+    }
+
+    /// The webhook URL, for `send`.
+    fn url(&self) -> String {
+        format!("http://{}{}", self.addr, examples::WEBHOOK_PATH)
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Every record `dump --sink` prints, in order.
+fn dump(sink: &str) -> Vec<Value> {
+    let output = cli().args(["dump", "--sink", sink]).output().unwrap();
+    assert!(
+        output.status.success(),
+        "dump: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+        .stdout
+        .lines()
+        .map(|line| serde_json::from_str(&line.unwrap()).unwrap())
+        .collect()
+}
+
+/// A JSON Lines file of records `{"id":i,"v":version(i)}` for `ids`.
+fn records_file(path: &Path, ids: std::ops::Range<usize>, version: impl Fn(usize) -> Value) {
+    let mut text = String::new();
+    for id in ids {
+        writeln!(text, "{}", json!({"id": id, "v": version(id)})).unwrap();
+    }
+    std::fs::write(path, text).unwrap();
+}
+
+/// `send` of `file` to every replica at the same time, in batches of 100, 4 in flight; each
+/// must accept everything.
+fn send_to_all(replicas: &[&Serve], file: &Path) {
+    let senders: Vec<Child> = replicas
+        .iter()
+        .map(|replica| {
+            cli()
+                .args(["send", "--url", &replica.url(), "--secret", SECRET])
+                .args(["--batch-size", "100", "--concurrency", "4"])
+                .arg(file)
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for sender in senders {
+        let output = sender.wait_with_output().unwrap();
+        assert!(
+            output.status.success(),
+            "send: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+}
+
+/// The `id` of each dumped record.
+fn ids(records: &[Value]) -> Vec<u64> {
+    records
+        .iter()
+        .map(|record| record["fields"]["id"].as_u64().unwrap())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sqlite_receiver_killed_mid_load_keeps_each_acknowledged_record_exactly_once() {
+    const BATCHES: usize = 100;
+    const SIZE: usize = 100;
+    const KILL_AFTER: usize = 30;
+    let dir = scratch("crash");
+    let sink = format!("sqlite:{}", dir.join("records.db").display());
+    let batch = |n: usize| {
+        let delivery = Delivery::new().sync(SYNC_ID, "crash").secret(SECRET);
+        (0..SIZE).fold(delivery, |delivery, i| {
+            delivery.record_json(json!({"id": n * SIZE + i, "batch": n}))
+        })
+    };
+
+    let mut serve = Serve::start(&sink, &[]);
+    let (addr, pid) = (serve.addr, serve.child.id());
+    let queue = Arc::new(Mutex::new((0..BATCHES).collect::<VecDeque<_>>()));
+    let acked = Arc::new(Mutex::new(BTreeSet::new()));
+    let mut workers = tokio::task::JoinSet::new();
+    for _ in 0..4 {
+        let (queue, acked) = (Arc::clone(&queue), Arc::clone(&acked));
+        workers.spawn(async move {
+            loop {
+                let Some(n) = queue.lock().unwrap().pop_front() else {
+                    return;
+                };
+                let reply = try_send(addr, encoded(addr, batch(n).encode())).await;
+                if reply.is_none_or(|reply| reply.status != StatusCode::OK) {
+                    return; // Not acknowledged: sent again after the restart.
+                }
+                let mut acked = acked.lock().unwrap();
+                acked.insert(n);
+                if acked.len() == KILL_AFTER {
+                    // The other workers' batches are in flight right now.
+                    let pid = rustix::process::Pid::from_raw(pid.try_into().unwrap()).unwrap();
+                    rustix::process::kill_process(pid, rustix::process::Signal::KILL).unwrap();
+                }
+            }
+        });
+    }
+    workers.join_all().await;
+    serve.child.wait().unwrap();
+    let acked = acked.lock().unwrap().clone();
+    assert!(
+        (KILL_AFTER..BATCHES).contains(&acked.len()),
+        "killed mid-load: {} of {BATCHES} acknowledged",
+        acked.len()
+    );
+
+    let serve = Serve::start(&sink, &[]);
+    for n in (0..BATCHES).filter(|n| !acked.contains(n)) {
+        let reply = try_send(serve.addr, encoded(serve.addr, batch(n).encode()))
+            .await
+            .unwrap();
+        assert_eq!(reply.status, StatusCode::OK, "{reply:?}");
+        assert_eq!(reply.json()["accepted"], SIZE);
+    }
+
+    let stored = ids(&dump(&sink));
+    assert_eq!(stored.len(), BATCHES * SIZE, "each record exactly once");
+    let distinct: BTreeSet<u64> = stored.iter().copied().collect();
+    assert_eq!(distinct.len(), BATCHES * SIZE, "no record twice");
+    for n in &acked {
+        let first = u64::try_from(n * SIZE).unwrap();
+        assert!(distinct.contains(&first), "acknowledged batch {n} was lost");
+    }
+}
+
+#[test]
+fn two_replicas_sharing_one_redis_store_each_record_once_per_change() {
+    let Some(redis) = RedisServer::start("two_replicas_sharing_one_redis") else {
+        return;
+    };
+    let dir = scratch("replicas");
+    let (a, b) = (
+        Serve::start(&redis.url(), &[]),
+        Serve::start(&redis.url(), &[]),
+    );
+    let all = dir.join("all.jsonl");
+    records_file(&all, 0..10_000, |_| json!(0));
+
+    send_to_all(&[&a, &b], &all);
+    send_to_all(&[&a, &b], &all);
+    assert_eq!(dump(&redis.url()).len(), 10_000);
+
+    let changed = dir.join("changed.jsonl");
+    records_file(&changed, 0..10_000, |id| json!(u8::from(id < 1_000)));
+    send_to_all(&[&a, &b], &changed);
+    let records = dump(&redis.url());
+    assert_eq!(records.len(), 11_000);
+    let changes = records.iter().filter(|record| record["fields"]["v"] == 1);
+    assert_eq!(changes.count(), 1_000);
+
+    // By key: A → B → A is three stored states (by hash alone, the return to A is not).
+    let keyed_sink = format!("{}?stream=keyed", redis.url());
+    let keyed = Serve::start(&keyed_sink, &["--key-field", "id"]);
+    let one = dir.join("one.jsonl");
+    for state in ["A", "B", "A"] {
+        records_file(&one, 7..8, |_| json!(state));
+        send_to_all(&[&keyed], &one);
+    }
+    let states: Vec<Value> = dump(&keyed_sink)
+        .into_iter()
+        .map(|record| {
+            assert_eq!(record["key"], 7);
+            record["fields"]["v"].clone()
+        })
+        .collect();
+    assert_eq!(states, ["A", "B", "A"]);
+    assert_eq!(dump(&redis.url()).len(), 11_000, "streams are separate");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_redis_is_503_sink_unavailable_and_recovers_without_a_restart() {
+    let Some(mut redis) = RedisServer::start("an_unreachable_redis") else {
+        return;
+    };
+    let serve = Serve::start(&redis.url(), &[]);
+    let addr = serve.addr;
+    let delivery = |marker: &str| {
+        let delivery = Delivery::new().sync(SYNC_ID, "outage").secret(SECRET);
+        encoded(
+            addr,
+            delivery.record_json(json!({"marker": marker})).encode(),
+        )
+    };
+    let reply = send(addr, delivery("before")).await;
+    assert_eq!(
+        reply.json(),
+        json!({"accepted": 1, "stored": 1, "unchanged": 0})
+    );
+
+    redis.stop();
+    let reply = send(addr, delivery("during-outage")).await;
+    reply.assert_problem(StatusCode::SERVICE_UNAVAILABLE, "sink_unavailable");
+    assert!(!String::from_utf8_lossy(&reply.body).contains("during-outage"));
+
+    // Back, empty (it keeps nothing): the same receiver process stores again. Reconnecting
+    // may take a retry or two; a generous bound only says "at all".
+    redis.restart();
+    let started = Instant::now();
+    loop {
+        let reply = send(addr, delivery("after")).await;
+        if reply.status == StatusCode::OK {
+            break;
+        }
+        reply.assert_problem(StatusCode::SERVICE_UNAVAILABLE, "sink_unavailable");
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "no recovery without a restart"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let markers: Vec<Value> = dump(&redis.url())
+        .into_iter()
+        .map(|record| record["fields"]["marker"].clone())
+        .collect();
+    assert_eq!(markers, ["after"], "the refused batch was not kept");
+}
+
+#[tokio::test]
+async fn redis_sink_passes_the_shared_suite() {
+    let Some(redis) = RedisServer::start("redis_sink_passes_the_shared_suite") else {
+        return;
+    };
+    let url = redis.url();
+    check_sink(|identity| {
+        let url = url.clone();
+        async move {
+            RedisSink::connect(&url, "suite", identity, None)
+                .await
+                .unwrap()
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn redis_hash_identities_expire_after_the_ttl_and_keys_do_not() {
+    use polytomic_webhook_store::Sink as _;
+    use polytomic_webhook_store::testing::{batch, fresh_sync_id};
+
+    let Some(redis) = RedisServer::start("redis_hash_identities_expire") else {
+        return;
+    };
+    let ttl = Some(Duration::from_millis(200));
+    let by_hash = RedisSink::connect(&redis.url(), "ttl", Identity::hash(), ttl)
+        .await
+        .unwrap();
+    let by_id = RedisSink::connect(&redis.url(), "ttl", Identity::key_field("id"), ttl)
+        .await
+        .unwrap();
+    let sync = fresh_sync_id();
+    let hashed = batch(&sync, &[("h", r#"{"n":1}"#)]);
+    let keyed = batch(&sync, &[("k", r#"{"id":1}"#)]);
+    assert_eq!(by_hash.store(&hashed).await.unwrap().stored, 1);
+    assert_eq!(by_id.store(&keyed).await.unwrap().stored, 1);
+    assert_eq!(by_hash.store(&hashed).await.unwrap().unchanged, 1);
+    // Past the TTL (not a speed check: only "later than").
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(by_hash.store(&hashed).await.unwrap().stored, 1);
+    assert_eq!(by_id.store(&keyed).await.unwrap().unchanged, 1);
+}
+
+#[tokio::test]
+async fn a_redis_script_that_fails_leaves_nothing_of_the_batch() {
+    use polytomic_webhook_store::Sink as _;
+    use polytomic_webhook_store::testing::{batch, fresh_sync_id};
+
+    let Some(redis) = RedisServer::start("a_redis_script_that_fails") else {
+        return;
+    };
+    let sink = RedisSink::connect(&redis.url(), "broken", Identity::key_field("id"), None)
+        .await
+        .unwrap();
+    let sync = fresh_sync_id();
+    // The sync's last-hash key holds a string, so the script's read of it fails, after the
+    // first record (identified by its hash) was found new.
+    let client = std::net::TcpStream::connect(redis.url().trim_start_matches("redis://")).unwrap();
+    let command = format!("SET broken:{{{sync}}}:last oops\r\n");
+    std::io::Write::write_all(&mut &client, command.as_bytes()).unwrap();
+    let mut answer = [0; 5];
+    std::io::Read::read_exact(&mut &client, &mut answer).unwrap();
+    assert_eq!(&answer, b"+OK\r\n");
+
+    let doomed = batch(&sync, &[("h1", r#"{"n":1}"#), ("h2", r#"{"id":2}"#)]);
+    let error = sink.store(&doomed).await.unwrap_err();
+    assert!(
+        !error.to_string().contains(r#""n""#),
+        "no record value: {error}"
+    );
+    assert!(
+        sink.records().await.unwrap().is_empty(),
+        "the first record was kept"
+    );
+}
