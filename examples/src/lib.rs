@@ -25,7 +25,6 @@ struct ReadmeDoctests;
 
 pub mod startup;
 
-use std::any::Any;
 use std::convert::Infallible;
 use std::future::Future;
 use std::io;
@@ -35,13 +34,13 @@ use axum::Router;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use http::{Request, StatusCode};
+use http::Request;
 use http_body_util::BodyExt;
-use polytomic_webhook::DeliveryBody;
 use polytomic_webhook::event::{EventRejection, parse_sync_records};
 use polytomic_webhook::prelude::*;
-use polytomic_webhook::problem::{BodyStats, Problem};
+use polytomic_webhook::problem::BodyStats;
 pub use polytomic_webhook::server::{HEADER_READ_TIMEOUT, serve};
+use polytomic_webhook::{DeliveryBody, handler_panicked};
 use tokio::net::TcpListener;
 use tower::{ServiceBuilder, service_fn};
 use tower_http::catch_panic::CatchPanicLayer;
@@ -100,29 +99,9 @@ pub fn receiver_app(layer: PolytomicWebhookLayer, sink: Sink) -> Router {
 fn webhook_router(layer: PolytomicWebhookLayer, sink: Sink) -> Router {
     Router::new()
         .route(WEBHOOK_PATH, post(receive))
-        .route_layer(CatchPanicLayer::custom(|panic: Box<dyn Any + Send>| {
-            handler_panicked(&*panic)
-        }))
+        .route_layer(CatchPanicLayer::custom(handler_panicked))
         .route_layer(layer)
         .with_state(sink)
-}
-
-/// The answer to a panicking handler: 500 as problem+json, so Polytomic marks the sync failed
-/// (the batch was not kept) and shows a reason. The panic message goes to the log only: the answer is for the sender,
-/// and the message may describe the application's internals.
-fn handler_panicked(panic: &(dyn Any + Send)) -> Response {
-    let message = panic
-        .downcast_ref::<&str>()
-        .copied()
-        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
-        .unwrap_or("(not a string)");
-    tracing::error!(panic = message, "the webhook handler panicked");
-    Problem::new(
-        StatusCode::INTERNAL_SERVER_ERROR,
-        "handler_panicked",
-        "The receiving application failed while handling this batch.",
-    )
-    .into_response()
 }
 
 /// The handler runs only for a valid `sync.records` batch: every refusal has been answered by

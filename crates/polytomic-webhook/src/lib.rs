@@ -79,6 +79,9 @@ mod config;
 mod drain;
 mod future;
 mod layer;
+pub mod limit;
+pub mod metrics;
+mod panic;
 mod service;
 mod timeout;
 
@@ -92,6 +95,7 @@ pub mod testing;
 pub use config::{ConfigError, PolytomicWebhookConfig};
 pub use future::DeliveryFuture;
 pub use layer::PolytomicWebhookLayer;
+pub use panic::handler_panicked;
 pub use service::{DeliveryBody, PolytomicWebhook};
 pub use timeout::TimeoutBody;
 
