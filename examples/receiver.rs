@@ -13,11 +13,14 @@
 //!   too until it is removed. Set but empty, or set without `POLYTOMIC_WEBHOOK_SECRET`, the
 //!   example refuses to start.
 //! - `POLYTOMIC_WEBHOOK_ADDR`: where to listen, `127.0.0.1:3000` by default.
+//! - `POLYTOMIC_WEBHOOK_METRICS_ADDR`: serve `GET /metrics` on this address instead of the
+//!   webhook's port (where it is by default).
 //! - `RUST_LOG`: log filter, `info` by default. Logs go to stderr, one line per delivery.
 //!
 //! Everything else uses the library defaults (timestamps up to five minutes old or one minute
 //! ahead, 32 MiB bodies, …). `POST /webhooks/polytomic` is behind the layer; `GET /healthz`
-//! answers 200 to anyone. A client gets 10 seconds to send a request's headers before its
+//! answers 200 to anyone, `GET /readyz` 200 while the server can take deliveries, and
+//! `GET /metrics` the delivery metrics in Prometheus's text format. A client gets 10 seconds to send a request's headers before its
 //! connection is closed. Each accepted `sync.records` batch becomes exactly one compact JSON
 //! line on stdout (`{"id":…,"name":…,"records":[{"hash":…,"fields":{…}}],"metadata":{…}}`),
 //! flushed at once, so the output can be piped into another program. A batch that cannot be
@@ -33,11 +36,12 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use examples::startup::{self, PREVIOUS_SECRET_VAR, SECRET_VAR};
+use examples::startup::{self, METRICS_ADDR_VAR, PREVIOUS_SECRET_VAR, SECRET_VAR};
 use examples::{
-    HEADER_READ_TIMEOUT, Sink, WEBHOOK_PATH, init_logging, listen_addr, receiver_app, serve,
-    shutdown_signal,
+    HEADER_READ_TIMEOUT, Ops, Sink, WEBHOOK_PATH, init_logging, listen_addr, metrics_router,
+    receiver_app_with, serve, shutdown_signal,
 };
+use polytomic_webhook::metrics::install_prometheus_recorder;
 use polytomic_webhook::prelude::*;
 
 #[tokio::main]
@@ -58,14 +62,33 @@ async fn run() -> Result<(), Box<dyn Error>> {
     let (secrets, generated) = secrets_from_env()?;
     let layer = PolytomicWebhookLayer::new(PolytomicWebhookConfig::default().secrets(secrets))?;
 
+    let metrics = install_prometheus_recorder()?;
+    let metrics_addr = startup::metrics_addr()?;
+
     let listener = startup::bind(listen_addr()?).await?;
     let addr = listener.local_addr()?;
+    let mut ops = Ops::default();
+    match metrics_addr {
+        Some(metrics_addr) => {
+            let metrics_listener = startup::bind_var(METRICS_ADDR_VAR, metrics_addr).await?;
+            let metrics_addr = metrics_listener.local_addr()?;
+            tracing::info!("metrics on http://{metrics_addr}/metrics");
+            // Ends with the process: the metrics outlive the deliveries being finished.
+            tokio::spawn(serve(
+                metrics_listener,
+                metrics_router(metrics),
+                HEADER_READ_TIMEOUT,
+                std::future::pending(),
+            ));
+        }
+        None => ops.metrics = Some(metrics),
+    }
     if let Some(secret) = generated {
         eprintln!("{}", try_it(&secret, addr));
     }
     tracing::info!("listening on http://{addr}{WEBHOOK_PATH}");
 
-    let app = receiver_app(layer, print_batch());
+    let app = receiver_app_with(layer, print_batch(), &ops);
     serve(listener, app, HEADER_READ_TIMEOUT, shutdown_signal()).await;
     Ok(())
 }

@@ -1,8 +1,8 @@
 //! The servers of the runnable examples, as functions, so the end-to-end tests drive exactly
 //! what the examples run.
 //!
-//! - [`receiver_app`]: an axum `Router` with the webhook route behind the layer and an
-//!   unauthenticated health route (the `receiver` example).
+//! - [`receiver_app`]: an axum `Router` with the webhook route behind the layer and
+//!   unauthenticated health, readiness and metrics routes (the `receiver` example).
 //! - [`tonic_gateway`]: gRPC (the standard health service) and the webhook route on one port
 //!   (the `tonic_gateway` example).
 //! - [`serve_hyper`]: a plain hyper server whose service is the layer around a `service_fn`
@@ -37,8 +37,10 @@ use axum::routing::{get, post};
 use http::Request;
 use http_body_util::BodyExt;
 use polytomic_webhook::event::{EventRejection, parse_sync_records};
+use polytomic_webhook::metrics::{PrometheusHandle, prometheus_answer};
 use polytomic_webhook::prelude::*;
 use polytomic_webhook::problem::BodyStats;
+use polytomic_webhook::readiness::Readiness;
 pub use polytomic_webhook::server::{HEADER_READ_TIMEOUT, serve};
 use polytomic_webhook::{DeliveryBody, handler_panicked};
 use tokio::net::TcpListener;
@@ -88,7 +90,45 @@ pub type StoreError = Box<dyn std::error::Error + Send + Sync>;
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub fn receiver_app(layer: PolytomicWebhookLayer, sink: Sink) -> Router {
-    webhook_router(layer, sink).route("/healthz", get(healthz))
+    receiver_app_with(layer, sink, &Ops::default())
+}
+
+/// What a receiver serves besides its webhook route.
+#[derive(Clone, Debug, Default)]
+pub struct Ops {
+    /// Renders `GET /metrics` on the webhook's port; `None` leaves the route out (it is
+    /// served on an address of its own with [`metrics_router`], or not at all).
+    pub metrics: Option<PrometheusHandle>,
+    /// What `GET /readyz` asks.
+    pub readiness: Readiness,
+}
+
+/// [`receiver_app`] with `GET /readyz` asking `ops.readiness` (200 when ready, 503
+/// `not_ready` otherwise) and, when `ops.metrics` is set, `GET /metrics` (Prometheus text).
+/// Neither route is behind the webhook layer: they answer anyone who reaches the port.
+pub fn receiver_app_with(layer: PolytomicWebhookLayer, sink: Sink, ops: &Ops) -> Router {
+    let readiness = ops.readiness.clone();
+    let router = webhook_router(layer, sink)
+        .route("/healthz", get(healthz))
+        .route(
+            "/readyz",
+            get(move || {
+                let readiness = readiness.clone();
+                async move { readiness.answer().await }
+            }),
+        );
+    match &ops.metrics {
+        Some(handle) => router.merge(metrics_router(handle.clone())),
+        None => router,
+    }
+}
+
+/// `GET /metrics` alone, for serving the metrics on an address of their own.
+pub fn metrics_router(handle: PrometheusHandle) -> Router {
+    Router::new().route(
+        "/metrics",
+        get(move || async move { prometheus_answer(&handle) }),
+    )
 }
 
 /// The webhook route alone. `route_layer` wraps only the routes added before it, so routes

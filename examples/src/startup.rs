@@ -48,6 +48,9 @@ impl fmt::Debug for StartupError {
 
 impl std::error::Error for StartupError {}
 
+/// The variable holding the address `/metrics` is served on instead of the webhook's port.
+pub const METRICS_ADDR_VAR: &str = "POLYTOMIC_WEBHOOK_METRICS_ADDR";
+
 /// The address to listen on: [`ADDR_VAR`], else [`DEFAULT_ADDR`].
 ///
 /// ```
@@ -55,20 +58,43 @@ impl std::error::Error for StartupError {}
 /// # Ok::<(), examples::startup::StartupError>(())
 /// ```
 pub fn listen_addr() -> Result<SocketAddr, StartupError> {
-    match std::env::var(ADDR_VAR) {
-        Err(std::env::VarError::NotPresent) => Ok(DEFAULT_ADDR),
+    let unset = format!("unset it to listen on {DEFAULT_ADDR}");
+    Ok(addr_var(ADDR_VAR, &unset)?.unwrap_or(DEFAULT_ADDR))
+}
+
+/// Where to serve `/metrics` on its own: [`METRICS_ADDR_VAR`], else `None` (on the webhook's
+/// port).
+pub fn metrics_addr() -> Result<Option<SocketAddr>, StartupError> {
+    addr_var(
+        METRICS_ADDR_VAR,
+        "unset it to serve /metrics on the webhook's port",
+    )
+}
+
+/// The address in the variable `name`; `None` when it is unset or blank.
+fn addr_var(name: &str, unset: &str) -> Result<Option<SocketAddr>, StartupError> {
+    match std::env::var(name) {
+        Err(std::env::VarError::NotPresent) => Ok(None),
         Err(std::env::VarError::NotUnicode(_)) => Err(StartupError(format!(
-            "{ADDR_VAR} is not valid UTF-8. Expected an IP address and port, such as \
-             {DEFAULT_ADDR}. Fix: set it to one, or unset it to listen on {DEFAULT_ADDR}."
+            "{name} is not valid UTF-8. Expected an IP address and port, such as \
+             {DEFAULT_ADDR}. Fix: set it to one, or {unset}."
         ))),
-        Ok(value) if value.trim().is_empty() => Ok(DEFAULT_ADDR),
-        Ok(value) => parse_listen_addr(&value),
+        Ok(value) if value.trim().is_empty() => Ok(None),
+        Ok(value) => parse_addr(name, &value, unset).map(Some),
     }
 }
 
 /// Parses [`ADDR_VAR`]'s value, explaining the usual mistakes: a host name, a missing port,
 /// a missing IP address.
 pub fn parse_listen_addr(value: &str) -> Result<SocketAddr, StartupError> {
+    parse_addr(
+        ADDR_VAR,
+        value,
+        &format!("unset it to listen on {DEFAULT_ADDR}"),
+    )
+}
+
+fn parse_addr(name: &str, value: &str, unset: &str) -> Result<SocketAddr, StartupError> {
     let trimmed = value.trim();
     if let Ok(addr) = trimmed.parse() {
         return Ok(addr);
@@ -90,9 +116,9 @@ pub fn parse_listen_addr(value: &str) -> Result<SocketAddr, StartupError> {
         }
     };
     Err(StartupError(format!(
-        "{ADDR_VAR}={value:?} is not an address to listen on: {problem}. Expected an IP \
-         address and a port, such as {DEFAULT_ADDR}. Fix: set {ADDR_VAR}={suggestion}, or \
-         unset it to listen on {DEFAULT_ADDR}."
+        "{name}={value:?} is not an address to listen on: {problem}. Expected an IP \
+         address and a port, such as {DEFAULT_ADDR}. Fix: set {name}={suggestion}, or \
+         {unset}."
     )))
 }
 
@@ -163,31 +189,36 @@ pub fn previous_without_current() -> StartupError {
 /// Binds `addr`, explaining the usual failures: the port is taken, needs privileges, or the
 /// address is not one of this machine's.
 pub async fn bind(addr: SocketAddr) -> Result<TcpListener, StartupError> {
-    TcpListener::bind(addr)
-        .await
-        .map_err(|error| bind_error(addr, &error))
+    bind_var(ADDR_VAR, addr).await
 }
 
-fn bind_error(addr: SocketAddr, error: &io::Error) -> StartupError {
+/// [`bind`] for the address taken from the variable `name`, which the errors name.
+pub async fn bind_var(name: &str, addr: SocketAddr) -> Result<TcpListener, StartupError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|error| bind_error(name, addr, &error))
+}
+
+fn bind_error(name: &str, addr: SocketAddr, error: &io::Error) -> StartupError {
     let other_port = SocketAddr::new(addr.ip(), addr.port().wrapping_add(1).max(1024));
     let fix = match error.kind() {
         io::ErrorKind::AddrInUse => format!(
             "another program is already listening there. Fix: stop it, or set \
-             {ADDR_VAR} to a free port, such as {other_port}."
+             {name} to a free port, such as {other_port}."
         ),
         io::ErrorKind::PermissionDenied => format!(
             "this user may not listen there (ports below 1024 usually need privileges). \
-             Fix: set {ADDR_VAR} to a port above 1023, such as {DEFAULT_ADDR}."
+             Fix: set {name} to a port above 1023, such as {DEFAULT_ADDR}."
         ),
         io::ErrorKind::AddrNotAvailable => format!(
-            "{} is not an address of this machine. Fix: set {ADDR_VAR} to \
+            "{} is not an address of this machine. Fix: set {name} to \
              127.0.0.1:{port} (this machine only) or 0.0.0.0:{port} (every interface).",
             addr.ip(),
             port = addr.port()
         ),
-        _ => format!("{error}. Fix: set {ADDR_VAR} to another address, such as {DEFAULT_ADDR}."),
+        _ => format!("{error}. Fix: set {name} to another address, such as {DEFAULT_ADDR}."),
     };
-    StartupError(format!("cannot listen on {addr} ({ADDR_VAR}): {fix}"))
+    StartupError(format!("cannot listen on {addr} ({name}): {fix}"))
 }
 
 #[cfg(test)]
@@ -237,15 +268,20 @@ mod tests {
     #[test]
     fn bind_errors_name_the_variable_and_a_fix() {
         let addr: SocketAddr = "127.0.0.1:3000".parse().unwrap();
-        let busy = bind_error(addr, &io::Error::from(io::ErrorKind::AddrInUse)).to_string();
+        let busy =
+            bind_error(ADDR_VAR, addr, &io::Error::from(io::ErrorKind::AddrInUse)).to_string();
         assert!(
             busy.starts_with("cannot listen on 127.0.0.1:3000 (POLYTOMIC_WEBHOOK_ADDR)"),
             "{busy}"
         );
         assert!(busy.contains("already listening"), "{busy}");
         assert!(busy.contains("127.0.0.1:3001"), "{busy}");
-        let denied =
-            bind_error(addr, &io::Error::from(io::ErrorKind::PermissionDenied)).to_string();
+        let denied = bind_error(
+            ADDR_VAR,
+            addr,
+            &io::Error::from(io::ErrorKind::PermissionDenied),
+        )
+        .to_string();
         assert!(denied.contains("above 1023"), "{denied}");
     }
 }

@@ -23,6 +23,8 @@ use tokio::net::TcpStream;
 struct Receiver {
     child: Child,
     addr: SocketAddr,
+    /// Where `/metrics` is served when `POLYTOMIC_WEBHOOK_METRICS_ADDR` moved it.
+    metrics_addr: Option<SocketAddr>,
     stderr: mpsc::Receiver<String>,
     stderr_reader: Option<std::thread::JoinHandle<()>>,
 }
@@ -66,17 +68,24 @@ impl Receiver {
                 }
             }
         });
+        let url_addr = |line: &str, before: &str| -> Option<SocketAddr> {
+            let rest = line.split(before).nth(1)?;
+            Some(rest.split('/').next().unwrap().parse().unwrap())
+        };
+        let mut metrics_addr = None;
         let addr = loop {
             let line = stderr
                 .recv_timeout(Duration::from_secs(60))
                 .expect("the receiver logs where it listens");
-            if let Some(rest) = line.split("listening on http://").nth(1) {
-                break rest.split('/').next().unwrap().parse().unwrap();
+            metrics_addr = metrics_addr.or_else(|| url_addr(&line, "metrics on http://"));
+            if let Some(addr) = url_addr(&line, "listening on http://") {
+                break addr;
             }
         };
         Self {
             child,
             addr,
+            metrics_addr,
             stderr,
             stderr_reader: Some(stderr_reader),
         }
@@ -345,4 +354,52 @@ async fn a_batch_it_cannot_print_is_answered_503_batch_not_stored() {
 async fn a_connection_that_sent_half_its_headers_is_closed() {
     let receiver = Receiver::start(SECRET);
     assert_half_a_head_is_cut_off(receiver.addr, "receiver").await;
+}
+
+/// `GET path` on `addr`.
+async fn get(addr: SocketAddr, path: &str) -> Reply {
+    let request = Request::get(path)
+        .header("host", addr.to_string())
+        .body(full(""))
+        .unwrap();
+    send(addr, request).await
+}
+
+#[tokio::test]
+async fn metrics_are_on_the_webhook_port_unless_their_own_address_is_set() {
+    let receiver = Receiver::start(SECRET);
+    let addr = receiver.addr;
+    send(addr, sample(addr, Version::HTTP_11))
+        .await
+        .assert_accepted(2);
+    let scrape = get(addr, "/metrics").await;
+    assert_eq!(scrape.status, StatusCode::OK);
+    let text = String::from_utf8(scrape.body.to_vec()).unwrap();
+    assert!(
+        text.contains(r#"polytomic_webhook_deliveries_total{outcome="accepted",code="none"} 1"#),
+        "{text}"
+    );
+    assert_eq!(get(addr, "/readyz").await.status, StatusCode::OK);
+    receiver.terminate();
+
+    let receiver = Receiver::spawn(
+        receiver_command(SECRET).env("POLYTOMIC_WEBHOOK_METRICS_ADDR", "127.0.0.1:0"),
+    );
+    let metrics_addr = receiver
+        .metrics_addr
+        .expect("the receiver logs where the metrics are");
+    assert_ne!(metrics_addr, receiver.addr);
+    let addr = receiver.addr;
+    send(addr, sample(addr, Version::HTTP_11))
+        .await
+        .assert_accepted(2);
+    assert_eq!(get(addr, "/metrics").await.status, StatusCode::NOT_FOUND);
+    let scrape = get(metrics_addr, "/metrics").await;
+    assert_eq!(scrape.status, StatusCode::OK);
+    assert!(
+        String::from_utf8_lossy(&scrape.body)
+            .contains(r#"polytomic_webhook_deliveries_total{outcome="accepted",code="none"} 1"#),
+        "{scrape:?}"
+    );
+    receiver.terminate();
 }

@@ -13,12 +13,18 @@ use std::time::Instant;
 use axum::Router;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
+use axum::routing::{get, post};
 use clap::Args;
+use polytomic_webhook::handler_panicked;
+use polytomic_webhook::metrics::{
+    PrometheusHandle, install_prometheus_recorder, prometheus_answer,
+};
 use polytomic_webhook::prelude::*;
 use polytomic_webhook::problem::ProblemCode;
+use polytomic_webhook::readiness::Readiness;
 use polytomic_webhook::server::{HEADER_READ_TIMEOUT, serve};
 use tower::util::MapResponseLayer;
+use tower_http::catch_panic::CatchPanicLayer;
 
 use crate::{EXIT_FAILED, EXIT_USAGE, NAME, WEBHOOK_PATH, batches, plural};
 
@@ -33,7 +39,9 @@ use crate::{EXIT_FAILED, EXIT_USAGE, NAME, WEBHOOK_PATH, batches, plural};
         before it is acknowledged with 200. A batch that cannot be written completely is \
         answered 503 `batch_not_stored`, and a partial line is cut off again, so the file stays \
         JSON Lines; --fsync also waits until the line is on disk. Refusals are problem+json \
-        answers; a client that takes over 10 seconds to send a request's headers is \
+        answers. GET /readyz answers 200 while the receiver can take deliveries, and \
+        GET /metrics the delivery metrics in Prometheus's text format (on --metrics-addr \
+        when given); a client that takes over 10 seconds to send a request's headers is \
         disconnected. Prints \
         `listening on http://ADDR` to standard error once bound, and a summary on Ctrl-C \
         (or SIGTERM).",
@@ -75,13 +83,22 @@ pub(crate) struct ServeArgs {
     /// Make each batch durable on disk (fsync) before answering 200; needs --out FILE.
     #[arg(long)]
     fsync: bool,
+
+    /// Serve GET /metrics (Prometheus text) on this address instead of --addr.
+    #[arg(long, env = "POLYTOMIC_WEBHOOK_METRICS_ADDR", value_name = "ADDR")]
+    metrics_addr: Option<SocketAddr>,
 }
 
+/// The routes `serve` answers besides the webhook's.
+const OPS_PATHS: [&str; 2] = ["/metrics", "/readyz"];
+
 fn route_path(text: &str) -> Result<String, String> {
-    if text.starts_with('/') {
-        Ok(text.to_owned())
-    } else {
+    if !text.starts_with('/') {
         Err(format!("the path must start with `/`, got `{text}`"))
+    } else if OPS_PATHS.contains(&text) {
+        Err(format!("`{text}` is taken by the server's own route"))
+    } else {
+        Ok(text.to_owned())
     }
 }
 
@@ -209,25 +226,58 @@ pub(crate) async fn run(args: ServeArgs) -> ExitCode {
             return ExitCode::from(EXIT_USAGE);
         }
     };
+    let metrics = match install_prometheus_recorder() {
+        Ok(handle) => handle,
+        Err(error) => {
+            eprintln!("{NAME}: cannot set up the metrics: {error}");
+            return ExitCode::from(EXIT_FAILED);
+        }
+    };
     let receiver = Arc::new(Receiver {
         out: Mutex::new(out),
         counts: Mutex::new(Counts::default()),
     });
-    let app = app(&receiver, &args.path, layer);
-
-    let listener = match tokio::net::TcpListener::bind(args.addr).await {
+    let listener = match bind(args.addr).await {
         Ok(listener) => listener,
-        Err(error) => {
-            eprintln!("{NAME}: cannot listen on {}: {error}", args.addr);
-            return ExitCode::from(EXIT_FAILED);
-        }
+        Err(code) => return code,
     };
+    let ops = match args.metrics_addr {
+        Some(metrics_addr) => {
+            let metrics_listener = match bind(metrics_addr).await {
+                Ok(listener) => listener,
+                Err(code) => return code,
+            };
+            let bound = metrics_listener.local_addr().unwrap_or(metrics_addr);
+            eprintln!("{NAME}: metrics on http://{bound}/metrics");
+            // Ends with the process: the metrics outlive the deliveries being finished.
+            tokio::spawn(serve(
+                metrics_listener,
+                metrics_route(Router::new(), metrics),
+                HEADER_READ_TIMEOUT,
+                std::future::pending(),
+            ));
+            Ops::default()
+        }
+        None => Ops {
+            metrics: Some(metrics),
+            ..Ops::default()
+        },
+    };
+    let app = app(&receiver, &args.path, layer, ops);
     let bound = listener.local_addr().unwrap_or(args.addr);
     eprintln!("{NAME}: listening on http://{bound}{}", args.path);
     let started = Instant::now();
     serve(listener, app, HEADER_READ_TIMEOUT, shutdown_signal()).await;
     eprint!("{}", receiver.summary(started));
     ExitCode::SUCCESS
+}
+
+/// A listener on `addr`, or the exit status after saying why there is none.
+async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, ExitCode> {
+    tokio::net::TcpListener::bind(addr).await.map_err(|error| {
+        eprintln!("{NAME}: cannot listen on {addr}: {error}");
+        ExitCode::from(EXIT_FAILED)
+    })
 }
 
 /// The output --out names (standard output when absent or `-`), or the message and exit status
@@ -265,11 +315,23 @@ fn open_output(args: &ServeArgs) -> Result<Output, (String, u8)> {
     }
 }
 
-/// The webhook route behind `layer`, answering from `receiver`.
-fn app(receiver: &Arc<Receiver>, path: &str, layer: PolytomicWebhookLayer) -> Router {
+/// What `serve` answers besides deliveries.
+#[derive(Default)]
+struct Ops {
+    /// `GET /metrics` on the webhook's port, unless --metrics-addr moved it.
+    metrics: Option<PrometheusHandle>,
+    /// What `GET /readyz` asks.
+    readiness: Readiness,
+}
+
+/// The webhook route behind `layer`, answering from `receiver`; `GET /readyz`, and
+/// `GET /metrics` when `ops` has it, outside the layer.
+fn app(receiver: &Arc<Receiver>, path: &str, layer: PolytomicWebhookLayer, ops: Ops) -> Router {
     let counted = Arc::clone(receiver);
-    Router::new()
+    let readiness = ops.readiness;
+    let router = Router::new()
         .route(path, post(receive))
+        .route_layer(CatchPanicLayer::custom(handler_panicked))
         .with_state(Arc::clone(receiver))
         .layer(layer)
         // Outermost, so it sees the layer's own refusals as well as the handler's answers.
@@ -277,6 +339,26 @@ fn app(receiver: &Arc<Receiver>, path: &str, layer: PolytomicWebhookLayer) -> Ro
             counted.count_refusal(&response);
             response
         }))
+        // Added after the layers, which wrap only the routes before them.
+        .route(
+            "/readyz",
+            get(move || {
+                let readiness = readiness.clone();
+                async move { readiness.answer().await }
+            }),
+        );
+    match ops.metrics {
+        Some(handle) => metrics_route(router, handle),
+        None => router,
+    }
+}
+
+/// `router` with `GET /metrics` rendering `handle`.
+fn metrics_route(router: Router, handle: PrometheusHandle) -> Router {
+    router.route(
+        "/metrics",
+        get(move || async move { prometheus_answer(&handle) }),
+    )
 }
 
 /// Writes the batch before answering, so a 200 means it is in the output.
@@ -478,6 +560,7 @@ mod tests {
             &receiver,
             WEBHOOK_PATH,
             PolytomicWebhookLayer::new(config).unwrap(),
+            Ops::default(),
         )
     }
 

@@ -82,6 +82,7 @@ mod layer;
 pub mod limit;
 pub mod metrics;
 mod panic;
+pub mod readiness;
 mod service;
 mod timeout;
 

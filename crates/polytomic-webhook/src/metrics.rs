@@ -27,6 +27,12 @@ use polytomic_webhook_core::body::BodyStats;
 use polytomic_webhook_event::Ack;
 use polytomic_webhook_event::rejection::IgnoredEvent;
 
+/// The handle that renders a Prometheus recorder's text (re-exported from
+/// `metrics-exporter-prometheus`).
+#[cfg(feature = "prometheus")]
+#[cfg_attr(docsrs, doc(cfg(feature = "prometheus")))]
+pub use metrics_exporter_prometheus::PrometheusHandle;
+
 /// Deliveries answered, by `outcome` and problem `code` (counter).
 pub const DELIVERIES_TOTAL: &str = "polytomic_webhook_deliveries_total";
 /// Records in the batches answered with [`Ack`], by `result` (counter).
@@ -96,8 +102,6 @@ pub fn describe() {
 /// let text = handle.render();
 /// assert!(text.contains(r#"polytomic_webhook_delivery_duration_seconds_bucket{outcome="accepted",le="0.0025"} 1"#));
 /// ```
-///
-/// [`PrometheusHandle::render`]: metrics_exporter_prometheus::PrometheusHandle::render
 #[cfg(feature = "prometheus")]
 #[cfg_attr(docsrs, doc(cfg(feature = "prometheus")))]
 #[must_use]
@@ -112,6 +116,40 @@ pub fn prometheus_recorder() -> metrics_exporter_prometheus::PrometheusRecorder 
         Err(_) => metrics_exporter_prometheus::PrometheusBuilder::new(),
     };
     builder.build_recorder()
+}
+
+/// Installs [`prometheus_recorder`] as the process's recorder and [`describe`]s the metrics;
+/// the handle renders the text for a `/metrics` route (see [`prometheus_answer`]).
+///
+/// # Errors
+///
+/// When a recorder is installed already.
+#[cfg(feature = "prometheus")]
+#[cfg_attr(docsrs, doc(cfg(feature = "prometheus")))]
+pub fn install_prometheus_recorder() -> Result<
+    PrometheusHandle,
+    ::metrics::SetRecorderError<metrics_exporter_prometheus::PrometheusRecorder>,
+> {
+    let recorder = prometheus_recorder();
+    let handle = recorder.handle();
+    ::metrics::set_global_recorder(recorder)?;
+    describe();
+    Ok(handle)
+}
+
+/// A `/metrics` answer: the Prometheus text exposition of everything `handle`'s recorder has.
+#[cfg(feature = "prometheus")]
+#[cfg_attr(docsrs, doc(cfg(feature = "prometheus")))]
+pub fn prometheus_answer(handle: &PrometheusHandle) -> axum_core::response::Response {
+    use axum_core::response::IntoResponse;
+    (
+        [(
+            http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        handle.render(),
+    )
+        .into_response()
 }
 
 /// How one delivery ended, read once from its answer: the span's `outcome` field and every
