@@ -15,6 +15,8 @@
 //! - `POLYTOMIC_WEBHOOK_ADDR`: where to listen, `127.0.0.1:3000` by default.
 //! - `POLYTOMIC_WEBHOOK_METRICS_ADDR`: serve `GET /metrics` on this address instead of the
 //!   webhook's port (where it is by default).
+//! - `POLYTOMIC_WEBHOOK_MAX_IN_FLIGHT`: most deliveries handled at once (64); one beyond it
+//!   waits `POLYTOMIC_WEBHOOK_QUEUE_WAIT_MS` (1000) for a place, then gets 503 `overloaded`.
 //! - `RUST_LOG`: log filter, `info` by default. Logs go to stderr, one line per delivery.
 //!
 //! Everything else uses the library defaults (timestamps up to five minutes old or one minute
@@ -64,10 +66,14 @@ async fn run() -> Result<(), Box<dyn Error>> {
 
     let metrics = install_prometheus_recorder()?;
     let metrics_addr = startup::metrics_addr()?;
+    let limits = startup::server_limits()?;
 
     let listener = startup::bind(listen_addr()?).await?;
     let addr = listener.local_addr()?;
-    let mut ops = Ops::default();
+    let mut ops = Ops {
+        limits,
+        ..Ops::default()
+    };
     match metrics_addr {
         Some(metrics_addr) => {
             let metrics_listener = startup::bind_var(METRICS_ADDR_VAR, metrics_addr).await?;

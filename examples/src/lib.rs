@@ -37,6 +37,7 @@ use axum::routing::{get, post};
 use http::Request;
 use http_body_util::BodyExt;
 use polytomic_webhook::event::{EventRejection, parse_sync_records};
+use polytomic_webhook::limit::{InFlightLimitLayer, ServerLimits};
 use polytomic_webhook::metrics::{PrometheusHandle, prometheus_answer};
 use polytomic_webhook::prelude::*;
 use polytomic_webhook::problem::BodyStats;
@@ -101,6 +102,8 @@ pub struct Ops {
     pub metrics: Option<PrometheusHandle>,
     /// What `GET /readyz` asks.
     pub readiness: Readiness,
+    /// The server-wide bounds on the webhook route.
+    pub limits: ServerLimits,
 }
 
 /// [`receiver_app`] with `GET /readyz` asking `ops.readiness` (200 when ready, 503
@@ -108,7 +111,7 @@ pub struct Ops {
 /// Neither route is behind the webhook layer: they answer anyone who reaches the port.
 pub fn receiver_app_with(layer: PolytomicWebhookLayer, sink: Sink, ops: &Ops) -> Router {
     let readiness = ops.readiness.clone();
-    let router = webhook_router(layer, sink)
+    let router = webhook_router(layer, sink, &ops.limits)
         .route("/healthz", get(healthz))
         .route(
             "/readyz",
@@ -135,12 +138,14 @@ pub fn metrics_router(handle: PrometheusHandle) -> Router {
 /// merged or added later are untouched by the layer.
 ///
 /// Catch-panic sits inside the webhook layer: outside, a panic would unwind through the
-/// delivery's span before it records an outcome, and the answer would not be a problem.
-fn webhook_router(layer: PolytomicWebhookLayer, sink: Sink) -> Router {
+/// delivery's span before it records an outcome, and the answer would not be a problem. The
+/// in-flight bound sits outside it, so a delivery waiting for a place has cost nothing yet.
+fn webhook_router(layer: PolytomicWebhookLayer, sink: Sink, limits: &ServerLimits) -> Router {
     Router::new()
         .route(WEBHOOK_PATH, post(receive))
         .route_layer(CatchPanicLayer::custom(handler_panicked))
         .route_layer(layer)
+        .route_layer(InFlightLimitLayer::new(limits))
         .with_state(sink)
 }
 
@@ -189,7 +194,8 @@ pub fn tonic_gateway(
 ) -> (Router, tonic_health::server::HealthReporter) {
     let (reporter, health) = tonic_health::server::health_reporter();
     let grpc = tonic::service::Routes::new(health).into_axum_router();
-    (grpc.merge(webhook_router(layer, sink)), reporter)
+    let limits = ServerLimits::default();
+    (grpc.merge(webhook_router(layer, sink, &limits)), reporter)
 }
 
 /// Serves `layer` around a plain `service_fn` with hyper, HTTP/1 and HTTP/2 (cleartext, prior

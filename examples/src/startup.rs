@@ -6,7 +6,9 @@
 use std::fmt;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
 
+use polytomic_webhook::limit::ServerLimits;
 use polytomic_webhook::prelude::*;
 use tokio::net::TcpListener;
 
@@ -50,6 +52,46 @@ impl std::error::Error for StartupError {}
 
 /// The variable holding the address `/metrics` is served on instead of the webhook's port.
 pub const METRICS_ADDR_VAR: &str = "POLYTOMIC_WEBHOOK_METRICS_ADDR";
+
+/// The variable holding the most deliveries handled at once.
+pub const MAX_IN_FLIGHT_VAR: &str = "POLYTOMIC_WEBHOOK_MAX_IN_FLIGHT";
+
+/// The variable holding how long, in milliseconds, a delivery waits for a place.
+pub const QUEUE_WAIT_MS_VAR: &str = "POLYTOMIC_WEBHOOK_QUEUE_WAIT_MS";
+
+/// The server-wide bounds: the library's defaults, changed by each variable that is set.
+///
+/// ```
+/// let limits = examples::startup::server_limits()?;
+/// # Ok::<(), examples::startup::StartupError>(())
+/// ```
+pub fn server_limits() -> Result<ServerLimits, StartupError> {
+    let mut limits = ServerLimits::default();
+    if let Some(max) = number_var(MAX_IN_FLIGHT_VAR, 1, "64")? {
+        limits = limits.max_in_flight(usize::try_from(max).unwrap_or(usize::MAX));
+    }
+    if let Some(ms) = number_var(QUEUE_WAIT_MS_VAR, 0, "1000")? {
+        limits = limits.queue_wait(Duration::from_millis(ms));
+    }
+    Ok(limits)
+}
+
+/// The whole number in the variable `name`, at least `min`; `None` when it is unset or blank.
+fn number_var(name: &str, min: u64, example: &str) -> Result<Option<u64>, StartupError> {
+    let value = match std::env::var(name) {
+        Err(std::env::VarError::NotPresent) => return Ok(None),
+        Err(std::env::VarError::NotUnicode(_)) => String::from("(not UTF-8)"),
+        Ok(value) if value.trim().is_empty() => return Ok(None),
+        Ok(value) => value,
+    };
+    match value.trim().parse::<u64>() {
+        Ok(number) if number >= min => Ok(Some(number)),
+        _ => Err(StartupError(format!(
+            "{name}={value:?} is not a whole number of at least {min}. Fix: set {name} to \
+             one, such as {name}={example}, or unset it for the default."
+        ))),
+    }
+}
 
 /// The address to listen on: [`ADDR_VAR`], else [`DEFAULT_ADDR`].
 ///

@@ -1,183 +1,19 @@
-//! The receiver example's operations routes over TCP: `/metrics` after a mix of deliveries,
-//! and `/readyz` following its probe.
+//! The receiver example's operations over TCP: `/metrics` after a mix of deliveries, `/readyz`
+//! following its probe, and the server-wide bound.
 
 #![allow(clippy::unwrap_used)] // Test code: a failed unwrap is a failed test.
 
 mod support;
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use bytes::Bytes;
-use http::header::{CONTENT_TYPE, HOST};
-use http::{Request, StatusCode};
-use polytomic_webhook::metrics::install_prometheus_recorder;
+use http::StatusCode;
+use http::header::RETRY_AFTER;
+use polytomic_webhook::limit::ServerLimits;
 use polytomic_webhook::readiness::Readiness;
-use polytomic_webhook::testing::{Delivery, prometheus_value};
-use serde_json::json;
 use support::*;
-
-/// The receiver example's router with `ops`, on `127.0.0.1:0`. Its sink stores nothing and
-/// acts on the first record's `marker`: `fail` cannot be stored, `panic` panics.
-async fn start(ops: &examples::Ops) -> std::net::SocketAddr {
-    let sink: examples::Sink = Arc::new(|batch| {
-        let marker = batch.records()[0]
-            .fields()
-            .get("marker")
-            .map(|raw| raw.get().to_owned());
-        match marker.as_deref() {
-            Some(r#""fail""#) => Err("the test sink refuses this batch".into()),
-            Some(r#""panic""#) => panic!("the test sink panics"),
-            _ => Ok(()),
-        }
-    });
-    serve_axum(examples::receiver_app_with(layer(config()), sink, ops)).await
-}
-
-async fn get(addr: std::net::SocketAddr, path: &str) -> Reply {
-    let request = Request::get(path)
-        .header(HOST, addr.to_string())
-        .body(full(Bytes::new()))
-        .unwrap();
-    send(addr, request).await
-}
-
-fn marked(marker: &str) -> Delivery {
-    Delivery::new()
-        .secret(SECRET)
-        .record_json(json!({"marker": marker}))
-}
-
-#[tokio::test]
-async fn metrics_count_every_outcome_with_its_code_and_time_every_delivery() {
-    let handle = install_prometheus_recorder().unwrap();
-    let addr = start(&examples::Ops {
-        metrics: Some(handle),
-        ..examples::Ops::default()
-    })
-    .await;
-
-    // (delivery, status, outcome, code)
-    let plan = [
-        (
-            marked("a").record_json(json!({"marker": "a"})),
-            StatusCode::OK,
-            "accepted",
-            "none",
-        ),
-        (marked("b"), StatusCode::OK, "accepted", "none"),
-        (
-            marked("c").wrong_secret(),
-            StatusCode::UNAUTHORIZED,
-            "refused",
-            "invalid_token",
-        ),
-        (
-            marked("d").stale_timestamp(),
-            StatusCode::UNAUTHORIZED,
-            "refused",
-            "timestamp_too_old",
-        ),
-        (
-            marked("e").bomb(4 << 20),
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "refused",
-            "body_too_large",
-        ),
-        (
-            marked("f").malformed_json(),
-            StatusCode::BAD_REQUEST,
-            "refused",
-            "invalid_json",
-        ),
-        (
-            marked("g").raw_json(br#"{"event":"sync.records","object":{"id":"x"}}"#),
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "refused",
-            "invalid_envelope",
-        ),
-        (
-            marked("h").event("sync.future"),
-            StatusCode::OK,
-            "ignored",
-            "none",
-        ),
-        (
-            marked("fail"),
-            StatusCode::SERVICE_UNAVAILABLE,
-            "handler_error",
-            "batch_not_stored",
-        ),
-        (
-            marked("panic"),
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "panicked",
-            "handler_panicked",
-        ),
-    ];
-    let deliveries = plan.len();
-    let mut expected = std::collections::BTreeMap::<(&str, &str), f64>::new();
-    for (delivery, status, outcome, code) in plan {
-        let reply = send(addr, encoded(addr, delivery.encode())).await;
-        assert_eq!(reply.status, status, "{outcome} {code}: {reply:?}");
-        *expected.entry((outcome, code)).or_default() += 1.0;
-    }
-
-    let scrape = get(addr, "/metrics").await;
-    assert_eq!(scrape.status, StatusCode::OK);
-    assert!(
-        scrape.headers[CONTENT_TYPE]
-            .to_str()
-            .unwrap()
-            .starts_with("text/plain; version=0.0.4"),
-        "{scrape:?}"
-    );
-    let text = std::str::from_utf8(&scrape.body).unwrap();
-    let value = |series: String| prometheus_value(text, &series);
-    for ((outcome, code), count) in &expected {
-        assert_eq!(
-            value(format!(
-                "polytomic_webhook_deliveries_total{{outcome=\"{outcome}\",code=\"{code}\"}}"
-            )),
-            Some(*count),
-            "{outcome} {code} in\n{text}"
-        );
-    }
-    let mut timed = 0.0;
-    for outcome in [
-        "accepted",
-        "refused",
-        "ignored",
-        "handler_error",
-        "panicked",
-    ] {
-        timed += value(format!(
-            "polytomic_webhook_delivery_duration_seconds_count{{outcome=\"{outcome}\"}}"
-        ))
-        .unwrap();
-    }
-    assert_eq!(timed, deliveries as f64, "{text}");
-    // Two records, then one: only the acknowledged batches.
-    assert_eq!(
-        value(r#"polytomic_webhook_records_total{result="accepted"}"#.to_owned()),
-        Some(3.0)
-    );
-    let compressed = value(r#"polytomic_webhook_body_bytes_total{stage="compressed"}"#.to_owned());
-    let decompressed =
-        value(r#"polytomic_webhook_body_bytes_total{stage="decompressed"}"#.to_owned());
-    assert!(
-        compressed.unwrap() > 0.0 && decompressed.unwrap() > compressed.unwrap(),
-        "{text}"
-    );
-    assert_eq!(value("polytomic_webhook_in_flight".to_owned()), Some(0.0));
-    // The descriptions are there for Prometheus's HELP.
-    assert!(
-        text.contains("# HELP polytomic_webhook_deliveries_total "),
-        "{text}"
-    );
-    // No request's text ends up in a label: only the program's own codes.
-    assert!(!text.contains("marker"), "{text}");
-}
 
 #[tokio::test]
 async fn readyz_follows_its_probe_and_healthz_does_not() {
@@ -187,7 +23,7 @@ async fn readyz_follows_its_probe_and_healthz_does_not() {
         let up = probe.load(Ordering::SeqCst);
         async move { up }
     });
-    let addr = start(&examples::Ops {
+    let addr = start_marked(&examples::Ops {
         readiness,
         ..examples::Ops::default()
     })
@@ -211,7 +47,7 @@ async fn readyz_follows_its_probe_and_healthz_does_not() {
 
 #[tokio::test]
 async fn a_probe_that_hangs_counts_as_not_ready() {
-    let addr = start(&examples::Ops {
+    let addr = start_marked(&examples::Ops {
         readiness: Readiness::new(std::future::pending::<bool>),
         ..examples::Ops::default()
     })
@@ -219,4 +55,46 @@ async fn a_probe_that_hangs_counts_as_not_ready() {
     get(addr, "/readyz")
         .await
         .assert_problem(StatusCode::SERVICE_UNAVAILABLE, "not_ready");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_delivery_beyond_the_in_flight_bound_gets_503_overloaded_and_the_next_one_is_served() {
+    let (entered_tx, entered) = std::sync::mpsc::channel::<()>();
+    let (release, released) = std::sync::mpsc::channel::<()>();
+    let (entered_tx, released) = (Mutex::new(entered_tx), Mutex::new(released));
+    // Holds the delivery marked `hold` inside the sink until the test releases it.
+    let sink: examples::Sink = Arc::new(move |batch| {
+        if marker(batch) == r#""hold""# {
+            entered_tx.lock().unwrap().send(()).unwrap();
+            // A generous bound, so a failed test cannot hang forever.
+            let _ = released
+                .lock()
+                .unwrap()
+                .recv_timeout(Duration::from_secs(30));
+        }
+        Ok(())
+    });
+    let ops = examples::Ops {
+        limits: ServerLimits::default()
+            .max_in_flight(1)
+            .queue_wait(Duration::from_millis(100)),
+        ..examples::Ops::default()
+    };
+    let addr = serve_axum(examples::receiver_app_with(layer(config()), sink, &ops)).await;
+
+    let held =
+        tokio::spawn(async move { send(addr, encoded(addr, marked("hold").encode())).await });
+    tokio::task::spawn_blocking(move || entered.recv_timeout(Duration::from_secs(30)))
+        .await
+        .unwrap()
+        .unwrap();
+    let refused = send(addr, encoded(addr, marked("second").encode())).await;
+    refused.assert_problem(StatusCode::SERVICE_UNAVAILABLE, "overloaded");
+    assert_eq!(refused.headers[RETRY_AFTER], "1");
+
+    release.send(()).unwrap();
+    held.await.unwrap().assert_accepted(1);
+    send(addr, encoded(addr, marked("third").encode()))
+        .await
+        .assert_accepted(1);
 }

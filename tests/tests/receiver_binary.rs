@@ -356,15 +356,6 @@ async fn a_connection_that_sent_half_its_headers_is_closed() {
     assert_half_a_head_is_cut_off(receiver.addr, "receiver").await;
 }
 
-/// `GET path` on `addr`.
-async fn get(addr: SocketAddr, path: &str) -> Reply {
-    let request = Request::get(path)
-        .header("host", addr.to_string())
-        .body(full(""))
-        .unwrap();
-    send(addr, request).await
-}
-
 #[tokio::test]
 async fn metrics_are_on_the_webhook_port_unless_their_own_address_is_set() {
     let receiver = Receiver::start(SECRET);

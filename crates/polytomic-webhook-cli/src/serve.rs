@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::State;
@@ -16,6 +16,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use clap::Args;
 use polytomic_webhook::handler_panicked;
+use polytomic_webhook::limit::{
+    DEFAULT_MAX_IN_FLIGHT, DEFAULT_QUEUE_WAIT, InFlightLimitLayer, ServerLimits,
+};
 use polytomic_webhook::metrics::{
     PrometheusHandle, install_prometheus_recorder, prometheus_answer,
 };
@@ -84,6 +87,17 @@ pub(crate) struct ServeArgs {
     #[arg(long)]
     fsync: bool,
 
+    /// Most deliveries handled at once; one beyond it waits --queue-wait-ms for a place,
+    /// then is answered 503 `overloaded` with Retry-After.
+    #[arg(long, env = "POLYTOMIC_WEBHOOK_MAX_IN_FLIGHT", default_value_t = DEFAULT_MAX_IN_FLIGHT,
+          value_name = "N", value_parser = at_least_one)]
+    max_in_flight: usize,
+
+    /// How long a delivery waits for a place when --max-in-flight are being handled.
+    #[arg(long, env = "POLYTOMIC_WEBHOOK_QUEUE_WAIT_MS", value_name = "MS",
+          default_value_t = u64::try_from(DEFAULT_QUEUE_WAIT.as_millis()).unwrap_or(u64::MAX))]
+    queue_wait_ms: u64,
+
     /// Serve GET /metrics (Prometheus text) on this address instead of --addr.
     #[arg(long, env = "POLYTOMIC_WEBHOOK_METRICS_ADDR", value_name = "ADDR")]
     metrics_addr: Option<SocketAddr>,
@@ -91,6 +105,15 @@ pub(crate) struct ServeArgs {
 
 /// The routes `serve` answers besides the webhook's.
 const OPS_PATHS: [&str; 2] = ["/metrics", "/readyz"];
+
+fn at_least_one(text: &str) -> Result<usize, String> {
+    match text.parse() {
+        Ok(0) | Err(_) => Err(format!(
+            "expected a whole number of at least 1, got `{text}`"
+        )),
+        Ok(count) => Ok(count),
+    }
+}
 
 fn route_path(text: &str) -> Result<String, String> {
     if !text.starts_with('/') {
@@ -263,6 +286,12 @@ pub(crate) async fn run(args: ServeArgs) -> ExitCode {
             ..Ops::default()
         },
     };
+    let ops = Ops {
+        limits: ServerLimits::default()
+            .max_in_flight(args.max_in_flight)
+            .queue_wait(Duration::from_millis(args.queue_wait_ms)),
+        ..ops
+    };
     let app = app(&receiver, &args.path, layer, ops);
     let bound = listener.local_addr().unwrap_or(args.addr);
     eprintln!("{NAME}: listening on http://{bound}{}", args.path);
@@ -322,6 +351,8 @@ struct Ops {
     metrics: Option<PrometheusHandle>,
     /// What `GET /readyz` asks.
     readiness: Readiness,
+    /// The server-wide bounds on the webhook route.
+    limits: ServerLimits,
 }
 
 /// The webhook route behind `layer`, answering from `receiver`; `GET /readyz`, and
@@ -334,6 +365,8 @@ fn app(receiver: &Arc<Receiver>, path: &str, layer: PolytomicWebhookLayer, ops: 
         .route_layer(CatchPanicLayer::custom(handler_panicked))
         .with_state(Arc::clone(receiver))
         .layer(layer)
+        // Outside the webhook layer, so a delivery waiting for a place has cost nothing yet.
+        .route_layer(InFlightLimitLayer::new(&ops.limits))
         // Outermost, so it sees the layer's own refusals as well as the handler's answers.
         .layer(MapResponseLayer::new(move |response: Response| {
             counted.count_refusal(&response);

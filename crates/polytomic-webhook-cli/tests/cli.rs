@@ -971,3 +971,17 @@ fn serve_refuses_a_webhook_path_its_own_routes_take() {
         stderr(&output)
     );
 }
+
+#[test]
+fn serve_needs_room_for_at_least_one_delivery() {
+    let output = bin()
+        .args(["serve", "--secret", SECRET, "--max-in-flight", "0"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        stderr(&output).contains("at least 1"),
+        "{}",
+        stderr(&output)
+    );
+}

@@ -156,7 +156,7 @@ impl PolytomicWebhookConfig {
 /// Polytomic sends batches of 100 records by default, a few kilobytes compressed: half a
 /// minute leaves ample room for slow links while bounding how long a stalled or trickling
 /// sender can hold a connection and a buffer.
-const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(30);
 
 fn optional_secs<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Duration>, D::Error> {
     Option::<f64>::deserialize(deserializer)?
