@@ -37,7 +37,7 @@ use axum::routing::{get, post};
 use http::Request;
 use http_body_util::BodyExt;
 use polytomic_webhook::event::{EventRejection, parse_sync_records};
-use polytomic_webhook::limit::{InFlightLimitLayer, ServerLimits};
+use polytomic_webhook::limit::{DecodedBudgetLayer, InFlightLimitLayer, ServerLimits};
 use polytomic_webhook::metrics::{PrometheusHandle, prometheus_answer};
 use polytomic_webhook::prelude::*;
 use polytomic_webhook::problem::BodyStats;
@@ -139,11 +139,13 @@ pub fn metrics_router(handle: PrometheusHandle) -> Router {
 ///
 /// Catch-panic sits inside the webhook layer: outside, a panic would unwind through the
 /// delivery's span before it records an outcome, and the answer would not be a problem. The
-/// in-flight bound sits outside it, so a delivery waiting for a place has cost nothing yet.
+/// decoded-bytes budget sits inside it too, where the body is the decoded one; the in-flight
+/// bound outside, so a delivery waiting for a place has cost nothing yet.
 fn webhook_router(layer: PolytomicWebhookLayer, sink: Sink, limits: &ServerLimits) -> Router {
     Router::new()
         .route(WEBHOOK_PATH, post(receive))
         .route_layer(CatchPanicLayer::custom(handler_panicked))
+        .route_layer(DecodedBudgetLayer::new(limits))
         .route_layer(layer)
         .route_layer(InFlightLimitLayer::new(limits))
         .with_state(sink)

@@ -59,6 +59,9 @@ pub const MAX_IN_FLIGHT_VAR: &str = "POLYTOMIC_WEBHOOK_MAX_IN_FLIGHT";
 /// The variable holding how long, in milliseconds, a delivery waits for a place.
 pub const QUEUE_WAIT_MS_VAR: &str = "POLYTOMIC_WEBHOOK_QUEUE_WAIT_MS";
 
+/// The variable holding the most decoded bytes all deliveries hold at once.
+pub const MAX_DECODED_IN_FLIGHT_VAR: &str = "POLYTOMIC_WEBHOOK_MAX_DECODED_IN_FLIGHT";
+
 /// The server-wide bounds: the library's defaults, changed by each variable that is set.
 ///
 /// ```
@@ -72,6 +75,9 @@ pub fn server_limits() -> Result<ServerLimits, StartupError> {
     }
     if let Some(ms) = number_var(QUEUE_WAIT_MS_VAR, 0, "1000")? {
         limits = limits.queue_wait(Duration::from_millis(ms));
+    }
+    if let Some(bytes) = number_var(MAX_DECODED_IN_FLIGHT_VAR, 0, "268435456")? {
+        limits = limits.max_decoded_in_flight(bytes);
     }
     Ok(limits)
 }

@@ -17,7 +17,8 @@ use axum::routing::{get, post};
 use clap::Args;
 use polytomic_webhook::handler_panicked;
 use polytomic_webhook::limit::{
-    DEFAULT_MAX_IN_FLIGHT, DEFAULT_QUEUE_WAIT, InFlightLimitLayer, ServerLimits,
+    DEFAULT_MAX_DECODED_IN_FLIGHT, DEFAULT_MAX_IN_FLIGHT, DEFAULT_QUEUE_WAIT, DecodedBudgetLayer,
+    InFlightLimitLayer, ServerLimits,
 };
 use polytomic_webhook::metrics::{
     PrometheusHandle, install_prometheus_recorder, prometheus_answer,
@@ -97,6 +98,12 @@ pub(crate) struct ServeArgs {
     #[arg(long, env = "POLYTOMIC_WEBHOOK_QUEUE_WAIT_MS", value_name = "MS",
           default_value_t = u64::try_from(DEFAULT_QUEUE_WAIT.as_millis()).unwrap_or(u64::MAX))]
     queue_wait_ms: u64,
+
+    /// Most decoded bytes all deliveries hold at once; a delivery that would pass it is
+    /// stopped and answered 503 `overloaded` with Retry-After.
+    #[arg(long, env = "POLYTOMIC_WEBHOOK_MAX_DECODED_IN_FLIGHT", value_name = "BYTES",
+          default_value_t = DEFAULT_MAX_DECODED_IN_FLIGHT)]
+    max_decoded_in_flight: u64,
 
     /// Serve GET /metrics (Prometheus text) on this address instead of --addr.
     #[arg(long, env = "POLYTOMIC_WEBHOOK_METRICS_ADDR", value_name = "ADDR")]
@@ -289,7 +296,8 @@ pub(crate) async fn run(args: ServeArgs) -> ExitCode {
     let ops = Ops {
         limits: ServerLimits::default()
             .max_in_flight(args.max_in_flight)
-            .queue_wait(Duration::from_millis(args.queue_wait_ms)),
+            .queue_wait(Duration::from_millis(args.queue_wait_ms))
+            .max_decoded_in_flight(args.max_decoded_in_flight),
         ..ops
     };
     let app = app(&receiver, &args.path, layer, ops);
@@ -363,6 +371,8 @@ fn app(receiver: &Arc<Receiver>, path: &str, layer: PolytomicWebhookLayer, ops: 
     let router = Router::new()
         .route(path, post(receive))
         .route_layer(CatchPanicLayer::custom(handler_panicked))
+        // Inside the webhook layer, where the body is the decoded one.
+        .route_layer(DecodedBudgetLayer::new(&ops.limits))
         .with_state(Arc::clone(receiver))
         .layer(layer)
         // Outside the webhook layer, so a delivery waiting for a place has cost nothing yet.

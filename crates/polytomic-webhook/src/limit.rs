@@ -7,9 +7,15 @@
 //! turn has cost nothing yet. A delivery that finds every place taken waits briefly, then is
 //! answered 503 `overloaded` with `Retry-After`.
 //!
+//! [`DecodedBudgetLayer`] bounds the decoded bytes that all deliveries hold together: each
+//! draws from one shared budget as its decoded body streams in and gives it all back once it
+//! is answered. A delivery whose next bytes do not fit is stopped there, its body not decoded
+//! further, and answered 503 `overloaded` with `Retry-After`. It goes inside the webhook layer,
+//! where the body is the decoded one.
+//!
 //! ```
 //! use axum::{Router, routing::post};
-//! use polytomic_webhook::limit::{InFlightLimitLayer, ServerLimits};
+//! use polytomic_webhook::limit::{DecodedBudgetLayer, InFlightLimitLayer, ServerLimits};
 //! use polytomic_webhook::prelude::*;
 //!
 //! async fn receive(batch: SyncRecords) -> Ack {
@@ -20,6 +26,7 @@
 //! let config = PolytomicWebhookConfig::default().secret(Secret::new("the-connection-secret")?);
 //! let app: Router = Router::new()
 //!     .route("/webhooks/polytomic", post(receive))
+//!     .route_layer(DecodedBudgetLayer::new(&limits))
 //!     .route_layer(PolytomicWebhookLayer::new(config)?)
 //!     .route_layer(InFlightLimitLayer::new(&limits));
 //! # Ok::<(), Box<dyn std::error::Error>>(())
@@ -29,12 +36,14 @@ use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
 
+use bytes::Buf;
 use http::header::{CONNECTION, HeaderValue, RETRY_AFTER};
 use http::{Request, Response, StatusCode};
-use http_body::Body;
+use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 use polytomic_webhook_core::Problem;
 use polytomic_webhook_core::body::BoxError;
@@ -75,7 +84,20 @@ pub struct ServerLimits {
     /// How long a delivery beyond that waits for a place before it is refused. Default:
     /// [`DEFAULT_QUEUE_WAIT`].
     pub queue_wait: Duration,
+    /// Most decoded bytes all deliveries hold at once, each delivery counted from its first
+    /// body byte until it is answered. Default: [`DEFAULT_MAX_DECODED_IN_FLIGHT`].
+    pub max_decoded_in_flight: u64,
 }
+
+/// The default [`ServerLimits::max_decoded_in_flight`]: 256 MiB, room for eight deliveries at
+/// the per-delivery limit of 32 MiB, or thousands of ordinary batches, at once.
+pub const DEFAULT_MAX_DECODED_IN_FLIGHT: u64 = 256 * 1024 * 1024;
+
+/// What each delivery draws from the decoded-bytes budget before its first byte, besides the
+/// bytes themselves: its decoder's output buffer (up to 1 MiB) and the connection's read
+/// buffer, which the budget would otherwise not see. It is what lets the budget bound memory
+/// rather than only the decoded bytes.
+pub const PER_DELIVERY_RESERVE: u64 = 1024 * 1024 + 512 * 1024;
 
 /// The default [`ServerLimits::max_in_flight`]: 64.
 ///
@@ -95,6 +117,7 @@ impl Default for ServerLimits {
         Self {
             max_in_flight: DEFAULT_MAX_IN_FLIGHT,
             queue_wait: DEFAULT_QUEUE_WAIT,
+            max_decoded_in_flight: DEFAULT_MAX_DECODED_IN_FLIGHT,
         }
     }
 }
@@ -113,6 +136,13 @@ impl ServerLimits {
         self.queue_wait = wait;
         self
     }
+
+    /// Sets the most decoded bytes all deliveries hold at once.
+    #[must_use]
+    pub fn max_decoded_in_flight(mut self, bytes: u64) -> Self {
+        self.max_decoded_in_flight = bytes;
+        self
+    }
 }
 
 /// The 503 `overloaded` problem, with `Retry-After`.
@@ -120,7 +150,7 @@ fn overloaded() -> Problem {
     Problem::new(
         StatusCode::SERVICE_UNAVAILABLE,
         OVERLOADED,
-        "The receiver is handling as many deliveries as it may; retry shortly.",
+        "The receiver has no room for this delivery now; retry shortly.",
     )
     .with_header(RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS))
 }
@@ -353,5 +383,223 @@ where
         f.debug_struct("InFlightFuture")
             .field("state", &state)
             .finish_non_exhaustive()
+    }
+}
+
+/// Bounds the decoded bytes all deliveries hold at once; see the [module docs](self).
+///
+/// Clones share one budget.
+#[derive(Clone, Debug)]
+#[must_use]
+pub struct DecodedBudgetLayer {
+    budget: Arc<Budget>,
+}
+
+#[derive(Debug)]
+struct Budget {
+    available: AtomicU64,
+}
+
+impl Budget {
+    /// Takes `bytes` if that many are available.
+    fn draw(&self, bytes: u64) -> bool {
+        self.available
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |available| {
+                available.checked_sub(bytes)
+            })
+            .is_ok()
+    }
+
+    fn give_back(&self, bytes: u64) {
+        self.available.fetch_add(bytes, Ordering::AcqRel);
+    }
+}
+
+impl DecodedBudgetLayer {
+    /// A budget of `limits.max_decoded_in_flight` bytes.
+    pub fn new(limits: &ServerLimits) -> Self {
+        Self {
+            budget: Arc::new(Budget {
+                available: AtomicU64::new(limits.max_decoded_in_flight),
+            }),
+        }
+    }
+}
+
+impl<S> Layer<S> for DecodedBudgetLayer {
+    type Service = DecodedBudget<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        DecodedBudget {
+            inner,
+            budget: Arc::clone(&self.budget),
+        }
+    }
+}
+
+/// The service built by [`DecodedBudgetLayer`].
+#[derive(Clone, Debug)]
+pub struct DecodedBudget<S> {
+    inner: S,
+    budget: Arc<Budget>,
+}
+
+/// One delivery's share of the budget, given back when both its body and its response future
+/// are gone: the decoded bytes live until the handler has answered.
+#[derive(Debug)]
+struct Share {
+    budget: Arc<Budget>,
+    held: AtomicU64,
+    refused: AtomicBool,
+}
+
+impl Share {
+    /// Draws `bytes` more; on failure the delivery is marked refused.
+    fn draw(&self, bytes: u64) -> bool {
+        let drawn = self.budget.draw(bytes);
+        if drawn {
+            self.held.fetch_add(bytes, Ordering::AcqRel);
+        } else {
+            self.refused.store(true, Ordering::Release);
+        }
+        drawn
+    }
+}
+
+impl Drop for Share {
+    fn drop(&mut self) {
+        self.budget.give_back(*self.held.get_mut());
+    }
+}
+
+impl<S, B, ResBody> Service<Request<B>> for DecodedBudget<S>
+where
+    S: Service<Request<BudgetBody<B>>, Response = Response<ResBody>>,
+{
+    type Response = Response<ResponseBody<ResBody>>;
+    type Error = S::Error;
+    type Future = BudgetFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        let share = Arc::new(Share {
+            budget: Arc::clone(&self.budget),
+            held: AtomicU64::new(0),
+            refused: AtomicBool::new(false),
+        });
+        let request = request.map(|inner| BudgetBody {
+            inner: Some(inner),
+            share: Arc::clone(&share),
+            reserved: false,
+        });
+        BudgetFuture {
+            inner: self.inner.call(request),
+            share,
+        }
+    }
+}
+
+pin_project! {
+    /// The request body under a [`DecodedBudget`]: the decoded body, drawing from the budget
+    /// as its frames arrive. Once a frame does not fit, the body ends with
+    /// [`BudgetExhausted`] and the decoder under it is dropped.
+    #[derive(Debug)]
+    pub struct BudgetBody<B> {
+        #[pin]
+        inner: Option<B>,
+        share: Arc<Share>,
+        // Whether the per-delivery reserve is drawn.
+        reserved: bool,
+    }
+}
+
+impl<B> Body for BudgetBody<B>
+where
+    B: Body,
+    B::Error: Into<BoxError>,
+{
+    type Data = B::Data;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let mut this = self.project();
+        let Some(inner) = this.inner.as_mut().as_pin_mut() else {
+            return Poll::Ready(None);
+        };
+        let frame = match ready!(inner.poll_frame(cx)) {
+            Some(Ok(frame)) => frame,
+            Some(Err(error)) => return Poll::Ready(Some(Err(error.into()))),
+            None => return Poll::Ready(None),
+        };
+        let mut bytes = frame.data_ref().map_or(0, |data| {
+            u64::try_from(data.remaining()).unwrap_or(u64::MAX)
+        });
+        if !*this.reserved {
+            bytes = bytes.saturating_add(PER_DELIVERY_RESERVE);
+            *this.reserved = true;
+        }
+        if this.share.draw(bytes) {
+            Poll::Ready(Some(Ok(frame)))
+        } else {
+            // Dropping the decoder stops the inflating and frees its buffers now.
+            this.inner.set(None);
+            Poll::Ready(Some(Err(Box::new(BudgetExhausted))))
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.as_ref().is_none_or(Body::is_end_stream)
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner
+            .as_ref()
+            .map_or_else(|| SizeHint::with_exact(0), Body::size_hint)
+    }
+}
+
+/// The error a [`BudgetBody`] ends with when the server's decoded-bytes budget is used up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BudgetExhausted;
+
+impl fmt::Display for BudgetExhausted {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("the server's budget of decoded bytes in flight is used up")
+    }
+}
+
+impl std::error::Error for BudgetExhausted {}
+
+pin_project! {
+    /// Response future of [`DecodedBudget`]: the inner answer, or 503 `overloaded` for a
+    /// delivery whose body ran out of budget, whatever the handler made of the cut-off body.
+    #[derive(Debug)]
+    pub struct BudgetFuture<F> {
+        #[pin]
+        inner: F,
+        share: Arc<Share>,
+    }
+}
+
+impl<F, ResBody, E> Future for BudgetFuture<F>
+where
+    F: Future<Output = Result<Response<ResBody>, E>>,
+{
+    type Output = Result<Response<ResponseBody<ResBody>>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let response = ready!(this.inner.poll(cx))?;
+        if this.share.refused.load(Ordering::Acquire) {
+            // The batch was not kept: never a 2xx, and the sender should retry.
+            return Poll::Ready(Ok(overloaded().to_response().map(ResponseBody::rejected)));
+        }
+        Poll::Ready(Ok(response.map(ResponseBody::inner)))
     }
 }

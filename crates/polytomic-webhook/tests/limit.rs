@@ -10,7 +10,9 @@ use bytes::Bytes;
 use http::header::{CONTENT_TYPE, RETRY_AFTER};
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
-use polytomic_webhook::limit::{InFlightLimitLayer, ServerLimits};
+use polytomic_webhook::limit::{
+    DecodedBudgetLayer, InFlightLimitLayer, PER_DELIVERY_RESERVE, ServerLimits,
+};
 use polytomic_webhook::metrics::prometheus_recorder;
 use polytomic_webhook::testing::prometheus_value;
 use tokio::sync::Semaphore;
@@ -112,4 +114,108 @@ async fn a_cancelled_delivery_gives_its_place_back() {
     gate.add_permits(1);
     let next = service.clone().oneshot(request()).await.unwrap();
     assert_eq!(next.status(), StatusCode::OK);
+}
+
+/// Reads the whole body, then answers 200 once `gate` lets it, or 400 at once when the body
+/// failed.
+fn reading(
+    gate: &Arc<Semaphore>,
+) -> impl Service<
+    Request<polytomic_webhook::limit::BudgetBody<Full<Bytes>>>,
+    Response = Response<Full<Bytes>>,
+    Error = Infallible,
+    Future: Send,
+> + Clone
++ use<> {
+    let gate = Arc::clone(gate);
+    service_fn(
+        move |request: Request<polytomic_webhook::limit::BudgetBody<Full<Bytes>>>| {
+            let gate = Arc::clone(&gate);
+            async move {
+                let mut response = Response::new(Full::new(Bytes::new()));
+                if request.into_body().collect().await.is_err() {
+                    *response.status_mut() = StatusCode::BAD_REQUEST;
+                } else {
+                    gate.acquire().await.unwrap().forget();
+                }
+                Ok::<_, Infallible>(response)
+            }
+        },
+    )
+}
+
+fn body_of(len: usize) -> Request<Full<Bytes>> {
+    Request::post("/")
+        .body(Full::new(Bytes::from(vec![b' '; len])))
+        .unwrap()
+}
+
+/// The answer's status and problem code (a problem must carry `Retry-After: 1`).
+async fn status_and_code<B>(response: Response<B>) -> (StatusCode, Option<String>)
+where
+    B: http_body::Body,
+    B::Error: std::fmt::Debug,
+{
+    let status = response.status();
+    let retry_after = response.headers().get(RETRY_AFTER).cloned();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    let code = serde_json::from_slice::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|json| json["code"].as_str().map(str::to_owned));
+    if code.is_some() {
+        assert_eq!(retry_after.unwrap(), "1");
+    }
+    (status, code)
+}
+
+#[tokio::test]
+async fn a_body_past_the_budget_is_answered_503_overloaded_whatever_the_handler_says() {
+    let gate = Arc::new(Semaphore::new(Semaphore::MAX_PERMITS));
+    let limits = ServerLimits::default().max_decoded_in_flight(PER_DELIVERY_RESERVE + 100);
+    let service = DecodedBudgetLayer::new(&limits).layer(reading(&gate));
+
+    // The handler saw a failed body and answered 400; the sender is told to retry instead.
+    let over = service.clone().oneshot(body_of(101)).await.unwrap();
+    assert_eq!(
+        status_and_code(over).await,
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Some("overloaded".to_owned())
+        )
+    );
+    // What it drew was given back: a body that fits goes through, again and again.
+    for _ in 0..3 {
+        let fits = service.clone().oneshot(body_of(100)).await.unwrap();
+        assert_eq!(status_and_code(fits).await, (StatusCode::OK, None));
+    }
+}
+
+#[tokio::test]
+async fn the_budget_is_shared_and_held_until_the_delivery_is_answered() {
+    let gate = Arc::new(Semaphore::new(0));
+    // Room for two deliveries' reserves and 150 bytes between them.
+    let limits = ServerLimits::default().max_decoded_in_flight(2 * PER_DELIVERY_RESERVE + 150);
+    let service = DecodedBudgetLayer::new(&limits).layer(reading(&gate));
+
+    let first = tokio::spawn(service.clone().oneshot(body_of(100)));
+    // Until the first has read its body (and waits for the gate), its bytes are drawn.
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+    let second = service.clone().oneshot(body_of(100)).await.unwrap();
+    assert_eq!(
+        status_and_code(second).await,
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Some("overloaded".to_owned())
+        )
+    );
+    gate.add_permits(1);
+    assert_eq!(
+        status_and_code(first.await.unwrap().unwrap()).await,
+        (StatusCode::OK, None)
+    );
+    gate.add_permits(1);
+    let third = service.clone().oneshot(body_of(100)).await.unwrap();
+    assert_eq!(status_and_code(third).await, (StatusCode::OK, None));
 }
