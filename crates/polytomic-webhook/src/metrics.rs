@@ -2,7 +2,7 @@
 //!
 //! The layer emits these whether or not anything collects them: until the application installs
 //! a recorder, each emission costs a check of one global and nothing else. Install one (for
-//! Prometheus, [`prometheus_recorder`] with the `prometheus` feature) and they appear:
+//! Prometheus, `prometheus_recorder` with the `prometheus` feature) and they appear:
 //!
 //! | name | type | labels |
 //! |---|---|---|
@@ -50,7 +50,7 @@ pub const IN_FLIGHT: &str = "polytomic_webhook_in_flight";
 /// [`handler_panicked`]: crate::handler_panicked
 pub const HANDLER_PANICKED: &str = "handler_panicked";
 
-/// The bucket bounds, in seconds, that [`prometheus_recorder`] gives
+/// The bucket bounds, in seconds, that `prometheus_recorder` (feature `prometheus`) gives
 /// [`DELIVERY_DURATION_SECONDS`]: a batch of a hundred records takes about a millisecond, a
 /// bomb refused at its limit a few tens, and the body deadline is 30 s.
 pub const DURATION_BUCKETS: [f64; 14] = [
