@@ -38,6 +38,11 @@ fn gated(
     })
 }
 
+/// Room for one delivery at a time; the next waits up to `wait`.
+fn one_place(wait: Duration) -> ServerLimits {
+    ServerLimits::default().max_in_flight(1).queue_wait(wait)
+}
+
 fn request() -> Request<Full<Bytes>> {
     Request::post("/")
         .body(Full::new(Bytes::from_static(b"{}")))
@@ -49,10 +54,8 @@ async fn a_delivery_beyond_the_bound_waits_then_gets_503_overloaded_with_retry_a
     let recorder = prometheus_recorder();
     let _installed = metrics::set_default_local_recorder(&recorder);
     let gate = Arc::new(Semaphore::new(0));
-    let limits = ServerLimits::default()
-        .max_in_flight(1)
-        .queue_wait(Duration::from_millis(50));
-    let service = InFlightLimitLayer::new(&limits).layer(gated(&gate));
+    let service =
+        InFlightLimitLayer::new(&one_place(Duration::from_millis(50))).layer(gated(&gate));
 
     let first = tokio::spawn(service.clone().oneshot(request()));
     tokio::task::yield_now().await;
@@ -83,10 +86,7 @@ async fn a_delivery_beyond_the_bound_waits_then_gets_503_overloaded_with_retry_a
 async fn a_delivery_that_finds_a_place_within_its_wait_is_served() {
     let gate = Arc::new(Semaphore::new(0));
     // A generous wait: this is about being served at all, not about speed.
-    let limits = ServerLimits::default()
-        .max_in_flight(1)
-        .queue_wait(Duration::from_secs(30));
-    let service = InFlightLimitLayer::new(&limits).layer(gated(&gate));
+    let service = InFlightLimitLayer::new(&one_place(Duration::from_secs(30))).layer(gated(&gate));
 
     let first = tokio::spawn(service.clone().oneshot(request()));
     tokio::task::yield_now().await;
@@ -101,10 +101,8 @@ async fn a_delivery_that_finds_a_place_within_its_wait_is_served() {
 #[tokio::test]
 async fn a_cancelled_delivery_gives_its_place_back() {
     let gate = Arc::new(Semaphore::new(0));
-    let limits = ServerLimits::default()
-        .max_in_flight(1)
-        .queue_wait(Duration::from_millis(50));
-    let service = InFlightLimitLayer::new(&limits).layer(gated(&gate));
+    let service =
+        InFlightLimitLayer::new(&one_place(Duration::from_millis(50))).layer(gated(&gate));
 
     let first = tokio::spawn(service.clone().oneshot(request()));
     tokio::task::yield_now().await;

@@ -99,28 +99,17 @@ async fn each_outcome_is_counted_with_its_code_and_timed() {
             &format!("polytomic_webhook_deliveries_total{{{labels}}}"),
         )
     };
-    assert_eq!(deliveries(r#"outcome="accepted",code="none""#), Some(2.0));
-    assert_eq!(
-        deliveries(r#"outcome="refused",code="invalid_token""#),
-        Some(1.0)
-    );
-    assert_eq!(
-        deliveries(r#"outcome="refused",code="body_too_large""#),
-        Some(1.0)
-    );
-    assert_eq!(
-        deliveries(r#"outcome="refused",code="invalid_json""#),
-        Some(1.0)
-    );
-    assert_eq!(deliveries(r#"outcome="ignored",code="none""#), Some(1.0));
-    assert_eq!(
-        deliveries(r#"outcome="handler_error",code="batch_not_stored""#),
-        Some(1.0)
-    );
-    assert_eq!(
-        deliveries(r#"outcome="panicked",code="handler_panicked""#),
-        Some(1.0)
-    );
+    for (labels, count) in [
+        (r#"outcome="accepted",code="none""#, 2.0),
+        (r#"outcome="refused",code="invalid_token""#, 1.0),
+        (r#"outcome="refused",code="body_too_large""#, 1.0),
+        (r#"outcome="refused",code="invalid_json""#, 1.0),
+        (r#"outcome="ignored",code="none""#, 1.0),
+        (r#"outcome="handler_error",code="batch_not_stored""#, 1.0),
+        (r#"outcome="panicked",code="handler_panicked""#, 1.0),
+    ] {
+        assert_eq!(deliveries(labels), Some(count), "{labels}");
+    }
     // Only acknowledged batches count their records: two, then one.
     assert_eq!(
         value(
@@ -135,11 +124,15 @@ async fn each_outcome_is_counted_with_its_code_and_timed() {
             &format!("polytomic_webhook_delivery_duration_seconds_count{{outcome=\"{outcome}\"}}"),
         )
     };
-    assert_eq!(timed("accepted"), Some(2.0));
-    assert_eq!(timed("refused"), Some(3.0));
-    assert_eq!(timed("ignored"), Some(1.0));
-    assert_eq!(timed("handler_error"), Some(1.0));
-    assert_eq!(timed("panicked"), Some(1.0));
+    for (outcome, count) in [
+        ("accepted", 2.0),
+        ("refused", 3.0),
+        ("ignored", 1.0),
+        ("handler_error", 1.0),
+        ("panicked", 1.0),
+    ] {
+        assert_eq!(timed(outcome), Some(count), "{outcome}");
+    }
     assert_eq!(value(&recorder, "polytomic_webhook_in_flight"), Some(0.0));
 }
 
