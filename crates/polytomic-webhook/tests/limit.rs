@@ -217,3 +217,60 @@ async fn the_budget_is_shared_and_held_until_the_delivery_is_answered() {
     let third = service.clone().oneshot(body_of(100)).await.unwrap();
     assert_eq!(status_and_code(third).await, (StatusCode::OK, None));
 }
+
+/// A body of `frames` one-byte frames that counts how many were read.
+struct Counted {
+    left: usize,
+    read: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl http_body::Body for Counted {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Infallible>>> {
+        if self.left == 0 {
+            return std::task::Poll::Ready(None);
+        }
+        self.left -= 1;
+        self.read.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        std::task::Poll::Ready(Some(Ok(http_body::Frame::data(Bytes::from_static(b" ")))))
+    }
+}
+
+#[tokio::test]
+async fn an_overloaded_refusal_reads_the_unread_body_first_so_the_client_hears_it() {
+    let gate = Arc::new(Semaphore::new(0));
+    let read = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let body = |left| Counted {
+        left,
+        read: Arc::clone(&read),
+    };
+    let held = Arc::clone(&gate);
+    let service = InFlightLimitLayer::new(&one_place(Duration::from_millis(50))).layer(service_fn(
+        move |_request: Request<Counted>| {
+            let gate = Arc::clone(&held);
+            async move {
+                gate.acquire().await.unwrap().forget();
+                Ok::<_, Infallible>(Response::new(Full::new(Bytes::new())))
+            }
+        },
+    ));
+
+    let first = tokio::spawn(service.clone().oneshot(Request::new(body(0))));
+    tokio::task::yield_now().await;
+    let refused = service
+        .clone()
+        .oneshot(Request::new(body(10)))
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(read.load(std::sync::atomic::Ordering::SeqCst), 10);
+    // Read to its end: the connection can carry the next request.
+    assert!(refused.headers().get(http::header::CONNECTION).is_none());
+    gate.add_permits(1);
+    first.await.unwrap().unwrap();
+}
