@@ -17,11 +17,18 @@
 //!   event id once; unset, that route does not exist (404) and the start-up log says so.
 //! - `POLYTOMIC_EVENTS_PREVIOUS_SECRET`: while rotating, the signing secret being replaced.
 //! - `POLYTOMIC_WEBHOOK_ADDR`: where to listen, `127.0.0.1:3000` by default.
+//! - `POLYTOMIC_WEBHOOK_METRICS_ADDR`: serve `GET /metrics` on this address instead of the
+//!   webhook's port (where it is by default).
+//! - `POLYTOMIC_WEBHOOK_MAX_IN_FLIGHT`: most deliveries handled at once (64); one beyond it
+//!   waits `POLYTOMIC_WEBHOOK_QUEUE_WAIT_MS` (1000) for a place, then gets 503 `overloaded`.
+//! - `POLYTOMIC_WEBHOOK_MAX_DECODED_IN_FLIGHT`: most decoded bytes all deliveries hold at
+//!   once (256 MiB); a delivery that would pass it is stopped and gets 503 `overloaded`.
 //! - `RUST_LOG`: log filter, `info` by default. Logs go to stderr, one line per delivery.
 //!
 //! Everything else uses the library defaults (timestamps up to five minutes old or one minute
 //! ahead, 32 MiB bodies, …). `POST /webhooks/polytomic` is behind the layer; `GET /healthz`
-//! answers 200 to anyone. A client gets 10 seconds to send a request's headers before its
+//! answers 200 to anyone, `GET /readyz` 200 while the server can take deliveries, and
+//! `GET /metrics` the delivery metrics in Prometheus's text format. A client gets 10 seconds to send a request's headers before its
 //! connection is closed. Each accepted `sync.records` batch becomes exactly one compact JSON
 //! line on stdout (`{"id":…,"name":…,"records":[{"hash":…,"fields":{…}}],"metadata":{…}}`),
 //! flushed at once, so the output can be piped into another program. A batch that cannot be
@@ -39,11 +46,15 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use examples::startup::{self, EVENTS_SECRET_VAR, PREVIOUS_SECRET_VAR, SECRET_VAR};
-use examples::{
-    EVENTS_PATH, EventSink, HEADER_READ_TIMEOUT, Sink, WEBHOOK_PATH, event_line, events_router,
-    init_logging, listen_addr, receiver_app, serve, shutdown_signal,
+use examples::startup::{
+    self, EVENTS_SECRET_VAR, METRICS_ADDR_VAR, PREVIOUS_SECRET_VAR, SECRET_VAR,
 };
+use examples::{
+    EVENTS_PATH, EventSink, HEADER_READ_TIMEOUT, Ops, Sink, WEBHOOK_PATH, event_line,
+    events_router, init_logging, listen_addr, metrics_router, receiver_app_with, serve,
+    shutdown_signal,
+};
+use polytomic_webhook::metrics::install_prometheus_recorder;
 use polytomic_webhook::prelude::*;
 
 #[tokio::main]
@@ -70,16 +81,40 @@ async fn run() -> Result<(), Box<dyn Error>> {
         None => None,
     };
 
+    let metrics = install_prometheus_recorder()?;
+    let metrics_addr = startup::metrics_addr()?;
+    let limits = startup::server_limits()?;
+
     let listener = startup::bind(listen_addr()?).await?;
     let addr = listener.local_addr()?;
+    let mut ops = Ops {
+        limits,
+        ..Ops::default()
+    };
+    match metrics_addr {
+        Some(metrics_addr) => {
+            let metrics_listener = startup::bind_var(METRICS_ADDR_VAR, metrics_addr).await?;
+            let metrics_addr = metrics_listener.local_addr()?;
+            tracing::info!("metrics on http://{metrics_addr}/metrics");
+            // Ends with the process: the metrics outlive the deliveries being finished.
+            tokio::spawn(serve(
+                metrics_listener,
+                metrics_router(metrics),
+                HEADER_READ_TIMEOUT,
+                std::future::pending(),
+            ));
+        }
+        None => ops.metrics = Some(metrics),
+    }
     if let Some(secret) = generated {
         eprintln!("{}", try_it(&secret, addr));
     }
     tracing::info!("listening on http://{addr}{WEBHOOK_PATH}");
-    let mut app = receiver_app(layer, print_batch());
+
+    let mut app = receiver_app_with(layer, print_batch(), &ops);
     match events {
         Some(events) => {
-            app = app.merge(events_router(events, print_event()));
+            app = app.merge(events_router(events, print_event(), &ops.limits));
             tracing::info!("organisation events on http://{addr}{EVENTS_PATH}");
         }
         None => {

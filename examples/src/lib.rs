@@ -1,8 +1,8 @@
 //! The servers of the runnable examples, as functions, so the end-to-end tests drive exactly
 //! what the examples run.
 //!
-//! - [`receiver_app`]: an axum `Router` with the webhook route behind the layer and an
-//!   unauthenticated health route (the `receiver` example).
+//! - [`receiver_app`]: an axum `Router` with the webhook route behind the layer and
+//!   unauthenticated health, readiness and metrics routes (the `receiver` example).
 //! - [`tonic_gateway`]: gRPC (the standard health service) and the webhook route on one port
 //!   (the `tonic_gateway` example).
 //! - [`serve_hyper`]: a plain hyper server whose service is the layer around a `service_fn`
@@ -25,7 +25,6 @@ struct ReadmeDoctests;
 
 pub mod startup;
 
-use std::any::Any;
 use std::convert::Infallible;
 use std::future::Future;
 use std::io;
@@ -37,12 +36,15 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use http::{Request, StatusCode};
 use http_body_util::BodyExt;
-use polytomic_webhook::DeliveryBody;
 use polytomic_webhook::dedup::{DedupLayer, MemoryEventIdStore};
 use polytomic_webhook::event::{EventRejection, parse_sync_records};
+use polytomic_webhook::limit::{DecodedBudgetLayer, InFlightLimitLayer, ServerLimits};
+use polytomic_webhook::metrics::{PrometheusHandle, prometheus_answer};
 use polytomic_webhook::prelude::*;
 use polytomic_webhook::problem::{BodyStats, Problem};
+use polytomic_webhook::readiness::Readiness;
 pub use polytomic_webhook::server::{HEADER_READ_TIMEOUT, serve};
+use polytomic_webhook::{DeliveryBody, handler_panicked};
 use tokio::net::TcpListener;
 use tower::{ServiceBuilder, service_fn};
 use tower_http::catch_panic::CatchPanicLayer;
@@ -65,7 +67,8 @@ pub const REMEMBERED_EVENT_IDS: usize = 100_000;
 pub type EventSink = Arc<dyn Fn(&PolytomicOrgEvent) -> Result<(), StoreError> + Send + Sync>;
 
 /// `POST /webhooks/polytomic/events`: the signature-checking layer, then deduplication by
-/// event id (in memory), then the `sink`. Merge it into [`receiver_app`]'s router.
+/// event id (in memory), then the `sink`. Merge it into [`receiver_app`]'s router. The route
+/// gets its own bound of `limits.max_in_flight` deliveries in flight.
 ///
 /// ```
 /// use std::sync::Arc;
@@ -73,19 +76,23 @@ pub type EventSink = Arc<dyn Fn(&PolytomicOrgEvent) -> Result<(), StoreError> + 
 ///
 /// let config = PolytomicOrgEventsConfig::default()
 ///     .secrets(SigningSecrets::new("the-events-secret")?);
-/// let events = examples::events_router(PolytomicOrgEventsLayer::new(config)?, Arc::new(|_| Ok(())));
+/// let layer = PolytomicOrgEventsLayer::new(config)?;
+/// let events = examples::events_router(layer, Arc::new(|_| Ok(())), &Default::default());
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
-pub fn events_router(layer: PolytomicOrgEventsLayer, sink: EventSink) -> Router {
+pub fn events_router(
+    layer: PolytomicOrgEventsLayer,
+    sink: EventSink,
+    limits: &ServerLimits,
+) -> Router {
     Router::new()
         .route(EVENTS_PATH, post(receive_event))
-        .route_layer(CatchPanicLayer::custom(|panic: Box<dyn Any + Send>| {
-            handler_panicked(&*panic)
-        }))
+        .route_layer(CatchPanicLayer::custom(handler_panicked))
         .route_layer(DedupLayer::new(MemoryEventIdStore::new(
             REMEMBERED_EVENT_IDS,
         )))
         .route_layer(layer)
+        .route_layer(InFlightLimitLayer::new(limits))
         .with_state(sink)
 }
 
@@ -179,40 +186,64 @@ pub type StoreError = Box<dyn std::error::Error + Send + Sync>;
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub fn receiver_app(layer: PolytomicWebhookLayer, sink: Sink) -> Router {
-    webhook_router(layer, sink).route("/healthz", get(healthz))
+    receiver_app_with(layer, sink, &Ops::default())
+}
+
+/// What a receiver serves besides its webhook route.
+#[derive(Clone, Debug, Default)]
+pub struct Ops {
+    /// Renders `GET /metrics` on the webhook's port; `None` leaves the route out (it is
+    /// served on an address of its own with [`metrics_router`], or not at all).
+    pub metrics: Option<PrometheusHandle>,
+    /// What `GET /readyz` asks.
+    pub readiness: Readiness,
+    /// The server-wide bounds on the webhook route.
+    pub limits: ServerLimits,
+}
+
+/// [`receiver_app`] with `GET /readyz` asking `ops.readiness` (200 when ready, 503
+/// `not_ready` otherwise) and, when `ops.metrics` is set, `GET /metrics` (Prometheus text).
+/// Neither route is behind the webhook layer: they answer anyone who reaches the port.
+pub fn receiver_app_with(layer: PolytomicWebhookLayer, sink: Sink, ops: &Ops) -> Router {
+    let readiness = ops.readiness.clone();
+    let router = webhook_router(layer, sink, &ops.limits)
+        .route("/healthz", get(healthz))
+        .route(
+            "/readyz",
+            get(move || {
+                let readiness = readiness.clone();
+                async move { readiness.answer().await }
+            }),
+        );
+    match &ops.metrics {
+        Some(handle) => router.merge(metrics_router(handle.clone())),
+        None => router,
+    }
+}
+
+/// `GET /metrics` alone, for serving the metrics on an address of their own.
+pub fn metrics_router(handle: PrometheusHandle) -> Router {
+    Router::new().route(
+        "/metrics",
+        get(move || async move { prometheus_answer(&handle) }),
+    )
 }
 
 /// The webhook route alone. `route_layer` wraps only the routes added before it, so routes
 /// merged or added later are untouched by the layer.
 ///
 /// Catch-panic sits inside the webhook layer: outside, a panic would unwind through the
-/// delivery's span before it records an outcome, and the answer would not be a problem.
-fn webhook_router(layer: PolytomicWebhookLayer, sink: Sink) -> Router {
+/// delivery's span before it records an outcome, and the answer would not be a problem. The
+/// decoded-bytes budget sits inside it too, where the body is the decoded one; the in-flight
+/// bound outside, so a delivery waiting for a place has cost nothing yet.
+fn webhook_router(layer: PolytomicWebhookLayer, sink: Sink, limits: &ServerLimits) -> Router {
     Router::new()
         .route(WEBHOOK_PATH, post(receive))
-        .route_layer(CatchPanicLayer::custom(|panic: Box<dyn Any + Send>| {
-            handler_panicked(&*panic)
-        }))
+        .route_layer(CatchPanicLayer::custom(handler_panicked))
+        .route_layer(DecodedBudgetLayer::new(limits))
         .route_layer(layer)
+        .route_layer(InFlightLimitLayer::new(limits))
         .with_state(sink)
-}
-
-/// The answer to a panicking handler: 500 as problem+json, so Polytomic marks the sync failed
-/// (the batch was not kept) and shows a reason. The panic message goes to the log only: the answer is for the sender,
-/// and the message may describe the application's internals.
-fn handler_panicked(panic: &(dyn Any + Send)) -> Response {
-    let message = panic
-        .downcast_ref::<&str>()
-        .copied()
-        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
-        .unwrap_or("(not a string)");
-    tracing::error!(panic = message, "the webhook handler panicked");
-    Problem::new(
-        StatusCode::INTERNAL_SERVER_ERROR,
-        "handler_panicked",
-        "The receiving application failed while handling this batch.",
-    )
-    .into_response()
 }
 
 /// The handler runs only for a valid `sync.records` batch: every refusal has been answered by
@@ -260,7 +291,8 @@ pub fn tonic_gateway(
 ) -> (Router, tonic_health::server::HealthReporter) {
     let (reporter, health) = tonic_health::server::health_reporter();
     let grpc = tonic::service::Routes::new(health).into_axum_router();
-    (grpc.merge(webhook_router(layer, sink)), reporter)
+    let limits = ServerLimits::default();
+    (grpc.merge(webhook_router(layer, sink, &limits)), reporter)
 }
 
 /// Serves `layer` around a plain `service_fn` with hyper, HTTP/1 and HTTP/2 (cleartext, prior

@@ -6,7 +6,9 @@
 use std::fmt;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
 
+use polytomic_webhook::limit::ServerLimits;
 use polytomic_webhook::prelude::*;
 use tokio::net::TcpListener;
 
@@ -54,6 +56,55 @@ impl fmt::Debug for StartupError {
 
 impl std::error::Error for StartupError {}
 
+/// The variable holding the address `/metrics` is served on instead of the webhook's port.
+pub const METRICS_ADDR_VAR: &str = "POLYTOMIC_WEBHOOK_METRICS_ADDR";
+
+/// The variable holding the most deliveries handled at once.
+pub const MAX_IN_FLIGHT_VAR: &str = "POLYTOMIC_WEBHOOK_MAX_IN_FLIGHT";
+
+/// The variable holding how long, in milliseconds, a delivery waits for a place.
+pub const QUEUE_WAIT_MS_VAR: &str = "POLYTOMIC_WEBHOOK_QUEUE_WAIT_MS";
+
+/// The variable holding the most decoded bytes all deliveries hold at once.
+pub const MAX_DECODED_IN_FLIGHT_VAR: &str = "POLYTOMIC_WEBHOOK_MAX_DECODED_IN_FLIGHT";
+
+/// The server-wide bounds: the library's defaults, changed by each variable that is set.
+///
+/// ```
+/// let limits = examples::startup::server_limits()?;
+/// # Ok::<(), examples::startup::StartupError>(())
+/// ```
+pub fn server_limits() -> Result<ServerLimits, StartupError> {
+    let mut limits = ServerLimits::default();
+    if let Some(max) = number_var(MAX_IN_FLIGHT_VAR, 1, "64")? {
+        limits = limits.max_in_flight(usize::try_from(max).unwrap_or(usize::MAX));
+    }
+    if let Some(ms) = number_var(QUEUE_WAIT_MS_VAR, 0, "1000")? {
+        limits = limits.queue_wait(Duration::from_millis(ms));
+    }
+    if let Some(bytes) = number_var(MAX_DECODED_IN_FLIGHT_VAR, 0, "268435456")? {
+        limits = limits.max_decoded_in_flight(bytes);
+    }
+    Ok(limits)
+}
+
+/// The whole number in the variable `name`, at least `min`; `None` when it is unset or blank.
+fn number_var(name: &str, min: u64, example: &str) -> Result<Option<u64>, StartupError> {
+    let value = match std::env::var(name) {
+        Err(std::env::VarError::NotPresent) => return Ok(None),
+        Err(std::env::VarError::NotUnicode(_)) => String::from("(not UTF-8)"),
+        Ok(value) if value.trim().is_empty() => return Ok(None),
+        Ok(value) => value,
+    };
+    match value.trim().parse::<u64>() {
+        Ok(number) if number >= min => Ok(Some(number)),
+        _ => Err(StartupError(format!(
+            "{name}={value:?} is not a whole number of at least {min}. Fix: set {name} to \
+             one, such as {name}={example}, or unset it for the default."
+        ))),
+    }
+}
+
 /// The address to listen on: [`ADDR_VAR`], else [`DEFAULT_ADDR`].
 ///
 /// ```
@@ -61,20 +112,43 @@ impl std::error::Error for StartupError {}
 /// # Ok::<(), examples::startup::StartupError>(())
 /// ```
 pub fn listen_addr() -> Result<SocketAddr, StartupError> {
-    match std::env::var(ADDR_VAR) {
-        Err(std::env::VarError::NotPresent) => Ok(DEFAULT_ADDR),
+    let unset = format!("unset it to listen on {DEFAULT_ADDR}");
+    Ok(addr_var(ADDR_VAR, &unset)?.unwrap_or(DEFAULT_ADDR))
+}
+
+/// Where to serve `/metrics` on its own: [`METRICS_ADDR_VAR`], else `None` (on the webhook's
+/// port).
+pub fn metrics_addr() -> Result<Option<SocketAddr>, StartupError> {
+    addr_var(
+        METRICS_ADDR_VAR,
+        "unset it to serve /metrics on the webhook's port",
+    )
+}
+
+/// The address in the variable `name`; `None` when it is unset or blank.
+fn addr_var(name: &str, unset: &str) -> Result<Option<SocketAddr>, StartupError> {
+    match std::env::var(name) {
+        Err(std::env::VarError::NotPresent) => Ok(None),
         Err(std::env::VarError::NotUnicode(_)) => Err(StartupError(format!(
-            "{ADDR_VAR} is not valid UTF-8. Expected an IP address and port, such as \
-             {DEFAULT_ADDR}. Fix: set it to one, or unset it to listen on {DEFAULT_ADDR}."
+            "{name} is not valid UTF-8. Expected an IP address and port, such as \
+             {DEFAULT_ADDR}. Fix: set it to one, or {unset}."
         ))),
-        Ok(value) if value.trim().is_empty() => Ok(DEFAULT_ADDR),
-        Ok(value) => parse_listen_addr(&value),
+        Ok(value) if value.trim().is_empty() => Ok(None),
+        Ok(value) => parse_addr(name, &value, unset).map(Some),
     }
 }
 
 /// Parses [`ADDR_VAR`]'s value, explaining the usual mistakes: a host name, a missing port,
 /// a missing IP address.
 pub fn parse_listen_addr(value: &str) -> Result<SocketAddr, StartupError> {
+    parse_addr(
+        ADDR_VAR,
+        value,
+        &format!("unset it to listen on {DEFAULT_ADDR}"),
+    )
+}
+
+fn parse_addr(name: &str, value: &str, unset: &str) -> Result<SocketAddr, StartupError> {
     let trimmed = value.trim();
     if let Ok(addr) = trimmed.parse() {
         return Ok(addr);
@@ -96,9 +170,9 @@ pub fn parse_listen_addr(value: &str) -> Result<SocketAddr, StartupError> {
         }
     };
     Err(StartupError(format!(
-        "{ADDR_VAR}={value:?} is not an address to listen on: {problem}. Expected an IP \
-         address and a port, such as {DEFAULT_ADDR}. Fix: set {ADDR_VAR}={suggestion}, or \
-         unset it to listen on {DEFAULT_ADDR}."
+        "{name}={value:?} is not an address to listen on: {problem}. Expected an IP \
+         address and a port, such as {DEFAULT_ADDR}. Fix: set {name}={suggestion}, or \
+         {unset}."
     )))
 }
 
@@ -228,31 +302,36 @@ pub fn previous_without_current() -> StartupError {
 /// Binds `addr`, explaining the usual failures: the port is taken, needs privileges, or the
 /// address is not one of this machine's.
 pub async fn bind(addr: SocketAddr) -> Result<TcpListener, StartupError> {
-    TcpListener::bind(addr)
-        .await
-        .map_err(|error| bind_error(addr, &error))
+    bind_var(ADDR_VAR, addr).await
 }
 
-fn bind_error(addr: SocketAddr, error: &io::Error) -> StartupError {
+/// [`bind`] for the address taken from the variable `name`, which the errors name.
+pub async fn bind_var(name: &str, addr: SocketAddr) -> Result<TcpListener, StartupError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|error| bind_error(name, addr, &error))
+}
+
+fn bind_error(name: &str, addr: SocketAddr, error: &io::Error) -> StartupError {
     let other_port = SocketAddr::new(addr.ip(), addr.port().wrapping_add(1).max(1024));
     let fix = match error.kind() {
         io::ErrorKind::AddrInUse => format!(
             "another program is already listening there. Fix: stop it, or set \
-             {ADDR_VAR} to a free port, such as {other_port}."
+             {name} to a free port, such as {other_port}."
         ),
         io::ErrorKind::PermissionDenied => format!(
             "this user may not listen there (ports below 1024 usually need privileges). \
-             Fix: set {ADDR_VAR} to a port above 1023, such as {DEFAULT_ADDR}."
+             Fix: set {name} to a port above 1023, such as {DEFAULT_ADDR}."
         ),
         io::ErrorKind::AddrNotAvailable => format!(
-            "{} is not an address of this machine. Fix: set {ADDR_VAR} to \
+            "{} is not an address of this machine. Fix: set {name} to \
              127.0.0.1:{port} (this machine only) or 0.0.0.0:{port} (every interface).",
             addr.ip(),
             port = addr.port()
         ),
-        _ => format!("{error}. Fix: set {ADDR_VAR} to another address, such as {DEFAULT_ADDR}."),
+        _ => format!("{error}. Fix: set {name} to another address, such as {DEFAULT_ADDR}."),
     };
-    StartupError(format!("cannot listen on {addr} ({ADDR_VAR}): {fix}"))
+    StartupError(format!("cannot listen on {addr} ({name}): {fix}"))
 }
 
 #[cfg(test)]
@@ -302,15 +381,20 @@ mod tests {
     #[test]
     fn bind_errors_name_the_variable_and_a_fix() {
         let addr: SocketAddr = "127.0.0.1:3000".parse().unwrap();
-        let busy = bind_error(addr, &io::Error::from(io::ErrorKind::AddrInUse)).to_string();
+        let busy =
+            bind_error(ADDR_VAR, addr, &io::Error::from(io::ErrorKind::AddrInUse)).to_string();
         assert!(
             busy.starts_with("cannot listen on 127.0.0.1:3000 (POLYTOMIC_WEBHOOK_ADDR)"),
             "{busy}"
         );
         assert!(busy.contains("already listening"), "{busy}");
         assert!(busy.contains("127.0.0.1:3001"), "{busy}");
-        let denied =
-            bind_error(addr, &io::Error::from(io::ErrorKind::PermissionDenied)).to_string();
+        let denied = bind_error(
+            ADDR_VAR,
+            addr,
+            &io::Error::from(io::ErrorKind::PermissionDenied),
+        )
+        .to_string();
         assert!(denied.contains("above 1023"), "{denied}");
     }
 

@@ -51,11 +51,6 @@ fn head(addr: SocketAddr, headers: &HeaderMap, content_length: usize) -> Vec<u8>
     head
 }
 
-/// The raw JSON of the `marker` field of a batch's first record.
-fn marker(batch: &SyncRecords) -> &str {
-    batch.records()[0].fields().get("marker").unwrap().get()
-}
-
 fn valid_delivery(marker: &str) -> Delivery {
     Delivery::new()
         .secret(SECRET)

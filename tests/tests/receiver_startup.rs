@@ -204,3 +204,35 @@ fn an_unusable_events_secret_is_an_error_not_an_open_route() {
     );
     assert!(!stderr.contains("old-events-secret"), "{stderr}");
 }
+
+#[test]
+fn unusable_server_bounds_and_metrics_address_are_explained() {
+    for (name, value, says) in [
+        ("POLYTOMIC_WEBHOOK_MAX_IN_FLIGHT", "0", "at least 1"),
+        (
+            "POLYTOMIC_WEBHOOK_QUEUE_WAIT_MS",
+            "half a second",
+            "whole number",
+        ),
+        (
+            "POLYTOMIC_WEBHOOK_MAX_DECODED_IN_FLIGHT",
+            "-1",
+            "whole number",
+        ),
+        (
+            "POLYTOMIC_WEBHOOK_METRICS_ADDR",
+            "localhost:9090",
+            "host name",
+        ),
+    ] {
+        let stderr = refuses_to_start(&[(name, value)]);
+        assert_says(
+            &stderr,
+            &[
+                &format!("{name}={value:?}"),
+                says,
+                &format!("Fix: set {name}"),
+            ],
+        );
+    }
+}

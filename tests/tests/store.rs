@@ -260,7 +260,7 @@ fn two_replicas_sharing_one_redis_store_each_record_once_per_change() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_unreachable_redis_is_503_sink_unavailable_and_recovers_without_a_restart() {
+async fn an_unreachable_redis_is_503_sink_unavailable_and_not_ready_and_recovers_without_a_restart() {
     let Some(mut redis) = RedisServer::start("an_unreachable_redis") else {
         return;
     };
@@ -278,11 +278,15 @@ async fn an_unreachable_redis_is_503_sink_unavailable_and_recovers_without_a_res
         reply.json(),
         json!({"accepted": 1, "stored": 1, "unchanged": 0})
     );
+    assert_eq!(get(addr, "/readyz").await.status, StatusCode::OK);
 
     redis.stop();
     let reply = send(addr, delivery("during-outage")).await;
     reply.assert_problem(StatusCode::SERVICE_UNAVAILABLE, "sink_unavailable");
     assert!(!String::from_utf8_lossy(&reply.body).contains("during-outage"));
+    get(addr, "/readyz")
+        .await
+        .assert_problem(StatusCode::SERVICE_UNAVAILABLE, "not_ready");
 
     // Back, empty (it keeps nothing): the same receiver process stores again. Reconnecting
     // may take a retry or two; a generous bound only says "at all".
@@ -300,6 +304,7 @@ async fn an_unreachable_redis_is_503_sink_unavailable_and_recovers_without_a_res
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    assert_eq!(get(addr, "/readyz").await.status, StatusCode::OK);
     let markers: Vec<Value> = dump(&redis.url())
         .into_iter()
         .map(|record| record["fields"]["marker"].clone())

@@ -8,18 +8,28 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
+use axum::routing::{get, post};
 use clap::Args;
+use polytomic_webhook::handler_panicked;
+use polytomic_webhook::limit::{
+    DEFAULT_MAX_DECODED_IN_FLIGHT, DEFAULT_MAX_IN_FLIGHT, DEFAULT_QUEUE_WAIT, DecodedBudgetLayer,
+    InFlightLimitLayer, ServerLimits,
+};
+use polytomic_webhook::metrics::{
+    PrometheusHandle, install_prometheus_recorder, prometheus_answer,
+};
 use polytomic_webhook::prelude::*;
 use polytomic_webhook::problem::ProblemCode;
+use polytomic_webhook::readiness::Readiness;
 use polytomic_webhook::server::{HEADER_READ_TIMEOUT, serve};
 use polytomic_webhook_store::{Durability, Identity, Sink, SinkUrl, store};
 use tower::util::MapResponseLayer;
+use tower_http::catch_panic::CatchPanicLayer;
 
 use crate::{EXIT_FAILED, EXIT_USAGE, NAME, WEBHOOK_PATH, batches, plural};
 
@@ -34,7 +44,9 @@ use crate::{EXIT_FAILED, EXIT_USAGE, NAME, WEBHOOK_PATH, batches, plural};
         before it is acknowledged with 200. A batch that cannot be written completely is \
         answered 503 `batch_not_stored`, and a partial line is cut off again, so the file stays \
         JSON Lines; --fsync also waits until the line is on disk. Refusals are problem+json \
-        answers; a client that takes over 10 seconds to send a request's headers is \
+        answers. GET /readyz answers 200 while the receiver can take deliveries, and \
+        GET /metrics the delivery metrics in Prometheus's text format (on --metrics-addr \
+        when given); a client that takes over 10 seconds to send a request's headers is \
         disconnected. Prints \
         `listening on http://ADDR` to standard error once bound, and a summary on Ctrl-C \
         (or SIGTERM).\n\n\
@@ -94,13 +106,48 @@ pub(crate) struct ServeArgs {
     /// record that changes back to an earlier state is stored again.
     #[arg(long, value_name = "NAME", requires = "sink")]
     key_field: Option<String>,
+
+    /// Most deliveries handled at once; one beyond it waits --queue-wait-ms for a place,
+    /// then is answered 503 `overloaded` with Retry-After.
+    #[arg(long, env = "POLYTOMIC_WEBHOOK_MAX_IN_FLIGHT", default_value_t = DEFAULT_MAX_IN_FLIGHT,
+          value_name = "N", value_parser = at_least_one)]
+    max_in_flight: usize,
+
+    /// How long a delivery waits for a place when --max-in-flight are being handled.
+    #[arg(long, env = "POLYTOMIC_WEBHOOK_QUEUE_WAIT_MS", value_name = "MS",
+          default_value_t = u64::try_from(DEFAULT_QUEUE_WAIT.as_millis()).unwrap_or(u64::MAX))]
+    queue_wait_ms: u64,
+
+    /// Most decoded bytes all deliveries hold at once; a delivery that would pass it is
+    /// stopped and answered 503 `overloaded` with Retry-After.
+    #[arg(long, env = "POLYTOMIC_WEBHOOK_MAX_DECODED_IN_FLIGHT", value_name = "BYTES",
+          default_value_t = DEFAULT_MAX_DECODED_IN_FLIGHT)]
+    max_decoded_in_flight: u64,
+
+    /// Serve GET /metrics (Prometheus text) on this address instead of --addr.
+    #[arg(long, env = "POLYTOMIC_WEBHOOK_METRICS_ADDR", value_name = "ADDR")]
+    metrics_addr: Option<SocketAddr>,
+}
+
+/// The routes `serve` answers besides the webhook's.
+const OPS_PATHS: [&str; 2] = ["/metrics", "/readyz"];
+
+fn at_least_one(text: &str) -> Result<usize, String> {
+    match text.parse() {
+        Ok(0) | Err(_) => Err(format!(
+            "expected a whole number of at least 1, got `{text}`"
+        )),
+        Ok(count) => Ok(count),
+    }
 }
 
 fn route_path(text: &str) -> Result<String, String> {
-    if text.starts_with('/') {
-        Ok(text.to_owned())
-    } else {
+    if !text.starts_with('/') {
         Err(format!("the path must start with `/`, got `{text}`"))
+    } else if OPS_PATHS.contains(&text) {
+        Err(format!("`{text}` is taken by the server's own route"))
+    } else {
+        Ok(text.to_owned())
     }
 }
 
@@ -128,6 +175,23 @@ enum Destination {
     Lines(Mutex<Output>),
     /// Each record once per change.
     Sink(Arc<dyn Sink>),
+}
+
+impl Destination {
+    /// What `/readyz` asks: a sink must answer its cheap check; a file is always ready (a
+    /// write that fails is answered 503 `batch_not_stored` on its own).
+    fn readiness(&self) -> Readiness {
+        match self {
+            Self::Lines(_) => Readiness::always(),
+            Self::Sink(sink) => {
+                let sink = Arc::clone(sink);
+                Readiness::new(move || {
+                    let sink = Arc::clone(&sink);
+                    async move { sink.ready().await.is_ok() }
+                })
+            }
+        }
+    }
 }
 
 /// A regular file that `serve` appends batches to. A trait so that tests can make writes fail
@@ -236,19 +300,52 @@ pub(crate) async fn run(args: ServeArgs) -> ExitCode {
             return ExitCode::from(EXIT_USAGE);
         }
     };
+    let metrics = match install_prometheus_recorder() {
+        Ok(handle) => handle,
+        Err(error) => {
+            eprintln!("{NAME}: cannot set up the metrics: {error}");
+            return ExitCode::from(EXIT_FAILED);
+        }
+    };
     let receiver = Arc::new(Receiver {
         destination,
         counts: Mutex::new(Counts::default()),
     });
-    let app = app(&receiver, &args.path, layer);
-
-    let listener = match tokio::net::TcpListener::bind(args.addr).await {
+    let listener = match bind(args.addr).await {
         Ok(listener) => listener,
-        Err(error) => {
-            eprintln!("{NAME}: cannot listen on {}: {error}", args.addr);
-            return ExitCode::from(EXIT_FAILED);
-        }
+        Err(code) => return code,
     };
+    let ops = match args.metrics_addr {
+        Some(metrics_addr) => {
+            let metrics_listener = match bind(metrics_addr).await {
+                Ok(listener) => listener,
+                Err(code) => return code,
+            };
+            let bound = metrics_listener.local_addr().unwrap_or(metrics_addr);
+            eprintln!("{NAME}: metrics on http://{bound}/metrics");
+            // Ends with the process: the metrics outlive the deliveries being finished.
+            tokio::spawn(serve(
+                metrics_listener,
+                metrics_route(Router::new(), metrics),
+                HEADER_READ_TIMEOUT,
+                std::future::pending(),
+            ));
+            Ops::default()
+        }
+        None => Ops {
+            metrics: Some(metrics),
+            ..Ops::default()
+        },
+    };
+    let ops = Ops {
+        readiness: receiver.destination.readiness(),
+        limits: ServerLimits::default()
+            .max_in_flight(args.max_in_flight)
+            .queue_wait(Duration::from_millis(args.queue_wait_ms))
+            .max_decoded_in_flight(args.max_decoded_in_flight),
+        ..ops
+    };
+    let app = app(&receiver, &args.path, layer, ops);
     let bound = listener.local_addr().unwrap_or(args.addr);
     eprintln!("{NAME}: listening on http://{bound}{}", args.path);
     let started = Instant::now();
@@ -283,6 +380,14 @@ async fn open_destination(args: &ServeArgs) -> Result<Destination, (String, u8)>
         .await
         .map(Destination::Sink)
         .map_err(|error| (format!("cannot open the sink: {error}"), EXIT_FAILED))
+}
+
+/// A listener on `addr`, or the exit status after saying why there is none.
+async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, ExitCode> {
+    tokio::net::TcpListener::bind(addr).await.map_err(|error| {
+        eprintln!("{NAME}: cannot listen on {addr}: {error}");
+        ExitCode::from(EXIT_FAILED)
+    })
 }
 
 /// The output --out names (standard output when absent or `-`), or the message and exit status
@@ -320,18 +425,56 @@ fn open_output(args: &ServeArgs) -> Result<Output, (String, u8)> {
     }
 }
 
-/// The webhook route behind `layer`, answering from `receiver`.
-fn app(receiver: &Arc<Receiver>, path: &str, layer: PolytomicWebhookLayer) -> Router {
+/// What `serve` answers besides deliveries.
+#[derive(Default)]
+struct Ops {
+    /// `GET /metrics` on the webhook's port, unless --metrics-addr moved it.
+    metrics: Option<PrometheusHandle>,
+    /// What `GET /readyz` asks.
+    readiness: Readiness,
+    /// The server-wide bounds on the webhook route.
+    limits: ServerLimits,
+}
+
+/// The webhook route behind `layer`, answering from `receiver`; `GET /readyz`, and
+/// `GET /metrics` when `ops` has it, outside the layer.
+fn app(receiver: &Arc<Receiver>, path: &str, layer: PolytomicWebhookLayer, ops: Ops) -> Router {
     let counted = Arc::clone(receiver);
-    Router::new()
+    let readiness = ops.readiness;
+    let router = Router::new()
         .route(path, post(receive))
+        .route_layer(CatchPanicLayer::custom(handler_panicked))
+        // Inside the webhook layer, where the body is the decoded one.
+        .route_layer(DecodedBudgetLayer::new(&ops.limits))
         .with_state(Arc::clone(receiver))
         .layer(layer)
+        // Outside the webhook layer, so a delivery waiting for a place has cost nothing yet.
+        .route_layer(InFlightLimitLayer::new(&ops.limits))
         // Outermost, so it sees the layer's own refusals as well as the handler's answers.
         .layer(MapResponseLayer::new(move |response: Response| {
             counted.count_refusal(&response);
             response
         }))
+        // Added after the layers, which wrap only the routes before them.
+        .route(
+            "/readyz",
+            get(move || {
+                let readiness = readiness.clone();
+                async move { readiness.answer().await }
+            }),
+        );
+    match ops.metrics {
+        Some(handle) => metrics_route(router, handle),
+        None => router,
+    }
+}
+
+/// `router` with `GET /metrics` rendering `handle`.
+fn metrics_route(router: Router, handle: PrometheusHandle) -> Router {
+    router.route(
+        "/metrics",
+        get(move || async move { prometheus_answer(&handle) }),
+    )
 }
 
 /// Keeps the batch before answering, so a 200 means it is in the output or the sink.
@@ -543,6 +686,7 @@ mod tests {
             &receiver,
             WEBHOOK_PATH,
             PolytomicWebhookLayer::new(config).unwrap(),
+            Ops::default(),
         )
     }
 

@@ -44,6 +44,8 @@ fn scratch(name: &str) -> PathBuf {
 struct Serve {
     child: Child,
     url: String,
+    /// `http://ADDR/metrics` when --metrics-addr moved the metrics.
+    metrics_url: Option<String>,
     stderr: JoinHandle<String>,
 }
 
@@ -71,20 +73,32 @@ impl Serve {
             .spawn()
             .unwrap();
         let mut stderr = BufReader::new(child.stderr.take().unwrap());
-        let mut line = String::new();
-        stderr.read_line(&mut line).unwrap();
-        let url = line
-            .trim()
-            .split_once("listening on ")
-            .unwrap_or_else(|| panic!("no address in {line:?}"))
-            .1
-            .to_owned();
+        let mut metrics_url = None;
+        let url = loop {
+            let mut line = String::new();
+            stderr.read_line(&mut line).unwrap();
+            if let Some((_, url)) = line.trim().split_once("metrics on ") {
+                metrics_url = Some(url.to_owned());
+                continue;
+            }
+            break line
+                .trim()
+                .split_once("listening on ")
+                .unwrap_or_else(|| panic!("no address in {line:?}"))
+                .1
+                .to_owned();
+        };
         let stderr = std::thread::spawn(move || {
             let mut rest = String::new();
             stderr.read_to_string(&mut rest).unwrap();
             rest
         });
-        Self { child, url, stderr }
+        Self {
+            child,
+            url,
+            metrics_url,
+            stderr,
+        }
     }
 
     /// Ctrl-C, then the exit status must be success; returns the summary.
@@ -990,4 +1004,109 @@ fn send_event_curl_prints_a_command_whose_signature_matches_its_body() {
     );
     let event: Value = serde_json::from_str(json).unwrap();
     assert_eq!(event["type"], "sync.failed");
+}
+
+/// `GET url` (`http://ADDR/PATH`) over a plain HTTP/1.1 connection: the status code and body.
+fn http_get(url: &str) -> (u16, String) {
+    use std::io::Write;
+
+    let (addr, path) = url.trim_start_matches("http://").split_once('/').unwrap();
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        stream,
+        "GET /{path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    let status = answer[9..12].parse().unwrap();
+    let body = answer.split_once("\r\n\r\n").unwrap().1.to_owned();
+    (status, body)
+}
+
+#[test]
+fn serve_answers_readyz_and_metrics_on_its_port_or_metrics_on_their_own() {
+    let dir = scratch("ops");
+    let file = jsonl_file(&dir, 3);
+    let serve = Serve::start(&dir.join("batches.jsonl"), &[]);
+    let base = serve
+        .url
+        .strip_suffix("/webhooks/polytomic")
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        http_get(&format!("{base}/readyz")),
+        (200, "ready\n".to_owned())
+    );
+    let output = send(&serve.url, &file, &[]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let (status, text) = http_get(&format!("{base}/metrics"));
+    assert_eq!(status, 200);
+    assert!(
+        text.contains(r#"polytomic_webhook_deliveries_total{outcome="accepted",code="none"} 1"#),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"polytomic_webhook_records_total{result="accepted"} 3"#),
+        "{text}"
+    );
+    // The operations routes are not deliveries: the summary counts none of them.
+    let summary = serve.interrupt();
+    assert!(
+        summary.contains("ignored 0 unknown events; refused 0"),
+        "{summary}"
+    );
+
+    let serve = Serve::start(
+        &dir.join("batches.jsonl"),
+        &["--metrics-addr", "127.0.0.1:0"],
+    );
+    let metrics_url = serve
+        .metrics_url
+        .clone()
+        .expect("serve says where the metrics are");
+    let base = serve
+        .url
+        .strip_suffix("/webhooks/polytomic")
+        .unwrap()
+        .to_owned();
+    // Moved away, /metrics is a path like any other, behind the webhook layer.
+    assert_eq!(http_get(&format!("{base}/metrics")).0, 401);
+    let output = send(&serve.url, &file, &[]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let (status, text) = http_get(&metrics_url);
+    assert_eq!(status, 200);
+    assert!(
+        text.contains(r#"polytomic_webhook_records_total{result="accepted"} 3"#),
+        "{text}"
+    );
+    serve.interrupt();
+}
+
+#[test]
+fn serve_refuses_a_webhook_path_its_own_routes_take() {
+    let output = bin()
+        .args(["serve", "--secret", SECRET, "--path", "/metrics"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        stderr(&output).contains("taken by the server's own route"),
+        "{}",
+        stderr(&output)
+    );
+}
+
+#[test]
+fn serve_needs_room_for_at_least_one_delivery() {
+    let output = bin()
+        .args(["serve", "--secret", SECRET, "--max-in-flight", "0"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        stderr(&output).contains("at least 1"),
+        "{}",
+        stderr(&output)
+    );
 }

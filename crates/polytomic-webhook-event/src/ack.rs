@@ -10,6 +10,9 @@ use crate::event::SyncRecords;
 
 /// A 200 response with `{"accepted": <records>}`, for a handler that took the batch.
 ///
+/// The response carries the `Ack` as an extension too, so that middleware (the layer's
+/// metrics) can count the records without parsing the body.
+///
 /// Polytomic treats any 4xx or 5xx answer as a failed sync. A handler should therefore answer
 /// 5xx only when it wants Polytomic to consider the batch not delivered (a database that is
 /// down, say), and answer with `Ack` once the records are safely stored.
@@ -21,6 +24,7 @@ use crate::event::SyncRecords;
 /// let response = Ack::new(3).into_response();
 /// assert_eq!(response.status(), 200);
 /// assert_eq!(response.headers()["content-type"], "application/json");
+/// assert_eq!(response.extensions().get::<Ack>(), Some(&Ack::new(3)));
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[must_use]
@@ -52,6 +56,7 @@ impl IntoResponse for Ack {
         response
             .headers_mut()
             .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        response.extensions_mut().insert(self);
         response
     }
 }

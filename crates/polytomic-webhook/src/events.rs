@@ -58,6 +58,7 @@ use tracing::{Instrument as _, Span};
 use crate::config::{ConfigError, DEFAULT_BODY_TIMEOUT, optional_secs};
 use crate::drain::Drain;
 use crate::future::{close_connection, finish};
+use crate::metrics::InFlight;
 use crate::service::{delivery_span, take_ready};
 use crate::timeout::TimeoutBody;
 
@@ -256,6 +257,7 @@ where
             checks.admit_head(request)
         };
         let task_span = span.clone();
+        let in_flight = InFlight::start();
         Box::pin(
             async move {
                 let (admitted, info) = match head {
@@ -279,6 +281,7 @@ where
                     }
                 };
                 finish(&task_span, started, info.as_ref(), &result);
+                drop(in_flight);
                 result
             }
             .instrument(span),

@@ -1,4 +1,5 @@
-//! [`DeliveryFuture`]: the response future, which closes the delivery's span with its outcome.
+//! [`DeliveryFuture`]: the response future, which closes the delivery's span with its outcome
+//! and emits its metrics.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -9,21 +10,21 @@ use http::Response;
 use http::header::{CONNECTION, HeaderValue};
 use http_body::Body;
 use pin_project_lite::pin_project;
-use polytomic_webhook_core::ProblemCode;
 use polytomic_webhook_core::response::{ResponseBody, ResponseFuture};
 use polytomic_webhook_decompression::DecompressionInfo;
-use polytomic_webhook_event::rejection::IgnoredEvent;
 use tracing::Span;
 
-use crate::dedup::DuplicateEvent;
 use crate::drain::Drain;
+use crate::metrics::{InFlight, Outcome};
 
 pin_project! {
     /// Response future of [`PolytomicWebhook`](crate::PolytomicWebhook).
     ///
     /// Runs the inner service inside the delivery's `polytomic_webhook.delivery` span and,
     /// when the response is ready, records the outcome, status, latency and body sizes on it
-    /// and logs one event: `info` for an accepted or ignored delivery, `warn` otherwise.
+    /// and logs one event: `info` for an accepted or ignored delivery, `warn` otherwise. The
+    /// same outcome goes to the [`metrics`](crate::metrics); the delivery counts as in flight
+    /// from the call until this future completes or is dropped.
     ///
     /// For a request refused before its body was read, it first reads that body to its end
     /// (bounded, discarded; `B` is the request body type), so an HTTP/1.1 client still sending
@@ -40,6 +41,7 @@ pin_project! {
         span: Span,
         started: Instant,
         info: Option<DecompressionInfo>,
+        in_flight: Option<InFlight>,
     }
 }
 
@@ -57,6 +59,7 @@ impl<F, B> DeliveryFuture<F, B> {
             span,
             started,
             info,
+            in_flight: Some(InFlight::start()),
         }
     }
 }
@@ -77,6 +80,7 @@ where
             close_connection(&mut result);
         }
         finish(this.span, *this.started, this.info.as_ref(), &result);
+        this.in_flight.take();
         Poll::Ready(result)
     }
 }
@@ -91,9 +95,10 @@ pub(crate) fn close_connection<B, E>(result: &mut Result<Response<B>, E>) {
     }
 }
 
-/// Records a delivery's outcome, status, latency and body sizes on its span, and logs the one
-/// event that closes it: `info` for an accepted or ignored delivery, `warn` otherwise. Shared by
-/// both composed layers, so their log lines read alike.
+/// Records a delivery's outcome, status, latency and body sizes on its span, logs the one event
+/// that closes it (`info` for an accepted or ignored delivery, `warn` otherwise), and emits the
+/// same outcome as [`metrics`](crate::metrics). Shared by both composed layers, so their log
+/// lines and metrics read alike.
 pub(crate) fn finish<B, E>(
     span: &Span,
     started: Instant,
@@ -101,53 +106,41 @@ pub(crate) fn finish<B, E>(
     result: &Result<Response<B>, E>,
 ) {
     let _entered = span.enter();
-    if let Some(info) = info {
-        let stats = info.stats();
+    let stats = info.map(DecompressionInfo::stats);
+    if let (Some(info), Some(stats)) = (info, stats) {
         span.record("content_coding", info.coding());
         span.record("compressed_bytes", stats.compressed_bytes());
         span.record("decompressed_bytes", stats.decoded_bytes());
     }
-    span.record("latency_ms", rounded_ms(started.elapsed()));
+    let elapsed = started.elapsed();
+    span.record("latency_ms", rounded_ms(elapsed));
     // The fields go on the span only: the event prints the span's fields already, so giving it
     // the same ones would print each twice.
-    match result {
+    let outcome = match result {
         Ok(response) => {
+            let outcome = Outcome::of(response);
             span.record("status", response.status().as_u16());
-            span.record("outcome", outcome(response));
+            span.record("outcome", outcome.log_name());
             if response.status().is_success() {
                 tracing::info!("webhook delivery accepted");
             } else {
                 tracing::warn!("webhook delivery rejected");
             }
+            outcome
         }
         Err(_) => {
             span.record("outcome", "service_error");
             tracing::warn!("the webhook handler failed without a response");
+            Outcome::HandlerError(None)
         }
-    }
+    };
+    outcome.emit(stats, elapsed);
 }
 
 /// Milliseconds to two decimals (10 µs): finer digits are noise in a log line, and a raw
 /// `f64` prints as `0.5357069999999999`.
 fn rounded_ms(elapsed: Duration) -> f64 {
     (elapsed.as_secs_f64() * 100_000.0).round() / 100.0
-}
-
-/// `accepted`, `ignored_event`, `duplicate`, the rejection's problem `code`, or `handler_error` for an
-/// error status that carries no problem code (the handler's own answer).
-fn outcome<B>(response: &Response<B>) -> &'static str {
-    let extensions = response.extensions();
-    if let Some(code) = extensions.get::<ProblemCode>() {
-        code.as_str()
-    } else if extensions.get::<IgnoredEvent>().is_some() {
-        "ignored_event"
-    } else if extensions.get::<DuplicateEvent>().is_some() {
-        "duplicate"
-    } else if response.status().is_success() {
-        "accepted"
-    } else {
-        "handler_error"
-    }
 }
 
 #[cfg(test)]

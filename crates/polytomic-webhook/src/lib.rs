@@ -71,8 +71,12 @@
 //! # Crates
 //!
 //! This crate re-exports the pieces: [`auth`], [`decompression`], [`event`] and [`problem`].
+//! For running a receiver it adds [`metrics`] (what the layer emits, and a Prometheus recorder
+//! with the `prometheus` feature), [`limit`] (bounds on the whole server: deliveries and
+//! decoded bytes in flight) and [`readiness`] (a probe for a `/readyz` route).
 //! Cargo features `gzip` (default), `deflate`, `br` and `zstd` choose the codings; `axum`
-//! (default) lets the allowlist read axum's `ConnectInfo`; `server` adds the
+//! (default) lets the allowlist read axum's `ConnectInfo`; `prometheus` adds the Prometheus
+//! recorder; `server` adds the
 // Linked only when it is built: without the feature the link would not resolve.
 #![cfg_attr(feature = "server", doc = "[`server`] module,")]
 #![cfg_attr(not(feature = "server"), doc = "`server` module,")]
@@ -90,6 +94,10 @@ mod drain;
 pub mod events;
 mod future;
 mod layer;
+pub mod limit;
+pub mod metrics;
+mod panic;
+pub mod readiness;
 mod service;
 mod timeout;
 
@@ -106,6 +114,7 @@ pub use events::{
 };
 pub use future::DeliveryFuture;
 pub use layer::PolytomicWebhookLayer;
+pub use panic::handler_panicked;
 pub use service::{DeliveryBody, PolytomicWebhook};
 pub use timeout::TimeoutBody;
 

@@ -816,3 +816,24 @@ pub async fn capture_logs<F: Future>(future: F) -> (F::Output, String) {
     let output = future.await;
     (output, capture.finish())
 }
+
+/// The value of one series in a Prometheus text exposition (what `/metrics` answers), or
+/// `None` when the series is not there. `series` is the metric name with its labels as the
+/// exposition writes them.
+///
+/// ```
+/// use polytomic_webhook::testing::prometheus_value;
+///
+/// let text = "# TYPE hits counter\nhits{outcome=\"accepted\"} 3\nhits{outcome=\"refused\"} 1\n";
+/// assert_eq!(prometheus_value(text, r#"hits{outcome="accepted"}"#), Some(3.0));
+/// assert_eq!(prometheus_value(text, r#"hits{outcome="ignored"}"#), None);
+/// ```
+pub fn prometheus_value(exposition: &str, series: &str) -> Option<f64> {
+    exposition.lines().find_map(|line| {
+        line.strip_prefix(series)?
+            .strip_prefix(' ')?
+            .trim()
+            .parse()
+            .ok()
+    })
+}

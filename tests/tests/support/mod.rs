@@ -549,3 +549,35 @@ pub async fn assert_half_a_head_is_cut_off(addr: SocketAddr, name: &str) {
     let read = tokio::time::timeout(bound, stream.read_to_end(&mut rest)).await;
     assert!(read.is_ok(), "{name}: the connection is still open");
 }
+
+/// The raw JSON of the `marker` field of a batch's first record.
+pub fn marker(batch: &SyncRecords) -> &str {
+    batch.records()[0].fields().get("marker").unwrap().get()
+}
+
+/// The receiver example's router with `ops`, on `127.0.0.1:0`. Its sink stores nothing and
+/// acts on the first record's `marker`: `fail` cannot be stored, `panic` panics.
+pub async fn start_marked(ops: &examples::Ops) -> SocketAddr {
+    let sink: examples::Sink = Arc::new(|batch| match marker(batch) {
+        r#""fail""# => Err("the test sink refuses this batch".into()),
+        r#""panic""# => panic!("the test sink panics"),
+        _ => Ok(()),
+    });
+    serve_axum(examples::receiver_app_with(layer(config()), sink, ops)).await
+}
+
+/// `GET path` on `addr`, on a connection of its own.
+pub async fn get(addr: SocketAddr, path: &str) -> Reply {
+    let request = Request::get(path)
+        .header(HOST, addr.to_string())
+        .body(full(Bytes::new()))
+        .unwrap();
+    send(addr, request).await
+}
+
+/// A valid delivery whose one record carries `marker`.
+pub fn marked(marker: &str) -> polytomic_webhook::testing::Delivery {
+    polytomic_webhook::testing::Delivery::new()
+        .secret(SECRET)
+        .record_json(serde_json::json!({"marker": marker}))
+}
