@@ -216,7 +216,7 @@ impl<'de, T: DeserializeOwned> Visitor<'de> for EnvelopeSeed<'_, '_, T> {
             }
             (None, Some(object)) => Ok(PolytomicEvent::Unknown {
                 event,
-                object: RawJson::from_raw(object),
+                object: RawJson::from_raw(object)?,
             }),
             (None, None) => Err(A::Error::missing_field("object")),
         }

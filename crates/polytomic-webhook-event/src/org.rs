@@ -46,7 +46,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::value::RawValue;
 
 use crate::extract::buffer;
-use crate::parse::{is_malformed, message, not_utf8};
+use crate::parse::{is_malformed, message, not_utf8, syntax_error};
 use crate::raw::{RawJson, SourceGuard};
 use crate::rejection::{EventRejection, InvalidEnvelope, InvalidJson};
 
@@ -450,9 +450,7 @@ fn explain<T: DeserializeOwned>(text: &str, error: serde_json::Error) -> EventRe
         return InvalidJson::new(error).into();
     }
     // serde stops at the first error, which may be a data error in front of a syntax error.
-    let mut deserializer = serde_json::Deserializer::from_str(text);
-    if let Err(syntax) = IgnoredAny::deserialize(&mut deserializer).and_then(|_| deserializer.end())
-    {
+    if let Some(syntax) = syntax_error(text.as_bytes()) {
         return InvalidJson::new(syntax).into();
     }
     let mut deserializer = serde_json::Deserializer::from_str(text);

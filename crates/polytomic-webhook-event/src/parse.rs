@@ -5,7 +5,7 @@ use std::cell::Cell;
 use bytes::Bytes;
 use bytestring::ByteString;
 use serde::Deserialize as _;
-use serde::de::{DeserializeOwned, DeserializeSeed, IgnoredAny};
+use serde::de::{DeserializeOwned, DeserializeSeed};
 use serde_json::error::Category;
 
 use crate::budget::Floats;
@@ -107,12 +107,20 @@ fn envelope<T: DeserializeOwned>(
 /// (reading every string, building nothing).
 #[cold]
 pub(crate) fn not_utf8(body: &[u8]) -> EventRejection {
-    let mut deserializer = serde_json::Deserializer::from_slice(body);
-    let error = Skim::deserialize(&mut deserializer)
-        .and_then(|_| deserializer.end())
-        .err()
+    let error = syntax_error(body)
         .unwrap_or_else(|| serde::de::Error::custom("the body is not valid UTF-8"));
     InvalidJson::new(error).into()
+}
+
+/// The first syntax error in `body`, found by a pass that decodes every string (unlike
+/// `IgnoredAny`), so a lone surrogate escape that raw text kept is found where a parse into
+/// `String` finds it.
+#[cold]
+pub(crate) fn syntax_error(body: &[u8]) -> Option<serde_json::Error> {
+    let mut deserializer = serde_json::Deserializer::from_slice(body);
+    Skim::deserialize(&mut deserializer)
+        .and_then(|_| deserializer.end())
+        .err()
 }
 
 /// Reads any JSON value and keeps nothing. Unlike `IgnoredAny`, it has serde_json read each
@@ -267,9 +275,7 @@ fn explain<T: DeserializeOwned>(
     }
     // serde stops at the first error, which may be a data error in front of a syntax error;
     // a body that is not JSON at all is reported as such.
-    let mut deserializer = serde_json::Deserializer::from_slice(body);
-    let syntax = IgnoredAny::deserialize(&mut deserializer).and_then(|_| deserializer.end());
-    if let Err(syntax) = syntax {
+    if let Some(syntax) = syntax_error(body) {
         return InvalidJson::new(syntax).into();
     }
     let text = message(&error);

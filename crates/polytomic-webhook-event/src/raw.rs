@@ -104,8 +104,10 @@ impl RawJson {
 }
 
 impl RawJson {
-    pub(crate) fn from_raw(raw: &RawValue) -> Self {
-        Self(share(raw.get()))
+    /// Keeps `raw`, refusing a lone surrogate escape as the parsers that decode strings do.
+    pub(crate) fn from_raw<E: de::Error>(raw: &RawValue) -> Result<Self, E> {
+        refuse_lone_surrogate(raw.get())?;
+        Ok(Self(share(raw.get())))
     }
 }
 
@@ -115,6 +117,7 @@ impl FromStr for RawJson {
     /// Validates `text` as one JSON value.
     fn from_str(text: &str) -> Result<Self, Self::Err> {
         let raw: &RawValue = serde_json::from_str(text)?;
+        refuse_lone_surrogate(raw.get())?;
         Ok(Self(ByteString::from(raw.get())))
     }
 }
@@ -149,13 +152,15 @@ impl<'de> Deserialize<'de> for RawJson {
     /// Needs borrowed JSON text (`serde_json::from_str` / `from_slice`), as `&RawValue` does.
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let raw = <&'de RawValue>::deserialize(deserializer)?;
-        Ok(Self(share(raw.get())))
+        Self::from_raw(raw)
     }
 }
 
 /// A record's `fields` kept as its validated JSON text: the default record type.
 ///
-/// What the extractor checked: the text is a JSON object whose member names are all different.
+/// What the extractor checked: the text is a JSON object whose member names are all different,
+/// and no string in it holds half a surrogate pair as a `\u` escape (so serde_json can read
+/// every string back).
 /// Nothing else is built: no map, no strings, no numbers. The text is a view of the decoded
 /// body's buffer (one reference-counted handle per record, no copy), and every number in it is
 /// exactly as Polytomic sent it. Use it to:
@@ -367,7 +372,8 @@ impl fmt::Display for FieldsError {
 
 impl std::error::Error for FieldsError {}
 
-/// Checks that `text` (one valid JSON value) is an object whose member names are all different.
+/// Checks that `text` (one valid JSON value) is an object whose member names are all different
+/// and whose strings hold no lone surrogate escape.
 fn check_object(text: &str) -> Result<(), String> {
     let kind = match text.as_bytes().first() {
         Some(b'{') => None,
@@ -380,36 +386,92 @@ fn check_object(text: &str) -> Result<(), String> {
     if let Some(kind) = kind {
         return Err(format!("invalid type: {kind}, expected a JSON object"));
     }
-    if names_differ_quick(text.as_bytes()) == Some(true) {
-        return Ok(());
+    let mut surrogate = false;
+    if names_differ_quick(text.as_bytes(), &mut surrogate) == Some(true) {
+        return refuse_lone_surrogate_if(surrogate, text);
     }
     // A name given twice, or an object the quick check leaves to this one: every name decoded.
     let mut names = Names::default();
     let mut duplicate = None;
-    for_each_name(text, |name| {
+    surrogate = false;
+    for_each_name(text, &mut surrogate, |name| {
         if duplicate.is_none() {
             duplicate = names.insert(name).err();
         }
     });
+    // A name with a lone surrogate decodes to nothing, so that is told first.
+    refuse_lone_surrogate_if(surrogate, text)?;
     match duplicate.or_else(|| names.finish().err()) {
         Some(name) => Err(DuplicateName(&name).to_string()),
         None => Ok(()),
     }
 }
 
+/// [`refuse_lone_surrogate`], run only when the scan saw an escape that may need it.
+#[inline]
+fn refuse_lone_surrogate_if(surrogate: bool, text: &str) -> Result<(), String> {
+    if surrogate && lone_surrogate(text.as_bytes()).is_some() {
+        return Err(LONE_SURROGATE.to_owned());
+    }
+    Ok(())
+}
+
+/// The error message of a lone surrogate escape (the slow path then finds where it is).
+const LONE_SURROGATE: &str = "a string holds a lone UTF-16 surrogate escape";
+
+/// Refuses `text` (valid JSON but for surrogate escapes, which serde_json does not check in text
+/// it keeps raw) when a string in it holds a `\uD800`–`\uDBFF` escape not followed by a
+/// `\uDC00`–`\uDFFF` one, or the second without the first: text serde_json refuses once it
+/// decodes the string.
+#[cold]
+fn refuse_lone_surrogate<E: de::Error>(text: &str) -> Result<(), E> {
+    match lone_surrogate(text.as_bytes()) {
+        Some(_) => Err(E::custom(LONE_SURROGATE)),
+        None => Ok(()),
+    }
+}
+
+/// The index of the first lone surrogate escape in `text` (valid JSON but for those), if any.
+fn lone_surrogate(text: &[u8]) -> Option<usize> {
+    let unit = |at: usize| {
+        let hex = std::str::from_utf8(text.get(at + 2..at + 6)?).ok()?;
+        let unit = u16::from_str_radix(hex, 16).ok()?;
+        (text.get(at..at + 2)? == b"\\u").then_some(unit)
+    };
+    let mut at = 0;
+    loop {
+        // Outside strings valid JSON has no backslash, so stopping at quotes too is harmless.
+        at = quote_or_backslash(text, at);
+        if text.get(at)? == &b'"' {
+            at += 1;
+            continue;
+        }
+        at += match unit(at) {
+            Some(0xD800..=0xDBFF) => match unit(at + 6) {
+                Some(0xDC00..=0xDFFF) => 12,
+                _ => return Some(at),
+            },
+            Some(0xDC00..=0xDFFF) => return Some(at),
+            Some(_) => 6,
+            // Any other escape is two bytes long.
+            None => 2,
+        };
+    }
+}
+
 /// Calls `visit` with each top-level member name of `object`, the text of one valid JSON object,
-/// decoded (borrowed unless it has escapes).
+/// decoded (borrowed unless it has escapes), and sets `surrogate` as [`string_end`] does.
 ///
 /// A hand-written scan that steps from member to member: the text was validated when serde_json
 /// read it, so after a name come a colon and one value, and only a value that is an object or
 /// an array needs its nesting followed. Strings, which make up most of a record, are crossed
 /// eight bytes at a time. On text that is not a valid object it stops early or visits garbage
 /// names, but never panics or loops.
-fn for_each_name<'a>(object: &'a str, mut visit: impl FnMut(Cow<'a, str>)) {
+fn for_each_name<'a>(object: &'a str, surrogate: &mut bool, mut visit: impl FnMut(Cow<'a, str>)) {
     let bytes = object.as_bytes();
     let mut at = skip_space(bytes, 1); // past the `{`
     while bytes.get(at) == Some(&b'"') {
-        let (end, escaped) = string_end(bytes, at + 1);
+        let (end, escaped) = string_end(bytes, at + 1, surrogate);
         let (Some(name), Some(quoted)) = (object.get(at + 1..end), object.get(at..=end)) else {
             return;
         };
@@ -421,7 +483,7 @@ fn for_each_name<'a>(object: &'a str, mut visit: impl FnMut(Cow<'a, str>)) {
         });
         // The colon, then the value.
         at = skip_space(bytes, skip_space(bytes, end + 1) + 1);
-        at = skip_space(bytes, value_end(bytes, at));
+        at = skip_space(bytes, value_end(bytes, at, surrogate));
         if bytes.get(at) != Some(&b',') {
             return;
         }
@@ -439,8 +501,8 @@ const QUICK_NAMES: usize = 16;
 ///
 /// Each name is read as the string scan reads it, eight bytes at a time; the first eight bytes
 /// and the length pick one bit of a 64-bit filter, and only a name whose bit is already set is
-/// compared with the names before it.
-fn names_differ_quick(object: &[u8]) -> Option<bool> {
+/// compared with the names before it. Sets `surrogate` as [`string_end`] does.
+fn names_differ_quick(object: &[u8], surrogate: &mut bool) -> Option<bool> {
     let mut seen = [(0_usize, 0_usize); QUICK_NAMES];
     let mut count = 0;
     let mut filter = 0_u64;
@@ -478,7 +540,7 @@ fn names_differ_quick(object: &[u8]) -> Option<bool> {
         if object.get(at) != Some(&b':') {
             at = skip_space(object, at);
         }
-        at = value_end(object, skip_space(object, at + 1));
+        at = value_end(object, skip_space(object, at + 1), surrogate);
         if object.get(at) != Some(&b',') {
             at = skip_space(object, at);
             if object.get(at) != Some(&b',') {
@@ -500,12 +562,13 @@ fn skip_space(bytes: &[u8], mut at: usize) -> usize {
     at
 }
 
-/// The index just past the valid JSON value that starts at `at`.
+/// The index just past the valid JSON value that starts at `at` (see [`string_end`] for
+/// `surrogate`).
 #[inline(always)]
-fn value_end(bytes: &[u8], at: usize) -> usize {
+fn value_end(bytes: &[u8], at: usize, surrogate: &mut bool) -> usize {
     match bytes.get(at) {
-        Some(b'"') => string_end(bytes, at + 1).0 + 1,
-        Some(b'{' | b'[') => nested_end(bytes, at),
+        Some(b'"') => string_end(bytes, at + 1, surrogate).0 + 1,
+        Some(b'{' | b'[') => nested_end(bytes, at, surrogate),
         // A number, `true`, `false` or `null`: it ends where the member does.
         _ => scalar_end(bytes, at),
     }
@@ -534,11 +597,11 @@ fn scalar_end(bytes: &[u8], mut at: usize) -> usize {
 }
 
 /// The index just past the object or array that opens at `at`.
-fn nested_end(bytes: &[u8], mut at: usize) -> usize {
+fn nested_end(bytes: &[u8], mut at: usize, surrogate: &mut bool) -> usize {
     let mut depth = 0_usize;
     while let Some(&byte) = bytes.get(at) {
         match byte {
-            b'"' => at = string_end(bytes, at + 1).0,
+            b'"' => at = string_end(bytes, at + 1, surrogate).0,
             b'{' | b'[' => depth += 1,
             b'}' | b']' => {
                 depth = depth.saturating_sub(1);
@@ -554,9 +617,10 @@ fn nested_end(bytes: &[u8], mut at: usize) -> usize {
 }
 
 /// The index of the quote that closes the string whose text starts at `at` (the length of
-/// `bytes` if none does), and whether the string has escapes.
+/// `bytes` if none does), and whether the string has escapes. Sets `surrogate` when it crosses a
+/// `\u` escape that may be half of a surrogate pair.
 #[inline(always)]
-fn string_end(bytes: &[u8], mut at: usize) -> (usize, bool) {
+fn string_end(bytes: &[u8], mut at: usize, surrogate: &mut bool) -> (usize, bool) {
     let mut escaped = false;
     loop {
         at = quote_or_backslash(bytes, at);
@@ -565,6 +629,13 @@ fn string_end(bytes: &[u8], mut at: usize) -> (usize, bool) {
             Some(_) => {
                 // A backslash: the character it escapes cannot close the string.
                 escaped = true;
+                // serde_json keeps `\uD…` unchecked in raw text; only such text is looked at
+                // again, so strings without it pay nothing.
+                if bytes.get(at + 1) == Some(&b'u')
+                    && matches!(bytes.get(at + 2), Some(b'd' | b'D'))
+                {
+                    *surrogate = true;
+                }
                 at += 2;
             }
             None => return (bytes.len(), escaped),
@@ -806,7 +877,7 @@ mod tests {
     /// The names `for_each_name` visits, in order.
     fn names_of(object: &str) -> Vec<String> {
         let mut names = Vec::new();
-        for_each_name(object, |name| names.push(name.into_owned()));
+        for_each_name(object, &mut false, |name| names.push(name.into_owned()));
         names
     }
 
@@ -860,7 +931,7 @@ mod tests {
 
     #[test]
     fn the_quick_check_decides_only_what_it_can() {
-        let quick = |object: &str| names_differ_quick(object.as_bytes());
+        let quick = |object: &str| names_differ_quick(object.as_bytes(), &mut false);
         // Names shorter than, as long as and longer than the eight bytes read at once; two
         // that share those eight bytes and their length differ only after them.
         let distinct = r#"{"z":"5","id":1,"abcdefgh":2,"abcdefgh-one":[3],"abcdefgh-two":{"x":4}}"#;
@@ -1010,6 +1081,70 @@ mod tests {
                 let unique = expected.iter().collect::<HashSet<_>>().len() == expected.len();
                 prop_assert_eq!(check_object(&text).is_ok(), unique, "{}", text);
             }
+
+            /// Strings of surrogate escapes, pairs and backslashes in any order: the raw check
+            /// refuses exactly what serde_json refuses once it decodes them.
+            #[test]
+            fn the_surrogate_check_agrees_with_serde_json(
+                pieces in prop::collection::vec(prop::sample::select(vec![
+                    r"\ud800", r"\uDBFF", r"\udc00", r"\uDE24", r"\ud83d\ude00", r"\u00e9",
+                    r"\\", r"\\u", r"\u005c", r"\u0075", "d800", "x", r#"\""#,
+                ]), 0..8),
+                in_name in any::<bool>(),
+            ) {
+                let string = format!("\"{}\"", pieces.concat());
+                let text = if in_name {
+                    format!(r#"{{"a":[{string}],{string}:1}}"#)
+                } else {
+                    format!(r#"{{"a":{{"b":{string}}}}}"#)
+                };
+                let decodes = serde_json::from_str::<serde_json::Value>(&text).is_ok();
+                prop_assert_eq!(check_object(&text).is_ok(), decodes, "{}", text);
+            }
+        }
+    }
+
+    /// Found by fuzzing: serde_json keeps a lone surrogate escape in raw text that it refuses
+    /// once it decodes the string, so the raw check must refuse it too.
+    #[test]
+    fn lone_surrogate_escapes_are_refused_and_pairs_kept() {
+        let refused = [
+            r#"{"a":"\ud800"}"#,                  // lone high, at the end
+            r#"{"a":"\uD800x"}"#,                 // lone high, then a character
+            r#"{"a":"\ud800\u0041"}"#,            // high, then an escape that is not low
+            r#"{"a":"\ude24"}"#,                  // lone low
+            r#"{"a":"A\u00e9\ude24"}"#,           // the fuzz input's shape
+            r#"{"a":"\udc00\ud800"}"#,            // a pair the wrong way round
+            r#"{"\ud800":1}"#,                    // in a name
+            r#"{"a":[1,{"b":["x","\udfff"]}]}"#,  // nested
+            r#"{"a":1,"\u0062":"\ud800","a":2}"#, // with a name given twice
+        ];
+        for text in refused {
+            assert!(
+                serde_json::from_str::<serde_json::Value>(text).is_err(),
+                "{text}"
+            );
+            assert_eq!(check_object(text), Err(LONE_SURROGATE.to_owned()), "{text}");
+            assert!(text.parse::<RawFields>().is_err(), "{text}");
+            assert!(text.parse::<RawJson>().is_err(), "{text}");
+        }
+        let kept = [
+            r#"{"a":"\ud83d\ude00"}"#,   // a valid pair
+            r#"{"a":"\uD83D\uDE00x"}"#,  // upper case
+            r#"{"a":"\\ud800"}"#,        // an escaped backslash, then plain text
+            r#"{"a":"\\\\ud800\\"}"#,    // more of them
+            r#"{"a":"\ud7ff\ue000"}"#,   // either side of the surrogates
+            r#"{"a":"\u00e9\u4e2d"}"#,   // the fuzz input's valid records
+            r#"{"a":"\"\ud800\udc00"}"#, // after another escape
+        ];
+        for text in kept {
+            assert!(
+                serde_json::from_str::<serde_json::Value>(text).is_ok(),
+                "{text}"
+            );
+            assert_eq!(check_object(text), Ok(()), "{text}");
+            assert!(text.parse::<RawFields>().is_ok(), "{text}");
+            assert!(text.parse::<RawJson>().is_ok(), "{text}");
         }
     }
 

@@ -751,3 +751,70 @@ fn raw_fields_are_the_bodys_text() {
     assert_eq!(batch.records()[0].fields().as_str(), fields);
     assert!(batch.records()[1].fields().is_empty());
 }
+
+/// Found by fuzzing: a lone surrogate escape in a record was kept by `RawFields` (200) while
+/// `Fields` refused the same body (400). Wherever raw text is kept, it is now refused as a
+/// parse that decodes the string refuses it: same code, same line and column.
+#[test]
+fn lone_surrogates_are_refused_alike_by_raw_and_decoded_fields() {
+    let records = |fields: &str| {
+        envelope(&format!(
+            r#"[{{"hash":"0","fields":{{"n":"A\u00e9\u4e2d"}}}},{{"hash":"1","fields":{fields}}}]"#
+        ))
+    };
+    let bodies = [
+        records(r#"{"$first_name":"A\u00e9\ude24","n":2}"#),
+        records(r#"{"n":2,"tags":["x","\ud800"]}"#),
+        records(r#"{"\udc00\ud800":2}"#),
+        format!(
+            r#"{{"event":"sync.records","object":{{"id":"{SYNC_ID}","name":"n","records":[],"metadata":{{"team":"\ud800z"}}}}}}"#
+        ),
+        // `object` before `event`: read in a second pass over the object's text.
+        format!(
+            r#"{{"object":{{"id":"{SYNC_ID}","name":"n","records":[{{"hash":"h","fields":{{"a":"\ude24"}}}}]}},"event":"sync.records"}}"#
+        ),
+    ];
+    for body in &bodies {
+        let decoded = serde_json::from_str::<serde_json::Value>(body).unwrap_err();
+        let raw = parse::<RawFields>(body.as_bytes(), &config()).unwrap_err();
+        let fields = parse::<Fields>(body.as_bytes(), &config()).unwrap_err();
+        for rejection in [raw, fields] {
+            assert_eq!(rejection.status(), 400, "{body}");
+            assert_eq!(rejection.code(), "invalid_json", "{body}");
+            let EventRejection::InvalidJson(error) = rejection else {
+                panic!("invalid_json");
+            };
+            let at = (error.line(), error.column());
+            assert_eq!(at, (decoded.line(), decoded.column()), "{body}");
+        }
+    }
+    // An unknown event's object is kept raw whatever the record type.
+    let unknown = r#"{"event":"sync.other","object":{"a":["\ud800"]}}"#;
+    let decoded = serde_json::from_str::<serde_json::Value>(unknown).unwrap_err();
+    let EventRejection::InvalidJson(error) =
+        parse::<RawFields>(unknown.as_bytes(), &config()).unwrap_err()
+    else {
+        panic!("invalid_json");
+    };
+    assert_eq!(
+        (error.line(), error.column()),
+        (decoded.line(), decoded.column())
+    );
+    // A valid pair, and an escaped backslash before `u`, are text like any other.
+    let body = records(r#"{"a":"\ud83d\ude00","b":"\\ud800"}"#);
+    let batch = parse_sync_records::<RawFields>(body.as_bytes(), &config()).unwrap();
+    let value: serde_json::Value = batch.records()[1].fields().deserialize_as().unwrap();
+    assert_eq!(value, json!({"a": "😀", "b": "\\ud800"}));
+}
+
+/// The fuzz input itself: the raw batch is refused, so nothing unreadable is acknowledged.
+#[test]
+fn the_lone_surrogate_fuzz_input_is_refused() {
+    let body = include_bytes!("../../../tests/fuzz/seeds/event_parse/lone-surrogate");
+    for rejection in [
+        parse::<RawFields>(body, &config()).unwrap_err(),
+        parse::<Fields>(body, &config()).unwrap_err(),
+    ] {
+        assert_eq!(rejection.code(), "invalid_json");
+    }
+}
