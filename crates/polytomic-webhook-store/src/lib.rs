@@ -50,6 +50,8 @@ use serde::ser::SerializeStruct;
 use serde::{Serialize, Serializer};
 use serde_json::value::RawValue;
 
+#[cfg(feature = "redis")]
+mod event_ids;
 mod memory;
 #[cfg(feature = "redis")]
 mod redis;
@@ -58,6 +60,8 @@ mod service;
 mod sqlite;
 mod url;
 
+#[cfg(feature = "redis")]
+pub use event_ids::{DEFAULT_EVENT_PREFIX, RedisEventIdStore};
 pub use memory::MemorySink;
 #[cfg(feature = "redis")]
 pub use redis::{DEFAULT_STREAM, RedisSink};
