@@ -22,6 +22,10 @@
 //! failed, so Polytomic never sees a 2xx for a batch that was not kept. [`StoreService`] is
 //! the same as a ready tower service.
 //!
+//! With the `redis` feature the crate also has `RedisEventIdStore`: the organisation-event id
+//! store of `polytomic_webhook::dedup` kept in Redis, so that replicas handle each event once
+//! between them.
+//!
 //! ```
 //! use polytomic_webhook_event::{EventConfig, parse_sync_records};
 //! use polytomic_webhook_store::{Identity, MemorySink, Sink};
