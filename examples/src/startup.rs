@@ -295,7 +295,8 @@ pub async fn events_store() -> Result<Option<RedisEventIdStore>, StartupError> {
     };
     if url.trim().is_empty() {
         return Err(StartupError(format!(
-            "{name} is set but empty. Expected {expected}, shared by every replica. Fix: set              {name} to it, or unset it to remember event ids in this process only."
+            "{name} is set but empty. Expected {expected}, shared by every replica. Fix: set \
+             {name} to it, or unset it to remember event ids in this process only."
         )));
     }
     RedisEventIdStore::connect(url.trim())
@@ -303,7 +304,9 @@ pub async fn events_store() -> Result<Option<RedisEventIdStore>, StartupError> {
         .map(Some)
         .map_err(|error| {
             StartupError(format!(
-                "{name} (value not shown) cannot be used: {error}. Expected {expected},                  reachable from here. Fix: correct {name} or start that Redis, or unset it to                  remember event ids in this process only."
+                "{name} (value not shown) cannot be used: {error}. Expected {expected}, \
+                 reachable from here. Fix: correct {name} or start that Redis, or unset it to \
+                 remember event ids in this process only."
             ))
         })
 }

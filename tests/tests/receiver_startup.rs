@@ -227,6 +227,9 @@ fn an_unusable_events_redis_url_is_an_error_that_hides_the_url() {
             "{stderr}"
         );
         assert!(!stderr.contains("hunter2-secret"), "{stderr}");
+        // One message for a terminal, not a source line's indentation.
+        let message = stderr.lines().next().unwrap();
+        assert!(!message.contains("  "), "{message}");
     }
 }
 
