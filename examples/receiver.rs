@@ -16,6 +16,11 @@
 //!   `POST /webhooks/polytomic/events` takes signed events (`Polytomic-Signature`), each
 //!   event id once; unset, that route does not exist (404) and the start-up log says so.
 //! - `POLYTOMIC_EVENTS_PREVIOUS_SECRET`: while rotating, the signing secret being replaced.
+//! - `POLYTOMIC_EVENTS_REDIS_URL`: a Redis (`redis://HOST:PORT[/DB]`) where event ids are
+//!   kept, so that replicas behind one address handle each event once between them. Unset,
+//!   each process remembers the last 100,000 ids in memory. A value that is blank, not a
+//!   Redis URL, or a Redis that cannot be reached at start-up stops the example (the message
+//!   never shows the URL, which may hold a password).
 //! - `POLYTOMIC_WEBHOOK_ADDR`: where to listen, `127.0.0.1:3000` by default.
 //! - `POLYTOMIC_WEBHOOK_METRICS_ADDR`: serve `GET /metrics` on this address instead of the
 //!   webhook's port (where it is by default).
@@ -47,13 +52,15 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use examples::startup::{
-    self, EVENTS_SECRET_VAR, METRICS_ADDR_VAR, PREVIOUS_SECRET_VAR, SECRET_VAR,
+    self, EVENTS_REDIS_URL_VAR, EVENTS_SECRET_VAR, METRICS_ADDR_VAR, PREVIOUS_SECRET_VAR,
+    SECRET_VAR,
 };
 use examples::{
-    EVENTS_PATH, EventSink, HEADER_READ_TIMEOUT, Ops, Sink, WEBHOOK_PATH, event_line,
-    events_router, init_logging, listen_addr, metrics_router, receiver_app_with, serve,
+    EVENTS_PATH, EventSink, HEADER_READ_TIMEOUT, Ops, REMEMBERED_EVENT_IDS, Sink, WEBHOOK_PATH,
+    event_line, events_router, init_logging, listen_addr, metrics_router, receiver_app_with, serve,
     shutdown_signal,
 };
+use polytomic_webhook::dedup::MemoryEventIdStore;
 use polytomic_webhook::metrics::install_prometheus_recorder;
 use polytomic_webhook::prelude::*;
 
@@ -80,6 +87,7 @@ async fn run() -> Result<(), Box<dyn Error>> {
         )?),
         None => None,
     };
+    let event_ids = startup::events_store().await?;
 
     let metrics = install_prometheus_recorder()?;
     let metrics_addr = startup::metrics_addr()?;
@@ -114,7 +122,17 @@ async fn run() -> Result<(), Box<dyn Error>> {
     let mut app = receiver_app_with(layer, print_batch(), &ops);
     match events {
         Some(events) => {
-            app = app.merge(events_router(events, print_event(), &ops.limits));
+            let router = match event_ids {
+                Some(store) => {
+                    tracing::info!("event ids are shared through {EVENTS_REDIS_URL_VAR}");
+                    events_router(events, print_event(), &ops.limits, store)
+                }
+                None => {
+                    let store = MemoryEventIdStore::new(REMEMBERED_EVENT_IDS);
+                    events_router(events, print_event(), &ops.limits, store)
+                }
+            };
+            app = app.merge(router);
             tracing::info!("organisation events on http://{addr}{EVENTS_PATH}");
         }
         None => {

@@ -36,7 +36,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use http::{Request, StatusCode};
 use http_body_util::BodyExt;
-use polytomic_webhook::dedup::{DedupLayer, MemoryEventIdStore};
+#[cfg(doc)]
+use polytomic_webhook::dedup::MemoryEventIdStore;
+use polytomic_webhook::dedup::{DedupLayer, EventIdStore};
 use polytomic_webhook::event::{EventRejection, parse_sync_records};
 use polytomic_webhook::limit::{DecodedBudgetLayer, InFlightLimitLayer, ServerLimits};
 use polytomic_webhook::metrics::{PrometheusHandle, prometheus_answer};
@@ -67,30 +69,35 @@ pub const REMEMBERED_EVENT_IDS: usize = 100_000;
 pub type EventSink = Arc<dyn Fn(&PolytomicOrgEvent) -> Result<(), StoreError> + Send + Sync>;
 
 /// `POST /webhooks/polytomic/events`: the signature-checking layer, then deduplication by
-/// event id (in memory), then the `sink`. Merge it into [`receiver_app`]'s router. The route
+/// event id in `store`, then the `sink`. Merge it into [`receiver_app`]'s router. The route
 /// gets its own bound of `limits.max_in_flight` deliveries in flight.
+///
+/// One process can use a [`MemoryEventIdStore`]; replicas behind one address need a shared
+/// store such as `polytomic_webhook_store::RedisEventIdStore`, or a retry that reaches another
+/// replica runs the handler again.
 ///
 /// ```
 /// use std::sync::Arc;
+/// use polytomic_webhook::dedup::MemoryEventIdStore;
 /// use polytomic_webhook::prelude::*;
 ///
 /// let config = PolytomicOrgEventsConfig::default()
 ///     .secrets(SigningSecrets::new("the-events-secret")?);
 /// let layer = PolytomicOrgEventsLayer::new(config)?;
-/// let events = examples::events_router(layer, Arc::new(|_| Ok(())), &Default::default());
+/// let store = MemoryEventIdStore::new(examples::REMEMBERED_EVENT_IDS);
+/// let events = examples::events_router(layer, Arc::new(|_| Ok(())), &Default::default(), store);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
-pub fn events_router(
+pub fn events_router<St: EventIdStore>(
     layer: PolytomicOrgEventsLayer,
     sink: EventSink,
     limits: &ServerLimits,
+    store: St,
 ) -> Router {
     Router::new()
         .route(EVENTS_PATH, post(receive_event))
         .route_layer(CatchPanicLayer::custom(handler_panicked))
-        .route_layer(DedupLayer::new(MemoryEventIdStore::new(
-            REMEMBERED_EVENT_IDS,
-        )))
+        .route_layer(DedupLayer::new(store))
         .route_layer(layer)
         .route_layer(InFlightLimitLayer::new(limits))
         .with_state(sink)

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use polytomic_webhook::limit::ServerLimits;
 use polytomic_webhook::prelude::*;
+use polytomic_webhook_store::RedisEventIdStore;
 use tokio::net::TcpListener;
 
 /// The variable holding the address the examples listen on.
@@ -26,6 +27,9 @@ pub const EVENTS_SECRET_VAR: &str = "POLYTOMIC_EVENTS_SECRET";
 
 /// The variable with the Events webhook's previous signing secret, while rotating.
 pub const EVENTS_PREVIOUS_SECRET_VAR: &str = "POLYTOMIC_EVENTS_PREVIOUS_SECRET";
+
+/// The variable with the URL of a Redis where replicas of the receiver share event ids.
+pub const EVENTS_REDIS_URL_VAR: &str = "POLYTOMIC_EVENTS_REDIS_URL";
 
 /// Where the examples listen when [`ADDR_VAR`] is unset.
 pub const DEFAULT_ADDR: SocketAddr =
@@ -277,6 +281,34 @@ pub fn events_secrets_from(
             .map_err(|error| unusable(EVENTS_PREVIOUS_SECRET_VAR, error))?;
     }
     Ok(Some(secrets))
+}
+
+/// The shared event id store named by [`EVENTS_REDIS_URL_VAR`], connected; `None` when the
+/// variable is not set (each process then remembers its own ids). A value that is blank, not
+/// a Redis URL, or a Redis that cannot be reached is an error that never shows the value: the
+/// URL may carry a password.
+pub async fn events_store() -> Result<Option<RedisEventIdStore>, StartupError> {
+    let name = EVENTS_REDIS_URL_VAR;
+    let expected = "a Redis URL such as redis://127.0.0.1:6379";
+    let Some(url) = var_value(name, expected)? else {
+        return Ok(None);
+    };
+    if url.trim().is_empty() {
+        return Err(StartupError(format!(
+            "{name} is set but empty. Expected {expected}, shared by every replica. Fix: set \
+             {name} to it, or unset it to remember event ids in this process only."
+        )));
+    }
+    RedisEventIdStore::connect(url.trim())
+        .await
+        .map(Some)
+        .map_err(|error| {
+            StartupError(format!(
+                "{name} (value not shown) cannot be used: {error}. Expected {expected}, \
+                 reachable from here. Fix: correct {name} or start that Redis, or unset it to \
+                 remember event ids in this process only."
+            ))
+        })
 }
 
 /// The secret in the variable `name`, which must be set (see [`secret_var`]).

@@ -45,6 +45,7 @@ fn receiver_command(secret: &str) -> Command {
         .env_remove("POLYTOMIC_WEBHOOK_PREVIOUS_SECRET")
         .env_remove("POLYTOMIC_EVENTS_SECRET")
         .env_remove("POLYTOMIC_EVENTS_PREVIOUS_SECRET")
+        .env_remove("POLYTOMIC_EVENTS_REDIS_URL")
         // Port 0: the receiver picks a free port and logs it, so there is no race for one.
         .env("POLYTOMIC_WEBHOOK_ADDR", "127.0.0.1:0")
         .env("RUST_LOG", "info")
@@ -421,6 +422,68 @@ async fn the_events_route_prints_each_new_event_once() {
         })
     );
     assert_eq!(lines[1]["event_id"], "evt-2");
+}
+
+/// Sends the event to `addr`, sending it again while the answer is 409 `event_in_progress`
+/// (another replica holds it), as Polytomic would; returns the final status.
+async fn deliver_event(addr: SocketAddr, id: &str) -> StatusCode {
+    // A generous bound for "answered at all": the holder's handler only prints a line.
+    for _ in 0..100 {
+        let reply = send(addr, event(addr, id, "events-current")).await;
+        if reply.status != StatusCode::CONFLICT {
+            return reply.status;
+        }
+        reply.assert_problem(StatusCode::CONFLICT, "event_in_progress");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{id} stayed in progress");
+}
+
+/// Issue 16's "done when": the first try and five retries of one event, spread over two
+/// replicas sharing one Redis, two of them at the same time, reach the handler once.
+#[tokio::test]
+async fn two_replicas_sharing_redis_print_an_event_delivered_six_times_once() {
+    let Some(redis) = RedisServer::start("two_replicas_sharing_redis_print_an_event_once") else {
+        return;
+    };
+    let replica = || {
+        Receiver::spawn(
+            receiver_command(SECRET)
+                .env("POLYTOMIC_EVENTS_SECRET", "events-current")
+                .env("POLYTOMIC_EVENTS_REDIS_URL", redis.url()),
+        )
+    };
+    let (one, two) = (replica(), replica());
+    // The first try and a retry at the same time, one on each replica.
+    let (first, second) = tokio::join!(
+        deliver_event(one.addr, "evt-shared"),
+        deliver_event(two.addr, "evt-shared")
+    );
+    assert_eq!((first, second), (StatusCode::OK, StatusCode::OK));
+    // The other four retries, alternating.
+    for addr in [one.addr, two.addr, one.addr, two.addr] {
+        assert_eq!(deliver_event(addr, "evt-shared").await, StatusCode::OK);
+    }
+    // A different event still goes through, on either replica.
+    assert_eq!(deliver_event(two.addr, "evt-other").await, StatusCode::OK);
+
+    let (stdout_one, _) = one.terminate();
+    let (stdout_two, _) = two.terminate();
+    let lines: Vec<serde_json::Value> = stdout_one
+        .lines()
+        .chain(stdout_two.lines())
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    let ids: Vec<&str> = lines
+        .iter()
+        .map(|line| line["event_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        ids.iter().filter(|id| **id == "evt-shared").count(),
+        1,
+        "{ids:?}"
+    );
+    assert_eq!(ids.len(), 2, "{ids:?}");
 }
 
 #[tokio::test]

@@ -25,6 +25,7 @@ fn refuses_to_start_without(env: &[(&str, &str)], unset: &[&str]) -> String {
         .env_remove("POLYTOMIC_WEBHOOK_PREVIOUS_SECRET")
         .env_remove("POLYTOMIC_EVENTS_SECRET")
         .env_remove("POLYTOMIC_EVENTS_PREVIOUS_SECRET")
+        .env_remove("POLYTOMIC_EVENTS_REDIS_URL")
         .env("POLYTOMIC_WEBHOOK_ADDR", "127.0.0.1:0")
         .env("RUST_LOG", "info")
         .stdin(Stdio::null())
@@ -203,6 +204,33 @@ fn an_unusable_events_secret_is_an_error_not_an_open_route() {
         &["POLYTOMIC_EVENTS_PREVIOUS_SECRET is set but POLYTOMIC_EVENTS_SECRET is not"],
     );
     assert!(!stderr.contains("old-events-secret"), "{stderr}");
+}
+
+/// A shared event id store that cannot be used stops the receiver rather than letting each
+/// replica dedup on its own; the URL, which may carry a password, is never shown.
+#[test]
+fn an_unusable_events_redis_url_is_an_error_that_hides_the_url() {
+    let free_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let unreachable = format!("redis://:hunter2-secret@127.0.0.1:{free_port}");
+    for value in ["not a url hunter2-secret", unreachable.as_str(), " "] {
+        let stderr = refuses_to_start(&[
+            ("POLYTOMIC_EVENTS_SECRET", "events-secret"),
+            ("POLYTOMIC_EVENTS_REDIS_URL", value),
+        ]);
+        assert!(stderr.contains("POLYTOMIC_EVENTS_REDIS_URL"), "{stderr}");
+        assert!(
+            stderr.contains("Fix: ") && stderr.contains("unset it"),
+            "{stderr}"
+        );
+        assert!(!stderr.contains("hunter2-secret"), "{stderr}");
+        // One message for a terminal, not a source line's indentation.
+        let message = stderr.lines().next().unwrap();
+        assert!(!message.contains("  "), "{message}");
+    }
 }
 
 #[test]

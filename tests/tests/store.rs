@@ -260,7 +260,8 @@ fn two_replicas_sharing_one_redis_store_each_record_once_per_change() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_unreachable_redis_is_503_sink_unavailable_and_not_ready_and_recovers_without_a_restart() {
+async fn an_unreachable_redis_is_503_sink_unavailable_and_not_ready_and_recovers_without_a_restart()
+{
     let Some(mut redis) = RedisServer::start("an_unreachable_redis") else {
         return;
     };

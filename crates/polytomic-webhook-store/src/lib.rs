@@ -22,6 +22,10 @@
 //! failed, so Polytomic never sees a 2xx for a batch that was not kept. [`StoreService`] is
 //! the same as a ready tower service.
 //!
+//! With the `redis` feature the crate also has `RedisEventIdStore`: the organisation-event id
+//! store of `polytomic_webhook::dedup` kept in Redis, so that replicas handle each event once
+//! between them.
+//!
 //! ```
 //! use polytomic_webhook_event::{EventConfig, parse_sync_records};
 //! use polytomic_webhook_store::{Identity, MemorySink, Sink};
@@ -50,6 +54,8 @@ use serde::ser::SerializeStruct;
 use serde::{Serialize, Serializer};
 use serde_json::value::RawValue;
 
+#[cfg(feature = "redis")]
+mod event_ids;
 mod memory;
 #[cfg(feature = "redis")]
 mod redis;
@@ -58,6 +64,8 @@ mod service;
 mod sqlite;
 mod url;
 
+#[cfg(feature = "redis")]
+pub use event_ids::{DEFAULT_EVENT_PREFIX, RedisEventIdStore};
 pub use memory::MemorySink;
 #[cfg(feature = "redis")]
 pub use redis::{DEFAULT_STREAM, RedisSink};

@@ -117,19 +117,8 @@ impl RedisSink {
         identity: Identity,
         ttl: Option<Duration>,
     ) -> Result<Self, SinkError> {
-        // The client's errors may quote the URL, which may carry a password: keep them out.
-        let client = redis::Client::open(url).map_err(|_| {
-            SinkError::new("the Redis URL is not valid (see the redis crate's URL format)")
-        })?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(CONNECT_TIMEOUT)
-            .set_response_timeout(RESPONSE_TIMEOUT)
-            .set_number_of_retries(1);
-        let connection = ConnectionManager::new_with_config(client, config)
-            .await
-            .map_err(|error| redis_error("connecting to Redis", &error))?;
         Ok(Self {
-            connection,
+            connection: connect(url).await?,
             script: Script::new(STORE_SCRIPT),
             stream: stream.to_owned(),
             identity,
@@ -227,6 +216,21 @@ impl RedisSink {
     }
 }
 
+/// A connection to the Redis at `url` that re-establishes itself, with the timeouts above.
+pub(crate) async fn connect(url: &str) -> Result<ConnectionManager, SinkError> {
+    // The client's errors may quote the URL, which may carry a password: keep them out.
+    let client = redis::Client::open(url).map_err(|_| {
+        SinkError::new("the Redis URL is not valid (see the redis crate's URL format)")
+    })?;
+    let config = ConnectionManagerConfig::new()
+        .set_connection_timeout(CONNECT_TIMEOUT)
+        .set_response_timeout(RESPONSE_TIMEOUT)
+        .set_number_of_retries(1);
+    ConnectionManager::new_with_config(client, config)
+        .await
+        .map_err(|error| redis_error("connecting to Redis", &error))
+}
+
 /// A stream entry id (`MILLISECONDS-SEQUENCE`) as numbers, to sort by.
 fn entry_order(id: &str) -> (u64, u64) {
     let (ms, seq) = id.split_once('-').unwrap_or((id, "0"));
@@ -247,7 +251,7 @@ fn escape_glob(text: &str) -> String {
 
 /// A Redis failure as a sink error: the kind and Redis's own message, which quote neither the
 /// URL nor a record.
-fn redis_error(what: &str, error: &redis::RedisError) -> SinkError {
+pub(crate) fn redis_error(what: &str, error: &redis::RedisError) -> SinkError {
     match error.detail() {
         Some(detail) => SinkError::from_cause(what, format_args!("{:?}: {detail}", error.kind())),
         None => SinkError::from_cause(what, format_args!("{:?}", error.kind())),

@@ -47,7 +47,8 @@
 //! # Sharing the store between replicas
 //!
 //! [`MemoryEventIdStore`] only deduplicates within one process. Several replicas need a shared
-//! store; [`EventIdStore`]'s three operations map onto Redis as follows:
+//! store: `RedisEventIdStore`, in the `polytomic-webhook-store` crate (feature `redis`), maps
+//! [`EventIdStore`]'s three operations onto Redis as follows:
 //!
 //! | operation | Redis |
 //! |---|---|
