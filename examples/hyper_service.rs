@@ -28,6 +28,7 @@ async fn main() -> Result<(), Box<dyn Error>> {
     let layer = PolytomicWebhookLayer::new(PolytomicWebhookConfig::default().secret(secret))?;
 
     let listener = startup::bind(listen_addr()?).await?;
+    let shutdown = shutdown_signal();
     tracing::info!("listening on http://{}", listener.local_addr()?);
     serve_hyper(
         listener,
@@ -36,7 +37,7 @@ async fn main() -> Result<(), Box<dyn Error>> {
             tracing::info!(records = batch.len(), "stored a batch");
             Ok(())
         }),
-        shutdown_signal(),
+        shutdown,
     )
     .await;
     Ok(())

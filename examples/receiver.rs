@@ -117,6 +117,8 @@ async fn run() -> Result<(), Box<dyn Error>> {
     if let Some(secret) = generated {
         eprintln!("{}", try_it(&secret, addr));
     }
+    // Before saying so: a SIGTERM sent on seeing that line must meet the handler.
+    let shutdown = shutdown_signal();
     tracing::info!("listening on http://{addr}{WEBHOOK_PATH}");
 
     let mut app = receiver_app_with(layer, print_batch(), &ops);
@@ -139,7 +141,7 @@ async fn run() -> Result<(), Box<dyn Error>> {
             tracing::info!("{EVENTS_SECRET_VAR} is not set: the events route {EVENTS_PATH} is off");
         }
     }
-    serve(listener, app, HEADER_READ_TIMEOUT, shutdown_signal()).await;
+    serve(listener, app, HEADER_READ_TIMEOUT, shutdown).await;
     Ok(())
 }
 

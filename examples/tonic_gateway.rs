@@ -38,7 +38,8 @@ async fn main() -> Result<(), Box<dyn Error>> {
 
     let listener = startup::bind(listen_addr()?).await?;
     let addr = listener.local_addr()?;
+    let shutdown = shutdown_signal();
     tracing::info!("gRPC and http://{addr}{WEBHOOK_PATH} on one port");
-    serve(listener, app, HEADER_READ_TIMEOUT, shutdown_signal()).await;
+    serve(listener, app, HEADER_READ_TIMEOUT, shutdown).await;
     Ok(())
 }

@@ -45,7 +45,7 @@ use polytomic_webhook::metrics::{PrometheusHandle, prometheus_answer};
 use polytomic_webhook::prelude::*;
 use polytomic_webhook::problem::{BodyStats, Problem};
 use polytomic_webhook::readiness::Readiness;
-pub use polytomic_webhook::server::{HEADER_READ_TIMEOUT, serve};
+pub use polytomic_webhook::server::{HEADER_READ_TIMEOUT, serve, shutdown_signal};
 use polytomic_webhook::{DeliveryBody, handler_panicked};
 use tokio::net::TcpListener;
 use tower::{ServiceBuilder, service_fn};
@@ -347,35 +347,6 @@ where
         Ok(batch) => store(&sink, &batch),
         Err(rejection) => rejection.into_response(),
     })
-}
-
-/// Completes on Ctrl-C, or on SIGTERM where there are signals, whichever comes first.
-pub async fn shutdown_signal() {
-    let interrupt = async {
-        if let Err(error) = tokio::signal::ctrl_c().await {
-            tracing::error!(%error, "cannot listen for Ctrl-C");
-            std::future::pending::<()>().await;
-        }
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(error) => {
-                tracing::error!(%error, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = interrupt => {},
-        () = terminate => {},
-    }
-    tracing::info!("shutting down: finishing the requests in flight");
 }
 
 /// Logs to stderr, at `info` unless `RUST_LOG` says otherwise; stdout stays free for data.

@@ -262,6 +262,17 @@ async fn the_receiver_prints_one_line_per_accepted_delivery_and_nothing_else() {
     );
 }
 
+/// SIGTERM the moment the receiver says where it listens: it exits cleanly, because its signal
+/// handlers were installed before that line. Installed later, a signal in between met the
+/// default action, which ends the process at once and resets its connections.
+#[test]
+fn sigterm_right_after_the_listening_line_is_a_clean_exit() {
+    for _ in 0..5 {
+        // `terminate` asserts a successful exit, not death by the signal.
+        Receiver::start(SECRET).terminate();
+    }
+}
+
 /// SIGTERM while a delivery is half sent: the receiver finishes it (answer and stdout line),
 /// then exits cleanly. `Expect: 100-continue` tells when the handler has started reading the
 /// body, so the signal provably arrives mid-request.

@@ -26,7 +26,7 @@ use polytomic_webhook::metrics::{
 use polytomic_webhook::prelude::*;
 use polytomic_webhook::problem::ProblemCode;
 use polytomic_webhook::readiness::Readiness;
-use polytomic_webhook::server::{HEADER_READ_TIMEOUT, serve};
+use polytomic_webhook::server::{HEADER_READ_TIMEOUT, serve, shutdown_signal};
 use polytomic_webhook_store::{Durability, Identity, Sink, SinkUrl, store};
 use tower::util::MapResponseLayer;
 use tower_http::catch_panic::CatchPanicLayer;
@@ -347,9 +347,11 @@ pub(crate) async fn run(args: ServeArgs) -> ExitCode {
     };
     let app = app(&receiver, &args.path, layer, ops);
     let bound = listener.local_addr().unwrap_or(args.addr);
+    // Before saying so: a signal sent on seeing that line must meet the handler.
+    let shutdown = shutdown_signal();
     eprintln!("{NAME}: listening on http://{bound}{}", args.path);
     let started = Instant::now();
-    serve(listener, app, HEADER_READ_TIMEOUT, shutdown_signal()).await;
+    serve(listener, app, HEADER_READ_TIMEOUT, shutdown).await;
     eprint!("{}", receiver.summary(started));
     ExitCode::SUCCESS
 }
@@ -560,29 +562,6 @@ impl Receiver {
 /// Marks a response the handler produced, to tell it from the layer's acknowledgements.
 #[derive(Clone, Copy)]
 struct Handled;
-
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        if tokio::signal::ctrl_c().await.is_err() {
-            std::future::pending::<()>().await;
-        }
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {}
-        () = terminate => {}
-    }
-}
 
 #[cfg(test)]
 mod tests {

@@ -12,7 +12,7 @@
 //! use axum::Router;
 //! use axum::routing::post;
 //! use polytomic_webhook::prelude::*;
-//! use polytomic_webhook::server::{HEADER_READ_TIMEOUT, serve};
+//! use polytomic_webhook::server::{HEADER_READ_TIMEOUT, serve, shutdown_signal};
 //!
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 //! async fn receive(batch: SyncRecords) -> Ack {
@@ -26,10 +26,10 @@
 //!     .route("/webhooks/polytomic", post(receive))
 //!     .layer(layer);
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
-//! serve(listener, app, HEADER_READ_TIMEOUT, async {
-//!     let _ = tokio::signal::ctrl_c().await;
-//! })
-//! .await;
+//! // Before anyone is told the server is up: see `shutdown_signal`.
+//! let shutdown = shutdown_signal();
+//! println!("listening on http://127.0.0.1:3000");
+//! serve(listener, app, HEADER_READ_TIMEOUT, shutdown).await;
 //! # Ok(())
 //! # }
 //! ```
@@ -49,6 +49,51 @@ use hyper_util::service::TowerToHyperService;
 use polytomic_webhook_auth::PeerAddr;
 use tokio::net::{TcpListener, TcpStream};
 use tower_service::Service;
+
+/// Completes on Ctrl-C or, on Unix, SIGTERM, whichever comes first: the `shutdown` to give
+/// [`serve`] for a graceful stop.
+///
+/// The signal handlers are installed when this function is called, not when the future is
+/// first polled. Call it before saying that the server is listening: a SIGTERM that arrives
+/// before any handler is installed gets the default action, which ends the process at once and
+/// resets every open connection, the requests in flight included. Call it inside a tokio
+/// runtime.
+pub fn shutdown_signal() -> impl Future<Output = ()> + Send + 'static {
+    #[cfg(unix)]
+    let signals = {
+        use tokio::signal::unix::{SignalKind, signal};
+        [
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::terminate()),
+        ]
+    };
+    async move {
+        #[cfg(unix)]
+        {
+            let [interrupt, terminate] = signals.map(|signal| async move {
+                match signal {
+                    Ok(mut signal) => {
+                        signal.recv().await;
+                    }
+                    Err(error) => {
+                        tracing::error!(%error, "cannot listen for a shutdown signal");
+                        std::future::pending::<()>().await;
+                    }
+                }
+            });
+            tokio::select! {
+                () = interrupt => {}
+                () = terminate => {}
+            }
+        }
+        #[cfg(not(unix))]
+        if let Err(error) = tokio::signal::ctrl_c().await {
+            tracing::error!(%error, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+        tracing::info!("shutting down: finishing the requests in flight");
+    }
+}
 
 /// How long a client may take to send a request's head (request line and headers) before its
 /// connection is closed: Polytomic sends its few headers at once, so this is generous.
