@@ -76,11 +76,17 @@ impl Holding {
         let sink: examples::Sink = Arc::new(move |batch| {
             if marker(batch) == r#""hold""# {
                 entered_tx.lock().unwrap().send(()).unwrap();
-                // A generous bound, so a failed test cannot hang forever.
-                let _ = released
-                    .lock()
-                    .unwrap()
-                    .recv_timeout(Duration::from_secs(30));
+                // The sink is synchronous, so it waits on a runtime worker: `block_in_place`
+                // hands that worker's queued tasks to another thread first. Without it, the
+                // next delivery's task could sit in this worker's own queue until the release,
+                // and find the place free by then. A generous bound, so a failed test cannot
+                // hang forever.
+                tokio::task::block_in_place(|| {
+                    let _ = released
+                        .lock()
+                        .unwrap()
+                        .recv_timeout(Duration::from_secs(30));
+                });
             }
             Ok(())
         });
