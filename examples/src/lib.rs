@@ -35,15 +35,14 @@ use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use http::{Request, StatusCode};
-use http_body_util::BodyExt;
 #[cfg(doc)]
 use polytomic_webhook::dedup::MemoryEventIdStore;
 use polytomic_webhook::dedup::{DedupLayer, EventIdStore};
-use polytomic_webhook::event::{EventRejection, parse_sync_records};
+use polytomic_webhook::event::read;
 use polytomic_webhook::limit::{DecodedBudgetLayer, InFlightLimitLayer, ServerLimits};
 use polytomic_webhook::metrics::{PrometheusHandle, prometheus_answer};
 use polytomic_webhook::prelude::*;
-use polytomic_webhook::problem::{BodyStats, Problem};
+use polytomic_webhook::problem::Problem;
 use polytomic_webhook::readiness::Readiness;
 pub use polytomic_webhook::server::{HEADER_READ_TIMEOUT, serve, shutdown_signal};
 use polytomic_webhook::{DeliveryBody, handler_panicked};
@@ -324,26 +323,13 @@ pub async fn serve_hyper(
     serve(listener, service, HEADER_READ_TIMEOUT, shutdown).await;
 }
 
-/// The hyper service's handler: buffer the (already decompressed) body, then the extractor
-/// crate's plain parse function.
+/// The hyper service's handler: the extractor's work through `event::read`, then the sink.
 async fn handle<B>(sink: Sink, request: Request<DeliveryBody<B>>) -> Result<Response, Infallible>
 where
     B: http_body::Body,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let config = request
-        .extensions()
-        .get::<EventConfig>()
-        .cloned()
-        .unwrap_or_default();
-    let stats = request.extensions().get::<BodyStats>().cloned();
-    let body = match request.into_body().collect().await {
-        Ok(collected) => collected.to_bytes(),
-        Err(error) => {
-            return Ok(EventRejection::from_body_error(error, stats.as_ref()).into_response());
-        }
-    };
-    Ok(match parse_sync_records(&body, &config) {
+    Ok(match read(request).await {
         Ok(batch) => store(&sink, &batch),
         Err(rejection) => rejection.into_response(),
     })

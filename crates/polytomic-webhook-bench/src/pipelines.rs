@@ -21,12 +21,8 @@ use http_body_util::BodyExt;
 use polytomic_webhook::DeliveryBody;
 use polytomic_webhook::PolytomicWebhookLayer;
 use polytomic_webhook::auth::FixedClock;
-use polytomic_webhook::event::rejection::EventRejection;
-use polytomic_webhook::event::{
-    Ack, EventConfig, Fields, RawFields, Record, SyncRecords, parse_sync_records,
-};
+use polytomic_webhook::event::{self, Ack, Fields, RawFields, Record, SyncRecords};
 use polytomic_webhook::prelude::{PolytomicWebhookConfig, Secret};
-use polytomic_webhook::problem::BodyStats;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::value::RawValue;
@@ -146,7 +142,7 @@ pub enum Pipeline {
     OursRaw,
     /// [`Pipeline::OursAxum`] with `SyncRecords<Contact>`.
     OursTyped,
-    /// `PolytomicWebhookLayer` around a `tower::service_fn` calling `parse_sync_records`.
+    /// `PolytomicWebhookLayer` around a `tower::service_fn` calling `event::read`.
     OursTower,
 }
 
@@ -310,19 +306,7 @@ pub fn baseline_router() -> Router {
 async fn tower_handler(
     request: Request<DeliveryBody<axum::body::Body>>,
 ) -> Result<Response, Infallible> {
-    let config = request
-        .extensions()
-        .get::<EventConfig>()
-        .cloned()
-        .unwrap_or_default();
-    let stats = request.extensions().get::<BodyStats>().cloned();
-    let body = match request.into_body().collect().await {
-        Ok(collected) => collected.to_bytes(),
-        Err(error) => {
-            return Ok(EventRejection::from_body_error(error, stats.as_ref()).into_response());
-        }
-    };
-    Ok(match parse_sync_records::<Fields>(&body, &config) {
+    Ok(match event::read::<Fields, _>(request).await {
         Ok(batch) => Ack::from(&batch).into_response(),
         Err(rejection) => rejection.into_response(),
     })

@@ -5,10 +5,13 @@ use serde::Deserialize;
 /// Configuration of the extractor and of [`parse`](crate::parse).
 ///
 /// Plain data: build it in code with the builder methods, or load it from a configuration file
-/// (every key is optional). The extractor looks for it in the request's extensions, where the
-/// composed layer puts it (or add it yourself with
-/// `axum::Extension(config)` / `tower_http::add_extension`), and uses the defaults when it is
-/// absent, so no global state is involved.
+/// (every key is optional). The extractors and [`read`](crate::read) look for it in the
+/// request's extensions, where the composed layer puts it (or add it yourself with
+/// `axum::Extension(config)` / `tower_http::add_extension`), so no global state is involved.
+///
+/// A request without one is read under `EventConfig::default()`. That is deliberate, not a
+/// fallback for a mistake: the extractor is meant to work in a router with no layer in front,
+/// and the defaults are the limits the composed layer uses when not configured otherwise.
 ///
 /// ```
 /// use polytomic_webhook_event::{EventConfig, UnknownEventPolicy};

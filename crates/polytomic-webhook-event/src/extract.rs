@@ -1,19 +1,16 @@
-//! The axum-core extractors: `Content-Type` check, body buffering, then [`parse`].
+//! The axum-core extractors: axum's body limit, then [`read`](crate::read).
 
 use axum_core::RequestExt;
 use axum_core::extract::{FromRequest, Request};
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use http::HeaderMap;
 use http::header::CONTENT_TYPE;
-use http_body::Body as _;
-use http_body_util::BodyExt;
-use polytomic_webhook_core::body::BodyStats;
 use serde::de::DeserializeOwned;
 
 use crate::config::EventConfig;
 use crate::event::{PolytomicEvent, SyncRecords};
-use crate::parse::{parse_shared, parse_sync_records_shared};
-use crate::rejection::{BodyTooLarge, EventRejection, TooLargeLimit, UnsupportedMediaType};
+use crate::read::{read, read_body, read_event};
+use crate::rejection::{EventRejection, UnsupportedMediaType};
 
 impl<T, S> FromRequest<S> for PolytomicEvent<T>
 where
@@ -23,8 +20,7 @@ where
     type Rejection = EventRejection;
 
     async fn from_request(req: Request, _state: &S) -> Result<Self, Self::Rejection> {
-        let (config, body) = buffer(req).await?;
-        parse_shared(&body, &config)
+        read_event(req.with_limited_body()).await
     }
 }
 
@@ -36,67 +32,17 @@ where
     type Rejection = EventRejection;
 
     async fn from_request(req: Request, _state: &S) -> Result<Self, Self::Rejection> {
-        let (config, body) = buffer(req).await?;
-        parse_sync_records_shared(&body, &config)
+        read(req.with_limited_body()).await
     }
 }
 
-/// Checks the `Content-Type` and reads the whole body once, under every applicable limit.
+/// The extractors' body reading: axum's `DefaultBodyLimit` exactly as axum's own extractors
+/// apply it (keeping the request's extensions), then [`read_body`].
 pub(crate) async fn buffer(req: Request) -> Result<(EventConfig, Bytes), EventRejection> {
-    let config = req
-        .extensions()
-        .get::<EventConfig>()
-        .cloned()
-        .unwrap_or_default();
-    check_content_type(req.headers())?;
-    // Taken before the body is consumed: it is how the decompression layer says which of its
-    // limits fired, which the body error itself cannot.
-    let stats = req.extensions().get::<BodyStats>().cloned();
-    // Applies axum's `DefaultBodyLimit` exactly as axum's own extractors do, keeping the
-    // request's extensions intact.
-    let mut body = req.into_limited_body();
-    let limit = config.max_body_bytes;
-    let too_large = || {
-        BodyTooLarge::new(TooLargeLimit::Extractor(
-            u64::try_from(limit).unwrap_or(u64::MAX),
-        ))
-    };
-    if body.size_hint().lower() > u64::try_from(limit).unwrap_or(u64::MAX) {
-        return Err(too_large().into());
-    }
-
-    // Frames are kept as they arrive and joined once at the end into a buffer of the exact size:
-    // no regrowth copies, so the peak stays near twice the body, and a body refused at a limit
-    // (a decompression bomb) is never copied at all. A body that arrives in one frame is kept as is.
-    let mut frames: Vec<Bytes> = Vec::new();
-    let mut len = 0usize;
-    while let Some(frame) = body.frame().await {
-        let frame =
-            frame.map_err(|error| EventRejection::from_body_error(error, stats.as_ref()))?;
-        let Ok(data) = frame.into_data() else {
-            continue;
-        };
-        len = len.saturating_add(data.len());
-        if len > limit {
-            return Err(too_large().into());
-        }
-        if !data.is_empty() {
-            frames.push(data);
-        }
-    }
-    let body = if frames.len() == 1 {
-        frames.pop().unwrap_or_default()
-    } else {
-        let mut joined = BytesMut::with_capacity(len);
-        for frame in &frames {
-            joined.extend_from_slice(frame);
-        }
-        joined.freeze()
-    };
-    Ok((config, body))
+    read_body(req.with_limited_body()).await
 }
 
-fn check_content_type(headers: &HeaderMap) -> Result<(), UnsupportedMediaType> {
+pub(crate) fn check_content_type(headers: &HeaderMap) -> Result<(), UnsupportedMediaType> {
     let Some(value) = headers.get(CONTENT_TYPE) else {
         return Err(UnsupportedMediaType::missing());
     };

@@ -20,8 +20,9 @@
 //! This crate turns such a body into [`SyncRecords<T>`], where `T` is your record type (or the
 //! dynamic [`Fields`] map), and refuses anything else with a precise
 //! `application/problem+json` answer (see [`rejection`]). It depends on `axum-core` only; the
-//! extractors work in any axum router, and [`parse`] / [`parse_sync_records`] do the same job
-//! for code that is not axum.
+//! extractors work in any axum router, [`read`] / [`read_event`] do the same job on any
+//! `http::Request` (hyper, tonic, a tower `service_fn`), and [`parse`] / [`parse_sync_records`]
+//! on a body already in memory.
 //!
 //! # Extractors
 //!
@@ -101,8 +102,9 @@
 //!
 //! # Configuration
 //!
-//! [`EventConfig`] is read from the request's extensions (the composed layer inserts it), with
-//! the defaults when absent.
+//! [`EventConfig`] is read from the request's extensions (the composed layer inserts it). A
+//! request without one is read under `EventConfig::default()`, so the extractors also work in
+//! a router without the layer.
 //!
 //! [`BodyStats`]: polytomic_webhook_core::body::BodyStats
 
@@ -119,6 +121,7 @@ mod numbers;
 pub mod org;
 mod parse;
 mod raw;
+mod read;
 pub mod rejection;
 mod sanitize;
 #[cfg(feature = "proptest")]
@@ -137,4 +140,5 @@ pub use org::{CompletionCounts, OrgEventType, PolytomicOrgEvent, RawPayload, par
 pub use parse::slow_path_runs;
 pub use parse::{parse, parse_sync_records};
 pub use raw::{FieldsError, RawFields, RawJson};
+pub use read::{BatchObserver, BatchSummary, read, read_event};
 pub use rejection::EventRejection;

@@ -86,9 +86,6 @@ pub(crate) fn parse_shared<T: DeserializeOwned>(
                 .map_err(|error| explain::<T>(body, config, error, cx.into_failure()))?;
         }
     }
-    if let PolytomicEvent::SyncRecords(batch) = &event {
-        record_batch_on_span(batch);
-    }
     Ok(event)
 }
 
@@ -175,18 +172,6 @@ impl<'de> serde::de::Visitor<'de> for Skim {
     }
 }
 
-/// Fills the batch fields of the enclosing `polytomic_webhook.delivery` span, when there is
-/// one (the composed layer opens it; elsewhere this does nothing). Never record contents.
-fn record_batch_on_span<T>(batch: &SyncRecords<T>) {
-    let span = tracing::Span::current();
-    if span.is_disabled() {
-        return;
-    }
-    span.record("sync_id", batch.id().as_str());
-    span.record("sync_name", batch.name());
-    span.record("record_count", batch.len());
-}
-
 /// Parses a delivery that must be a `sync.records` batch, for use without axum.
 ///
 /// Like [`parse`], but an unknown event type is an [`EventRejection::UnknownEvent`] whose
@@ -213,7 +198,16 @@ pub(crate) fn parse_sync_records_shared<T: DeserializeOwned>(
     body: &Bytes,
     config: &EventConfig,
 ) -> Result<SyncRecords<T>, EventRejection> {
-    match parse_shared(body, config)? {
+    only_sync_records(parse_shared(body, config)?, config)
+}
+
+/// The batch of a `sync.records` event; any other event is refused as
+/// [`EventConfig::unknown_events`] says.
+pub(crate) fn only_sync_records<T>(
+    event: PolytomicEvent<T>,
+    config: &EventConfig,
+) -> Result<SyncRecords<T>, EventRejection> {
+    match event {
         PolytomicEvent::SyncRecords(batch) => Ok(batch),
         PolytomicEvent::Unknown { event, .. } => Err(unknown_event(&event, config).into()),
     }

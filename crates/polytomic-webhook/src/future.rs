@@ -6,12 +6,13 @@ use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
 
-use http::Response;
 use http::header::{CONNECTION, HeaderValue};
+use http::{Request, Response};
 use http_body::Body;
 use pin_project_lite::pin_project;
 use polytomic_webhook_core::response::{ResponseBody, ResponseFuture};
 use polytomic_webhook_decompression::DecompressionInfo;
+use polytomic_webhook_event::BatchObserver;
 use tracing::Span;
 
 use crate::drain::Drain;
@@ -83,6 +84,23 @@ where
         this.in_flight.take();
         Poll::Ready(result)
     }
+}
+
+/// Gives the request a [`BatchObserver`] that records the accepted batch on the delivery's span:
+/// this crate declares that span's fields, so it alone writes them, whichever reader (the
+/// extractor or `event::read`) parses the body.
+pub(crate) fn observe_batch<B>(request: &mut Request<B>, span: &Span) {
+    if span.is_disabled() {
+        return;
+    }
+    let span = span.clone();
+    request
+        .extensions_mut()
+        .insert(BatchObserver::new(move |batch| {
+            span.record("sync_id", batch.sync_id.as_str());
+            span.record("sync_name", batch.sync_name);
+            span.record("record_count", batch.record_count);
+        }));
 }
 
 /// Marks the answer to a request whose body was left unread as the connection's last: the rest

@@ -65,8 +65,8 @@
 //! # Without axum
 //!
 //! The layer is generic over request and response bodies and never boxes the inner service,
-//! so it fits tonic's and hyper's stacks too; there, [`event::parse_sync_records`] does the
-//! extractor's work on the buffered body.
+//! so it fits tonic's and hyper's stacks too; there, [`event::read`] does the extractor's work
+//! on the request the layer passes on.
 //!
 //! # Crates
 //!

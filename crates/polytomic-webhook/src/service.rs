@@ -14,7 +14,7 @@ use polytomic_webhook_decompression::{DecompressionBody, DecompressionInfo};
 use tower_service::Service;
 
 use crate::drain::Drain;
-use crate::future::DeliveryFuture;
+use crate::future::{DeliveryFuture, observe_batch};
 use crate::layer::Checks;
 use crate::timeout::TimeoutBody;
 
@@ -80,7 +80,8 @@ where
         let (future, drain, info) = {
             let _entered = span.enter();
             match self.checks.admit(request) {
-                Ok(request) => {
+                Ok(mut request) => {
+                    observe_batch(&mut request, &span);
                     let info = request.extensions().get::<DecompressionInfo>().cloned();
                     let future = ResponseFuture::inner(self.inner.call(request));
                     (future, Drain::none(), info)
