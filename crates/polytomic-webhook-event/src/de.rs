@@ -35,9 +35,9 @@ thread_local! {
     static TRACKED_PARSES: Cell<usize> = const { Cell::new(0) };
 }
 
-/// How many parses on this thread wrapped record fields in `serde_path_to_error`. A test hook:
-/// valid input must leave it unchanged.
-#[doc(hidden)]
+/// How many parses on this thread wrapped record fields in `serde_path_to_error`. A test hook
+/// (feature `testing`): valid input must leave it unchanged.
+#[cfg(feature = "testing")]
 pub fn tracked_parses() -> usize {
     TRACKED_PARSES.with(Cell::get)
 }

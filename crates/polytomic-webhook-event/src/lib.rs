@@ -129,6 +129,9 @@ pub mod strategy;
 
 pub use ack::{Ack, NotStored};
 pub use config::{EventConfig, UnknownEventPolicy};
+// Test hooks, outside the API: only the `testing` feature (which the crate's own tests turn
+// on) exports them.
+#[cfg(feature = "testing")]
 #[doc(hidden)]
 pub use de::tracked_parses;
 pub use event::{
@@ -136,6 +139,7 @@ pub use event::{
 };
 pub use normalize::normalize_field_name;
 pub use org::{CompletionCounts, OrgEventType, PolytomicOrgEvent, RawPayload, parse_org_event};
+#[cfg(feature = "testing")]
 #[doc(hidden)]
 pub use parse::slow_path_runs;
 pub use parse::{parse, parse_sync_records};

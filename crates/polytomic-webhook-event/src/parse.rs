@@ -237,9 +237,9 @@ thread_local! {
     static SLOW_PATH_RUNS: Cell<usize> = const { Cell::new(0) };
 }
 
-/// How many times this thread has taken the slow path (explaining a failed parse). A test hook:
-/// valid input must leave it unchanged.
-#[doc(hidden)]
+/// How many times this thread has taken the slow path (explaining a failed parse). A test hook
+/// (feature `testing`): valid input must leave it unchanged.
+#[cfg(feature = "testing")]
 pub fn slow_path_runs() -> usize {
     SLOW_PATH_RUNS.with(Cell::get)
 }
