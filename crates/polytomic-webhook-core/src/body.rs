@@ -172,25 +172,24 @@ impl fmt::Display for BodyLimit {
     }
 }
 
-/// Live counters of one request body, shared between the body that decodes it and whoever reads
+/// Live counters of one request body, as the body that decodes it reports them to whoever reads
 /// the request's extensions (extractors, tracing).
 ///
-/// Cloning is cheap and every clone sees the same counters. Updates use relaxed atomics: the
-/// values are reports, not synchronisation.
+/// Read-only: the decoding body changes the counters through its own
+/// `BodyStatsWriter`, which it never shares, so a handler holding the extension cannot forge
+/// which limit fired or how many bytes went through. Cloning is cheap and every clone sees the
+/// same counters. Updates use relaxed atomics: the values are reports, not synchronisation.
 ///
 /// ```
-/// use polytomic_webhook_core::body::{BodyLimit, BodyStats};
+/// use polytomic_webhook_core::body::BodyStats;
 ///
-/// let stats = BodyStats::new();
-/// let seen_by_extractor = stats.clone();
-/// stats.add_compressed(10);
-/// stats.add_decoded(1_000);
-/// stats.set_exceeded(BodyLimit::Ratio);
-/// assert_eq!(seen_by_extractor.compressed_bytes(), 10);
-/// assert_eq!(seen_by_extractor.decoded_bytes(), 1_000);
-/// assert_eq!(seen_by_extractor.exceeded(), Some(BodyLimit::Ratio));
+/// fn describe(request: &http::Request<()>) -> Option<String> {
+///     let stats = request.extensions().get::<BodyStats>()?;
+///     Some(format!("{} bytes in, {} decoded", stats.compressed_bytes(), stats.decoded_bytes()))
+/// }
+/// # assert_eq!(describe(&http::Request::new(())), None);
 /// ```
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct BodyStats(Arc<Counters>);
 
 #[derive(Debug, Default)]
@@ -202,12 +201,18 @@ struct Counters {
     sniffed: AtomicBool,
 }
 
-impl BodyStats {
-    /// Fresh counters at zero.
-    pub fn new() -> Self {
-        Self::default()
+impl Counters {
+    fn set_exceeded(&self, limit: BodyLimit) {
+        self.exceeded.store(limit.to_u8(), Ordering::Relaxed);
     }
 
+    fn exceed(&self, limit: BodyLimit, value: u64) {
+        self.limit_bytes.store(value, Ordering::Relaxed);
+        self.set_exceeded(limit);
+    }
+}
+
+impl BodyStats {
     /// Bytes of the body as received (before decoding) read so far.
     pub fn compressed_bytes(&self) -> u64 {
         self.0.compressed.load(Ordering::Relaxed)
@@ -239,31 +244,69 @@ impl BodyStats {
         self.exceeded()
             .map(|limit| (limit, self.exceeded_limit_value()))
     }
+}
+
+/// Stand-ins for a decoding body's reports, for tests of the code that reads them (feature
+/// `testing`).
+#[cfg(any(test, feature = "testing"))]
+impl BodyStats {
+    /// Fresh counters at zero.
+    #[doc(hidden)]
+    pub fn new() -> Self {
+        Self(Arc::default())
+    }
+
+    /// Records which limit stopped the body.
+    #[doc(hidden)]
+    pub fn set_exceeded(&self, limit: BodyLimit) {
+        self.0.set_exceeded(limit);
+    }
+
+    /// Records which limit stopped the body and its configured value.
+    #[doc(hidden)]
+    pub fn set_exceeded_with_value(&self, limit: BodyLimit, value: u64) {
+        self.0.exceed(limit, value);
+    }
+}
+
+/// The counting side of one request body's [`BodyStats`], held by the body that decodes it.
+///
+/// Not part of the API: it is public only so that the decompression crate can count. Whoever
+/// creates the writer hands out [`stats`](Self::stats) clones and keeps the writer.
+#[doc(hidden)]
+#[derive(Debug)]
+pub struct BodyStatsWriter(BodyStats);
+
+impl BodyStatsWriter {
+    /// Fresh counters at zero.
+    #[allow(clippy::new_without_default)] // A default would be a second way to forge stats.
+    pub fn new() -> Self {
+        Self(BodyStats(Arc::default()))
+    }
+
+    /// The read-only view of these counters, for the request's extensions.
+    pub fn stats(&self) -> &BodyStats {
+        &self.0
+    }
 
     /// Records that the body's coding was recognised from its first bytes.
     pub fn set_sniffed(&self) {
-        self.0.sniffed.store(true, Ordering::Relaxed);
+        self.0.0.sniffed.store(true, Ordering::Relaxed);
     }
 
     /// Counts received bytes.
     pub fn add_compressed(&self, bytes: u64) {
-        self.0.compressed.fetch_add(bytes, Ordering::Relaxed);
+        self.0.0.compressed.fetch_add(bytes, Ordering::Relaxed);
     }
 
     /// Counts decoded bytes.
     pub fn add_decoded(&self, bytes: u64) {
-        self.0.decoded.fetch_add(bytes, Ordering::Relaxed);
-    }
-
-    /// Records which limit stopped the body.
-    pub fn set_exceeded(&self, limit: BodyLimit) {
-        self.0.exceeded.store(limit.to_u8(), Ordering::Relaxed);
+        self.0.0.decoded.fetch_add(bytes, Ordering::Relaxed);
     }
 
     /// Records which limit stopped the body and its configured value.
     pub fn set_exceeded_with_value(&self, limit: BodyLimit, value: u64) {
-        self.0.limit_bytes.store(value, Ordering::Relaxed);
-        self.set_exceeded(limit);
+        self.0.0.exceed(limit, value);
     }
 }
 
@@ -454,6 +497,24 @@ mod tests {
         stats.set_exceeded_with_value(BodyLimit::Decompressed, 42);
         assert_eq!(stats.exceeded(), Some(BodyLimit::Decompressed));
         assert_eq!(stats.exceeded_limit_value(), 42);
+    }
+
+    #[test]
+    fn every_view_sees_what_the_writer_counts() {
+        let writer = BodyStatsWriter::new();
+        let seen_by_extractor = writer.stats().clone();
+        writer.add_compressed(10);
+        writer.add_decoded(1_000);
+        writer.add_decoded(24);
+        writer.set_sniffed();
+        writer.set_exceeded_with_value(BodyLimit::Ratio, 100);
+        assert_eq!(seen_by_extractor.compressed_bytes(), 10);
+        assert_eq!(seen_by_extractor.decoded_bytes(), 1_024);
+        assert!(seen_by_extractor.was_sniffed());
+        assert_eq!(
+            seen_by_extractor.exceeded_limit(),
+            Some((BodyLimit::Ratio, 100))
+        );
     }
 
     #[test]

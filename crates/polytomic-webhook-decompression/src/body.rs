@@ -9,7 +9,7 @@ use http::HeaderMap;
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 use polytomic_webhook_core::body::{
-    BodyLimit, BodyStats, BoxError, InvalidCompressedBody, length_limit_error,
+    BodyLimit, BodyStats, BodyStatsWriter, BoxError, InvalidCompressedBody, length_limit_error,
 };
 
 use crate::coding::{Coding, Codings};
@@ -71,7 +71,7 @@ pin_project! {
 struct State {
     mode: Mode,
     config: DecompressionConfig,
-    stats: BodyStats,
+    stats: BodyStatsWriter,
     received: u64,
     decoded: u64,
     /// Received bytes not yet decoded (or, while sniffing, not yet classified).
@@ -105,14 +105,14 @@ impl<B> DecompressionBody<B> {
     /// With no codings, the body passes through unchanged (still bounded by the limits) unless
     /// `sniff_gzip` is on and it starts with the gzip magic bytes.
     pub fn new(inner: B, codings: &Codings, config: DecompressionConfig) -> Self {
-        Self::with_stats(inner, codings, config, BodyStats::new())
+        Self::with_stats(inner, codings, config, BodyStatsWriter::new())
     }
 
     pub(crate) fn with_stats(
         inner: B,
         codings: &Codings,
         config: DecompressionConfig,
-        stats: BodyStats,
+        stats: BodyStatsWriter,
     ) -> Self {
         let mode = match Pipeline::new(codings, config.max_decompressed_bytes) {
             Some(pipeline) if !codings.is_empty() => Mode::Decoding(Box::new(pipeline)),
@@ -140,7 +140,7 @@ impl<B> DecompressionBody<B> {
 
     /// The counters of this body, shared with the request's [`BodyStats`] extension.
     pub fn stats(&self) -> &BodyStats {
-        &self.state.stats
+        self.state.stats.stats()
     }
 }
 

@@ -5,7 +5,7 @@ use std::task::{Context, Poll};
 use http::header::{CONTENT_ENCODING, CONTENT_LENGTH};
 use http::{HeaderMap, Request, Response};
 use http_body::Body;
-use polytomic_webhook_core::body::{BodyStats, BoxError};
+use polytomic_webhook_core::body::{BodyStatsWriter, BoxError};
 use polytomic_webhook_core::response::ResponseBody;
 use tower_service::Service;
 
@@ -103,10 +103,10 @@ pub(crate) fn decompress<B>(
         headers.remove(CONTENT_ENCODING);
         headers.remove(CONTENT_LENGTH);
     }
-    let stats = BodyStats::new();
+    let stats = BodyStatsWriter::new();
     let extensions = request.extensions_mut();
-    extensions.insert(DecompressionInfo::new(codings, stats.clone()));
-    extensions.insert(stats.clone());
+    extensions.insert(DecompressionInfo::new(codings, stats.stats().clone()));
+    extensions.insert(stats.stats().clone());
     Ok(request.map(|body| DecompressionBody::with_stats(body, &codings, *config, stats)))
 }
 
