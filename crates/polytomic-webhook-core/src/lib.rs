@@ -21,6 +21,9 @@ pub use problem::{PROBLEM_JSON, Problem, ProblemCode};
 /// Defines `get_ref`, `get_mut` and `into_inner` in an `impl` block of a middleware service
 /// whose wrapped service is its field `inner`, as tower-http's services have.
 ///
+/// Not part of the API: a macro shared by the stack's crates must be exported, so it is hidden
+/// instead, and may change in any release.
+///
 /// ```
 /// struct Logging<S> {
 ///     inner: S,
@@ -35,6 +38,7 @@ pub use problem::{PROBLEM_JSON, Problem, ProblemCode};
 /// assert_eq!(*service.get_ref(), 8);
 /// assert_eq!(service.into_inner(), 8);
 /// ```
+#[doc(hidden)]
 #[macro_export]
 macro_rules! inner_service_accessors {
     () => {

@@ -118,21 +118,43 @@ pub use panic::handler_panicked;
 pub use service::{DeliveryBody, PolytomicWebhook};
 pub use timeout::TimeoutBody;
 
+// The modules below name each item they re-export: everything here is this crate's semver
+// surface, so an item a sub-crate adds is not published by accident. A stage crate's other
+// items remain available from that crate.
+
 /// Bearer secrets, the timestamp window and the source-IP allowlist
 /// (the `polytomic-webhook-auth` crate).
 pub mod auth {
-    pub use polytomic_webhook_auth::*;
+    pub use polytomic_webhook_auth::{
+        AuthRejection, BearerAuth, BearerAuthLayer, ClientIp, Clock, DeliveredAt, FixedClock,
+        InvalidSecret, PeerAddr, Secret, SecretSet, Signature, SignatureEncoding, SignatureError,
+        SigningSecrets, SourceIpAllowlist, SourceIpAllowlistLayer, SystemClock, TimestampWindow,
+        allowlist, peer_addr, signature, timestamp,
+    };
 }
 
 /// Bounded, streaming request decompression (the `polytomic-webhook-decompression` crate).
 pub mod decompression {
-    pub use polytomic_webhook_decompression::*;
+    pub use polytomic_webhook_decompression::{
+        Coding, Codings, Decompression, DecompressionBody, DecompressionConfig, DecompressionInfo,
+        DecompressionLayer, DecompressionRejection, MAX_STACKED_CODINGS, ResponseFuture,
+        UnsupportedContentEncoding,
+    };
 }
 
-/// The typed `PolytomicEvent` / `SyncRecords` extractor and parser
-/// (the `polytomic-webhook-event` crate).
+/// The typed `PolytomicEvent` / `SyncRecords` extractor, [`read`](event::read) for any
+/// `http::Request`, and the parser (the `polytomic-webhook-event` crate).
 pub mod event {
-    pub use polytomic_webhook_event::*;
+    pub use polytomic_webhook_event::{
+        Ack, BatchObserver, BatchSummary, EventConfig, EventRejection, Fields, FieldsError,
+        InvalidSyncId, NotStored, PolytomicEvent, RawFields, RawJson, Record, RecordHash,
+        SYNC_RECORDS, SyncId, SyncRecords, UnknownEventPolicy, normalize_field_name, org, parse,
+        parse_sync_records, read, read_event, rejection,
+    };
+    // The organisation Events webhook's types, also under `org`.
+    pub use polytomic_webhook_event::{
+        CompletionCounts, OrgEventType, PolytomicOrgEvent, RawPayload, parse_org_event,
+    };
 }
 
 /// RFC 9457 problem details and the shared body-error vocabulary

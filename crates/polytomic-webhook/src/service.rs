@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use http::{Request, Response};
 use http_body::Body;
-use polytomic_webhook_auth::Clock;
+use polytomic_webhook_auth::{Clock, SystemClock};
 use polytomic_webhook_core::body::BoxError;
 use polytomic_webhook_core::response::{ResponseBody, ResponseFuture};
 use polytomic_webhook_decompression::{DecompressionBody, DecompressionInfo};
@@ -46,7 +46,7 @@ pub type DeliveryBody<B> = DecompressionBody<TimeoutBody<B>>;
 /// assert_eq!(response.status(), 401);
 /// # });
 /// ```
-pub struct PolytomicWebhook<S, C> {
+pub struct PolytomicWebhook<S, C = SystemClock> {
     inner: S,
     checks: Arc<Checks<C>>,
 }

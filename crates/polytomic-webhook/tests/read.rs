@@ -8,10 +8,10 @@ use std::convert::Infallible;
 
 use axum::response::{IntoResponse, Response};
 use http::Request;
-use polytomic_webhook::DeliveryBody;
 use polytomic_webhook::event::{self, Fields};
 use polytomic_webhook::prelude::*;
 use polytomic_webhook::testing::{Delivery, capture_logs};
+use polytomic_webhook::{DeliveryBody, PolytomicWebhook};
 use tower::{Layer, ServiceExt, service_fn};
 
 const SECRET: &str = "read-api-secret";
@@ -29,7 +29,8 @@ async fn send(request: Request<axum::body::Body>) -> (u16, String) {
         PolytomicWebhookConfig::default().secret(Secret::new(SECRET).unwrap()),
     )
     .unwrap();
-    let service = layer.layer(service_fn(handle));
+    // Named with the same default clock as its layer's.
+    let service: PolytomicWebhook<_> = layer.layer(service_fn(handle));
     let (status, logs) =
         capture_logs(async { service.oneshot(request).await.unwrap().status().as_u16() }).await;
     (status, logs)
