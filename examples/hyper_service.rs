@@ -5,8 +5,8 @@
 //! ```
 //!
 //! The server (`examples::serve_hyper`, in `src/lib.rs`) runs `PolytomicWebhookLayer` around a
-//! `service_fn` that buffers the decompressed body and calls
-//! `polytomic_webhook::event::parse_sync_records`. The library's `server::serve` loop serves it,
+//! `service_fn` that hands the request to `polytomic_webhook::event::read`, which reads the
+//! decompressed body and parses it. The library's `server::serve` loop serves it,
 //! HTTP/1 and HTTP/2 with `hyper-util`'s auto builder: per connection it records the peer
 //! address as a `PeerAddr` extension (hyper does not, and an allowlist needs it), and it closes
 //! a connection whose client does not send a request's headers within 10 seconds. A refusal of the parser becomes its
