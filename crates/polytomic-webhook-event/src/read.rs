@@ -37,14 +37,14 @@ use crate::rejection::{BodyTooLarge, EventRejection, TooLargeLimit};
 /// ```
 /// use std::convert::Infallible;
 /// use axum::response::{IntoResponse, Response};
-/// use polytomic_webhook_event::{Ack, EventConfig, SyncRecords, read};
+/// use polytomic_webhook_event::{Ack, RawFields, read};
 ///
 /// async fn handle<B>(request: http::Request<B>) -> Result<Response, Infallible>
 /// where
 ///     B: http_body::Body,
 ///     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 /// {
-///     Ok(match read::<polytomic_webhook_event::RawFields, _>(request).await {
+///     Ok(match read::<RawFields, _>(request).await {
 ///         Ok(batch) => Ack::from(&batch).into_response(), // store the batch first
 ///         Err(rejection) => rejection.into_response(),
 ///     })
