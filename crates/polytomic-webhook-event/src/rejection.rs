@@ -30,6 +30,7 @@ use http::StatusCode;
 use http::header::{CONTENT_TYPE, HeaderValue};
 use polytomic_webhook_core::body::{BodyErrorKind, BodyStats, BoxError};
 use polytomic_webhook_core::problem::Problem;
+use polytomic_webhook_core::{__composite_rejection, __define_rejection};
 
 /// Longest piece of sender-controlled text (serde messages, paths, event names) echoed in a
 /// response or log line.
@@ -46,47 +47,6 @@ pub(crate) fn bounded(mut text: String) -> String {
         text.push('…');
     }
     text
-}
-
-macro_rules! problem_rejection {
-    ($name:ident, $status:ident, $code:literal) => {
-        impl $name {
-            /// The stable `code` of the problem body.
-            pub const CODE: &'static str = $code;
-
-            /// The HTTP status of the rejection.
-            pub fn status(&self) -> StatusCode {
-                StatusCode::$status
-            }
-
-            /// The stable `code` of the problem body.
-            pub fn code(&self) -> &'static str {
-                $code
-            }
-
-            /// The human-readable explanation (the problem's `detail`).
-            pub fn body_text(&self) -> String {
-                self.detail()
-            }
-
-            /// The problem this rejection answers with.
-            pub fn to_problem(&self) -> Problem {
-                self.with_members(Problem::new(StatusCode::$status, $code, self.detail()))
-            }
-        }
-
-        impl IntoResponse for $name {
-            fn into_response(self) -> Response {
-                self.to_problem().into_response()
-            }
-        }
-
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(&self.detail())
-            }
-        }
-    };
 }
 
 /// The request's `Content-Type` is missing or is not JSON (415 `unsupported_media_type`).
@@ -124,19 +84,9 @@ impl UnsupportedMediaType {
             "the request's Content-Type is not application/json".into()
         }
     }
-
-    fn with_members(&self, problem: Problem) -> Problem {
-        problem
-    }
 }
 
-problem_rejection!(
-    UnsupportedMediaType,
-    UNSUPPORTED_MEDIA_TYPE,
-    "unsupported_media_type"
-);
-
-impl Error for UnsupportedMediaType {}
+__define_rejection!(UnsupportedMediaType: UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type");
 
 /// Which limit stopped a body (shared with the layers, so every 413 reads the same).
 pub use polytomic_webhook_core::body::TooLargeLimit;
@@ -189,13 +139,8 @@ impl BodyTooLarge {
     }
 }
 
-problem_rejection!(BodyTooLarge, PAYLOAD_TOO_LARGE, "body_too_large");
-
-impl Error for BodyTooLarge {
-    fn source(&self) -> Option<&(dyn Error + 'static)> {
-        self.source.as_deref().map(|error| error as _)
-    }
-}
+__define_rejection!(BodyTooLarge: PAYLOAD_TOO_LARGE, "body_too_large", source = source,
+    problem = Self::with_members);
 
 /// The compressed body is corrupt or truncated (400 `invalid_compressed_body`).
 ///
@@ -220,23 +165,10 @@ impl InvalidCompressedBody {
             self.source
         ))
     }
-
-    fn with_members(&self, problem: Problem) -> Problem {
-        problem
-    }
 }
 
-problem_rejection!(
-    InvalidCompressedBody,
-    BAD_REQUEST,
-    "invalid_compressed_body"
-);
-
-impl Error for InvalidCompressedBody {
-    fn source(&self) -> Option<&(dyn Error + 'static)> {
-        Some(&*self.source)
-    }
-}
+__define_rejection!(InvalidCompressedBody: BAD_REQUEST, "invalid_compressed_body",
+    source = source);
 
 /// Reading the body failed for another reason, such as a reset connection
 /// (400 `body_read_failed`).
@@ -262,19 +194,9 @@ impl BodyReadFailed {
             self.source
         ))
     }
-
-    fn with_members(&self, problem: Problem) -> Problem {
-        problem
-    }
 }
 
-problem_rejection!(BodyReadFailed, BAD_REQUEST, "body_read_failed");
-
-impl Error for BodyReadFailed {
-    fn source(&self) -> Option<&(dyn Error + 'static)> {
-        Some(&*self.source)
-    }
-}
+__define_rejection!(BodyReadFailed: BAD_REQUEST, "body_read_failed", source = source);
 
 /// The body did not arrive within the deadline set by the composed layer's `body_timeout`
 /// (408 `body_timeout`). The connection should not be reused: the rest of the body may still
@@ -304,13 +226,8 @@ impl BodyTimeout {
     }
 }
 
-problem_rejection!(BodyTimeout, REQUEST_TIMEOUT, "body_timeout");
-
-impl Error for BodyTimeout {
-    fn source(&self) -> Option<&(dyn Error + 'static)> {
-        Some(&*self.source)
-    }
-}
+__define_rejection!(BodyTimeout: REQUEST_TIMEOUT, "body_timeout", source = source,
+    problem = Self::with_members);
 
 /// The body is not well-formed JSON: a syntax error, invalid UTF-8, trailing data, truncation,
 /// or nesting deeper than `serde_json` allows (400 `invalid_json`).
@@ -357,13 +274,8 @@ impl InvalidJson {
     }
 }
 
-problem_rejection!(InvalidJson, BAD_REQUEST, "invalid_json");
-
-impl Error for InvalidJson {
-    fn source(&self) -> Option<&(dyn Error + 'static)> {
-        Some(&self.source)
-    }
-}
+__define_rejection!(InvalidJson: BAD_REQUEST, "invalid_json", source = source,
+    problem = Self::with_members);
 
 /// The accessors and problem members of a rejection located by a JSON path.
 macro_rules! located_rejection {
@@ -445,9 +357,8 @@ pub struct InvalidEnvelope {
 
 located_rejection!(InvalidEnvelope, "invalid webhook envelope");
 
-problem_rejection!(InvalidEnvelope, UNPROCESSABLE_ENTITY, "invalid_envelope");
-
-impl Error for InvalidEnvelope {}
+__define_rejection!(InvalidEnvelope: UNPROCESSABLE_ENTITY, "invalid_envelope",
+    problem = Self::with_members);
 
 /// A record's `fields` object does not deserialize into the handler's type `T`
 /// (422 `invalid_record_fields`).
@@ -466,13 +377,8 @@ pub struct InvalidRecordFields {
 
 located_rejection!(InvalidRecordFields, "invalid record fields");
 
-problem_rejection!(
-    InvalidRecordFields,
-    UNPROCESSABLE_ENTITY,
-    "invalid_record_fields"
-);
-
-impl Error for InvalidRecordFields {}
+__define_rejection!(InvalidRecordFields: UNPROCESSABLE_ENTITY, "invalid_record_fields",
+    problem = Self::with_members);
 
 /// A member name appears twice in one record's `fields` or in `metadata`
 /// (422 `duplicate_field_name`).
@@ -520,13 +426,8 @@ impl DuplicateFieldName {
     }
 }
 
-problem_rejection!(
-    DuplicateFieldName,
-    UNPROCESSABLE_ENTITY,
-    "duplicate_field_name"
-);
-
-impl Error for DuplicateFieldName {}
+__define_rejection!(DuplicateFieldName: UNPROCESSABLE_ENTITY, "duplicate_field_name",
+    problem = Self::with_members);
 
 /// A record's `fields` hold a number that the record type would change: an integer beyond 64
 /// bits, or a decimal with more digits than an `f64` keeps (422 `inexact_number`).
@@ -578,9 +479,8 @@ impl InexactNumber {
     }
 }
 
-problem_rejection!(InexactNumber, UNPROCESSABLE_ENTITY, "inexact_number");
-
-impl Error for InexactNumber {}
+__define_rejection!(InexactNumber: UNPROCESSABLE_ENTITY, "inexact_number",
+    problem = Self::with_members);
 
 /// The batch has more records than
 /// [`EventConfig::max_records`](crate::EventConfig::max_records) (413 `too_many_records`).
@@ -616,9 +516,8 @@ impl TooManyRecords {
     }
 }
 
-problem_rejection!(TooManyRecords, PAYLOAD_TOO_LARGE, "too_many_records");
-
-impl Error for TooManyRecords {}
+__define_rejection!(TooManyRecords: PAYLOAD_TOO_LARGE, "too_many_records",
+    problem = Self::with_members);
 
 /// With field-name normalisation on, two fields of one record normalise to the same name
 /// (422 `field_name_collision`).
@@ -682,13 +581,8 @@ impl FieldNameCollision {
     }
 }
 
-problem_rejection!(
-    FieldNameCollision,
-    UNPROCESSABLE_ENTITY,
-    "field_name_collision"
-);
-
-impl Error for FieldNameCollision {}
+__define_rejection!(FieldNameCollision: UNPROCESSABLE_ENTITY, "field_name_collision",
+    problem = Self::with_members);
 
 /// The [`SyncRecords`](crate::SyncRecords) extractor received an event type it does not know.
 ///
@@ -834,88 +728,51 @@ impl fmt::Display for UnknownEvent {
 
 impl Error for UnknownEvent {}
 
-/// Every way the extractor or [`parse`](crate::parse) can refuse a delivery.
-///
-/// ```
-/// use polytomic_webhook_event::{EventConfig, Fields, parse};
-///
-/// let error = parse::<Fields>(b"[]", &EventConfig::default()).unwrap_err();
-/// assert_eq!(error.status(), 422);
-/// assert_eq!(error.code(), "invalid_envelope");
-/// ```
-#[derive(Debug)]
-#[non_exhaustive]
-pub enum EventRejection {
-    /// See [`UnsupportedMediaType`].
-    UnsupportedMediaType(UnsupportedMediaType),
-    /// See [`BodyTooLarge`].
-    BodyTooLarge(BodyTooLarge),
-    /// See [`InvalidCompressedBody`].
-    InvalidCompressedBody(InvalidCompressedBody),
-    /// See [`BodyReadFailed`].
-    BodyReadFailed(BodyReadFailed),
-    /// See [`BodyTimeout`].
-    BodyTimeout(BodyTimeout),
-    /// See [`InvalidJson`].
-    InvalidJson(InvalidJson),
-    /// See [`InvalidEnvelope`].
-    InvalidEnvelope(InvalidEnvelope),
-    /// See [`InvalidRecordFields`].
-    InvalidRecordFields(InvalidRecordFields),
-    /// See [`DuplicateFieldName`].
-    DuplicateFieldName(DuplicateFieldName),
-    /// See [`InexactNumber`].
-    InexactNumber(InexactNumber),
-    /// See [`TooManyRecords`].
-    TooManyRecords(TooManyRecords),
-    /// See [`FieldNameCollision`].
-    FieldNameCollision(FieldNameCollision),
-    /// See [`UnknownEvent`].
-    UnknownEvent(UnknownEvent),
-}
+polytomic_webhook_core::__rejection_trait!(UnknownEvent);
 
-macro_rules! each_variant {
-    ($self:ident, $inner:ident => $expr:expr) => {
-        match $self {
-            EventRejection::UnsupportedMediaType($inner) => $expr,
-            EventRejection::BodyTooLarge($inner) => $expr,
-            EventRejection::InvalidCompressedBody($inner) => $expr,
-            EventRejection::BodyReadFailed($inner) => $expr,
-            EventRejection::BodyTimeout($inner) => $expr,
-            EventRejection::InvalidJson($inner) => $expr,
-            EventRejection::InvalidEnvelope($inner) => $expr,
-            EventRejection::InvalidRecordFields($inner) => $expr,
-            EventRejection::DuplicateFieldName($inner) => $expr,
-            EventRejection::InexactNumber($inner) => $expr,
-            EventRejection::TooManyRecords($inner) => $expr,
-            EventRejection::FieldNameCollision($inner) => $expr,
-            EventRejection::UnknownEvent($inner) => $expr,
-        }
-    };
+__composite_rejection! {
+    /// Every way the extractor or [`parse`](crate::parse) can refuse a delivery.
+    ///
+    /// ```
+    /// use polytomic_webhook_event::{EventConfig, Fields, parse};
+    ///
+    /// let error = parse::<Fields>(b"[]", &EventConfig::default()).unwrap_err();
+    /// assert_eq!(error.status(), 422);
+    /// assert_eq!(error.code(), "invalid_envelope");
+    /// ```
+    #[derive(Debug)]
+    #[non_exhaustive]
+    pub enum EventRejection {
+        /// See [`UnsupportedMediaType`].
+        UnsupportedMediaType(UnsupportedMediaType),
+        /// See [`BodyTooLarge`].
+        BodyTooLarge(BodyTooLarge),
+        /// See [`InvalidCompressedBody`].
+        InvalidCompressedBody(InvalidCompressedBody),
+        /// See [`BodyReadFailed`].
+        BodyReadFailed(BodyReadFailed),
+        /// See [`BodyTimeout`].
+        BodyTimeout(BodyTimeout),
+        /// See [`InvalidJson`].
+        InvalidJson(InvalidJson),
+        /// See [`InvalidEnvelope`].
+        InvalidEnvelope(InvalidEnvelope),
+        /// See [`InvalidRecordFields`].
+        InvalidRecordFields(InvalidRecordFields),
+        /// See [`DuplicateFieldName`].
+        DuplicateFieldName(DuplicateFieldName),
+        /// See [`InexactNumber`].
+        InexactNumber(InexactNumber),
+        /// See [`TooManyRecords`].
+        TooManyRecords(TooManyRecords),
+        /// See [`FieldNameCollision`].
+        FieldNameCollision(FieldNameCollision),
+        /// See [`UnknownEvent`].
+        UnknownEvent(UnknownEvent),
+    }
 }
 
 impl EventRejection {
-    /// The HTTP status of the response.
-    pub fn status(&self) -> StatusCode {
-        each_variant!(self, inner => inner.status())
-    }
-
-    /// The stable `code` of the rejection.
-    pub fn code(&self) -> &'static str {
-        each_variant!(self, inner => inner.code())
-    }
-
-    /// The problem's `detail` (or, for an acknowledged unknown event, the JSON body).
-    pub fn body_text(&self) -> String {
-        each_variant!(self, inner => inner.body_text())
-    }
-
-    /// The problem response, for middleware that answers with it itself. An unknown event
-    /// gives its reject-policy problem here; its acknowledgement is not a problem.
-    pub fn to_problem(&self) -> Problem {
-        each_variant!(self, inner => inner.to_problem())
-    }
-
     /// The rejection for an error met while reading a request body, for code that reads the
     /// body itself before calling [`parse`](crate::parse) (plain hyper, say).
     ///
@@ -946,49 +803,3 @@ impl EventRejection {
         }
     }
 }
-
-impl IntoResponse for EventRejection {
-    fn into_response(self) -> Response {
-        each_variant!(self, inner => inner.into_response())
-    }
-}
-
-impl fmt::Display for EventRejection {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        each_variant!(self, inner => fmt::Display::fmt(inner, f))
-    }
-}
-
-impl Error for EventRejection {
-    fn source(&self) -> Option<&(dyn Error + 'static)> {
-        each_variant!(self, inner => Error::source(inner))
-    }
-}
-
-macro_rules! from_variant {
-    ($($name:ident),* $(,)?) => {
-        $(
-            impl From<$name> for EventRejection {
-                fn from(inner: $name) -> Self {
-                    Self::$name(inner)
-                }
-            }
-        )*
-    };
-}
-
-from_variant!(
-    UnsupportedMediaType,
-    BodyTooLarge,
-    InvalidCompressedBody,
-    BodyReadFailed,
-    BodyTimeout,
-    InvalidJson,
-    InvalidEnvelope,
-    InvalidRecordFields,
-    DuplicateFieldName,
-    InexactNumber,
-    TooManyRecords,
-    FieldNameCollision,
-    UnknownEvent,
-);
