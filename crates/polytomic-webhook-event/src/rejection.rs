@@ -32,22 +32,8 @@ use polytomic_webhook_core::body::{BodyErrorKind, BodyStats, BoxError};
 use polytomic_webhook_core::problem::Problem;
 use polytomic_webhook_core::{__composite_rejection, __define_rejection};
 
-/// Longest piece of sender-controlled text (serde messages, paths, event names) echoed in a
-/// response or log line.
-const MAX_ECHO: usize = 1024;
-
-/// Cuts `text` to at most [`MAX_ECHO`] bytes on a character boundary.
-pub(crate) fn bounded(mut text: String) -> String {
-    if text.len() > MAX_ECHO {
-        let mut end = MAX_ECHO;
-        while !text.is_char_boundary(end) {
-            end -= 1;
-        }
-        text.truncate(end);
-        text.push('…');
-    }
-    text
-}
+pub use polytomic_webhook_core::body::InvalidCompressedBody;
+use polytomic_webhook_core::problem::bounded;
 
 /// The request's `Content-Type` is missing or is not JSON (415 `unsupported_media_type`).
 ///
@@ -141,34 +127,6 @@ impl BodyTooLarge {
 
 __define_rejection!(BodyTooLarge: PAYLOAD_TOO_LARGE, "body_too_large", source = source,
     problem = Self::with_members);
-
-/// The compressed body is corrupt or truncated (400 `invalid_compressed_body`).
-///
-/// ```
-/// use polytomic_webhook_event::rejection::InvalidCompressedBody;
-///
-/// assert_eq!(InvalidCompressedBody::CODE, "invalid_compressed_body");
-/// ```
-#[derive(Debug)]
-pub struct InvalidCompressedBody {
-    source: BoxError,
-}
-
-impl InvalidCompressedBody {
-    pub(crate) fn new(source: BoxError) -> Self {
-        Self { source }
-    }
-
-    fn detail(&self) -> String {
-        bounded(format!(
-            "the request body could not be decompressed: {}",
-            self.source
-        ))
-    }
-}
-
-__define_rejection!(InvalidCompressedBody: BAD_REQUEST, "invalid_compressed_body",
-    source = source);
 
 /// Reading the body failed for another reason, such as a reset connection
 /// (400 `body_read_failed`).
@@ -797,7 +755,7 @@ impl EventRejection {
             BodyErrorKind::LengthLimit => {
                 BodyTooLarge::with_source(TooLargeLimit::from_stats(stats), error).into()
             }
-            BodyErrorKind::InvalidCompressedBody => InvalidCompressedBody::new(error).into(),
+            BodyErrorKind::InvalidCompressedBody => InvalidCompressedBody::reading(error).into(),
             BodyErrorKind::Timeout => BodyTimeout::new(error).into(),
             _ => BodyReadFailed::new(error).into(),
         }
