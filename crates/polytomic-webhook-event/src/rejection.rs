@@ -235,9 +235,11 @@ impl InvalidJson {
 __define_rejection!(InvalidJson: BAD_REQUEST, "invalid_json", source = source,
     problem = Self::with_members);
 
-/// The accessors and problem members of a rejection located by a JSON path.
+/// A 422 rejection located by a JSON path: its `path()`, its `detail` ("what at `path`:
+/// message") and its `path` member. With `serde`, also the constructor and `message()` of a
+/// rejection that carries serde's description.
 macro_rules! located_rejection {
-    ($name:ident, $what:literal) => {
+    ($name:ident, $what:literal, $code:literal, serde) => {
         impl $name {
             pub(crate) fn new(path: String, message: String) -> Self {
                 Self {
@@ -245,14 +247,19 @@ macro_rules! located_rejection {
                 }
             }
 
-            /// The JSON path of the problem.
-            pub fn path(&self) -> &str {
-                &self.at.path
-            }
-
             /// serde's description of the problem.
             pub fn message(&self) -> &str {
                 &self.at.message
+            }
+        }
+
+        located_rejection!($name, $what, $code);
+    };
+    ($name:ident, $what:literal, $code:literal) => {
+        impl $name {
+            /// The JSON path of the problem.
+            pub fn path(&self) -> &str {
+                &self.at.path
             }
 
             fn detail(&self) -> String {
@@ -263,6 +270,8 @@ macro_rules! located_rejection {
                 problem.with_member("path", self.at.path.clone())
             }
         }
+
+        __define_rejection!($name: UNPROCESSABLE_ENTITY, $code, problem = Self::with_members);
     };
 }
 
@@ -313,10 +322,12 @@ pub struct InvalidEnvelope {
     at: Located,
 }
 
-located_rejection!(InvalidEnvelope, "invalid webhook envelope");
-
-__define_rejection!(InvalidEnvelope: UNPROCESSABLE_ENTITY, "invalid_envelope",
-    problem = Self::with_members);
+located_rejection!(
+    InvalidEnvelope,
+    "invalid webhook envelope",
+    "invalid_envelope",
+    serde
+);
 
 /// A record's `fields` object does not deserialize into the handler's type `T`
 /// (422 `invalid_record_fields`).
@@ -333,10 +344,12 @@ pub struct InvalidRecordFields {
     at: Located,
 }
 
-located_rejection!(InvalidRecordFields, "invalid record fields");
-
-__define_rejection!(InvalidRecordFields: UNPROCESSABLE_ENTITY, "invalid_record_fields",
-    problem = Self::with_members);
+located_rejection!(
+    InvalidRecordFields,
+    "invalid record fields",
+    "invalid_record_fields",
+    serde
+);
 
 /// A member name appears twice in one record's `fields` or in `metadata`
 /// (422 `duplicate_field_name`).
@@ -369,23 +382,13 @@ impl DuplicateFieldName {
             at: Located::new(path, format!("the name `{name}` appears more than once")),
         }
     }
-
-    /// The JSON path of the second occurrence.
-    pub fn path(&self) -> &str {
-        &self.at.path
-    }
-
-    fn detail(&self) -> String {
-        self.at.describe("duplicate field name")
-    }
-
-    fn with_members(&self, problem: Problem) -> Problem {
-        problem.with_member("path", self.at.path.clone())
-    }
 }
 
-__define_rejection!(DuplicateFieldName: UNPROCESSABLE_ENTITY, "duplicate_field_name",
-    problem = Self::with_members);
+located_rejection!(
+    DuplicateFieldName,
+    "duplicate field name",
+    "duplicate_field_name"
+);
 
 /// A record's `fields` hold a number that the record type would change: an integer beyond 64
 /// bits, or a decimal with more digits than an `f64` keeps (422 `inexact_number`).
@@ -422,23 +425,9 @@ impl InexactNumber {
             ),
         }
     }
-
-    /// The JSON path of the field that holds the number.
-    pub fn path(&self) -> &str {
-        &self.at.path
-    }
-
-    fn detail(&self) -> String {
-        self.at.describe("inexact number")
-    }
-
-    fn with_members(&self, problem: Problem) -> Problem {
-        problem.with_member("path", self.at.path.clone())
-    }
 }
 
-__define_rejection!(InexactNumber: UNPROCESSABLE_ENTITY, "inexact_number",
-    problem = Self::with_members);
+located_rejection!(InexactNumber, "inexact number", "inexact_number");
 
 /// The batch has more records than
 /// [`EventConfig::max_records`](crate::EventConfig::max_records) (413 `too_many_records`).
