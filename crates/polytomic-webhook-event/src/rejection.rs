@@ -750,3 +750,32 @@ impl EventRejection {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io;
+
+    use super::*;
+
+    #[test]
+    fn a_corrupt_body_is_the_one_invalid_compressed_body_keeping_the_whole_chain() {
+        let decoder = InvalidCompressedBody::new("zstd", io::Error::other("bad frame"));
+        let wrapped: BoxError = Box::new(axum_core::Error::new(decoder));
+        let rejection = EventRejection::from_body_error(wrapped, None);
+        assert_eq!(
+            (rejection.status(), rejection.code()),
+            (StatusCode::BAD_REQUEST, "invalid_compressed_body")
+        );
+        assert_eq!(
+            rejection.body_text(),
+            "the request body could not be decompressed: \
+             the zstd request body is corrupt or truncated: bad frame"
+        );
+        // The composite skips its leaf: its source is the body error the reader met.
+        assert!(rejection.source().unwrap().is::<axum_core::Error>());
+        let EventRejection::InvalidCompressedBody(leaf) = rejection else {
+            panic!("not invalid_compressed_body");
+        };
+        assert_eq!(leaf.coding(), "zstd");
+    }
+}
