@@ -13,6 +13,8 @@
 //! | 400 | `invalid_json` | [`InvalidJson`] |
 //! | 422 | `invalid_envelope` | [`InvalidEnvelope`] (with `path`) |
 //! | 422 | `invalid_record_fields` | [`InvalidRecordFields`] (with `path`) |
+//! | 422 | `duplicate_field_name` | [`DuplicateFieldName`] (with `path`) |
+//! | 422 | `inexact_number` | [`InexactNumber`] (with `path`) |
 //! | 413 | `too_many_records` | [`TooManyRecords`] |
 //! | 422 | `field_name_collision` | [`FieldNameCollision`] (with `path`) |
 //! | 422 or 200 | `unknown_event` | [`UnknownEvent`] |
@@ -29,11 +31,11 @@ use bytes::Bytes;
 use http::StatusCode;
 use http::header::{CONTENT_TYPE, HeaderValue};
 use polytomic_webhook_core::body::{BodyErrorKind, BodyStats, BoxError};
-use polytomic_webhook_core::problem::Problem;
+use polytomic_webhook_core::problem::{Problem, bounded};
 use polytomic_webhook_core::{__composite_rejection, __define_rejection};
 
+/// Corrupt compressed data is answered with the decoding body's own error type.
 pub use polytomic_webhook_core::body::InvalidCompressedBody;
-use polytomic_webhook_core::problem::bounded;
 
 /// The request's `Content-Type` is missing or is not JSON (415 `unsupported_media_type`).
 ///
