@@ -1,7 +1,7 @@
 //! Rejections declared once: the [`Rejection`] trait and the macros every rejection family uses.
 //!
 //! A rejection is an error that answers with an RFC 9457 [`Problem`]. The families of the stack
-//! (authorization, timestamp, signature, allowlist, decompression, event) are declared through
+//! (authorization, timestamp, signature, allowlist, decompression, event, store) are declared through
 //! two macros modelled on axum-core's, so that each variant is listed once and its `Display`,
 //! `Error`, `status()`, `code()`, `body_text()`, `to_problem()`, `IntoResponse` and, for
 //! composites, `From` are generated from that list:
@@ -28,12 +28,17 @@ use crate::problem::Problem;
 /// middleware, a plain hyper service) can turn any of them into the same response.
 ///
 /// ```
-/// use polytomic_webhook_core::{Problem, Rejection};
+/// use polytomic_webhook_core::Rejection;
+/// use polytomic_webhook_core::body::{BoxError, InvalidCompressedBody};
 ///
 /// fn answer(rejection: &dyn Rejection) -> http::Response<bytes::Bytes> {
 ///     rejection.to_problem().to_response()
 /// }
-/// # let _ = answer;
+///
+/// let corrupt: BoxError = Box::new(std::io::Error::other("truncated"));
+/// let response = answer(&InvalidCompressedBody::reading(corrupt));
+/// assert_eq!(response.status(), 400);
+/// assert_eq!(response.headers()["content-type"], "application/problem+json");
 /// ```
 pub trait Rejection: Error {
     /// The HTTP status of the answer.
