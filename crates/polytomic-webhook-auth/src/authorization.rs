@@ -13,11 +13,9 @@
 //!   as opaque: Polytomic sends whatever was configured as the connection's secret, so the
 //!   token is not restricted to RFC 6750's `b64token` characters.
 
-use std::fmt;
-
 use http::header::{AUTHORIZATION, WWW_AUTHENTICATE};
-use http::{HeaderMap, HeaderValue, StatusCode};
-use polytomic_webhook_core::Problem;
+use http::{HeaderMap, HeaderValue};
+use polytomic_webhook_core::{__define_rejection, Problem};
 
 use crate::secret::is_header_char;
 
@@ -85,58 +83,38 @@ fn is_whitespace(c: char) -> bool {
     matches!(c, ' ' | '\t')
 }
 
-/// Why a request's bearer credentials were refused.
-///
-/// All variants answer 401 with a `WWW-Authenticate` challenge. Only the presence of a problem
-/// is described, never the presented value.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum AuthorizationError {
-    /// No `Authorization` header (`missing_authorization`).
-    Missing,
-    /// More than one `Authorization` header (`invalid_token`).
-    Multiple,
-    /// A scheme other than `Bearer` (`unsupported_authorization_scheme`).
-    UnsupportedScheme,
-    /// The `Bearer` scheme with no token (`invalid_token`).
-    EmptyToken,
-    /// A header value with characters other than visible ASCII, space or tab (`invalid_token`).
-    InvalidCharacters,
-    /// A well-formed token that matches none of the configured secrets (`invalid_token`).
-    NoMatch,
+__define_rejection! {
+    problem = Self::with_challenge;
+    /// Why a request's bearer credentials were refused.
+    ///
+    /// All variants answer 401 with a `WWW-Authenticate` challenge. Only the presence of a
+    /// problem is described, never the presented value.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+    #[non_exhaustive]
+    pub enum AuthorizationError {
+        /// No `Authorization` header (`missing_authorization`).
+        #[rejection(UNAUTHORIZED, "missing_authorization")]
+        Missing => "the request has no Authorization header";
+        /// More than one `Authorization` header (`invalid_token`).
+        #[rejection(UNAUTHORIZED, "invalid_token")]
+        Multiple => "the request has more than one Authorization header";
+        /// A scheme other than `Bearer` (`unsupported_authorization_scheme`).
+        #[rejection(UNAUTHORIZED, "unsupported_authorization_scheme")]
+        UnsupportedScheme => "the Authorization header does not use the Bearer scheme";
+        /// The `Bearer` scheme with no token (`invalid_token`).
+        #[rejection(UNAUTHORIZED, "invalid_token")]
+        EmptyToken => "the Authorization header has no bearer token";
+        /// A header value with characters other than visible ASCII, space or tab (`invalid_token`).
+        #[rejection(UNAUTHORIZED, "invalid_token")]
+        InvalidCharacters =>
+            "the Authorization header contains characters other than visible ASCII";
+        /// A well-formed token that matches none of the configured secrets (`invalid_token`).
+        #[rejection(UNAUTHORIZED, "invalid_token")]
+        NoMatch => "the bearer token does not match any configured secret";
+    }
 }
 
 impl AuthorizationError {
-    /// The HTTP status: always `401 Unauthorized`.
-    pub fn status(&self) -> StatusCode {
-        StatusCode::UNAUTHORIZED
-    }
-
-    /// The stable problem `code`.
-    pub fn code(&self) -> &'static str {
-        match self {
-            Self::Missing => "missing_authorization",
-            Self::UnsupportedScheme => "unsupported_authorization_scheme",
-            Self::Multiple | Self::EmptyToken | Self::InvalidCharacters | Self::NoMatch => {
-                "invalid_token"
-            }
-        }
-    }
-
-    /// The human-readable detail.
-    pub fn body_text(&self) -> &'static str {
-        match self {
-            Self::Missing => "the request has no Authorization header",
-            Self::Multiple => "the request has more than one Authorization header",
-            Self::UnsupportedScheme => "the Authorization header does not use the Bearer scheme",
-            Self::EmptyToken => "the Authorization header has no bearer token",
-            Self::InvalidCharacters => {
-                "the Authorization header contains characters other than visible ASCII"
-            }
-            Self::NoMatch => "the bearer token does not match any configured secret",
-        }
-    }
-
     /// The `WWW-Authenticate` challenge. RFC 6750 §3.1 asks for `error="invalid_token"` when
     /// a token was presented but is unusable, and for no error code when the client sent no
     /// credentials or used another scheme.
@@ -149,24 +127,8 @@ impl AuthorizationError {
         }
     }
 
-    /// The problem response.
-    pub fn to_problem(&self) -> Problem {
-        Problem::new(self.status(), self.code(), self.body_text())
-            .with_header(WWW_AUTHENTICATE, self.challenge())
-    }
-}
-
-impl fmt::Display for AuthorizationError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.body_text())
-    }
-}
-
-impl std::error::Error for AuthorizationError {}
-
-impl axum_core::response::IntoResponse for AuthorizationError {
-    fn into_response(self) -> axum_core::response::Response {
-        self.to_problem().into_response()
+    fn with_challenge(&self, problem: Problem) -> Problem {
+        problem.with_header(WWW_AUTHENTICATE, self.challenge())
     }
 }
 

@@ -38,8 +38,8 @@
 //! ```
 //!
 //! Every refusal is an `application/problem+json` response (RFC 9457) with a stable `code`,
-//! described on [`AuthRejection`], and a `warn`-level `tracing` event naming the code and
-//! the peer address. Secrets and presented tokens never appear in responses, logs or `Debug`
+//! described on [`AuthRejection`] (bearer layer) and [`SourceIpRejection`] (allowlist), and a
+//! `warn`-level `tracing` event naming the code and the peer address. Secrets and presented tokens never appear in responses, logs or `Debug`
 //! output.
 //!
 //! The header parsers ([`authorization`], [`timestamp`], and the forwarding-header parsers in
@@ -50,6 +50,7 @@
 //! - `axum` (default): also read the peer address from axum's `ConnectInfo<SocketAddr>`.
 //!
 //! [Polytomic]: https://www.polytomic.com/
+//! [`SourceIpRejection`]: allowlist::SourceIpRejection
 
 #![forbid(unsafe_code)]
 

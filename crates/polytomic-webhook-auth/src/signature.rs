@@ -52,9 +52,9 @@ use base64::Engine as _;
 use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
 use base64::engine::{DecodePaddingMode, GeneralPurpose as Engine};
 use hmac::{Hmac, KeyInit, Mac};
+use http::HeaderMap;
 use http::header::HeaderName;
-use http::{HeaderMap, StatusCode};
-use polytomic_webhook_core::Problem;
+use polytomic_webhook_core::__define_rejection;
 use sha2::Sha256;
 use subtle::{Choice, ConstantTimeEq};
 use zeroize::Zeroizing;
@@ -359,65 +359,23 @@ pub fn sign(secret: &str, body: &[u8]) -> [u8; TAG_LEN] {
     mac.finalize().into_bytes().into()
 }
 
-/// Why a delivery's signature was refused. Every variant answers 401; none carries any part of
-/// the presented value or of a secret.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum SignatureError {
-    /// No `Polytomic-Signature` header (`missing_signature`).
-    Missing,
-    /// Several headers, or a value that is not 32 bytes in one of the accepted spellings
-    /// (`invalid_signature`).
-    Malformed,
-    /// A well-formed signature that is not the HMAC of the body under any configured secret
-    /// (`invalid_signature`).
-    Mismatch,
-}
-
-impl SignatureError {
-    /// The HTTP status: always `401 Unauthorized`.
-    pub fn status(&self) -> StatusCode {
-        StatusCode::UNAUTHORIZED
-    }
-
-    /// The stable problem `code`.
-    pub fn code(&self) -> &'static str {
-        match self {
-            Self::Missing => "missing_signature",
-            Self::Malformed | Self::Mismatch => "invalid_signature",
-        }
-    }
-
-    /// The human-readable detail.
-    pub fn body_text(&self) -> &'static str {
-        match self {
-            Self::Missing => "the request has no Polytomic-Signature header",
-            Self::Malformed => {
-                "the Polytomic-Signature header is not one HMAC-SHA256 in hex or base64"
-            }
-            Self::Mismatch => {
-                "the Polytomic-Signature header does not match the body under any configured secret"
-            }
-        }
-    }
-
-    /// The problem response.
-    pub fn to_problem(&self) -> Problem {
-        Problem::new(self.status(), self.code(), self.body_text())
-    }
-}
-
-impl fmt::Display for SignatureError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.body_text())
-    }
-}
-
-impl std::error::Error for SignatureError {}
-
-impl axum_core::response::IntoResponse for SignatureError {
-    fn into_response(self) -> axum_core::response::Response {
-        self.to_problem().into_response()
+__define_rejection! {
+    /// Why a delivery's signature was refused. Every variant answers 401; none carries any part
+    /// of the presented value or of a secret.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+    #[non_exhaustive]
+    pub enum SignatureError {
+        /// No `Polytomic-Signature` header (`missing_signature`).
+        #[rejection(UNAUTHORIZED, "missing_signature")]
+        Missing => "the request has no Polytomic-Signature header";
+        /// Several headers, or a value that is not 32 bytes in one of the accepted spellings (`invalid_signature`).
+        #[rejection(UNAUTHORIZED, "invalid_signature")]
+        Malformed => "the Polytomic-Signature header is not one HMAC-SHA256 in hex or base64";
+        /// A well-formed signature that is not the HMAC of the body under any configured
+        /// secret (`invalid_signature`).
+        #[rejection(UNAUTHORIZED, "invalid_signature")]
+        Mismatch =>
+            "the Polytomic-Signature header does not match the body under any configured secret";
     }
 }
 
@@ -426,6 +384,7 @@ mod tests {
     use base64::engine::general_purpose::{
         STANDARD as STANDARD_PADDED, STANDARD_NO_PAD, URL_SAFE as URL_SAFE_PADDED, URL_SAFE_NO_PAD,
     };
+    use http::StatusCode;
 
     use super::*;
 

@@ -14,13 +14,12 @@
 //! The parsing functions here are pure and return a typed [`TimestampError`], so they can be
 //! tested and fuzzed on their own.
 
-use std::fmt;
 use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use http::header::{HeaderName, WWW_AUTHENTICATE};
-use http::{HeaderMap, HeaderValue, StatusCode};
-use polytomic_webhook_core::Problem;
+use http::{HeaderMap, HeaderValue};
+use polytomic_webhook_core::{__define_rejection, Problem};
 use serde::{Deserialize, Deserializer};
 
 use crate::authorization::CHALLENGE;
@@ -203,59 +202,47 @@ impl TimestampWindow {
     }
 }
 
-/// Why a delivery's timestamp was refused.
-///
-/// All variants answer 401 with the bearer challenge: the delivery is not accepted as
-/// authentic.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum TimestampError {
-    /// The header is absent but required (`missing_timestamp`).
-    Missing,
-    /// The header is not one RFC 3339 date-time (`malformed_timestamp`).
-    Malformed,
-    /// The timestamp lies further in the past than allowed (`timestamp_too_old`).
-    TooOld {
-        /// How long before now the delivery is stamped.
-        age: TimeDelta,
-        /// The configured bound.
-        max_age: Duration,
-    },
-    /// The timestamp lies further in the future than allowed (`timestamp_in_future`).
-    InFuture {
-        /// How far after now the delivery is stamped.
-        ahead: TimeDelta,
-        /// The configured bound.
-        max_future_skew: Duration,
-    },
+__define_rejection! {
+    problem = Self::with_bounds;
+    /// Why a delivery's timestamp was refused.
+    ///
+    /// All variants answer 401 with the bearer challenge: the delivery is not accepted as
+    /// authentic.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+    #[non_exhaustive]
+    pub enum TimestampError {
+        /// The header is absent but required (`missing_timestamp`).
+        #[rejection(UNAUTHORIZED, "missing_timestamp")]
+        Missing => "the request has no Polytomic-Signature-Timestamp header";
+        /// The header is not one RFC 3339 date-time (`malformed_timestamp`).
+        #[rejection(UNAUTHORIZED, "malformed_timestamp")]
+        Malformed =>
+            "the Polytomic-Signature-Timestamp header is not a single RFC 3339 date-time";
+        /// The timestamp lies further in the past than allowed (`timestamp_too_old`).
+        #[rejection(UNAUTHORIZED, "timestamp_too_old")]
+        TooOld {
+            /// How long before now the delivery is stamped.
+            age: TimeDelta,
+            /// The configured bound.
+            max_age: Duration,
+        } => "the delivery is stamped {} s in the past; at most {} s is accepted",
+            age.num_seconds(), max_age.as_secs();
+        /// The timestamp lies further in the future than allowed (`timestamp_in_future`).
+        #[rejection(UNAUTHORIZED, "timestamp_in_future")]
+        InFuture {
+            /// How far after now the delivery is stamped.
+            ahead: TimeDelta,
+            /// The configured bound.
+            max_future_skew: Duration,
+        } => "the delivery is stamped {} s in the future; at most {} s is accepted",
+            ahead.num_seconds(), max_future_skew.as_secs();
+    }
 }
 
 impl TimestampError {
-    /// The HTTP status: always `401 Unauthorized`.
-    pub fn status(&self) -> StatusCode {
-        StatusCode::UNAUTHORIZED
-    }
-
-    /// The stable problem `code`.
-    pub fn code(&self) -> &'static str {
-        match self {
-            Self::Missing => "missing_timestamp",
-            Self::Malformed => "malformed_timestamp",
-            Self::TooOld { .. } => "timestamp_too_old",
-            Self::InFuture { .. } => "timestamp_in_future",
-        }
-    }
-
-    /// The human-readable detail, saying by how much a bound was exceeded.
-    pub fn body_text(&self) -> String {
-        self.to_string()
-    }
-
-    /// The problem response, with `max_age_secs` or `max_future_skew_secs` members where they
-    /// apply.
-    pub fn to_problem(&self) -> Problem {
-        let problem = Problem::new(self.status(), self.code(), self.body_text())
-            .with_header(WWW_AUTHENTICATE, HeaderValue::from_static(CHALLENGE));
+    /// The bearer challenge, and `max_age_secs` or `max_future_skew_secs` where they apply.
+    fn with_bounds(&self, problem: Problem) -> Problem {
+        let problem = problem.with_header(WWW_AUTHENTICATE, HeaderValue::from_static(CHALLENGE));
         match self {
             Self::TooOld { max_age, .. } => problem.with_member("max_age_secs", max_age.as_secs()),
             Self::InFuture {
@@ -263,40 +250,6 @@ impl TimestampError {
             } => problem.with_member("max_future_skew_secs", max_future_skew.as_secs()),
             Self::Missing | Self::Malformed => problem,
         }
-    }
-}
-
-impl fmt::Display for TimestampError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Missing => f.write_str("the request has no Polytomic-Signature-Timestamp header"),
-            Self::Malformed => f.write_str(
-                "the Polytomic-Signature-Timestamp header is not a single RFC 3339 date-time",
-            ),
-            Self::TooOld { age, max_age } => write!(
-                f,
-                "the delivery is stamped {} s in the past; at most {} s is accepted",
-                age.num_seconds(),
-                max_age.as_secs()
-            ),
-            Self::InFuture {
-                ahead,
-                max_future_skew,
-            } => write!(
-                f,
-                "the delivery is stamped {} s in the future; at most {} s is accepted",
-                ahead.num_seconds(),
-                max_future_skew.as_secs()
-            ),
-        }
-    }
-}
-
-impl std::error::Error for TimestampError {}
-
-impl axum_core::response::IntoResponse for TimestampError {
-    fn into_response(self) -> axum_core::response::Response {
-        self.to_problem().into_response()
     }
 }
 

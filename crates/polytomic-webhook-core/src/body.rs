@@ -21,7 +21,8 @@ use http::StatusCode;
 use http_body::Body;
 use http_body_util::{Full, Limited};
 
-use crate::problem::Problem;
+use crate::problem::{Problem, bounded};
+use crate::rejection::ErrorSource;
 
 /// Boxed error type used by bodies in the stack.
 pub type BoxError = Box<dyn Error + Send + Sync>;
@@ -412,38 +413,98 @@ impl fmt::Display for BodyReadTimeout {
 
 impl Error for BodyReadTimeout {}
 
-/// The body's compressed data is corrupt or truncated, so it cannot be decoded.
+/// The body's compressed data is corrupt or truncated, so it cannot be decoded: the error a
+/// decoding body yields, and the 400 `invalid_compressed_body` rejection of whoever reads it.
+///
+/// ```
+/// use std::io;
+/// use polytomic_webhook_core::body::{BoxError, InvalidCompressedBody};
+///
+/// // The decoding body's error...
+/// let error = InvalidCompressedBody::new("gzip", io::Error::other("invalid gzip header"));
+/// assert_eq!(error.to_string(), "the gzip request body is corrupt or truncated: invalid gzip header");
+///
+/// // ...as the reader that met it answers.
+/// let rejection = InvalidCompressedBody::reading(BoxError::from(error));
+/// assert_eq!(rejection.status(), 400);
+/// assert_eq!(InvalidCompressedBody::CODE, "invalid_compressed_body");
+/// assert_eq!(rejection.coding(), "gzip");
+/// assert!(rejection.body_text().starts_with("the request body could not be decompressed: the gzip"));
+/// ```
 #[derive(Debug)]
 pub struct InvalidCompressedBody {
-    coding: &'static str,
-    source: io::Error,
+    cause: Cause,
+}
+
+#[derive(Debug)]
+enum Cause {
+    /// The decoder's own error.
+    Decoder {
+        coding: &'static str,
+        error: io::Error,
+    },
+    /// A body error whose `source()` chain holds the decoder's, as a reader met it.
+    Read(BoxError),
 }
 
 impl InvalidCompressedBody {
     /// Wraps the decoder's error for the named content coding.
     pub fn new(coding: &'static str, source: io::Error) -> Self {
-        Self { coding, source }
+        Self {
+            cause: Cause::Decoder {
+                coding,
+                error: source,
+            },
+        }
     }
 
-    /// The content coding that failed to decode (`gzip`, `br`, ...).
+    /// The rejection of a reader whose body ended with `error`, a chain that holds the
+    /// decoder's [`InvalidCompressedBody`] (see [`BodyErrorKind::of`]).
+    pub fn reading(error: BoxError) -> Self {
+        Self {
+            cause: Cause::Read(error),
+        }
+    }
+
+    /// The content coding that failed to decode (`gzip`, `br`, ...), or `unknown` when a
+    /// reader's error does not say.
     pub fn coding(&self) -> &'static str {
-        self.coding
+        match &self.cause {
+            Cause::Decoder { coding, .. } => coding,
+            Cause::Read(error) => {
+                let mut current: Option<&(dyn Error + 'static)> = Some(&**error);
+                while let Some(error) = current {
+                    if let Some(decoder) = error.downcast_ref::<Self>() {
+                        return decoder.coding();
+                    }
+                    current = error.source();
+                }
+                "unknown"
+            }
+        }
+    }
+
+    fn detail(&self) -> String {
+        match &self.cause {
+            Cause::Decoder { coding, error } => {
+                format!("the {coding} request body is corrupt or truncated: {error}")
+            }
+            Cause::Read(error) => bounded(format!(
+                "the request body could not be decompressed: {error}"
+            )),
+        }
     }
 }
 
-impl fmt::Display for InvalidCompressedBody {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "the {} request body is corrupt or truncated: {}",
-            self.coding, self.source
-        )
-    }
-}
+crate::__define_rejection!(InvalidCompressedBody: BAD_REQUEST, "invalid_compressed_body",
+    source = cause);
 
-impl Error for InvalidCompressedBody {
-    fn source(&self) -> Option<&(dyn Error + 'static)> {
-        Some(&self.source)
+impl ErrorSource for Cause {
+    fn error_source(&self) -> Option<&(dyn Error + 'static)> {
+        match self {
+            Self::Decoder { error, .. } => Some(error),
+            Self::Read(error) => Some(&**error),
+        }
     }
 }
 
@@ -525,5 +586,36 @@ mod tests {
         );
         assert!(error.to_string().contains("gzip"));
         assert!(error.source().is_some());
+    }
+
+    #[test]
+    fn a_reader_answers_with_the_decoders_coding_through_wrappers() {
+        let decoder = InvalidCompressedBody::new("br", io::Error::other("bad window"));
+        let wrapped: BoxError = Box::new(axum_core::Error::new(decoder));
+        let rejection = InvalidCompressedBody::reading(wrapped);
+        assert_eq!(rejection.coding(), "br");
+        let problem = rejection.to_problem();
+        assert_eq!(problem.status(), StatusCode::BAD_REQUEST);
+        assert_eq!(problem.code(), "invalid_compressed_body");
+        assert_eq!(
+            problem.detail(),
+            "the request body could not be decompressed: \
+             the br request body is corrupt or truncated: bad window"
+        );
+        // The chain goes on through the wrapper to the decoder's error.
+        let wrapper = rejection.source().unwrap();
+        assert!(wrapper.is::<axum_core::Error>());
+        assert!(wrapper.source().unwrap().is::<InvalidCompressedBody>());
+    }
+
+    #[test]
+    fn a_readers_detail_is_bounded() {
+        let decoder = InvalidCompressedBody::new("gzip", io::Error::other("x".repeat(4096)));
+        let rejection = InvalidCompressedBody::reading(Box::new(decoder));
+        assert!(rejection.body_text().len() <= crate::problem::MAX_ECHO + 3);
+        assert_eq!(
+            InvalidCompressedBody::reading(Box::new(io::Error::other("reset"))).coding(),
+            "unknown"
+        );
     }
 }

@@ -4,7 +4,8 @@
 //! `application/problem+json` body (RFC 9457) with a stable `code`. This crate holds the one
 //! implementation of that format ([`problem`]), the generic response future and body that let a
 //! middleware answer early without boxing ([`response`]), and the vocabulary that a decoding
-//! body and the extractor share about size limits and corrupt data ([`body`]).
+//! body and the extractor share about size limits and corrupt data ([`body`]), and the
+//! [`Rejection`] trait with the macros every rejection family is declared with ([`rejection`]).
 //!
 //! Users normally depend on the `polytomic-webhook` crate, which re-exports what they need.
 
@@ -14,9 +15,18 @@ pub mod body;
 #[cfg(feature = "testing")]
 pub mod logs;
 pub mod problem;
+pub mod rejection;
 pub mod response;
 
 pub use problem::{PROBLEM_JSON, Problem, ProblemCode};
+pub use rejection::Rejection;
+
+/// What the rejection macros expand to, so the crates using them need no dependency of their own.
+#[doc(hidden)]
+pub mod __private {
+    pub use axum_core;
+    pub use http;
+}
 
 /// Defines `get_ref`, `get_mut` and `into_inner` in an `impl` block of a middleware service
 /// whose wrapped service is its field `inner`, as tower-http's services have.

@@ -147,6 +147,32 @@ impl Problem {
 
 const RESERVED_MEMBERS: [&str; 5] = ["type", "title", "status", "detail", "code"];
 
+/// The longest piece of sender-controlled text (serde messages, paths, event names, a body
+/// error's message) a problem echoes, in bytes.
+pub const MAX_ECHO: usize = 1024;
+
+/// Cuts `text` to at most [`MAX_ECHO`] bytes on a character boundary, marking the cut with `…`.
+///
+/// ```
+/// use polytomic_webhook_core::problem::{MAX_ECHO, bounded};
+///
+/// assert_eq!(bounded("short".into()), "short");
+/// let long = bounded("é".repeat(MAX_ECHO));
+/// assert!(long.len() <= MAX_ECHO + '…'.len_utf8());
+/// assert!(long.ends_with('…'));
+/// ```
+pub fn bounded(mut text: String) -> String {
+    if text.len() > MAX_ECHO {
+        let mut end = MAX_ECHO;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+        text.push('…');
+    }
+    text
+}
+
 impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(

@@ -2,9 +2,7 @@
 
 use axum_core::body::Body;
 use axum_core::response::{IntoResponse, Response};
-use http::StatusCode;
 use http::header::{CONTENT_TYPE, HeaderValue};
-use polytomic_webhook_core::Problem;
 
 use crate::event::SyncRecords;
 
@@ -81,21 +79,9 @@ impl IntoResponse for Ack {
 pub struct NotStored;
 
 impl NotStored {
-    /// The stable `code` of the problem.
-    pub const CODE: &'static str = "batch_not_stored";
-
-    /// The problem this answer renders.
-    pub fn problem(self) -> Problem {
-        Problem::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            Self::CODE,
-            "The receiver could not store this batch, so it was not kept.",
-        )
+    fn detail(self) -> String {
+        "The receiver could not store this batch, so it was not kept.".to_owned()
     }
 }
 
-impl IntoResponse for NotStored {
-    fn into_response(self) -> Response {
-        self.problem().into_response()
-    }
-}
+polytomic_webhook_core::__define_rejection!(NotStored: SERVICE_UNAVAILABLE, "batch_not_stored");

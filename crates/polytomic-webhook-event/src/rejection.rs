@@ -13,6 +13,8 @@
 //! | 400 | `invalid_json` | [`InvalidJson`] |
 //! | 422 | `invalid_envelope` | [`InvalidEnvelope`] (with `path`) |
 //! | 422 | `invalid_record_fields` | [`InvalidRecordFields`] (with `path`) |
+//! | 422 | `duplicate_field_name` | [`DuplicateFieldName`] (with `path`) |
+//! | 422 | `inexact_number` | [`InexactNumber`] (with `path`) |
 //! | 413 | `too_many_records` | [`TooManyRecords`] |
 //! | 422 | `field_name_collision` | [`FieldNameCollision`] (with `path`) |
 //! | 422 or 200 | `unknown_event` | [`UnknownEvent`] |
@@ -29,65 +31,11 @@ use bytes::Bytes;
 use http::StatusCode;
 use http::header::{CONTENT_TYPE, HeaderValue};
 use polytomic_webhook_core::body::{BodyErrorKind, BodyStats, BoxError};
-use polytomic_webhook_core::problem::Problem;
+use polytomic_webhook_core::problem::{Problem, bounded};
+use polytomic_webhook_core::{__composite_rejection, __define_rejection};
 
-/// Longest piece of sender-controlled text (serde messages, paths, event names) echoed in a
-/// response or log line.
-const MAX_ECHO: usize = 1024;
-
-/// Cuts `text` to at most [`MAX_ECHO`] bytes on a character boundary.
-pub(crate) fn bounded(mut text: String) -> String {
-    if text.len() > MAX_ECHO {
-        let mut end = MAX_ECHO;
-        while !text.is_char_boundary(end) {
-            end -= 1;
-        }
-        text.truncate(end);
-        text.push('…');
-    }
-    text
-}
-
-macro_rules! problem_rejection {
-    ($name:ident, $status:ident, $code:literal) => {
-        impl $name {
-            /// The stable `code` of the problem body.
-            pub const CODE: &'static str = $code;
-
-            /// The HTTP status of the rejection.
-            pub fn status(&self) -> StatusCode {
-                StatusCode::$status
-            }
-
-            /// The stable `code` of the problem body.
-            pub fn code(&self) -> &'static str {
-                $code
-            }
-
-            /// The human-readable explanation (the problem's `detail`).
-            pub fn body_text(&self) -> String {
-                self.detail()
-            }
-
-            /// The problem this rejection answers with.
-            pub fn to_problem(&self) -> Problem {
-                self.with_members(Problem::new(StatusCode::$status, $code, self.detail()))
-            }
-        }
-
-        impl IntoResponse for $name {
-            fn into_response(self) -> Response {
-                self.to_problem().into_response()
-            }
-        }
-
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(&self.detail())
-            }
-        }
-    };
-}
+/// Corrupt compressed data is answered with the decoding body's own error type.
+pub use polytomic_webhook_core::body::InvalidCompressedBody;
 
 /// The request's `Content-Type` is missing or is not JSON (415 `unsupported_media_type`).
 ///
@@ -124,19 +72,9 @@ impl UnsupportedMediaType {
             "the request's Content-Type is not application/json".into()
         }
     }
-
-    fn with_members(&self, problem: Problem) -> Problem {
-        problem
-    }
 }
 
-problem_rejection!(
-    UnsupportedMediaType,
-    UNSUPPORTED_MEDIA_TYPE,
-    "unsupported_media_type"
-);
-
-impl Error for UnsupportedMediaType {}
+__define_rejection!(UnsupportedMediaType: UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type");
 
 /// Which limit stopped a body (shared with the layers, so every 413 reads the same).
 pub use polytomic_webhook_core::body::TooLargeLimit;
@@ -189,54 +127,8 @@ impl BodyTooLarge {
     }
 }
 
-problem_rejection!(BodyTooLarge, PAYLOAD_TOO_LARGE, "body_too_large");
-
-impl Error for BodyTooLarge {
-    fn source(&self) -> Option<&(dyn Error + 'static)> {
-        self.source.as_deref().map(|error| error as _)
-    }
-}
-
-/// The compressed body is corrupt or truncated (400 `invalid_compressed_body`).
-///
-/// ```
-/// use polytomic_webhook_event::rejection::InvalidCompressedBody;
-///
-/// assert_eq!(InvalidCompressedBody::CODE, "invalid_compressed_body");
-/// ```
-#[derive(Debug)]
-pub struct InvalidCompressedBody {
-    source: BoxError,
-}
-
-impl InvalidCompressedBody {
-    pub(crate) fn new(source: BoxError) -> Self {
-        Self { source }
-    }
-
-    fn detail(&self) -> String {
-        bounded(format!(
-            "the request body could not be decompressed: {}",
-            self.source
-        ))
-    }
-
-    fn with_members(&self, problem: Problem) -> Problem {
-        problem
-    }
-}
-
-problem_rejection!(
-    InvalidCompressedBody,
-    BAD_REQUEST,
-    "invalid_compressed_body"
-);
-
-impl Error for InvalidCompressedBody {
-    fn source(&self) -> Option<&(dyn Error + 'static)> {
-        Some(&*self.source)
-    }
-}
+__define_rejection!(BodyTooLarge: PAYLOAD_TOO_LARGE, "body_too_large", source = source,
+    problem = Self::with_members);
 
 /// Reading the body failed for another reason, such as a reset connection
 /// (400 `body_read_failed`).
@@ -262,19 +154,9 @@ impl BodyReadFailed {
             self.source
         ))
     }
-
-    fn with_members(&self, problem: Problem) -> Problem {
-        problem
-    }
 }
 
-problem_rejection!(BodyReadFailed, BAD_REQUEST, "body_read_failed");
-
-impl Error for BodyReadFailed {
-    fn source(&self) -> Option<&(dyn Error + 'static)> {
-        Some(&*self.source)
-    }
-}
+__define_rejection!(BodyReadFailed: BAD_REQUEST, "body_read_failed", source = source);
 
 /// The body did not arrive within the deadline set by the composed layer's `body_timeout`
 /// (408 `body_timeout`). The connection should not be reused: the rest of the body may still
@@ -304,13 +186,8 @@ impl BodyTimeout {
     }
 }
 
-problem_rejection!(BodyTimeout, REQUEST_TIMEOUT, "body_timeout");
-
-impl Error for BodyTimeout {
-    fn source(&self) -> Option<&(dyn Error + 'static)> {
-        Some(&*self.source)
-    }
-}
+__define_rejection!(BodyTimeout: REQUEST_TIMEOUT, "body_timeout", source = source,
+    problem = Self::with_members);
 
 /// The body is not well-formed JSON: a syntax error, invalid UTF-8, trailing data, truncation,
 /// or nesting deeper than `serde_json` allows (400 `invalid_json`).
@@ -357,17 +234,14 @@ impl InvalidJson {
     }
 }
 
-problem_rejection!(InvalidJson, BAD_REQUEST, "invalid_json");
+__define_rejection!(InvalidJson: BAD_REQUEST, "invalid_json", source = source,
+    problem = Self::with_members);
 
-impl Error for InvalidJson {
-    fn source(&self) -> Option<&(dyn Error + 'static)> {
-        Some(&self.source)
-    }
-}
-
-/// The accessors and problem members of a rejection located by a JSON path.
+/// A 422 rejection located by a JSON path: its `path()`, its `detail` ("what at `path`:
+/// message") and its `path` member. With `serde`, also the constructor and `message()` of a
+/// rejection that carries serde's description.
 macro_rules! located_rejection {
-    ($name:ident, $what:literal) => {
+    ($name:ident, $what:literal, $code:literal, serde) => {
         impl $name {
             pub(crate) fn new(path: String, message: String) -> Self {
                 Self {
@@ -375,14 +249,19 @@ macro_rules! located_rejection {
                 }
             }
 
-            /// The JSON path of the problem.
-            pub fn path(&self) -> &str {
-                &self.at.path
-            }
-
             /// serde's description of the problem.
             pub fn message(&self) -> &str {
                 &self.at.message
+            }
+        }
+
+        located_rejection!($name, $what, $code);
+    };
+    ($name:ident, $what:literal, $code:literal) => {
+        impl $name {
+            /// The JSON path of the problem.
+            pub fn path(&self) -> &str {
+                &self.at.path
             }
 
             fn detail(&self) -> String {
@@ -393,6 +272,8 @@ macro_rules! located_rejection {
                 problem.with_member("path", self.at.path.clone())
             }
         }
+
+        __define_rejection!($name: UNPROCESSABLE_ENTITY, $code, problem = Self::with_members);
     };
 }
 
@@ -443,11 +324,12 @@ pub struct InvalidEnvelope {
     at: Located,
 }
 
-located_rejection!(InvalidEnvelope, "invalid webhook envelope");
-
-problem_rejection!(InvalidEnvelope, UNPROCESSABLE_ENTITY, "invalid_envelope");
-
-impl Error for InvalidEnvelope {}
+located_rejection!(
+    InvalidEnvelope,
+    "invalid webhook envelope",
+    "invalid_envelope",
+    serde
+);
 
 /// A record's `fields` object does not deserialize into the handler's type `T`
 /// (422 `invalid_record_fields`).
@@ -464,15 +346,12 @@ pub struct InvalidRecordFields {
     at: Located,
 }
 
-located_rejection!(InvalidRecordFields, "invalid record fields");
-
-problem_rejection!(
+located_rejection!(
     InvalidRecordFields,
-    UNPROCESSABLE_ENTITY,
-    "invalid_record_fields"
+    "invalid record fields",
+    "invalid_record_fields",
+    serde
 );
-
-impl Error for InvalidRecordFields {}
 
 /// A member name appears twice in one record's `fields` or in `metadata`
 /// (422 `duplicate_field_name`).
@@ -505,28 +384,13 @@ impl DuplicateFieldName {
             at: Located::new(path, format!("the name `{name}` appears more than once")),
         }
     }
-
-    /// The JSON path of the second occurrence.
-    pub fn path(&self) -> &str {
-        &self.at.path
-    }
-
-    fn detail(&self) -> String {
-        self.at.describe("duplicate field name")
-    }
-
-    fn with_members(&self, problem: Problem) -> Problem {
-        problem.with_member("path", self.at.path.clone())
-    }
 }
 
-problem_rejection!(
+located_rejection!(
     DuplicateFieldName,
-    UNPROCESSABLE_ENTITY,
+    "duplicate field name",
     "duplicate_field_name"
 );
-
-impl Error for DuplicateFieldName {}
 
 /// A record's `fields` hold a number that the record type would change: an integer beyond 64
 /// bits, or a decimal with more digits than an `f64` keeps (422 `inexact_number`).
@@ -563,24 +427,9 @@ impl InexactNumber {
             ),
         }
     }
-
-    /// The JSON path of the field that holds the number.
-    pub fn path(&self) -> &str {
-        &self.at.path
-    }
-
-    fn detail(&self) -> String {
-        self.at.describe("inexact number")
-    }
-
-    fn with_members(&self, problem: Problem) -> Problem {
-        problem.with_member("path", self.at.path.clone())
-    }
 }
 
-problem_rejection!(InexactNumber, UNPROCESSABLE_ENTITY, "inexact_number");
-
-impl Error for InexactNumber {}
+located_rejection!(InexactNumber, "inexact number", "inexact_number");
 
 /// The batch has more records than
 /// [`EventConfig::max_records`](crate::EventConfig::max_records) (413 `too_many_records`).
@@ -616,9 +465,8 @@ impl TooManyRecords {
     }
 }
 
-problem_rejection!(TooManyRecords, PAYLOAD_TOO_LARGE, "too_many_records");
-
-impl Error for TooManyRecords {}
+__define_rejection!(TooManyRecords: PAYLOAD_TOO_LARGE, "too_many_records",
+    problem = Self::with_members);
 
 /// With field-name normalisation on, two fields of one record normalise to the same name
 /// (422 `field_name_collision`).
@@ -682,13 +530,8 @@ impl FieldNameCollision {
     }
 }
 
-problem_rejection!(
-    FieldNameCollision,
-    UNPROCESSABLE_ENTITY,
-    "field_name_collision"
-);
-
-impl Error for FieldNameCollision {}
+__define_rejection!(FieldNameCollision: UNPROCESSABLE_ENTITY, "field_name_collision",
+    problem = Self::with_members);
 
 /// The [`SyncRecords`](crate::SyncRecords) extractor received an event type it does not know.
 ///
@@ -834,88 +677,51 @@ impl fmt::Display for UnknownEvent {
 
 impl Error for UnknownEvent {}
 
-/// Every way the extractor or [`parse`](crate::parse) can refuse a delivery.
-///
-/// ```
-/// use polytomic_webhook_event::{EventConfig, Fields, parse};
-///
-/// let error = parse::<Fields>(b"[]", &EventConfig::default()).unwrap_err();
-/// assert_eq!(error.status(), 422);
-/// assert_eq!(error.code(), "invalid_envelope");
-/// ```
-#[derive(Debug)]
-#[non_exhaustive]
-pub enum EventRejection {
-    /// See [`UnsupportedMediaType`].
-    UnsupportedMediaType(UnsupportedMediaType),
-    /// See [`BodyTooLarge`].
-    BodyTooLarge(BodyTooLarge),
-    /// See [`InvalidCompressedBody`].
-    InvalidCompressedBody(InvalidCompressedBody),
-    /// See [`BodyReadFailed`].
-    BodyReadFailed(BodyReadFailed),
-    /// See [`BodyTimeout`].
-    BodyTimeout(BodyTimeout),
-    /// See [`InvalidJson`].
-    InvalidJson(InvalidJson),
-    /// See [`InvalidEnvelope`].
-    InvalidEnvelope(InvalidEnvelope),
-    /// See [`InvalidRecordFields`].
-    InvalidRecordFields(InvalidRecordFields),
-    /// See [`DuplicateFieldName`].
-    DuplicateFieldName(DuplicateFieldName),
-    /// See [`InexactNumber`].
-    InexactNumber(InexactNumber),
-    /// See [`TooManyRecords`].
-    TooManyRecords(TooManyRecords),
-    /// See [`FieldNameCollision`].
-    FieldNameCollision(FieldNameCollision),
-    /// See [`UnknownEvent`].
-    UnknownEvent(UnknownEvent),
-}
+polytomic_webhook_core::__rejection_trait!(UnknownEvent);
 
-macro_rules! each_variant {
-    ($self:ident, $inner:ident => $expr:expr) => {
-        match $self {
-            EventRejection::UnsupportedMediaType($inner) => $expr,
-            EventRejection::BodyTooLarge($inner) => $expr,
-            EventRejection::InvalidCompressedBody($inner) => $expr,
-            EventRejection::BodyReadFailed($inner) => $expr,
-            EventRejection::BodyTimeout($inner) => $expr,
-            EventRejection::InvalidJson($inner) => $expr,
-            EventRejection::InvalidEnvelope($inner) => $expr,
-            EventRejection::InvalidRecordFields($inner) => $expr,
-            EventRejection::DuplicateFieldName($inner) => $expr,
-            EventRejection::InexactNumber($inner) => $expr,
-            EventRejection::TooManyRecords($inner) => $expr,
-            EventRejection::FieldNameCollision($inner) => $expr,
-            EventRejection::UnknownEvent($inner) => $expr,
-        }
-    };
+__composite_rejection! {
+    /// Every way the extractor or [`parse`](crate::parse) can refuse a delivery.
+    ///
+    /// ```
+    /// use polytomic_webhook_event::{EventConfig, Fields, parse};
+    ///
+    /// let error = parse::<Fields>(b"[]", &EventConfig::default()).unwrap_err();
+    /// assert_eq!(error.status(), 422);
+    /// assert_eq!(error.code(), "invalid_envelope");
+    /// ```
+    #[derive(Debug)]
+    #[non_exhaustive]
+    pub enum EventRejection {
+        /// See [`UnsupportedMediaType`].
+        UnsupportedMediaType(UnsupportedMediaType),
+        /// See [`BodyTooLarge`].
+        BodyTooLarge(BodyTooLarge),
+        /// See [`InvalidCompressedBody`].
+        InvalidCompressedBody(InvalidCompressedBody),
+        /// See [`BodyReadFailed`].
+        BodyReadFailed(BodyReadFailed),
+        /// See [`BodyTimeout`].
+        BodyTimeout(BodyTimeout),
+        /// See [`InvalidJson`].
+        InvalidJson(InvalidJson),
+        /// See [`InvalidEnvelope`].
+        InvalidEnvelope(InvalidEnvelope),
+        /// See [`InvalidRecordFields`].
+        InvalidRecordFields(InvalidRecordFields),
+        /// See [`DuplicateFieldName`].
+        DuplicateFieldName(DuplicateFieldName),
+        /// See [`InexactNumber`].
+        InexactNumber(InexactNumber),
+        /// See [`TooManyRecords`].
+        TooManyRecords(TooManyRecords),
+        /// See [`FieldNameCollision`].
+        FieldNameCollision(FieldNameCollision),
+        /// See [`UnknownEvent`].
+        UnknownEvent(UnknownEvent),
+    }
 }
 
 impl EventRejection {
-    /// The HTTP status of the response.
-    pub fn status(&self) -> StatusCode {
-        each_variant!(self, inner => inner.status())
-    }
-
-    /// The stable `code` of the rejection.
-    pub fn code(&self) -> &'static str {
-        each_variant!(self, inner => inner.code())
-    }
-
-    /// The problem's `detail` (or, for an acknowledged unknown event, the JSON body).
-    pub fn body_text(&self) -> String {
-        each_variant!(self, inner => inner.body_text())
-    }
-
-    /// The problem response, for middleware that answers with it itself. An unknown event
-    /// gives its reject-policy problem here; its acknowledgement is not a problem.
-    pub fn to_problem(&self) -> Problem {
-        each_variant!(self, inner => inner.to_problem())
-    }
-
     /// The rejection for an error met while reading a request body, for code that reads the
     /// body itself before calling [`parse`](crate::parse) (plain hyper, say).
     ///
@@ -940,55 +746,38 @@ impl EventRejection {
             BodyErrorKind::LengthLimit => {
                 BodyTooLarge::with_source(TooLargeLimit::from_stats(stats), error).into()
             }
-            BodyErrorKind::InvalidCompressedBody => InvalidCompressedBody::new(error).into(),
+            BodyErrorKind::InvalidCompressedBody => InvalidCompressedBody::reading(error).into(),
             BodyErrorKind::Timeout => BodyTimeout::new(error).into(),
             _ => BodyReadFailed::new(error).into(),
         }
     }
 }
 
-impl IntoResponse for EventRejection {
-    fn into_response(self) -> Response {
-        each_variant!(self, inner => inner.into_response())
+#[cfg(test)]
+mod tests {
+    use std::io;
+
+    use super::*;
+
+    #[test]
+    fn a_corrupt_body_is_the_one_invalid_compressed_body_keeping_the_whole_chain() {
+        let decoder = InvalidCompressedBody::new("zstd", io::Error::other("bad frame"));
+        let wrapped: BoxError = Box::new(axum_core::Error::new(decoder));
+        let rejection = EventRejection::from_body_error(wrapped, None);
+        assert_eq!(
+            (rejection.status(), rejection.code()),
+            (StatusCode::BAD_REQUEST, "invalid_compressed_body")
+        );
+        assert_eq!(
+            rejection.body_text(),
+            "the request body could not be decompressed: \
+             the zstd request body is corrupt or truncated: bad frame"
+        );
+        // The composite skips its leaf: its source is the body error the reader met.
+        assert!(rejection.source().unwrap().is::<axum_core::Error>());
+        let EventRejection::InvalidCompressedBody(leaf) = rejection else {
+            panic!("not invalid_compressed_body");
+        };
+        assert_eq!(leaf.coding(), "zstd");
     }
 }
-
-impl fmt::Display for EventRejection {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        each_variant!(self, inner => fmt::Display::fmt(inner, f))
-    }
-}
-
-impl Error for EventRejection {
-    fn source(&self) -> Option<&(dyn Error + 'static)> {
-        each_variant!(self, inner => Error::source(inner))
-    }
-}
-
-macro_rules! from_variant {
-    ($($name:ident),* $(,)?) => {
-        $(
-            impl From<$name> for EventRejection {
-                fn from(inner: $name) -> Self {
-                    Self::$name(inner)
-                }
-            }
-        )*
-    };
-}
-
-from_variant!(
-    UnsupportedMediaType,
-    BodyTooLarge,
-    InvalidCompressedBody,
-    BodyReadFailed,
-    BodyTimeout,
-    InvalidJson,
-    InvalidEnvelope,
-    InvalidRecordFields,
-    DuplicateFieldName,
-    InexactNumber,
-    TooManyRecords,
-    FieldNameCollision,
-    UnknownEvent,
-);

@@ -9,9 +9,9 @@ use std::task::{Context, Poll};
 use axum_core::body::Body;
 use axum_core::extract::{FromRequest, Request};
 use axum_core::response::{IntoResponse, Response};
-use http::StatusCode;
 use http::header::{CONTENT_TYPE, HeaderValue};
-use polytomic_webhook_core::Problem;
+use polytomic_webhook_core::__define_rejection;
+use polytomic_webhook_core::rejection::ErrorSource;
 use polytomic_webhook_event::SyncRecords;
 
 use crate::{Sink, SinkError, Stored};
@@ -99,27 +99,22 @@ pub struct SinkUnavailable {
 }
 
 impl SinkUnavailable {
-    /// The stable `code` of the problem.
-    pub const CODE: &'static str = "sink_unavailable";
-
     /// Why the sink failed.
     pub fn error(&self) -> &SinkError {
         &self.error
     }
 
-    /// The problem this answer renders.
-    pub fn problem(&self) -> Problem {
-        Problem::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            Self::CODE,
-            "The receiver's storage is unavailable, so this batch was not kept; deliver it again later.",
-        )
+    fn detail(&self) -> String {
+        "The receiver's storage is unavailable, so this batch was not kept; deliver it again later."
+            .to_owned()
     }
 }
 
-impl IntoResponse for SinkUnavailable {
-    fn into_response(self) -> Response {
-        self.problem().into_response()
+__define_rejection!(SinkUnavailable: SERVICE_UNAVAILABLE, "sink_unavailable", source = error);
+
+impl ErrorSource for SinkError {
+    fn error_source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(self)
     }
 }
 
@@ -188,6 +183,7 @@ impl<S: Sink + ?Sized> tower_service::Service<Request> for StoreService<S> {
 mod tests {
     #![allow(clippy::unwrap_used)]
 
+    use http::StatusCode;
     use http_body_util::BodyExt;
     use tower_service::Service;
 
@@ -265,6 +261,20 @@ mod tests {
         assert!(
             !text.contains("ada@example.com") && !text.contains("refused"),
             "{text}"
+        );
+    }
+
+    #[test]
+    fn sink_unavailable_keeps_the_cause_out_of_its_text_and_in_its_source() {
+        let unavailable = SinkUnavailable {
+            error: SinkError::new("connection refused"),
+        };
+        assert_eq!(SinkUnavailable::CODE, "sink_unavailable");
+        assert_eq!(unavailable.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert!(!unavailable.to_string().contains("refused"));
+        assert_eq!(
+            std::error::Error::source(&unavailable).map(ToString::to_string),
+            Some("connection refused".to_owned())
         );
     }
 
