@@ -389,3 +389,53 @@ async fn a_redis_script_that_fails_leaves_nothing_of_the_batch() {
         "the first record was kept"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_redis_ttl_lets_hash_identities_expire_and_is_refused_for_sqlite() {
+    let Some(redis) = RedisServer::start("serve_redis_ttl") else {
+        return;
+    };
+    let sink = format!("{}?stream=ttl", redis.url());
+    let serve = Serve::start(&sink, &["--redis-ttl", "1"]);
+    let addr = serve.addr;
+    let delivery = || {
+        let delivery = Delivery::new().sync(SYNC_ID, "ttl").secret(SECRET);
+        encoded(addr, delivery.record_json(json!({"n": 1})).encode())
+    };
+    let stored = |reply: Reply| {
+        assert_eq!(reply.status, StatusCode::OK, "{reply:?}");
+        reply.json()["stored"].clone()
+    };
+    assert_eq!(stored(send(addr, delivery()).await), 1);
+
+    // The hash identity carries an expiry (a finite score), not "never" (+inf).
+    let client = std::net::TcpStream::connect(redis.url().trim_start_matches("redis://")).unwrap();
+    let command = format!("ZCOUNT ttl:{{{SYNC_ID}}}:hashes 0 (+inf\r\n");
+    std::io::Write::write_all(&mut &client, command.as_bytes()).unwrap();
+    let mut answer = [0; 4];
+    std::io::Read::read_exact(&mut &client, &mut answer).unwrap();
+    assert_eq!(&answer, b":1\r\n");
+
+    // Past the TTL (not a speed check: only "later than"), the same record is stored again.
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    assert_eq!(stored(send(addr, delivery()).await), 1);
+    assert_eq!(dump(&sink).len(), 2);
+
+    let dir = scratch("ttl-sqlite");
+    let output = cli()
+        .args([
+            "serve",
+            "--secret",
+            SECRET,
+            "--addr",
+            "127.0.0.1:0",
+            "--redis-ttl",
+            "5",
+        ])
+        .arg("--sink")
+        .arg(format!("sqlite:{}", dir.join("records.db").display()))
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("--redis-ttl applies to redis://"));
+}
