@@ -139,6 +139,17 @@ fn send_to_all(replicas: &[&Serve], file: &Path) {
     }
 }
 
+/// Sends one inline command to `redis` and reads its one-line answer (with its CRLF).
+fn redis_command(redis: &RedisServer, command: &str) -> Vec<u8> {
+    let client = std::net::TcpStream::connect(redis.url().trim_start_matches("redis://")).unwrap();
+    std::io::Write::write_all(&mut &client, format!("{command}\r\n").as_bytes()).unwrap();
+    let mut answer = Vec::new();
+    BufReader::new(&client)
+        .read_until(b'\n', &mut answer)
+        .unwrap();
+    answer
+}
+
 /// The `id` of each dumped record.
 fn ids(records: &[Value]) -> Vec<u64> {
     records
@@ -371,12 +382,8 @@ async fn a_redis_script_that_fails_leaves_nothing_of_the_batch() {
     let sync = fresh_sync_id();
     // The sync's last-hash key holds a string, so the script's read of it fails, after the
     // first record (identified by its hash) was found new.
-    let client = std::net::TcpStream::connect(redis.url().trim_start_matches("redis://")).unwrap();
-    let command = format!("SET broken:{{{sync}}}:last oops\r\n");
-    std::io::Write::write_all(&mut &client, command.as_bytes()).unwrap();
-    let mut answer = [0; 5];
-    std::io::Read::read_exact(&mut &client, &mut answer).unwrap();
-    assert_eq!(&answer, b"+OK\r\n");
+    let answer = redis_command(&redis, &format!("SET broken:{{{sync}}}:last oops"));
+    assert_eq!(answer, b"+OK\r\n");
 
     let doomed = batch(&sync, &[("h1", r#"{"n":1}"#), ("h2", r#"{"id":2}"#)]);
     let error = sink.store(&doomed).await.unwrap_err();
@@ -409,12 +416,8 @@ async fn serve_redis_ttl_lets_hash_identities_expire_and_is_refused_for_sqlite()
     assert_eq!(stored(send(addr, delivery()).await), 1);
 
     // The hash identity carries an expiry (a finite score), not "never" (+inf).
-    let client = std::net::TcpStream::connect(redis.url().trim_start_matches("redis://")).unwrap();
-    let command = format!("ZCOUNT ttl:{{{SYNC_ID}}}:hashes 0 (+inf\r\n");
-    std::io::Write::write_all(&mut &client, command.as_bytes()).unwrap();
-    let mut answer = [0; 4];
-    std::io::Read::read_exact(&mut &client, &mut answer).unwrap();
-    assert_eq!(&answer, b":1\r\n");
+    let answer = redis_command(&redis, &format!("ZCOUNT ttl:{{{SYNC_ID}}}:hashes 0 (+inf"));
+    assert_eq!(answer, b":1\r\n");
 
     // Past the TTL (not a speed check: only "later than"), the same record is stored again.
     tokio::time::sleep(Duration::from_millis(1_500)).await;

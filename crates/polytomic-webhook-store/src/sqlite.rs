@@ -346,6 +346,17 @@ mod tests {
         dir
     }
 
+    /// Makes the file refuse (`refused`) any record whose hash is `boom`.
+    fn refuse_boom(path: &Path) {
+        Connection::open(path)
+            .unwrap()
+            .execute_batch(
+                "CREATE TRIGGER boom BEFORE INSERT ON records WHEN NEW.hash = 'boom'
+                 BEGIN SELECT RAISE(ABORT, 'refused'); END;",
+            )
+            .unwrap();
+    }
+
     #[tokio::test(flavor = "multi_thread")]
     async fn sqlite_sink_passes_the_shared_suite() {
         let dir = scratch("suite");
@@ -369,13 +380,7 @@ mod tests {
             .await
             .unwrap();
         // The second record's insert fails after the first one's went through.
-        Connection::open(&path)
-            .unwrap()
-            .execute_batch(
-                "CREATE TRIGGER boom BEFORE INSERT ON records WHEN NEW.hash = 'boom'
-                 BEGIN SELECT RAISE(ABORT, 'refused'); END;",
-            )
-            .unwrap();
+        refuse_boom(&path);
         let sync = fresh_sync_id();
         let doomed = batch(&sync, &[("ok", r#"{"n":1}"#), ("boom", r#"{"n":2}"#)]);
         let error = sink.store(&doomed).await.unwrap_err();
@@ -422,13 +427,7 @@ mod tests {
         let sink = SqliteSink::open(&path, Identity::hash(), Durability::Process)
             .await
             .unwrap();
-        Connection::open(&path)
-            .unwrap()
-            .execute_batch(
-                "CREATE TRIGGER boom BEFORE INSERT ON records WHEN NEW.hash = 'boom'
-                 BEGIN SELECT RAISE(ABORT, 'refused'); END;",
-            )
-            .unwrap();
+        refuse_boom(&path);
         // Hold the writer until all three batches wait in its queue, so that it takes them
         // as one group.
         let (release, held) = mpsc::channel::<()>();
