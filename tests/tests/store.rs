@@ -46,17 +46,23 @@ struct Serve {
 }
 
 impl Serve {
+    /// `serve --sink SINK` on a free loopback port, not started yet.
+    fn command(sink: &str) -> Command {
+        let mut command = cli();
+        command.args([
+            "serve",
+            "--secret",
+            SECRET,
+            "--addr",
+            "127.0.0.1:0",
+            "--sink",
+            sink,
+        ]);
+        command
+    }
+
     fn start(sink: &str, extra: &[&str]) -> Self {
-        let mut child = cli()
-            .args([
-                "serve",
-                "--secret",
-                SECRET,
-                "--addr",
-                "127.0.0.1:0",
-                "--sink",
-                sink,
-            ])
+        let mut child = Self::command(sink)
             .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -425,18 +431,8 @@ async fn serve_redis_ttl_lets_hash_identities_expire_and_is_refused_for_sqlite()
     assert_eq!(dump(&sink).len(), 2);
 
     let dir = scratch("ttl-sqlite");
-    let output = cli()
-        .args([
-            "serve",
-            "--secret",
-            SECRET,
-            "--addr",
-            "127.0.0.1:0",
-            "--redis-ttl",
-            "5",
-        ])
-        .arg("--sink")
-        .arg(format!("sqlite:{}", dir.join("records.db").display()))
+    let output = Serve::command(&format!("sqlite:{}", dir.join("records.db").display()))
+        .args(["--redis-ttl", "5"])
         .output()
         .unwrap();
     assert_eq!(output.status.code(), Some(2));
