@@ -46,17 +46,23 @@ struct Serve {
 }
 
 impl Serve {
+    /// `serve --sink SINK` on a free loopback port, not started yet.
+    fn command(sink: &str) -> Command {
+        let mut command = cli();
+        command.args([
+            "serve",
+            "--secret",
+            SECRET,
+            "--addr",
+            "127.0.0.1:0",
+            "--sink",
+            sink,
+        ]);
+        command
+    }
+
     fn start(sink: &str, extra: &[&str]) -> Self {
-        let mut child = cli()
-            .args([
-                "serve",
-                "--secret",
-                SECRET,
-                "--addr",
-                "127.0.0.1:0",
-                "--sink",
-                sink,
-            ])
+        let mut child = Self::command(sink)
             .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -137,6 +143,17 @@ fn send_to_all(replicas: &[&Serve], file: &Path) {
             String::from_utf8_lossy(&output.stderr)
         );
     }
+}
+
+/// Sends one inline command to `redis` and reads its one-line answer (with its CRLF).
+fn redis_command(redis: &RedisServer, command: &str) -> Vec<u8> {
+    let client = std::net::TcpStream::connect(redis.url().trim_start_matches("redis://")).unwrap();
+    std::io::Write::write_all(&mut &client, format!("{command}\r\n").as_bytes()).unwrap();
+    let mut answer = Vec::new();
+    BufReader::new(&client)
+        .read_until(b'\n', &mut answer)
+        .unwrap();
+    answer
 }
 
 /// The `id` of each dumped record.
@@ -371,12 +388,8 @@ async fn a_redis_script_that_fails_leaves_nothing_of_the_batch() {
     let sync = fresh_sync_id();
     // The sync's last-hash key holds a string, so the script's read of it fails, after the
     // first record (identified by its hash) was found new.
-    let client = std::net::TcpStream::connect(redis.url().trim_start_matches("redis://")).unwrap();
-    let command = format!("SET broken:{{{sync}}}:last oops\r\n");
-    std::io::Write::write_all(&mut &client, command.as_bytes()).unwrap();
-    let mut answer = [0; 5];
-    std::io::Read::read_exact(&mut &client, &mut answer).unwrap();
-    assert_eq!(&answer, b"+OK\r\n");
+    let answer = redis_command(&redis, &format!("SET broken:{{{sync}}}:last oops"));
+    assert_eq!(answer, b"+OK\r\n");
 
     let doomed = batch(&sync, &[("h1", r#"{"n":1}"#), ("h2", r#"{"id":2}"#)]);
     let error = sink.store(&doomed).await.unwrap_err();
@@ -388,4 +401,40 @@ async fn a_redis_script_that_fails_leaves_nothing_of_the_batch() {
         sink.records().await.unwrap().is_empty(),
         "the first record was kept"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_redis_ttl_lets_hash_identities_expire_and_is_refused_for_sqlite() {
+    let Some(redis) = RedisServer::start("serve_redis_ttl") else {
+        return;
+    };
+    let sink = format!("{}?stream=ttl", redis.url());
+    let serve = Serve::start(&sink, &["--redis-ttl", "1"]);
+    let addr = serve.addr;
+    let delivery = || {
+        let delivery = Delivery::new().sync(SYNC_ID, "ttl").secret(SECRET);
+        encoded(addr, delivery.record_json(json!({"n": 1})).encode())
+    };
+    let stored = |reply: Reply| {
+        assert_eq!(reply.status, StatusCode::OK, "{reply:?}");
+        reply.json()["stored"].clone()
+    };
+    assert_eq!(stored(send(addr, delivery()).await), 1);
+
+    // The hash identity carries an expiry (a finite score), not "never" (+inf).
+    let answer = redis_command(&redis, &format!("ZCOUNT ttl:{{{SYNC_ID}}}:hashes 0 (+inf"));
+    assert_eq!(answer, b":1\r\n");
+
+    // Past the TTL (not a speed check: only "later than"), the same record is stored again.
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    assert_eq!(stored(send(addr, delivery()).await), 1);
+    assert_eq!(dump(&sink).len(), 2);
+
+    let dir = scratch("ttl-sqlite");
+    let output = Serve::command(&format!("sqlite:{}", dir.join("records.db").display()))
+        .args(["--redis-ttl", "5"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("--redis-ttl applies to redis://"));
 }

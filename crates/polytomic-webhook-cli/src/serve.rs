@@ -107,6 +107,12 @@ pub(crate) struct ServeArgs {
     #[arg(long, value_name = "NAME", requires = "sink")]
     key_field: Option<String>,
 
+    /// With a `redis://` sink: forget a record identified by its hash (no --key-field, or
+    /// the field missing) SECS seconds after it was stored, so that the state stays bounded;
+    /// a redelivery after that is stored again. Records identified by a key never expire.
+    #[arg(long, value_name = "SECS", requires = "sink", value_parser = clap::value_parser!(u64).range(1..))]
+    redis_ttl: Option<u64>,
+
     /// Most deliveries handled at once; one beyond it waits --queue-wait-ms for a place,
     /// then is answered 503 `overloaded` with Retry-After.
     #[arg(long, env = "POLYTOMIC_WEBHOOK_MAX_IN_FLIGHT", default_value_t = DEFAULT_MAX_IN_FLIGHT,
@@ -369,6 +375,12 @@ async fn open_destination(args: &ServeArgs) -> Result<Destination, (String, u8)>
             EXIT_USAGE,
         ));
     }
+    if args.redis_ttl.is_some() && !matches!(url, SinkUrl::Redis { .. }) {
+        return Err((
+            "--redis-ttl applies to redis:// sinks".to_owned(),
+            EXIT_USAGE,
+        ));
+    }
     let identity = args
         .key_field
         .as_deref()
@@ -378,10 +390,14 @@ async fn open_destination(args: &ServeArgs) -> Result<Destination, (String, u8)>
     } else {
         Durability::Process
     };
-    url.open(identity, durability)
-        .await
-        .map(Destination::Sink)
-        .map_err(|error| (format!("cannot open the sink: {error}"), EXIT_FAILED))
+    url.open_with_ttl(
+        identity,
+        durability,
+        args.redis_ttl.map(Duration::from_secs),
+    )
+    .await
+    .map(Destination::Sink)
+    .map_err(|error| (format!("cannot open the sink: {error}"), EXIT_FAILED))
 }
 
 /// A listener on `addr`, or the exit status after saying why there is none.

@@ -152,7 +152,8 @@ pub enum Durability {
     #[default]
     Process,
     /// Each batch is on disk before it is acknowledged, so it survives a power loss too, at
-    /// the cost of one fsync per batch. SQLite: WAL with `synchronous=FULL`.
+    /// the cost of one fsync per commit (SQLite commits the batches waiting together). SQLite:
+    /// WAL with `synchronous=FULL`.
     PowerLoss,
 }
 

@@ -25,49 +25,77 @@ const PAGE: usize = 1_000;
 /// state before it writes anything, so the errors Redis can raise mid-script (a key of the
 /// wrong type) come before the first write.
 ///
+/// Redis's cost is mostly one call per command, so the script reads the whole batch's state
+/// with one `HMGET` and one `ZMSCORE`, and writes it back with one `HSET` and one `ZADD`
+/// (in chunks, which keep `unpack` within Lua's stack): per record only the `XADD` is left.
+///
 /// KEYS: the sync's stream, its key-identity hash (identity → last hash), its hash-identity
 /// sorted set (hash → expiry in ms, `+inf` without a TTL).
 /// ARGV: sync id, sync name, TTL in ms (0: none), then per record: key ("" for a hash
 /// identity), hash, fields.
 const STORE_SCRIPT: &str = r"
-local ttl = tonumber(ARGV[3])
-local now = redis.call('TIME')
-local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
-if ttl > 0 then
-  redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now_ms)
+local CHUNK = 1000
+local function each_chunk(list, run)
+  for first = 1, #list, CHUNK do
+    run(first, unpack(list, first, math.min(first + CHUNK - 1, #list)))
+  end
 end
-local fresh, pending_keys, pending_hashes = {}, {}, {}
+local function lookup(command, key, names)
+  local found = {}
+  each_chunk(names, function(first, ...)
+    local reply = redis.call(command, key, ...)
+    for j = 1, #reply do found[names[first + j - 1]] = reply[j] end
+  end)
+  return found
+end
+local ttl = tonumber(ARGV[3])
+local expiry = '+inf'
+if ttl > 0 then
+  local now = redis.call('TIME')
+  local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+  redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now_ms)
+  expiry = now_ms + ttl
+end
+local keys, hashes = {}, {}
+for i = 4, #ARGV, 3 do
+  if ARGV[i] == '' then hashes[#hashes + 1] = ARGV[i + 1] else keys[#keys + 1] = ARGV[i] end
+end
+-- false (Redis nil) for an identity never stored or expired.
+local last_of_key = lookup('HMGET', KEYS[2], keys)
+local hash_known = lookup('ZMSCORE', KEYS[3], hashes)
+local fresh, key_pairs, hash_pairs = {}, {}, {}
 local stored, unchanged = 0, 0
 for i = 4, #ARGV, 3 do
   local key, hash = ARGV[i], ARGV[i + 1]
   local last
   if key == '' then
-    if pending_hashes[hash] or redis.call('ZSCORE', KEYS[3], hash) then last = hash end
-    pending_hashes[hash] = true
+    if hash_known[hash] then last = hash end
+    hash_known[hash] = true
   else
-    last = pending_keys[key]
-    if last == nil then last = redis.call('HGET', KEYS[2], key) end
-    pending_keys[key] = hash
+    last = last_of_key[key]
+    last_of_key[key] = hash
   end
   if last == hash then
     unchanged = unchanged + 1
   else
     stored = stored + 1
     fresh[#fresh + 1] = i
+    if key == '' then
+      hash_pairs[#hash_pairs + 1] = expiry
+      hash_pairs[#hash_pairs + 1] = hash
+    else
+      key_pairs[#key_pairs + 1] = key
+      key_pairs[#key_pairs + 1] = hash
+    end
   end
 end
-local expiry = '+inf'
-if ttl > 0 then expiry = now_ms + ttl end
 for _, i in ipairs(fresh) do
-  local key, hash = ARGV[i], ARGV[i + 1]
   redis.call('XADD', KEYS[1], '*', 'sync_id', ARGV[1], 'sync_name', ARGV[2],
-    'key', key, 'hash', hash, 'fields', ARGV[i + 2])
-  if key == '' then
-    redis.call('ZADD', KEYS[3], expiry, hash)
-  else
-    redis.call('HSET', KEYS[2], key, hash)
-  end
+    'key', ARGV[i], 'hash', ARGV[i + 1], 'fields', ARGV[i + 2])
 end
+-- Pairs in batch order: a key stored twice in the batch ends with its last hash.
+each_chunk(key_pairs, function(_, ...) redis.call('HSET', KEYS[2], ...) end)
+each_chunk(hash_pairs, function(_, ...) redis.call('ZADD', KEYS[3], ...) end)
 return {stored, unchanged}
 ";
 

@@ -1,16 +1,25 @@
 //! [`SqliteSink`]: one SQLite file, for a receiver on one machine.
 
 use std::path::Path;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::mpsc;
 use std::time::Duration;
 
 use polytomic_webhook_event::SyncRecords;
 use rusqlite::{Connection, TransactionBehavior, params};
+use tokio::sync::oneshot;
 
 use crate::{Durability, Identity, Sink, SinkError, SinkFuture, Stored, StoredRecord};
 
 /// How long a write waits for another connection (a `dump` reading, say) to finish.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The page cache of the writer's connection, in KiB (SQLite's default is 2 MiB): the
+/// identities' index pages stay in memory between transactions.
+const CACHE_KIB: u32 = 16 * 1024;
+
+/// The most batches committed in one transaction: bounds how long the first of them waits for
+/// the others.
+const MAX_GROUP: usize = 64;
 
 const SCHEMA: &str = "
     CREATE TABLE IF NOT EXISTS identities (
@@ -31,10 +40,14 @@ const SCHEMA: &str = "
 
 /// Batches kept in one SQLite file, the embedded default.
 ///
-/// The file is in WAL mode; each batch is one `IMMEDIATE` transaction that updates the
-/// identities' last hashes (table `identities`) and appends the changed records
-/// (table `records`, in store order). The blocking SQLite calls run on tokio's blocking
-/// threads, one batch at a time.
+/// The file is in WAL mode, with two tables: `identities` (each identity's last hash) and
+/// `records` (the changed records, in store order). One writer thread owns the connection.
+/// It takes every batch waiting for it and commits them in one `IMMEDIATE` transaction
+/// (group commit: one commit, and with [`Durability::PowerLoss`] one fsync, for many
+/// batches), each batch inside a savepoint of its own, and answers each batch only once that
+/// transaction is committed. A batch that fails on its own (a constraint, a trigger) is rolled
+/// back to its savepoint and refused, without touching the others; when the transaction
+/// itself fails (a full disk, an I/O error), every batch in it is refused.
 ///
 /// ```
 /// use polytomic_webhook_store::{Durability, Identity, Sink, SqliteSink};
@@ -51,8 +64,20 @@ const SCHEMA: &str = "
 /// ```
 #[derive(Clone)]
 pub struct SqliteSink {
-    connection: Arc<Mutex<Connection>>,
+    /// The writer thread's queue; the thread ends once every clone of the sink is gone.
+    jobs: mpsc::Sender<Job>,
     identity: Identity,
+}
+
+/// Work for the writer thread.
+enum Job {
+    /// Store a batch, as part of the next group.
+    Store {
+        batch: SyncRecords,
+        done: oneshot::Sender<Result<Stored, SinkError>>,
+    },
+    /// Anything else on the connection (a read, a check), between two groups.
+    Run(Box<dyn FnOnce(&mut Connection) + Send>),
 }
 
 impl std::fmt::Debug for SqliteSink {
@@ -70,31 +95,53 @@ impl SqliteSink {
         identity: Identity,
         durability: Durability,
     ) -> Result<Self, SinkError> {
+        let failed =
+            |error: &dyn std::fmt::Display| SinkError::from_cause("opening the SQLite file", error);
         let path = path.as_ref().to_owned();
-        let connection = tokio::task::spawn_blocking(move || open(&path, durability))
-            .await
-            .map_err(|error| SinkError::from_cause("opening the SQLite file", error))?
-            .map_err(|error| SinkError::from_cause("opening the SQLite file", error))?;
-        Ok(Self {
-            connection: Arc::new(Mutex::new(connection)),
-            identity,
-        })
+        let (jobs, queue) = mpsc::channel();
+        let (opened, open_result) = oneshot::channel();
+        let writer_identity = identity.clone();
+        std::thread::Builder::new()
+            .name("sqlite-sink".to_owned())
+            .spawn(move || match open(&path, durability) {
+                Ok(connection) => {
+                    let _ = opened.send(Ok(()));
+                    write(connection, &writer_identity, &queue);
+                }
+                Err(error) => {
+                    let _ = opened.send(Err(failed(&error)));
+                }
+            })
+            .map_err(|error| failed(&error))?;
+        open_result.await.map_err(|error| failed(&error))??;
+        Ok(Self { jobs, identity })
     }
 
-    /// Runs `work` on the connection on a blocking thread.
+    /// Sends `job` to the writer thread and waits for its answer on `answer`.
+    async fn submit<T>(
+        &self,
+        what: &'static str,
+        job: Job,
+        answer: oneshot::Receiver<Result<T, SinkError>>,
+    ) -> Result<T, SinkError> {
+        // Either fails only when the writer thread is gone (it panicked).
+        let stopped = || SinkError::new(format_args!("{what}: the SQLite writer has stopped"));
+        self.jobs.send(job).map_err(|_| stopped())?;
+        answer.await.map_err(|_| stopped())?
+    }
+
+    /// Runs `work` on the connection, on the writer thread, between two groups.
     async fn run<T, W>(&self, what: &'static str, work: W) -> Result<T, SinkError>
     where
         T: Send + 'static,
         W: FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
     {
-        let connection = Arc::clone(&self.connection);
-        tokio::task::spawn_blocking(move || {
-            let mut connection = connection.lock().unwrap_or_else(PoisonError::into_inner);
-            work(&mut connection)
-        })
-        .await
-        .map_err(|error| SinkError::from_cause(what, error))?
-        .map_err(|error| SinkError::from_cause(what, error))
+        let (done, answer) = oneshot::channel();
+        let job = Job::Run(Box::new(move |connection| {
+            let result = work(connection).map_err(|error| SinkError::from_cause(what, error));
+            let _ = done.send(result);
+        }));
+        self.submit(what, job, answer).await
     }
 }
 
@@ -117,60 +164,137 @@ fn open(path: &Path, durability: Durability) -> rusqlite::Result<Connection> {
             Durability::PowerLoss => "FULL",
         },
     )?;
+    // A negative size is in KiB.
+    connection.pragma_update(None, "cache_size", -i64::from(CACHE_KIB))?;
     connection.execute_batch(SCHEMA)?;
     Ok(connection)
 }
 
-/// One batch, one transaction: nothing of it is kept unless all of it is.
-fn store(
+/// The writer thread: takes the batches waiting (at most [`MAX_GROUP`]) and commits them as
+/// one group, until every sender is gone.
+fn write(mut connection: Connection, identity: &Identity, queue: &mpsc::Receiver<Job>) {
+    let mut group = Vec::with_capacity(MAX_GROUP);
+    while let Ok(first) = queue.recv() {
+        let mut next = Some(first);
+        while let Some(job) = next {
+            match job {
+                Job::Store { batch, done } => group.push((batch, done)),
+                Job::Run(work) => {
+                    // What was asked before it sees the batches stored before it.
+                    commit_group(&mut connection, identity, &mut group);
+                    work(&mut connection);
+                }
+            }
+            next = if group.len() < MAX_GROUP {
+                queue.try_recv().ok()
+            } else {
+                None
+            };
+        }
+        commit_group(&mut connection, identity, &mut group);
+    }
+}
+
+/// Stores the batches of `group` in one transaction and answers each of them.
+fn commit_group(
     connection: &mut Connection,
     identity: &Identity,
-    batch: &SyncRecords,
-) -> rusqlite::Result<Stored> {
-    let transaction = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let mut result = Stored::default();
-    {
-        // One statement decides and records: it inserts a new identity, updates a changed one,
-        // and changes no row (so `execute` returns 0) when the hash is the last one.
-        let mut remember = transaction.prepare_cached(
-            "INSERT INTO identities (sync_id, identity, hash) VALUES (?1, ?2, ?3)
-             ON CONFLICT (sync_id, identity) DO UPDATE SET hash = excluded.hash
-             WHERE hash <> excluded.hash",
-        )?;
-        let mut append = transaction.prepare_cached(
-            "INSERT INTO records (sync_id, sync_name, key, hash, fields)
-             VALUES (?1, ?2, ?3, ?4, ?5)",
-        )?;
-        let sync = batch.id().as_str();
-        for record in batch {
-            let key = identity.key(record);
-            let hash = record.hash().as_str();
-            if remember.execute(params![sync, Identity::of(key, record), hash])? == 0 {
-                result.unchanged += 1;
-                continue;
+    group: &mut Vec<(SyncRecords, oneshot::Sender<Result<Stored, SinkError>>)>,
+) {
+    if group.is_empty() {
+        return;
+    }
+    let results = store_group(connection, identity, group.iter().map(|(batch, _)| batch))
+        .unwrap_or_else(|error| vec![Err(store_failed(&error)); group.len()]);
+    for ((_, done), result) in group.drain(..).zip(results) {
+        // The delivery may have given up waiting; its batch is stored all the same.
+        let _ = done.send(result);
+    }
+}
+
+fn store_failed(error: &rusqlite::Error) -> SinkError {
+    SinkError::from_cause("storing a batch in SQLite", error)
+}
+
+/// One transaction for all of `batches`, a savepoint for each: each batch's own result, or
+/// `Err` when the transaction failed as a whole and nothing of any batch was kept.
+fn store_group<'b>(
+    connection: &mut Connection,
+    identity: &Identity,
+    batches: impl ExactSizeIterator<Item = &'b SyncRecords>,
+) -> rusqlite::Result<Vec<Result<Stored, SinkError>>> {
+    let mut transaction = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let mut results = Vec::with_capacity(batches.len());
+    for batch in batches {
+        let mut savepoint = transaction.savepoint()?;
+        match store(&savepoint, identity, batch) {
+            Ok(stored) => {
+                savepoint.commit()?;
+                results.push(Ok(stored));
             }
-            append.execute(params![
-                sync,
-                batch.name(),
-                key,
-                hash,
-                record.fields().as_str()
-            ])?;
-            result.stored += 1;
+            // SQLite rolled the whole transaction back (a full disk, an I/O error): the
+            // batches before this one went with it.
+            Err(error) if savepoint.is_autocommit() => return Err(error),
+            Err(error) => {
+                // This batch alone is undone; a rollback that fails fails the group, since
+                // committing would keep half of this batch.
+                savepoint.rollback()?;
+                savepoint.commit()?;
+                results.push(Err(store_failed(&error)));
+            }
         }
     }
     transaction.commit()?;
+    Ok(results)
+}
+
+/// Stores the changed records of one batch through `connection`'s cached statements.
+fn store(
+    connection: &Connection,
+    identity: &Identity,
+    batch: &SyncRecords,
+) -> rusqlite::Result<Stored> {
+    let mut result = Stored::default();
+    // One statement decides and records: it inserts a new identity, updates a changed one,
+    // and changes no row (so `execute` returns 0) when the hash is the last one.
+    let mut remember = connection.prepare_cached(
+        "INSERT INTO identities (sync_id, identity, hash) VALUES (?1, ?2, ?3)
+         ON CONFLICT (sync_id, identity) DO UPDATE SET hash = excluded.hash
+         WHERE hash <> excluded.hash",
+    )?;
+    let mut append = connection.prepare_cached(
+        "INSERT INTO records (sync_id, sync_name, key, hash, fields)
+         VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?;
+    let sync = batch.id().as_str();
+    for record in batch {
+        let key = identity.key(record);
+        let hash = record.hash().as_str();
+        if remember.execute(params![sync, Identity::of(key, record), hash])? == 0 {
+            result.unchanged += 1;
+            continue;
+        }
+        append.execute(params![
+            sync,
+            batch.name(),
+            key,
+            hash,
+            record.fields().as_str()
+        ])?;
+        result.stored += 1;
+    }
     Ok(result)
 }
 
 impl Sink for SqliteSink {
     fn store<'a>(&'a self, batch: &'a SyncRecords) -> SinkFuture<'a, Stored> {
         // The batch's fields share the delivery's buffer: the clone costs a handle per record.
-        let batch = batch.clone();
-        let identity = self.identity.clone();
-        Box::pin(self.run("storing a batch in SQLite", move |connection| {
-            store(connection, &identity, &batch)
-        }))
+        let (done, answer) = oneshot::channel();
+        let job = Job::Store {
+            batch: batch.clone(),
+            done,
+        };
+        Box::pin(self.submit("storing a batch in SQLite", job, answer))
     }
 
     fn ready(&self) -> SinkFuture<'_, ()> {
@@ -222,6 +346,17 @@ mod tests {
         dir
     }
 
+    /// Makes the file refuse (`refused`) any record whose hash is `boom`.
+    fn refuse_boom(path: &Path) {
+        Connection::open(path)
+            .unwrap()
+            .execute_batch(
+                "CREATE TRIGGER boom BEFORE INSERT ON records WHEN NEW.hash = 'boom'
+                 BEGIN SELECT RAISE(ABORT, 'refused'); END;",
+            )
+            .unwrap();
+    }
+
     #[tokio::test(flavor = "multi_thread")]
     async fn sqlite_sink_passes_the_shared_suite() {
         let dir = scratch("suite");
@@ -245,13 +380,7 @@ mod tests {
             .await
             .unwrap();
         // The second record's insert fails after the first one's went through.
-        Connection::open(&path)
-            .unwrap()
-            .execute_batch(
-                "CREATE TRIGGER boom BEFORE INSERT ON records WHEN NEW.hash = 'boom'
-                 BEGIN SELECT RAISE(ABORT, 'refused'); END;",
-            )
-            .unwrap();
+        refuse_boom(&path);
         let sync = fresh_sync_id();
         let doomed = batch(&sync, &[("ok", r#"{"n":1}"#), ("boom", r#"{"n":2}"#)]);
         let error = sink.store(&doomed).await.unwrap_err();
@@ -274,19 +403,78 @@ mod tests {
             let sink = SqliteSink::open(&path, Identity::hash(), durability)
                 .await
                 .unwrap();
-            let connection = sink.connection.lock().unwrap();
-            let pragma = |name: &str| -> String {
-                connection
-                    .query_row(&format!("PRAGMA {name}"), [], |row| {
-                        row.get::<_, rusqlite::types::Value>(0)
-                    })
-                    .map(|value| format!("{value:?}"))
-                    .unwrap()
+            let pragma = |name: &'static str| {
+                sink.run("reading a pragma", move |connection| {
+                    connection
+                        .query_row(&format!("PRAGMA {name}"), [], |row| {
+                            row.get::<_, rusqlite::types::Value>(0)
+                        })
+                        .map(|value| format!("{value:?}"))
+                })
             };
-            assert_eq!(pragma("journal_mode"), r#"Text("wal")"#);
+            assert_eq!(pragma("journal_mode").await.unwrap(), r#"Text("wal")"#);
             // 1 is NORMAL, 2 is FULL.
-            assert_eq!(pragma("synchronous"), format!("Integer({expected})"));
+            assert_eq!(
+                pragma("synchronous").await.unwrap(),
+                format!("Integer({expected})")
+            );
         }
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_batch_that_fails_inside_a_group_fails_alone() {
+        let path = scratch("group").join("records.db");
+        let sink = SqliteSink::open(&path, Identity::hash(), Durability::Process)
+            .await
+            .unwrap();
+        refuse_boom(&path);
+        // Hold the writer until all three batches wait in its queue, so that it takes them
+        // as one group.
+        let (release, held) = mpsc::channel::<()>();
+        sink.jobs
+            .send(Job::Run(Box::new(move |_| {
+                let _ = held.recv();
+            })))
+            .unwrap();
+        let sync = fresh_sync_id();
+        let batches = [
+            batch(&sync, &[("before", r#"{"n":1}"#)]),
+            batch(&sync, &[("ok", r#"{"n":2}"#), ("boom", r#"{"n":3}"#)]),
+            batch(&sync, &[("after", r#"{"n":4}"#)]),
+        ];
+        let answers: Vec<_> = batches
+            .into_iter()
+            .map(|batch| {
+                let (done, answer) = oneshot::channel();
+                sink.jobs.send(Job::Store { batch, done }).unwrap();
+                answer
+            })
+            .collect();
+        release.send(()).unwrap();
+        let mut results = Vec::new();
+        for answer in answers {
+            results.push(answer.await.unwrap());
+        }
+        assert_eq!(results[0].as_ref().unwrap().stored, 1);
+        assert!(
+            results[1]
+                .as_ref()
+                .unwrap_err()
+                .to_string()
+                .contains("refused")
+        );
+        assert_eq!(results[2].as_ref().unwrap().stored, 1);
+        let hashes: Vec<String> = sink
+            .records()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|record| record.hash)
+            .collect();
+        assert_eq!(hashes, ["before", "after"]);
+        // The refused batch's first record left no last hash behind: a retry stores it.
+        let retried = batch(&sync, &[("ok", r#"{"n":2}"#)]);
+        assert_eq!(sink.store(&retried).await.unwrap().stored, 1);
     }
 
     #[tokio::test(flavor = "multi_thread")]

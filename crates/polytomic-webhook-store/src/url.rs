@@ -4,6 +4,7 @@ use std::fmt;
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::{Durability, Identity, Sink, SinkError};
 
@@ -90,6 +91,17 @@ impl SinkUrl {
         identity: Identity,
         durability: Durability,
     ) -> Result<Arc<dyn Sink>, SinkError> {
+        self.open_with_ttl(identity, durability, None).await
+    }
+
+    /// [`open`](Self::open), with a Redis sink keeping the state of records identified by
+    /// their hash for `redis_ttl` only (see `RedisSink::connect`); a SQLite sink ignores it.
+    pub async fn open_with_ttl(
+        &self,
+        identity: Identity,
+        durability: Durability,
+        redis_ttl: Option<Duration>,
+    ) -> Result<Arc<dyn Sink>, SinkError> {
         match self {
             #[cfg(feature = "sqlite")]
             Self::Sqlite(path) => Ok(Arc::new(
@@ -100,12 +112,12 @@ impl SinkUrl {
                 let _ = durability; // Redis's own persistence settings decide.
                 let stream = stream.as_deref().unwrap_or(crate::DEFAULT_STREAM);
                 Ok(Arc::new(
-                    crate::RedisSink::connect(url, stream, identity, None).await?,
+                    crate::RedisSink::connect(url, stream, identity, redis_ttl).await?,
                 ))
             }
             #[allow(unreachable_patterns)] // Reachable only with a sink feature off.
             _ => {
-                let _ = (identity, durability);
+                let _ = (identity, durability, redis_ttl);
                 Err(SinkError::new(
                     "this build has no support for that kind of sink (a cargo feature is off)",
                 ))

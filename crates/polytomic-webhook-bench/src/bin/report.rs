@@ -8,7 +8,7 @@
 //!
 //! Options: `--quick` (few rounds, the smallest batch, 4 MiB hostile bodies, short server
 //! runs), `--rounds N`, `--sizes 100,1000`, `--no-pipelines`, `--no-bomb`, `--no-heap`,
-//! `--no-server`, and `--only PIPELINE N`
+//! `--no-server`, `--sinks-only` (the `serve --sink` table alone), and `--only PIPELINE N`
 //! (verify, then run N requests of one pipeline and exit: for `perf` or
 //! `valgrind --tool=callgrind`).
 //!
@@ -52,6 +52,8 @@ struct Options {
     bomb: bool,
     heap: bool,
     server: bool,
+    /// The `serve --sink` table (part of the server section).
+    sinks: bool,
     /// `--only NAME N`: run N requests of one pipeline and nothing else (for profilers).
     only: Option<(Pipeline, usize)>,
 }
@@ -65,17 +67,23 @@ impl Options {
             bomb: true,
             heap: true,
             server: true,
+            sinks: true,
             only: None,
         };
         let mut rounds = None;
+        let mut sinks_only = false;
         let mut args = std::env::args().skip(1);
         while let Some(arg) = args.next() {
             match arg.as_str() {
                 "--quick" => options.quick = true,
                 "--no-bomb" => options.bomb = false,
                 "--no-heap" => options.heap = false,
-                "--no-server" => options.server = false,
+                "--no-server" => {
+                    options.server = false;
+                    options.sinks = false;
+                }
                 "--no-pipelines" => options.sizes.clear(),
+                "--sinks-only" => sinks_only = true,
                 "--only" => {
                     let name = args.next().ok_or("--only needs a pipeline name")?;
                     let pipeline = Pipeline::ALL
@@ -104,6 +112,12 @@ impl Options {
         if options.quick {
             options.rounds = 3;
             options.sizes = vec![SIZES[0]];
+        }
+        if sinks_only {
+            options.sizes.clear();
+            options.bomb = false;
+            options.heap = false;
+            options.server = false;
         }
         if let Some(rounds) = rounds {
             options.rounds = rounds;
@@ -178,6 +192,8 @@ fn run() -> Result<(), String> {
     drop(runtime);
     if options.server {
         server_section(&mut out, cores, &options)?;
+    }
+    if options.sinks {
         sink_section(&mut out, cores, &options)?;
     }
     Ok(())
