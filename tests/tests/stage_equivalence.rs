@@ -21,6 +21,7 @@ use chrono::{DateTime, TimeDelta, TimeZone, Utc};
 use http::{HeaderMap, HeaderValue, Request, StatusCode};
 use http_body::{Body, Frame};
 use http_body_util::BodyExt;
+use polytomic_webhook::PolytomicWebhook;
 use polytomic_webhook::auth::allowlist::{AllowlistConfig, SourceIpAllowlistLayer};
 use polytomic_webhook::auth::{BearerAuthLayer, DrainPolicy, FixedClock, PeerAddr};
 use polytomic_webhook::decompression::{DecompressionConfig, DecompressionLayer};
@@ -183,10 +184,12 @@ struct Seen {
     waited: Duration,
 }
 
-async fn answer<S>(service: S, case: &Case) -> (Seen, String)
+async fn answer<S, B>(service: S, case: &Case) -> (Seen, String)
 where
-    S: tower::Service<Request<Observed>, Response = http::Response<axum::body::Body>>,
+    S: tower::Service<Request<Observed>, Response = http::Response<B>>,
     S::Error: std::fmt::Debug,
+    B: Body,
+    B::Error: std::fmt::Debug,
 {
     let (request, ended) = case.request();
     let started = Instant::now();
@@ -207,13 +210,7 @@ where
     (seen, logs)
 }
 
-fn composed(
-    router: Router,
-) -> impl tower::Service<
-    Request<Observed>,
-    Response = http::Response<axum::body::Body>,
-    Error = Infallible,
-> {
+fn composed(router: Router) -> PolytomicWebhook<Router, FixedClock> {
     let config = PolytomicWebhookConfig::default()
         .secret(Secret::new(SECRET).unwrap())
         .allowlist(allowlist())
@@ -222,23 +219,20 @@ fn composed(
     let layer = PolytomicWebhookLayer::new(config)
         .unwrap()
         .clock(FixedClock(now()));
-    ServiceBuilder::new()
-        .map_response(|response: http::Response<_>| response.map(axum::body::Body::new))
-        .service(layer.layer(router))
+    layer.layer(router)
 }
 
 fn by_hand(
     router: Router,
 ) -> impl tower::Service<
     Request<Observed>,
-    Response = http::Response<axum::body::Body>,
+    Response = http::Response<impl Body<Data = Bytes, Error = axum::Error>>,
     Error = Infallible,
 > {
     // What the composed layer does with a body it refuses unread: drain it within the
     // compressed-size limit, under the body deadline.
     let drain = DrainPolicy::drain(MAX_COMPRESSED, Some(BODY_TIMEOUT));
     ServiceBuilder::new()
-        .map_response(|response: http::Response<_>| response.map(axum::body::Body::new))
         .layer(SourceIpAllowlistLayer::from_config(allowlist()).drain(drain))
         .layer(
             BearerAuthLayer::new(Secret::new(SECRET).unwrap())
