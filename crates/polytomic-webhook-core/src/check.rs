@@ -390,3 +390,201 @@ pub fn close_connection<B, E>(result: &mut Result<Response<B>, E>) {
             .insert(CONNECTION, HeaderValue::from_static("close"));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::convert::Infallible;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use bytes::Bytes;
+    use http::StatusCode;
+    use http_body::Frame;
+    use http_body_util::Empty;
+    use tokio::time::{Instant, Sleep, sleep};
+    use tower::ServiceExt;
+
+    use super::*;
+
+    /// Refuses requests without an `x-tenant` header, from the head; with `keep`, leaves the
+    /// body unread as the decompression check does.
+    struct NeedsTenant {
+        keep: bool,
+    }
+
+    struct NoTenant;
+
+    impl fmt::Display for NoTenant {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("no tenant header")
+        }
+    }
+
+    impl Refusal for NoTenant {
+        fn code(&self) -> &'static str {
+            "no_tenant"
+        }
+
+        fn to_problem(&self) -> Problem {
+            Problem::new(StatusCode::BAD_REQUEST, self.code(), self.to_string())
+        }
+    }
+
+    impl<B> Check<B> for NeedsTenant {
+        type Body = B;
+        type Refusal = NoTenant;
+
+        fn check(&self, request: Request<B>) -> Result<Request<B>, Refused<B, NoTenant>> {
+            if request.headers().contains_key("x-tenant") {
+                Ok(request)
+            } else if self.keep {
+                Err(Refused::keep_body(request, NoTenant))
+            } else {
+                Refused::before_body(request, Err(NoTenant))
+            }
+        }
+    }
+
+    /// A body of `frames` one-byte frames, then (with `trickle`) one more every half second
+    /// forever; it records whether it was read to its end.
+    struct Sending {
+        frames: usize,
+        trickle: Option<Pin<Box<Sleep>>>,
+        ended: Arc<AtomicBool>,
+    }
+
+    impl Body for Sending {
+        type Data = Bytes;
+        type Error = Infallible;
+
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+            if self.frames > 0 {
+                self.frames -= 1;
+                return Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(b"x")))));
+            }
+            if let Some(trickle) = &mut self.trickle {
+                ready!(trickle.as_mut().poll(cx));
+                let next = Instant::now() + Duration::from_millis(500);
+                trickle.as_mut().reset(next);
+                return Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(b"x")))));
+            }
+            self.ended.store(true, Ordering::SeqCst);
+            Poll::Ready(None)
+        }
+    }
+
+    fn sending(frames: usize, trickle: bool) -> (Request<Sending>, Arc<AtomicBool>) {
+        let ended = Arc::new(AtomicBool::new(false));
+        let body = Sending {
+            frames,
+            trickle: trickle.then(|| Box::pin(sleep(Duration::ZERO))),
+            ended: Arc::clone(&ended),
+        };
+        (Request::new(body), ended)
+    }
+
+    fn service(
+        keep: bool,
+        drain: DrainPolicy,
+    ) -> CheckService<
+        impl Service<
+            Request<Sending>,
+            Response = Response<Empty<Bytes>>,
+            Error = Infallible,
+            Future: Send,
+        > + Clone,
+        NeedsTenant,
+    > {
+        let inner = tower::service_fn(|_: Request<Sending>| async {
+            Ok::<_, Infallible>(Response::new(Empty::<Bytes>::new()))
+        });
+        CheckService::new(inner, NeedsTenant { keep }).drain(drain)
+    }
+
+    #[cfg(feature = "testing")]
+    #[tokio::test]
+    async fn a_refusal_is_answered_with_its_problem_and_logged_with_its_code() {
+        use http_body_util::BodyExt;
+
+        let (request, ended) = sending(3, false);
+        let capture = crate::logs::LogCapture::start();
+        let future = service(false, DrainPolicy::none()).oneshot(request);
+        let response = future.await.unwrap();
+        let logs = capture.finish();
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+        let code = response.extensions().get::<crate::ProblemCode>().copied();
+        assert_eq!(code.map(|code| code.as_str()), Some("no_tenant"));
+        assert!(response.headers().get(CONNECTION).is_none());
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(body, NoTenant.to_problem().to_json());
+        assert!(logs.contains("WARN"), "{logs}");
+        assert!(logs.contains("code=\"no_tenant\""), "{logs}");
+        assert!(logs.contains("peer=unknown"), "{logs}");
+        assert!(logs.contains("detail=no tenant header"), "{logs}");
+        // Without a drain policy the body is left to the server.
+        assert!(!ended.load(Ordering::SeqCst));
+    }
+
+    #[cfg(feature = "testing")]
+    #[tokio::test]
+    async fn a_passing_request_reaches_the_inner_service_unlogged() {
+        let (mut request, _) = sending(0, false);
+        request
+            .headers_mut()
+            .insert("x-tenant", HeaderValue::from_static("a"));
+        let capture = crate::logs::LogCapture::start();
+        let response = service(false, DrainPolicy::drain(1024, None))
+            .oneshot(request)
+            .await
+            .unwrap();
+        let logs = capture.finish();
+        assert_eq!(response.status(), StatusCode::OK);
+        assert!(response.extensions().get::<crate::ProblemCode>().is_none());
+        assert!(!logs.contains("refused"), "{logs}");
+    }
+
+    #[tokio::test]
+    async fn with_a_drain_policy_the_refused_body_is_read_to_its_end_first() {
+        let (request, ended) = sending(3, false);
+        let policy = DrainPolicy::drain(1024, None);
+        let response = service(false, policy).oneshot(request).await.unwrap();
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+        assert!(ended.load(Ordering::SeqCst));
+        assert!(response.headers().get(CONNECTION).is_none());
+    }
+
+    #[tokio::test]
+    async fn a_refused_body_over_the_budget_is_given_up_and_the_connection_closed() {
+        let (request, ended) = sending(3, false);
+        let policy = DrainPolicy::drain(2, None);
+        let response = service(false, policy).oneshot(request).await.unwrap();
+        assert!(!ended.load(Ordering::SeqCst));
+        assert_eq!(response.headers()[CONNECTION], "close");
+    }
+
+    #[tokio::test]
+    async fn a_check_that_keeps_the_body_is_not_drained_whatever_the_policy() {
+        let (request, ended) = sending(3, false);
+        let policy = DrainPolicy::drain(1024, None);
+        let response = service(true, policy).oneshot(request).await.unwrap();
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+        assert!(!ended.load(Ordering::SeqCst));
+        assert!(response.headers().get(CONNECTION).is_none());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_trickling_refused_body_is_drained_only_until_the_deadline() {
+        let deadline = Duration::from_secs(5);
+        let (request, ended) = sending(0, true);
+        let started = Instant::now();
+        let policy = DrainPolicy::drain(u64::MAX, Some(deadline));
+        let response = service(false, policy).oneshot(request).await.unwrap();
+        // One byte every half second never stalls the drain for a second: only the deadline
+        // ends it, and the answer closes the connection.
+        assert_eq!(started.elapsed(), deadline);
+        assert!(!ended.load(Ordering::SeqCst));
+        assert_eq!(response.headers()[CONNECTION], "close");
+    }
+}
