@@ -9,8 +9,9 @@
 //! composed layer always does) the same draining of the unread body under the same deadline.
 //!
 //! In the spirit of tower-http's `ValidateRequest`, with two differences: a check may change
-//! the body type, and a refusal is a typed [`Refusal`] rather than a ready response, so the
-//! composed layer can collect the refusals of several checks without boxing.
+//! the body type, and a refusal is a typed [`Refusal`] that keeps the request rather than a
+//! ready response, so whoever runs the check decides how to answer: log and drain as a stage
+//! does, or fold the refusals of several checks into one answer as the composed layer does.
 
 use std::fmt;
 use std::future::Future;
