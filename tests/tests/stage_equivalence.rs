@@ -31,7 +31,7 @@ use polytomic_webhook::decompression::{DecompressionConfig, DecompressionLayer};
 use polytomic_webhook::prelude::*;
 use polytomic_webhook::testing::{BodyForm, Delivery, capture_logs};
 use polytomic_webhook::{PolytomicWebhook, TimeoutBody};
-use tokio::time::{Instant, Sleep, sleep};
+use tokio::time::{Instant, Interval, interval};
 use tower::{Layer, ServiceBuilder, ServiceExt};
 
 const SECRET: &str = "stage-equivalence-secret";
@@ -64,7 +64,7 @@ async fn receive(batch: SyncRecords) -> Ack {
 struct Observed {
     chunks: VecDeque<Bytes>,
     ended: Arc<AtomicBool>,
-    trickle: Option<Pin<Box<Sleep>>>,
+    trickle: Option<Interval>,
 }
 
 impl From<Bytes> for Observed {
@@ -94,10 +94,7 @@ impl Body for Observed {
             return Poll::Ready(Some(Ok(Frame::data(chunk))));
         }
         if let Some(trickle) = &mut self.trickle {
-            std::task::ready!(trickle.as_mut().poll(cx));
-            trickle
-                .as_mut()
-                .reset(Instant::now() + Duration::from_millis(500));
+            std::task::ready!(trickle.poll_tick(cx));
             return Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(b" ")))));
         }
         self.ended.store(true, Ordering::SeqCst);
@@ -169,7 +166,7 @@ impl Case {
                 .insert(PeerAddr(peer.parse().unwrap()));
         }
         if self.trickle {
-            request.body_mut().trickle = Some(Box::pin(sleep(Duration::ZERO)));
+            request.body_mut().trickle = Some(interval(Duration::from_millis(500)));
         }
         let ended = Arc::clone(&request.body().ended);
         (request, ended)

@@ -454,26 +454,28 @@ mod tests {
     }
 
     impl Body for Sending {
-        type Data = Bytes;
-        type Error = Infallible;
-
         fn poll_frame(
-            mut self: Pin<&mut Self>,
+            self: Pin<&mut Self>,
             cx: &mut Context<'_>,
         ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-            if self.frames > 0 {
-                self.frames -= 1;
-                return Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(b"x")))));
+            let this = self.get_mut();
+            let frame = || Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(b"x")))));
+            if this.frames > 0 {
+                this.frames -= 1;
+                return frame();
             }
-            if let Some(trickle) = &mut self.trickle {
+            if let Some(trickle) = &mut this.trickle {
                 ready!(trickle.as_mut().poll(cx));
                 let next = Instant::now() + Duration::from_millis(500);
                 trickle.as_mut().reset(next);
-                return Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(b"x")))));
+                return frame();
             }
-            self.ended.store(true, Ordering::SeqCst);
+            this.ended.store(true, Ordering::SeqCst);
             Poll::Ready(None)
         }
+
+        type Data = Bytes;
+        type Error = Infallible;
     }
 
     fn sending(frames: usize, trickle: bool) -> (Request<Sending>, Arc<AtomicBool>) {
