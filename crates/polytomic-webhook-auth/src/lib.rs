@@ -42,6 +42,12 @@
 //! `warn`-level `tracing` event naming the code and the peer address. Secrets and presented tokens never appear in responses, logs or `Debug`
 //! output.
 //!
+//! Each layer is the core crate's `CheckService` running its check ([`SourceIpCheck`],
+//! [`BearerCheck`]), the same checks that `PolytomicWebhookLayer` runs. By default a refused
+//! body is left unread; with [`drain`](BearerAuthLayer::drain) and a [`DrainPolicy`] that
+//! drains, it is read and discarded first, within a byte budget and a deadline, as the composed
+//! layer does, so that an HTTP/1.1 client still sending it hears the answer.
+//!
 //! The header parsers ([`authorization`], [`timestamp`], and the forwarding-header parsers in
 //! [`allowlist`]) are public, pure functions returning typed errors.
 //!
@@ -70,10 +76,11 @@ mod test_support;
 #[cfg(test)]
 mod proptests;
 
-pub use allowlist::{SourceIpAllowlist, SourceIpAllowlistLayer};
-pub use bearer::{BearerAuth, BearerAuthConfig, BearerAuthLayer};
+pub use allowlist::{SourceIpAllowlist, SourceIpAllowlistLayer, SourceIpCheck};
+pub use bearer::{BearerAuth, BearerAuthConfig, BearerAuthLayer, BearerCheck};
 pub use clock::{Clock, FixedClock, SystemClock};
 pub use peer::{ClientIp, PeerAddr, peer_addr};
+pub use polytomic_webhook_core::check::DrainPolicy;
 pub use rejection::AuthRejection;
 pub use secret::{InvalidSecret, Secret, SecretSet};
 pub use signature::{Signature, SignatureEncoding, SignatureError, SigningSecrets};

@@ -3,20 +3,26 @@
 //! Every middleware and the extractor in the stack reject bad deliveries the same way: an
 //! `application/problem+json` body (RFC 9457) with a stable `code`. This crate holds the one
 //! implementation of that format ([`problem`]), the generic response future and body that let a
-//! middleware answer early without boxing ([`response`]), and the vocabulary that a decoding
-//! body and the extractor share about size limits and corrupt data ([`body`]), and the
-//! [`Rejection`] trait with the macros every rejection family is declared with ([`rejection`]).
+//! middleware answer early without boxing ([`response`]), the [`Rejection`] trait with the
+//! macros every rejection family is declared with ([`rejection`]), the check trait and service
+//! that every stage is built from ([`check`], with [`drain`], [`timeout`] and [`peer`]), and the
+//! vocabulary that a decoding body and the extractor share about size limits and corrupt data
+//! ([`body`]).
 //!
 //! Users normally depend on the `polytomic-webhook` crate, which re-exports what they need.
 
 #![forbid(unsafe_code)]
 
 pub mod body;
+pub mod check;
+pub mod drain;
 #[cfg(feature = "testing")]
 pub mod logs;
+pub mod peer;
 pub mod problem;
 pub mod rejection;
 pub mod response;
+pub mod timeout;
 
 pub use problem::{PROBLEM_JSON, Problem, ProblemCode};
 pub use rejection::Rejection;

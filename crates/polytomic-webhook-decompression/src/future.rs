@@ -2,4 +2,6 @@
 
 /// Response future of [`Decompression`](crate::Decompression): the inner service's response,
 /// or a 413/415 problem when the request was refused before reaching it.
-pub type ResponseFuture<F> = polytomic_webhook_core::response::ResponseFuture<F>;
+/// `B` is the request body type.
+pub type ResponseFuture<F, B> =
+    polytomic_webhook_core::check::CheckFuture<F, polytomic_webhook_core::timeout::TimeoutBody<B>>;

@@ -1,12 +1,13 @@
 //! [`DecompressionLayer`]: configuration and `tower::Layer` for [`Decompression`].
 
 use http::Request;
+use polytomic_webhook_core::check::{Check, CheckService, Refused};
 use tower_layer::Layer;
 
 use crate::body::DecompressionBody;
 use crate::config::DecompressionConfig;
 use crate::rejection::DecompressionRejection;
-use crate::service::{self, Decompression};
+use crate::service::Decompression;
 
 /// Decodes request bodies within limits; see the [crate docs](crate) for the behaviour.
 ///
@@ -112,7 +113,7 @@ impl DecompressionLayer {
         &self,
         request: Request<B>,
     ) -> Result<Request<DecompressionBody<B>>, DecompressionRejection> {
-        service::decompress(request, &self.config)
+        self.config.check(request).map_err(Refused::into_refusal)
     }
 
     /// Most bytes a decoded body may have.
@@ -161,6 +162,6 @@ impl<S> Layer<S> for DecompressionLayer {
     type Service = Decompression<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        Decompression::new(inner, self.config)
+        CheckService::new(inner, self.config)
     }
 }

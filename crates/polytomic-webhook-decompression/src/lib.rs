@@ -50,7 +50,10 @@
 //! | the connection failed | the inner body's error | 400 | 400 `body_read_failed` |
 //!
 //! Refusals made by the layer itself are `application/problem+json` (RFC 9457) with the codes
-//! `unsupported_content_encoding` (415) and `body_too_large` (413).
+//! `unsupported_content_encoding` (415) and `body_too_large` (413), each logged as one `warn`
+//! event with the code and the peer address, as the auth crate's layers log theirs. The layer
+//! is the core crate's `CheckService` running the [`DecompressionConfig`] check, the same check
+//! that `PolytomicWebhookLayer` runs; the refused body is left unread in both.
 //!
 //! # Performance
 //!

@@ -1,23 +1,19 @@
 //! [`Decompression`]: the middleware service.
 
-use std::task::{Context, Poll};
-
 use http::header::{CONTENT_ENCODING, CONTENT_LENGTH};
-use http::{HeaderMap, Request, Response};
-use http_body::Body;
-use polytomic_webhook_core::body::{BodyStatsWriter, BoxError};
-use polytomic_webhook_core::response::ResponseBody;
-use tower_service::Service;
+use http::{HeaderMap, Request};
+use polytomic_webhook_core::body::BodyStatsWriter;
+use polytomic_webhook_core::check::{Check, CheckService, Refused};
 
 use crate::body::DecompressionBody;
 use crate::coding::Codings;
 use crate::config::DecompressionConfig;
-use crate::future::ResponseFuture;
 use crate::info::DecompressionInfo;
 use crate::rejection::DecompressionRejection;
 
-/// Middleware that decodes request bodies within limits. Built by
-/// [`DecompressionLayer`](crate::DecompressionLayer).
+/// Middleware that decodes request bodies within limits: the [`DecompressionConfig`] check in
+/// a [`CheckService`]. Built by [`DecompressionLayer`](crate::DecompressionLayer); a refusal
+/// (415, 413) is logged with its code, as the other stages' are.
 ///
 /// ```
 /// use bytes::Bytes;
@@ -41,61 +37,49 @@ use crate::rejection::DecompressionRejection;
 /// assert_eq!(response.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
 /// # });
 /// ```
-#[derive(Clone, Debug)]
-pub struct Decompression<S> {
-    inner: S,
-    config: DecompressionConfig,
-}
+pub type Decompression<S> = CheckService<S, DecompressionConfig>;
 
-impl<S> Decompression<S> {
-    /// Wraps `inner`.
-    pub fn new(inner: S, config: DecompressionConfig) -> Self {
-        Self { inner, config }
-    }
+impl<B> Check<B> for DecompressionConfig {
+    type Body = DecompressionBody<B>;
+    type Refusal = DecompressionRejection;
 
-    /// The configuration in force.
-    pub fn config(&self) -> &DecompressionConfig {
-        &self.config
-    }
-
-    polytomic_webhook_core::inner_service_accessors!();
-}
-
-impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for Decompression<S>
-where
-    S: Service<Request<DecompressionBody<ReqBody>>, Response = Response<ResBody>>,
-    ReqBody: Body,
-    ReqBody::Error: Into<BoxError>,
-{
-    type Response = Response<ResponseBody<ResBody>>;
-    type Error = S::Error;
-    type Future = ResponseFuture<S::Future>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
-        match decompress(request, &self.config) {
-            Ok(request) => ResponseFuture::inner(self.inner.call(request)),
-            Err(rejection) => ResponseFuture::rejected(&rejection.to_problem()),
+    /// Checks the request's headers and wraps its body; see [`DecompressionLayer::decompress`].
+    /// A refused body is left unread: it is too large to drain, or the sender is
+    /// authenticated and answered at once.
+    ///
+    /// [`DecompressionLayer::decompress`]: crate::DecompressionLayer::decompress
+    fn check(
+        &self,
+        request: Request<B>,
+    ) -> Result<Request<DecompressionBody<B>>, Refused<B, DecompressionRejection>> {
+        match admit(request.headers(), self) {
+            Ok(codings) => Ok(prepare(request, codings, self)),
+            Err(rejection) => Err(Refused::keep_body(request, rejection)),
         }
     }
 }
 
-/// Checks the request's headers and wraps its body; see [`DecompressionLayer::decompress`].
-pub(crate) fn decompress<B>(
-    mut request: Request<B>,
+/// The codings to decode, or why the request is refused.
+fn admit(
+    headers: &HeaderMap,
     config: &DecompressionConfig,
-) -> Result<Request<DecompressionBody<B>>, DecompressionRejection> {
-    let codings = Codings::from_headers_at_most(request.headers(), config.codings_allowed())
+) -> Result<Codings, DecompressionRejection> {
+    let codings = Codings::from_headers_at_most(headers, config.codings_allowed())
         .map_err(DecompressionRejection::UnsupportedContentEncoding)?;
-    if declared_length(request.headers()).is_some_and(|length| length > config.max_compressed_bytes)
-    {
+    if declared_length(headers).is_some_and(|length| length > config.max_compressed_bytes) {
         return Err(DecompressionRejection::ContentLengthTooLarge {
             limit: config.max_compressed_bytes,
         });
     }
+    Ok(codings)
+}
+
+/// Wraps the body of an admitted request in its decoder, and records what is decoded.
+fn prepare<B>(
+    mut request: Request<B>,
+    codings: Codings,
+    config: &DecompressionConfig,
+) -> Request<DecompressionBody<B>> {
     // The headers must describe the body the inner service reads. Once a coding is declared,
     // or may be sniffed, neither the coding nor the length of what arrives holds for it.
     if !codings.is_empty() || config.sniff_gzip {
@@ -107,7 +91,7 @@ pub(crate) fn decompress<B>(
     let extensions = request.extensions_mut();
     extensions.insert(DecompressionInfo::new(codings, stats.stats().clone()));
     extensions.insert(stats.stats().clone());
-    Ok(request.map(|body| DecompressionBody::with_stats(body, &codings, *config, stats)))
+    request.map(|body| DecompressionBody::with_stats(body, &codings, *config, stats))
 }
 
 fn declared_length(headers: &HeaderMap) -> Option<u64> {

@@ -4,7 +4,7 @@ use std::fmt;
 use std::time::Duration;
 
 use polytomic_webhook_auth::allowlist::AllowlistConfig;
-use polytomic_webhook_auth::{Secret, SecretSet, TimestampWindow};
+use polytomic_webhook_auth::{BearerAuthConfig, Secret, SecretSet, TimestampWindow};
 use polytomic_webhook_decompression::DecompressionConfig;
 use polytomic_webhook_event::EventConfig;
 use serde::{Deserialize, Deserializer, de};
@@ -125,6 +125,17 @@ impl PolytomicWebhookConfig {
     }
 
     shared_setters!();
+
+    /// The bearer check's part of this configuration: the one conversion of these fields,
+    /// which `BearerAuthLayer::from_config` then builds from.
+    pub(crate) fn bearer_auth(&self) -> Result<BearerAuthConfig, ConfigError> {
+        let secrets = self.secrets.clone().ok_or(ConfigError::NoSecret)?;
+        let mut auth = BearerAuthConfig::new(secrets);
+        auth.check_timestamp = self.check_timestamp;
+        auth.require_timestamp = self.require_timestamp;
+        auth.timestamp_window = self.timestamp_window;
+        Ok(auth)
+    }
 }
 
 /// The setters both composed layers' configurations have, for the fields they share.

@@ -6,10 +6,11 @@ use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
 
-use http::header::{CONNECTION, HeaderValue};
 use http::{Request, Response};
 use http_body::Body;
 use pin_project_lite::pin_project;
+use polytomic_webhook_core::check::CheckFuture;
+pub(crate) use polytomic_webhook_core::check::close_connection;
 use polytomic_webhook_core::response::{ResponseBody, ResponseFuture};
 use polytomic_webhook_decompression::DecompressionInfo;
 use polytomic_webhook_event::BatchObserver;
@@ -36,9 +37,7 @@ pin_project! {
     #[derive(Debug)]
     pub struct DeliveryFuture<F, B> {
         #[pin]
-        drain: Drain<B>,
-        #[pin]
-        inner: ResponseFuture<F>,
+        inner: CheckFuture<F, B>,
         span: Span,
         started: Instant,
         info: Option<DecompressionInfo>,
@@ -55,8 +54,7 @@ impl<F, B> DeliveryFuture<F, B> {
         info: Option<DecompressionInfo>,
     ) -> Self {
         Self {
-            drain,
-            inner,
+            inner: CheckFuture::new(inner, drain),
             span,
             started,
             info,
@@ -73,13 +71,9 @@ where
     type Output = Result<Response<ResponseBody<ResBody>>, E>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let mut this = self.project();
+        let this = self.project();
         let _entered = this.span.enter();
-        ready!(this.drain.as_mut().poll_drain(cx));
-        let mut result = ready!(this.inner.poll(cx));
-        if this.drain.closes() {
-            close_connection(&mut result);
-        }
+        let result = ready!(this.inner.poll(cx));
         finish(this.span, *this.started, this.info.as_ref(), &result);
         this.in_flight.take();
         Poll::Ready(result)
@@ -101,16 +95,6 @@ pub(crate) fn observe_batch<B>(request: &mut Request<B>, span: &Span) {
             span.record("sync_name", batch.sync_name);
             span.record("record_count", batch.record_count);
         }));
-}
-
-/// Marks the answer to a request whose body was left unread as the connection's last: the rest
-/// of that body would otherwise be taken for the next request.
-pub(crate) fn close_connection<B, E>(result: &mut Result<Response<B>, E>) {
-    if let Ok(response) = result {
-        response
-            .headers_mut()
-            .insert(CONNECTION, HeaderValue::from_static("close"));
-    }
 }
 
 /// Records a delivery's outcome, status, latency and body sizes on its span, logs the one event

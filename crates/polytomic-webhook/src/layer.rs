@@ -7,11 +7,13 @@ use std::time::Duration;
 use axum_core::extract::DefaultBodyLimit;
 use http::Request;
 use http_body::Body;
-use polytomic_webhook_auth::allowlist::{SourceIpAllowlistLayer, SourceIpRejection};
-use polytomic_webhook_auth::{AuthRejection, BearerAuthLayer, Clock, SystemClock};
+use polytomic_webhook_auth::allowlist::SourceIpAllowlistLayer;
+use polytomic_webhook_auth::{BearerAuthLayer, Clock, SystemClock};
 use polytomic_webhook_core::Problem;
+use polytomic_webhook_core::Rejection;
 use polytomic_webhook_core::body::BoxError;
-use polytomic_webhook_decompression::{DecompressionLayer, DecompressionRejection};
+use polytomic_webhook_core::check::{Check, Refused as CheckRefused};
+use polytomic_webhook_decompression::DecompressionLayer;
 use polytomic_webhook_event::EventConfig;
 use tower_layer::Layer;
 
@@ -53,14 +55,10 @@ pub(crate) struct Checks<C> {
 impl PolytomicWebhookLayer {
     /// Builds the stack from its configuration; fails if no secret is configured.
     pub fn new(config: PolytomicWebhookConfig) -> Result<Self, ConfigError> {
-        let secrets = config.secrets.ok_or(ConfigError::NoSecret)?;
-        let auth = BearerAuthLayer::new(secrets)
-            .timestamp_window(config.check_timestamp.then_some(config.timestamp_window))
-            .require_timestamp(config.require_timestamp);
         Ok(Self {
             checks: Arc::new(Checks {
+                auth: BearerAuthLayer::from_config(config.bearer_auth()?),
                 allowlist: config.allowlist.map(SourceIpAllowlistLayer::from_config),
-                auth,
                 body_timeout: config.body_timeout,
                 decompression: DecompressionLayer::from_config(config.decompression),
                 event: config.event,
@@ -86,10 +84,14 @@ impl<C: Clone> PolytomicWebhookLayer<C> {
 }
 
 impl<C: Clock> Checks<C> {
-    /// Runs every check, cheapest first, and prepares the request for the inner service.
+    /// Runs every stage's check, cheapest first, and prepares the request for the inner
+    /// service: the same checks the stage layers run on their own, with their bodies drained
+    /// as a stage layer with [`DrainPolicy::drain`] does.
     ///
     /// Nothing about the body is touched until the sender is known to be allowed and
     /// authenticated: an unauthenticated request is never inflated or parsed.
+    ///
+    /// [`DrainPolicy::drain`]: polytomic_webhook_core::check::DrainPolicy::drain
     pub(crate) fn admit<B>(
         &self,
         request: Request<B>,
@@ -100,28 +102,24 @@ impl<C: Clock> Checks<C> {
     {
         // The deadline covers the whole body, drained or read.
         let mut request = request.map(|body| TimeoutBody::new(body, self.body_timeout));
-        // Refused before the body was read: drain it, so the client hears the answer.
+        // A body refused unread is drained within the limit an accepted one is held to.
         let budget = self.decompression.config().max_compressed_bytes;
         if let Some(allowlist) = &self.allowlist {
-            if let Err(refusal) = allowlist.check(&mut request) {
-                return Err(Box::new((
-                    Refusal::SourceIp(refusal),
-                    Drain::new(request, budget),
-                )));
-            }
+            request = allowlist
+                .as_check()
+                .check(request)
+                .map_err(|no| answer(no, budget))?;
         }
-        if let Err(refusal) = self.auth.authorize(&mut request) {
-            return Err(Box::new((
-                Refusal::Auth(refusal),
-                Drain::new(request, budget),
-            )));
-        }
-        // The decompression layer keeps the request it refuses; those refusals come from an
-        // authenticated sender, and the 413 one from a body too large to drain anyway.
+        let request = self
+            .auth
+            .as_check()
+            .check(request)
+            .map_err(|no| answer(no, budget))?;
         let mut request = self
             .decompression
-            .decompress(request)
-            .map_err(|refusal| (Refusal::Decompression(refusal), Drain::none()))?;
+            .config()
+            .check(request)
+            .map_err(|no| answer(no, budget))?;
         request.extensions_mut().insert(self.event.clone());
         // The decompression limits bound the decoded body; axum's 2 MB default would otherwise
         // cut large batches short with a less precise answer.
@@ -130,24 +128,18 @@ impl<C: Clock> Checks<C> {
     }
 }
 
-/// A request the layer answers itself: why, and its unread body to drain first.
-pub(crate) type Refused<B> = (Refusal, Drain<TimeoutBody<B>>);
+/// A request the layer answers itself: the problem of the check that refused it, and its
+/// unread body to drain first.
+pub(crate) type Refused<B> = (Problem, Drain<TimeoutBody<B>>);
 
-/// Why the layer answered a request itself.
-pub(crate) enum Refusal {
-    SourceIp(SourceIpRejection),
-    Auth(AuthRejection),
-    Decompression(DecompressionRejection),
-}
-
-impl Refusal {
-    pub(crate) fn to_problem(&self) -> Problem {
-        match self {
-            Self::SourceIp(rejection) => rejection.to_problem(),
-            Self::Auth(rejection) => rejection.to_problem(),
-            Self::Decompression(rejection) => rejection.to_problem(),
-        }
-    }
+/// The answer to a request one of the checks refused.
+fn answer<B, R>(refused: CheckRefused<TimeoutBody<B>, R>, budget: u64) -> Box<Refused<B>>
+where
+    B: Body,
+    B::Error: Into<BoxError>,
+    R: Rejection,
+{
+    Box::new(refused.into_answer(Some(budget)))
 }
 
 impl<C: Clone> Clone for Checks<C> {

@@ -126,10 +126,11 @@ pub use timeout::TimeoutBody;
 /// (the `polytomic-webhook-auth` crate).
 pub mod auth {
     pub use polytomic_webhook_auth::{
-        AuthRejection, BearerAuth, BearerAuthLayer, ClientIp, Clock, DeliveredAt, FixedClock,
-        InvalidSecret, PeerAddr, Secret, SecretSet, Signature, SignatureEncoding, SignatureError,
-        SigningSecrets, SourceIpAllowlist, SourceIpAllowlistLayer, SystemClock, TimestampWindow,
-        allowlist, peer_addr, signature, timestamp,
+        AuthRejection, BearerAuth, BearerAuthLayer, BearerCheck, ClientIp, Clock, DeliveredAt,
+        DrainPolicy, FixedClock, InvalidSecret, PeerAddr, Secret, SecretSet, Signature,
+        SignatureEncoding, SignatureError, SigningSecrets, SourceIpAllowlist,
+        SourceIpAllowlistLayer, SourceIpCheck, SystemClock, TimestampWindow, allowlist, peer_addr,
+        signature, timestamp,
     };
 }
 
@@ -157,11 +158,20 @@ pub mod event {
     };
 }
 
+/// The check trait every stage is built from: write your own head check and run it with
+/// [`CheckService`](check::CheckService), answered and drained as the stages are
+/// (the `polytomic-webhook-core` crate's `check` module).
+pub mod check {
+    pub use polytomic_webhook_core::check::{
+        Check, CheckFuture, CheckService, DrainPolicy, Refused,
+    };
+}
+
 /// RFC 9457 problem details and the shared body-error vocabulary
 /// (the `polytomic-webhook-core` crate).
 pub mod problem {
     pub use polytomic_webhook_core::body::{BodyLimit, BodyStats, TooLargeLimit};
-    pub use polytomic_webhook_core::{PROBLEM_JSON, Problem, ProblemCode};
+    pub use polytomic_webhook_core::{PROBLEM_JSON, Problem, ProblemCode, Rejection};
 }
 
 /// What a typical receiver needs in scope.

@@ -87,8 +87,8 @@ where
                     (future, Drain::none(), info)
                 }
                 Err(refused) => {
-                    let (refusal, drain) = *refused;
-                    (ResponseFuture::rejected(&refusal.to_problem()), drain, None)
+                    let (problem, drain) = *refused;
+                    (ResponseFuture::rejected(&problem), drain, None)
                 }
             }
         };

@@ -1,14 +1,14 @@
 use std::sync::Arc;
 
 use http::Request;
+use polytomic_webhook_core::check::{CheckService, DrainPolicy};
 use serde::Deserialize;
 use tower_layer::Layer;
 
-use super::forwarded::{ForwardedHeader, client_ip};
+use super::forwarded::ForwardedHeader;
 use super::net::{BlockList, IpNet, deserialize_blocks};
 use super::rejection::SourceIpRejection;
-use super::service::SourceIpAllowlist;
-use crate::peer::{ClientIp, peer_addr};
+use super::service::{SourceIpAllowlist, SourceIpCheck};
 
 /// Applies [`SourceIpAllowlist`] to a service: only clients inside the allowed blocks reach
 /// it.
@@ -25,45 +25,13 @@ use crate::peer::{ClientIp, peer_addr};
 #[derive(Clone, Debug)]
 #[must_use]
 pub struct SourceIpAllowlistLayer {
-    settings: Settings,
-}
-
-#[derive(Clone, Debug, Default)]
-pub(super) struct Settings {
-    pub(super) allowed: BlockList,
-    pub(super) trusted_proxies: BlockList,
-    pub(super) forwarded_header: ForwardedHeader,
-}
-
-impl Settings {
-    /// Lets the request through (recording its [`ClientIp`]) or says why not.
-    pub(super) fn check<B>(&self, request: &mut Request<B>) -> Result<(), SourceIpRejection> {
-        let Some(peer) = peer_addr(request.extensions()) else {
-            // A deployment mistake rather than a hostile request: say how to fix it.
-            tracing::warn!(
-                "the server did not provide the peer address of a webhook delivery, so it is \
-                 refused; serve with axum's `into_make_service_with_connect_info::<SocketAddr>()` \
-                 or insert a `PeerAddr` request extension",
-            );
-            return Err(SourceIpRejection::NoPeerAddress);
-        };
-        let ip = client_ip(
-            peer.ip(),
-            request.headers(),
-            &self.trusted_proxies,
-            self.forwarded_header,
-        )?;
-        if !self.allowed.contains(ip) {
-            return Err(SourceIpRejection::NotAllowed { ip });
-        }
-        request.extensions_mut().insert(ClientIp(ip));
-        Ok(())
-    }
+    check: Arc<SourceIpCheck>,
+    drain: DrainPolicy,
 }
 
 impl SourceIpAllowlistLayer {
     /// Checks one request as the middleware would, without a service: `Ok` (with a
-    /// [`ClientIp`] extension inserted) when its client is allowed. For composing the check
+    /// [`ClientIp`](crate::ClientIp) extension inserted) when its client is allowed. For composing the check
     /// into another middleware; nothing is logged for a refusal.
     ///
     /// ```
@@ -79,17 +47,17 @@ impl SourceIpAllowlistLayer {
     /// # Ok::<(), polytomic_webhook_auth::allowlist::InvalidBlock>(())
     /// ```
     pub fn check<B>(&self, request: &mut Request<B>) -> Result<(), SourceIpRejection> {
-        self.settings.check(request)
+        self.check.verdict(request)
     }
 
     /// A layer allowing clients inside `allowed`, trusting no proxy.
     pub fn new(allowed: impl IntoIterator<Item = IpNet>) -> Self {
         Self {
-            settings: Settings {
+            check: Arc::new(SourceIpCheck {
                 allowed: BlockList::new(allowed),
-                trusted_proxies: BlockList::default(),
-                forwarded_header: ForwardedHeader::default(),
-            },
+                ..SourceIpCheck::default()
+            }),
+            drain: DrainPolicy::none(),
         }
     }
 
@@ -98,14 +66,14 @@ impl SourceIpAllowlistLayer {
     /// List only proxies you operate, and make sure they append to (rather than pass through
     /// unchanged) the header the walk reads.
     pub fn trusted_proxies(mut self, proxies: impl IntoIterator<Item = IpNet>) -> Self {
-        self.settings.trusted_proxies = BlockList::new(proxies);
+        Arc::make_mut(&mut self.check).trusted_proxies = BlockList::new(proxies);
         self
     }
 
     /// The header the trusted proxies append the client address to (default
     /// `X-Forwarded-For`). Only that header is read.
     pub fn forwarded_header(mut self, header: ForwardedHeader) -> Self {
-        self.settings.forwarded_header = header;
+        Arc::make_mut(&mut self.check).forwarded_header = header;
         self
     }
 
@@ -125,13 +93,25 @@ impl SourceIpAllowlistLayer {
             .trusted_proxies(config.trusted_proxies)
             .forwarded_header(config.forwarded_header)
     }
+
+    /// What is done with the body of a refused request; by default it is left unread.
+    /// [`DrainPolicy::drain`] makes the stage drain it as `PolytomicWebhookLayer` does.
+    pub fn drain(mut self, policy: DrainPolicy) -> Self {
+        self.drain = policy;
+        self
+    }
+
+    /// The check this layer's services run.
+    pub fn as_check(&self) -> &SourceIpCheck {
+        &self.check
+    }
 }
 
 impl<S> Layer<S> for SourceIpAllowlistLayer {
     type Service = SourceIpAllowlist<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        SourceIpAllowlist::new(inner, Arc::new(self.settings.clone()))
+        CheckService::new(inner, Arc::clone(&self.check)).drain(self.drain)
     }
 }
 

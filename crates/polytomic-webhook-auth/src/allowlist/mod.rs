@@ -82,7 +82,7 @@ pub use forwarded::{
 pub use layer::{AllowlistConfig, SourceIpAllowlistLayer};
 pub use net::{InvalidBlock, IpNet, parse_block};
 pub use rejection::SourceIpRejection;
-pub use service::SourceIpAllowlist;
+pub use service::{SourceIpAllowlist, SourceIpCheck};
 
 #[cfg(test)]
 mod tests;

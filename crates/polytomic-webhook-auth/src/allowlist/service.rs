@@ -1,15 +1,13 @@
-use std::sync::Arc;
-use std::task::{Context, Poll};
+use http::Request;
+use polytomic_webhook_core::check::{Check, CheckService, Refused};
 
-use bytes::Bytes;
-use http::{Request, Response};
-use polytomic_webhook_core::response::{ResponseBody, ResponseFuture};
-use tower_service::Service;
+use super::forwarded::{ForwardedHeader, client_ip};
+use super::net::BlockList;
+use super::rejection::SourceIpRejection;
+use crate::peer::{ClientIp, peer_addr};
 
-use super::layer::Settings;
-use crate::peer::refuse;
-
-/// Middleware that refuses requests from outside the allowed address blocks.
+/// Middleware that refuses requests from outside the allowed address blocks: the
+/// [`SourceIpCheck`] in a [`CheckService`].
 ///
 /// Built by [`SourceIpAllowlistLayer`](super::SourceIpAllowlistLayer); see the
 /// [module docs](super).
@@ -24,43 +22,48 @@ use crate::peer::refuse;
 ///     }));
 /// # Ok::<(), polytomic_webhook_auth::allowlist::InvalidBlock>(())
 /// ```
-#[derive(Clone, Debug)]
-pub struct SourceIpAllowlist<S> {
-    inner: S,
-    settings: Arc<Settings>,
+pub type SourceIpAllowlist<S> = CheckService<S, SourceIpCheck>;
+
+/// The source-IP allowlist check: whether a request's client is inside the allowed blocks.
+#[derive(Clone, Debug, Default)]
+pub struct SourceIpCheck {
+    pub(super) allowed: BlockList,
+    pub(super) trusted_proxies: BlockList,
+    pub(super) forwarded_header: ForwardedHeader,
 }
 
-impl<S> SourceIpAllowlist<S> {
-    pub(super) fn new(inner: S, settings: Arc<Settings>) -> Self {
-        Self { inner, settings }
-    }
-
-    polytomic_webhook_core::inner_service_accessors!();
-}
-
-impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for SourceIpAllowlist<S>
-where
-    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
-    ResBody: http_body::Body,
-    ResBody::Data: From<Bytes>,
-{
-    type Response = Response<ResponseBody<ResBody>>;
-    type Error = S::Error;
-    type Future = ResponseFuture<S::Future>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
-        match self.settings.check(&mut request) {
-            Ok(()) => ResponseFuture::inner(self.inner.call(request)),
-            Err(rejection) => refuse(
-                request.extensions(),
-                rejection.code(),
-                &rejection,
-                &rejection.to_problem(),
-            ),
+impl SourceIpCheck {
+    /// Lets the request through (recording its [`ClientIp`]) or says why not.
+    pub(super) fn verdict<B>(&self, request: &mut Request<B>) -> Result<(), SourceIpRejection> {
+        let Some(peer) = peer_addr(request.extensions()) else {
+            // A deployment mistake rather than a hostile request: say how to fix it.
+            tracing::warn!(
+                "the server did not provide the peer address of a webhook delivery, so it is \
+                 refused; serve with axum's `into_make_service_with_connect_info::<SocketAddr>()` \
+                 or insert a `PeerAddr` request extension",
+            );
+            return Err(SourceIpRejection::NoPeerAddress);
+        };
+        let ip = client_ip(
+            peer.ip(),
+            request.headers(),
+            &self.trusted_proxies,
+            self.forwarded_header,
+        )?;
+        if !self.allowed.contains(ip) {
+            return Err(SourceIpRejection::NotAllowed { ip });
         }
+        request.extensions_mut().insert(ClientIp(ip));
+        Ok(())
+    }
+}
+
+impl<B> Check<B> for SourceIpCheck {
+    type Body = B;
+    type Refusal = SourceIpRejection;
+
+    fn check(&self, mut request: Request<B>) -> Result<Request<B>, Refused<B, SourceIpRejection>> {
+        let verdict = self.verdict(&mut request);
+        Refused::before_body(request, verdict)
     }
 }

@@ -1,17 +1,16 @@
 use std::fmt;
 use std::sync::Arc;
 
-use chrono::{DateTime, Utc};
-use http::{HeaderMap, Request};
+use http::Request;
+use polytomic_webhook_core::check::{CheckService, DrainPolicy};
 use serde::Deserialize;
 use tower_layer::Layer;
 
-use super::service::BearerAuth;
-use crate::authorization::{AuthorizationError, bearer_token};
+use super::service::{BearerAuth, BearerCheck};
 use crate::clock::{Clock, SystemClock};
 use crate::rejection::AuthRejection;
 use crate::secret::SecretSet;
-use crate::timestamp::{DeliveredAt, TimestampError, TimestampWindow, signature_timestamp};
+use crate::timestamp::TimestampWindow;
 
 /// Applies [`BearerAuth`] to a service: bearer secrets checked in constant time, then the
 /// delivery timestamp window.
@@ -32,29 +31,15 @@ use crate::timestamp::{DeliveredAt, TimestampError, TimestampWindow, signature_t
 #[derive(Clone)]
 #[must_use]
 pub struct BearerAuthLayer<C = SystemClock> {
-    settings: Settings<C>,
-}
-
-#[derive(Clone)]
-pub(super) struct Settings<C> {
-    secrets: SecretSet,
-    window: Option<TimestampWindow>,
-    require_timestamp: bool,
-    clock: C,
+    check: Arc<BearerCheck<C>>,
+    drain: DrainPolicy,
 }
 
 impl BearerAuthLayer {
     /// A layer accepting the given secrets (a [`SecretSet`] or a single
     /// [`Secret`](crate::Secret)), with the default timestamp window on the system clock.
     pub fn new(secrets: impl Into<SecretSet>) -> Self {
-        Self {
-            settings: Settings {
-                secrets: secrets.into(),
-                window: Some(TimestampWindow::default()),
-                require_timestamp: true,
-                clock: SystemClock,
-            },
-        }
+        Self::from_config(BearerAuthConfig::new(secrets))
     }
 
     /// A layer built from deserialized configuration.
@@ -69,15 +54,21 @@ impl BearerAuthLayer {
     /// # Ok::<(), serde_json::Error>(())
     /// ```
     pub fn from_config(config: BearerAuthConfig) -> Self {
-        Self::new(config.secrets)
-            .timestamp_window(config.check_timestamp.then_some(config.timestamp_window))
-            .require_timestamp(config.require_timestamp)
+        Self {
+            check: Arc::new(BearerCheck {
+                secrets: config.secrets,
+                window: config.check_timestamp.then_some(config.timestamp_window),
+                require_timestamp: config.require_timestamp,
+                clock: SystemClock,
+            }),
+            drain: DrainPolicy::none(),
+        }
     }
 }
 
 impl<C: Clock> BearerAuthLayer<C> {
     /// Checks one request as the middleware would, without a service: `Ok` (with a
-    /// [`DeliveredAt`] extension inserted when the timestamp is present) when its secret and
+    /// [`DeliveredAt`](crate::DeliveredAt) extension inserted when the timestamp is present) when its secret and
     /// timestamp are accepted. For composing the check into another middleware; nothing is
     /// logged for a refusal.
     ///
@@ -95,14 +86,19 @@ impl<C: Clock> BearerAuthLayer<C> {
     /// # Ok::<(), polytomic_webhook_auth::InvalidSecret>(())
     /// ```
     pub fn authorize<B>(&self, request: &mut Request<B>) -> Result<(), AuthRejection> {
-        self.settings.authorize_request(request)
+        self.check.verdict(request)
+    }
+
+    /// The check this layer's services run.
+    pub fn as_check(&self) -> &BearerCheck<C> {
+        &self.check
     }
 }
 
-impl<C> BearerAuthLayer<C> {
+impl<C: Clone> BearerAuthLayer<C> {
     /// Replaces the accepted secrets.
     pub fn secrets(mut self, secrets: impl Into<SecretSet>) -> Self {
-        self.settings.secrets = secrets.into();
+        Arc::make_mut(&mut self.check).secrets = secrets.into();
         self
     }
 
@@ -110,7 +106,7 @@ impl<C> BearerAuthLayer<C> {
     /// timestamp is required or refused, though one that parses is still recorded as
     /// [`DeliveredAt`](crate::DeliveredAt)).
     pub fn timestamp_window(mut self, window: Option<TimestampWindow>) -> Self {
-        self.settings.window = window;
+        Arc::make_mut(&mut self.check).window = window;
         self
     }
 
@@ -118,93 +114,50 @@ impl<C> BearerAuthLayer<C> {
     /// (`missing_timestamp`). Default `true`. When `false`, a present header is still parsed
     /// and checked against the window.
     pub fn require_timestamp(mut self, require: bool) -> Self {
-        self.settings.require_timestamp = require;
+        Arc::make_mut(&mut self.check).require_timestamp = require;
         self
     }
 
     /// Uses `clock` as the current time for the timestamp window.
     pub fn clock<C2: Clock>(self, clock: C2) -> BearerAuthLayer<C2> {
-        let Settings {
+        let BearerCheck {
             secrets,
             window,
             require_timestamp,
             clock: _,
-        } = self.settings;
+        } = Arc::unwrap_or_clone(self.check);
         BearerAuthLayer {
-            settings: Settings {
+            check: Arc::new(BearerCheck {
                 secrets,
                 window,
                 require_timestamp,
                 clock,
-            },
+            }),
+            drain: self.drain,
         }
+    }
+
+    /// What is done with the body of a refused request; by default it is left unread.
+    /// [`DrainPolicy::drain`] makes the stage drain it as `PolytomicWebhookLayer` does.
+    pub fn drain(mut self, policy: DrainPolicy) -> Self {
+        self.drain = policy;
+        self
     }
 }
 
-impl<C> Settings<C>
-where
-    C: Clock,
-{
-    /// Checks the request's credentials and timestamp, recording the timestamp as
-    /// [`DeliveredAt`].
-    pub(super) fn authorize_request<B>(
-        &self,
-        request: &mut Request<B>,
-    ) -> Result<(), AuthRejection> {
-        if let Some(at) = self.authorize(request.headers())? {
-            request.extensions_mut().insert(DeliveredAt(at));
-        }
-        Ok(())
-    }
-
-    /// Checks the credentials and timestamp in `headers`, returning the parsed timestamp.
-    fn authorize(&self, headers: &HeaderMap) -> Result<Option<DateTime<Utc>>, AuthRejection> {
-        let token = bearer_token(headers)?;
-        if !self.secrets.matches(token) {
-            return Err(AuthorizationError::NoMatch.into());
-        }
-        let Some(window) = &self.window else {
-            // The check is off; a readable timestamp is still worth passing on.
-            return Ok(signature_timestamp(headers).ok().flatten());
-        };
-        match signature_timestamp(headers)? {
-            Some(delivered) => {
-                window.check(delivered, self.clock.now())?;
-                Ok(Some(delivered))
-            }
-            None if self.require_timestamp => Err(TimestampError::Missing.into()),
-            None => Ok(None),
-        }
-    }
-}
-
-impl<S, C> Layer<S> for BearerAuthLayer<C>
-where
-    C: Clone,
-{
+impl<S, C> Layer<S> for BearerAuthLayer<C> {
     type Service = BearerAuth<S, C>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        BearerAuth::new(inner, Arc::new(self.settings.clone()))
+        CheckService::new(inner, Arc::clone(&self.check)).drain(self.drain)
     }
 }
 
 impl<C> fmt::Debug for BearerAuthLayer<C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("BearerAuthLayer")
-            .field("settings", &self.settings)
-            .finish()
-    }
-}
-
-impl<C> fmt::Debug for Settings<C> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // `SecretSet`'s own `Debug` is redacted; the clock may be a closure without `Debug`.
-        f.debug_struct("Settings")
-            .field("secrets", &self.secrets)
-            .field("timestamp_window", &self.window)
-            .field("require_timestamp", &self.require_timestamp)
-            .field("clock", &std::any::type_name::<C>())
+            .field("check", &self.check)
+            .field("drain", &self.drain)
             .finish()
     }
 }
@@ -243,6 +196,27 @@ pub struct BearerAuthConfig {
     /// The accepted window. Default: [`TimestampWindow::default`].
     #[serde(default)]
     pub timestamp_window: TimestampWindow,
+}
+
+impl BearerAuthConfig {
+    /// Accepts `secrets`, with every other field at its default: the timestamp checked and
+    /// required, within [`TimestampWindow::default`].
+    ///
+    /// ```
+    /// use polytomic_webhook_auth::{BearerAuthConfig, Secret};
+    ///
+    /// let config = BearerAuthConfig::new(Secret::new("s3cret")?);
+    /// assert!(config.check_timestamp && config.require_timestamp);
+    /// # Ok::<(), polytomic_webhook_auth::InvalidSecret>(())
+    /// ```
+    pub fn new(secrets: impl Into<SecretSet>) -> Self {
+        Self {
+            secrets: secrets.into(),
+            check_timestamp: yes(),
+            require_timestamp: yes(),
+            timestamp_window: TimestampWindow::default(),
+        }
+    }
 }
 
 fn yes() -> bool {

@@ -111,8 +111,9 @@ mod layer;
 mod service;
 
 pub use layer::{BearerAuthConfig, BearerAuthLayer};
+pub use polytomic_webhook_core::check::CheckFuture;
 pub use polytomic_webhook_core::response::{ResponseBody, ResponseFuture};
-pub use service::BearerAuth;
+pub use service::{BearerAuth, BearerCheck};
 
 #[cfg(test)]
 mod tests;

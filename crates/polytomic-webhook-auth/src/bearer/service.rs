@@ -1,17 +1,17 @@
 use std::fmt;
-use std::sync::Arc;
-use std::task::{Context, Poll};
 
-use bytes::Bytes;
-use http::{Request, Response};
-use polytomic_webhook_core::response::{ResponseBody, ResponseFuture};
-use tower_service::Service;
+use chrono::{DateTime, Utc};
+use http::{HeaderMap, Request};
+use polytomic_webhook_core::check::{Check, CheckService, Refused};
 
-use super::layer::Settings;
+use crate::authorization::{AuthorizationError, bearer_token};
 use crate::clock::{Clock, SystemClock};
-use crate::peer::refuse;
+use crate::rejection::AuthRejection;
+use crate::secret::SecretSet;
+use crate::timestamp::{DeliveredAt, TimestampError, TimestampWindow, signature_timestamp};
 
-/// Middleware that refuses requests without a valid bearer secret and timestamp.
+/// Middleware that refuses requests without a valid bearer secret and timestamp: the
+/// [`BearerCheck`] in a [`CheckService`].
 ///
 /// Built by [`BearerAuthLayer`](super::BearerAuthLayer); see the [module docs](super).
 ///
@@ -26,61 +26,66 @@ use crate::peer::refuse;
 /// assert!(!format!("{service:?}").contains("shh-value"));
 /// # Ok::<(), polytomic_webhook_auth::InvalidSecret>(())
 /// ```
-pub struct BearerAuth<S, C = SystemClock> {
-    inner: S,
-    settings: Arc<Settings<C>>,
+pub type BearerAuth<S, C = SystemClock> = CheckService<S, BearerCheck<C>>;
+
+/// The bearer check: the secret in constant time, then the delivery timestamp window.
+#[derive(Clone)]
+pub struct BearerCheck<C = SystemClock> {
+    pub(super) secrets: SecretSet,
+    pub(super) window: Option<TimestampWindow>,
+    pub(super) require_timestamp: bool,
+    pub(super) clock: C,
 }
 
-impl<S, C> BearerAuth<S, C> {
-    pub(super) fn new(inner: S, settings: Arc<Settings<C>>) -> Self {
-        Self { inner, settings }
+impl<C: Clock> BearerCheck<C> {
+    /// Checks the request's credentials and timestamp, recording the timestamp as
+    /// [`DeliveredAt`].
+    pub(super) fn verdict<B>(&self, request: &mut Request<B>) -> Result<(), AuthRejection> {
+        if let Some(at) = self.authorize(request.headers())? {
+            request.extensions_mut().insert(DeliveredAt(at));
+        }
+        Ok(())
     }
 
-    polytomic_webhook_core::inner_service_accessors!();
-}
-
-impl<S, C, ReqBody, ResBody> Service<Request<ReqBody>> for BearerAuth<S, C>
-where
-    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
-    ResBody: http_body::Body,
-    ResBody::Data: From<Bytes>,
-    C: Clock,
-{
-    type Response = Response<ResponseBody<ResBody>>;
-    type Error = S::Error;
-    type Future = ResponseFuture<S::Future>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
-        match self.settings.authorize_request(&mut request) {
-            Ok(()) => ResponseFuture::inner(self.inner.call(request)),
-            Err(rejection) => refuse(
-                request.extensions(),
-                rejection.code(),
-                &rejection,
-                &rejection.to_problem(),
-            ),
+    /// Checks the credentials and timestamp in `headers`, returning the parsed timestamp.
+    fn authorize(&self, headers: &HeaderMap) -> Result<Option<DateTime<Utc>>, AuthRejection> {
+        let token = bearer_token(headers)?;
+        if !self.secrets.matches(token) {
+            return Err(AuthorizationError::NoMatch.into());
+        }
+        let Some(window) = &self.window else {
+            // The check is off; a readable timestamp is still worth passing on.
+            return Ok(signature_timestamp(headers).ok().flatten());
+        };
+        match signature_timestamp(headers)? {
+            Some(delivered) => {
+                window.check(delivered, self.clock.now())?;
+                Ok(Some(delivered))
+            }
+            None if self.require_timestamp => Err(TimestampError::Missing.into()),
+            None => Ok(None),
         }
     }
 }
 
-impl<S: Clone, C> Clone for BearerAuth<S, C> {
-    fn clone(&self) -> Self {
-        Self {
-            inner: self.inner.clone(),
-            settings: Arc::clone(&self.settings),
-        }
+impl<B, C: Clock> Check<B> for BearerCheck<C> {
+    type Body = B;
+    type Refusal = AuthRejection;
+
+    fn check(&self, mut request: Request<B>) -> Result<Request<B>, Refused<B, AuthRejection>> {
+        let verdict = self.verdict(&mut request);
+        Refused::before_body(request, verdict)
     }
 }
 
-impl<S: fmt::Debug, C> fmt::Debug for BearerAuth<S, C> {
+impl<C> fmt::Debug for BearerCheck<C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("BearerAuth")
-            .field("inner", &self.inner)
-            .field("settings", &self.settings)
+        // `SecretSet`'s own `Debug` is redacted; the clock may be a closure without `Debug`.
+        f.debug_struct("BearerCheck")
+            .field("secrets", &self.secrets)
+            .field("timestamp_window", &self.window)
+            .field("require_timestamp", &self.require_timestamp)
+            .field("clock", &std::any::type_name::<C>())
             .finish()
     }
 }
