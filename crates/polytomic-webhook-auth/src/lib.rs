@@ -43,10 +43,11 @@
 //! output.
 //!
 //! Each layer is the core crate's `CheckService` running its check ([`SourceIpCheck`],
-//! [`BearerCheck`]), the same checks that `PolytomicWebhookLayer` runs. By default a refused
-//! body is left unread; with [`drain`](BearerAuthLayer::drain) and a [`DrainPolicy`] that
-//! drains, it is read and discarded first, within a byte budget and a deadline, as the composed
-//! layer does, so that an HTTP/1.1 client still sending it hears the answer.
+//! [`BearerCheck`]), the same checks that `PolytomicWebhookLayer` runs. A refused body is read
+//! and discarded before the answer, within a byte budget and a deadline, as the composed layer
+//! does with its defaults, so that an HTTP/1.1 client still sending it hears the answer; set
+//! another [`DrainPolicy`] with [`drain`](BearerAuthLayer::drain) (the composed layer's own
+//! limits, or `DrainPolicy::none()` to leave the body unread).
 //!
 //! The header parsers ([`authorization`], [`timestamp`], and the forwarding-header parsers in
 //! [`allowlist`]) are public, pure functions returning typed errors.

@@ -3,6 +3,7 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
@@ -16,19 +17,39 @@ use polytomic_webhook_core::{PROBLEM_JSON, ProblemCode};
 use tower::Service;
 use tower::service_fn;
 
-/// A request body that fails the test if anything polls it.
-#[derive(Debug, Default)]
-pub(crate) struct PanicBody;
+/// A request body of `len` bytes in one frame (none by default) that counts how often it is
+/// polled: the stages never read a body they let through, and drain one they refuse.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct CountedBody {
+    len: usize,
+    polls: Arc<AtomicUsize>,
+}
 
-impl Body for PanicBody {
+impl CountedBody {
+    pub(crate) fn of_len(len: usize) -> Self {
+        Self {
+            len,
+            polls: Arc::default(),
+        }
+    }
+
+    /// How often the body was polled so far.
+    pub(crate) fn polls(&self) -> usize {
+        self.polls.load(Ordering::SeqCst)
+    }
+}
+
+impl Body for CountedBody {
     type Data = Bytes;
     type Error = Infallible;
 
     fn poll_frame(
-        self: Pin<&mut Self>,
+        mut self: Pin<&mut Self>,
         _cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        panic!("the request body was polled");
+        self.polls.fetch_add(1, Ordering::SeqCst);
+        let len = std::mem::take(&mut self.len);
+        Poll::Ready((len > 0).then(|| Ok(Frame::data(Bytes::from(vec![b'x'; len])))))
     }
 }
 
@@ -42,14 +63,14 @@ impl Recorder {
     pub(crate) fn service(
         &self,
     ) -> impl Service<
-        Request<PanicBody>,
+        Request<CountedBody>,
         Response = Response<Full<Bytes>>,
         Error = Infallible,
         Future = impl Future<Output = Result<Response<Full<Bytes>>, Infallible>> + Send,
     > + Clone
     + Send {
         let seen = Arc::clone(&self.seen);
-        service_fn(move |request: Request<PanicBody>| {
+        service_fn(move |request: Request<CountedBody>| {
             seen.lock().unwrap().push(request.extensions().clone());
             async { Ok(Response::new(Full::new(Bytes::from_static(b"inner")))) }
         })

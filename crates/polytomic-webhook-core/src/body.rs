@@ -24,6 +24,10 @@ use http_body_util::{Full, Limited};
 use crate::problem::{Problem, bounded};
 use crate::rejection::ErrorSource;
 
+/// The compressed-size limit of a request body unless configured otherwise: 32 MiB. It is also
+/// what a refused body is drained up to by default.
+pub const DEFAULT_MAX_COMPRESSED_BYTES: u64 = 32 * 1024 * 1024;
+
 /// Boxed error type used by bodies in the stack.
 pub type BoxError = Box<dyn Error + Send + Sync>;
 

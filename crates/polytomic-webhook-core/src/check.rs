@@ -5,12 +5,12 @@
 //! [`CheckService`] runs one check in front of any service; the stage layers of the auth and
 //! decompression crates are that service with their check, and the composed
 //! `PolytomicWebhookLayer` runs the same checks in order. So a stage answers a request alike
-//! wherever it runs: the same problem, and (when [`CheckService::drain`] is set, as the
-//! composed layer always does) the same draining of the unread body under the same deadline.
+//! wherever it runs: the same problem, and the same draining of the unread body under the same
+//! deadline ([`DrainPolicy`]'s default is the composed layer's default configuration).
 //!
-//! In the spirit of tower-http's `ValidateRequest`, with two differences: a check may change
-//! the body type, and a refusal is a typed [`Rejection`] in a [`Refused`] that keeps the request rather than a
-//! ready response, so whoever runs the check decides how to answer: log and drain as a stage
+//! In the spirit of tower-http's `ValidateRequest`, with two differences: a check may change the
+//! body type, and a refusal is a typed [`Rejection`] in a [`Refused`] that keeps the request rather
+//! than a ready response, so whoever runs the check decides how to answer: log and drain as a stage
 //! does, or fold the refusals of several checks into one answer as the composed layer does.
 
 use std::fmt;
@@ -27,10 +27,11 @@ use pin_project_lite::pin_project;
 use tower_service::Service;
 
 use crate::body::BoxError;
+use crate::body::DEFAULT_MAX_COMPRESSED_BYTES;
 use crate::drain::Drain;
 use crate::peer::{DisplayPeer, peer_addr};
 use crate::response::{ResponseBody, ResponseFuture};
-use crate::timeout::TimeoutBody;
+use crate::timeout::{DEFAULT_BODY_TIMEOUT, TimeoutBody};
 use crate::{Problem, Rejection};
 
 /// A check that a request must pass before the next service sees it.
@@ -190,14 +191,20 @@ impl<B: Body, R: Rejection> Refused<B, R> {
 }
 
 /// What a [`CheckService`] does with the body of a request it refuses.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+///
+/// The default drains as `PolytomicWebhookLayer` does with its default configuration: up to
+/// [`DEFAULT_MAX_COMPRESSED_BYTES`] within [`DEFAULT_BODY_TIMEOUT`]. So a stage stacked on its
+/// own answers a refused HTTP/1.1 client the same way the composed layer does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct DrainPolicy {
     budget: Option<u64>,
     timeout: Option<Duration>,
 }
 
 impl DrainPolicy {
-    /// Leaves the body unread (the default): the server decides what happens to it.
+    /// Leaves the body unread: the server decides what happens to it (hyper closes an HTTP/1.1
+    /// connection whose request body was not read, which a client still sending may see as a
+    /// reset instead of the answer).
     pub const fn none() -> Self {
         Self {
             budget: None,
@@ -213,6 +220,12 @@ impl DrainPolicy {
             budget: Some(budget),
             timeout,
         }
+    }
+}
+
+impl Default for DrainPolicy {
+    fn default() -> Self {
+        Self::drain(DEFAULT_MAX_COMPRESSED_BYTES, Some(DEFAULT_BODY_TIMEOUT))
     }
 }
 
@@ -266,12 +279,13 @@ pub struct CheckService<S, K> {
 }
 
 impl<S, K> CheckService<S, K> {
-    /// Runs `check` in front of `inner`, leaving refused bodies unread.
+    /// Runs `check` in front of `inner`, draining refused bodies by the default
+    /// [`DrainPolicy`].
     pub fn new(inner: S, check: impl Into<Arc<K>>) -> Self {
         Self {
             inner,
             check: check.into(),
-            drain: DrainPolicy::none(),
+            drain: DrainPolicy::default(),
         }
     }
 

@@ -10,6 +10,9 @@ use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 use tokio::time::{Sleep, sleep};
 
+/// The deadline for a whole request body unless configured otherwise: 30 seconds.
+pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(30);
+
 pin_project! {
     /// A request body that fails with [`BodyReadTimeout`] when it has not arrived completely
     /// within a deadline counted from its first read.

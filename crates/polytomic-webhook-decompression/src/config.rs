@@ -5,7 +5,7 @@ use serde::{Deserialize, Deserializer, de};
 use crate::coding::MAX_STACKED_CODINGS;
 
 /// 32 MiB: far above any Polytomic batch (100 records by default), far below what would hurt.
-const DEFAULT_MAX_BYTES: u64 = 32 * 1024 * 1024;
+const DEFAULT_MAX_BYTES: u64 = polytomic_webhook_core::body::DEFAULT_MAX_COMPRESSED_BYTES;
 
 /// How the decompression layer bounds and detects request bodies.
 ///

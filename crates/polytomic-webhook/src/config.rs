@@ -181,7 +181,7 @@ pub(crate) use shared_setters;
 /// Polytomic sends batches of 100 records by default, a few kilobytes compressed: half a
 /// minute leaves ample room for slow links while bounding how long a stalled or trickling
 /// sender can hold a connection and a buffer.
-pub(crate) const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) use polytomic_webhook_core::timeout::DEFAULT_BODY_TIMEOUT;
 
 pub(crate) fn optional_secs<'de, D: Deserializer<'de>>(
     deserializer: D,

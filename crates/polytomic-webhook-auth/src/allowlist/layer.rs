@@ -57,7 +57,7 @@ impl SourceIpAllowlistLayer {
                 allowed: BlockList::new(allowed),
                 ..SourceIpCheck::default()
             }),
-            drain: DrainPolicy::none(),
+            drain: DrainPolicy::default(),
         }
     }
 
@@ -94,8 +94,9 @@ impl SourceIpAllowlistLayer {
             .forwarded_header(config.forwarded_header)
     }
 
-    /// What is done with the body of a refused request; by default it is left unread.
-    /// [`DrainPolicy::drain`] makes the stage drain it as `PolytomicWebhookLayer` does.
+    /// What is done with the body of a refused request. By default it is drained as
+    /// `PolytomicWebhookLayer` drains it with its default limits (see [`DrainPolicy`]);
+    /// [`DrainPolicy::none`] leaves it unread.
     pub fn drain(mut self, policy: DrainPolicy) -> Self {
         self.drain = policy;
         self

@@ -4,7 +4,7 @@ use http::{Request, StatusCode};
 use tower::{Layer, Service, ServiceExt};
 
 use super::*;
-use crate::test_support::{PanicBody, Recorder, assert_passed, assert_problem, capture_logs};
+use crate::test_support::{CountedBody, Recorder, assert_passed, assert_problem, capture_logs};
 use crate::{ClientIp, PeerAddr};
 
 fn layer() -> SourceIpAllowlistLayer {
@@ -15,19 +15,19 @@ fn layer() -> SourceIpAllowlistLayer {
     .trusted_proxies([parse_block("10.0.0.0/8").unwrap()])
 }
 
-fn request_from(peer: &str, headers: &[(&str, &str)]) -> Request<PanicBody> {
+fn request_from(peer: &str, headers: &[(&str, &str)]) -> Request<CountedBody> {
     let mut builder = Request::post("/webhook");
     for (name, value) in headers {
         builder = builder.header(*name, *value);
     }
-    let mut request = builder.body(PanicBody).unwrap();
+    let mut request = builder.body(CountedBody::default()).unwrap();
     request
         .extensions_mut()
         .insert(PeerAddr(peer.parse::<SocketAddr>().unwrap()));
     request
 }
 
-async fn assert_allowed(request: Request<PanicBody>, client: &str) {
+async fn assert_allowed(request: Request<CountedBody>, client: &str) {
     let recorder = Recorder::default();
     let response = layer()
         .layer(recorder.service())
@@ -39,13 +39,13 @@ async fn assert_allowed(request: Request<PanicBody>, client: &str) {
     assert_eq!(recorder.extensions().get::<ClientIp>(), Some(&expected));
 }
 
-async fn assert_forbidden(request: Request<PanicBody>) -> serde_json::Value {
+async fn assert_forbidden(request: Request<CountedBody>) -> serde_json::Value {
     assert_forbidden_by(layer(), request).await
 }
 
 async fn assert_forbidden_by(
     layer: SourceIpAllowlistLayer,
-    request: Request<PanicBody>,
+    request: Request<CountedBody>,
 ) -> serde_json::Value {
     let recorder = Recorder::default();
     let response = layer
@@ -197,7 +197,9 @@ async fn missing_peer_address_fails_closed_with_a_clear_log() {
     std::future::poll_fn(|cx| service.poll_ready(cx))
         .await
         .unwrap();
-    let request = Request::post("/webhook").body(PanicBody).unwrap();
+    let request = Request::post("/webhook")
+        .body(CountedBody::default())
+        .unwrap();
     let (future, logs) = capture_logs(|| service.call(request));
     let json = assert_problem(
         future.await.unwrap(),

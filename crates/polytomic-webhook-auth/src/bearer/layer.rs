@@ -61,7 +61,7 @@ impl BearerAuthLayer {
                 require_timestamp: config.require_timestamp,
                 clock: SystemClock,
             }),
-            drain: DrainPolicy::none(),
+            drain: DrainPolicy::default(),
         }
     }
 }
@@ -137,8 +137,9 @@ impl<C: Clone> BearerAuthLayer<C> {
         }
     }
 
-    /// What is done with the body of a refused request; by default it is left unread.
-    /// [`DrainPolicy::drain`] makes the stage drain it as `PolytomicWebhookLayer` does.
+    /// What is done with the body of a refused request. By default it is drained as
+    /// `PolytomicWebhookLayer` drains it with its default limits (see [`DrainPolicy`]);
+    /// [`DrainPolicy::none`] leaves it unread.
     pub fn drain(mut self, policy: DrainPolicy) -> Self {
         self.drain = policy;
         self

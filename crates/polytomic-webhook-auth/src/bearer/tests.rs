@@ -8,9 +8,9 @@ use tower::{Layer, Service, ServiceExt};
 
 use super::*;
 use crate::authorization::{AuthorizationError, CHALLENGE, INVALID_TOKEN_CHALLENGE};
-use crate::test_support::{PanicBody, Recorder, assert_passed, assert_problem, capture_logs};
+use crate::test_support::{CountedBody, Recorder, assert_passed, assert_problem, capture_logs};
 use crate::timestamp::{SIGNATURE_TIMESTAMP, TimestampError};
-use crate::{DeliveredAt, FixedClock, PeerAddr, Secret, SecretSet, TimestampWindow};
+use crate::{DeliveredAt, DrainPolicy, FixedClock, PeerAddr, Secret, SecretSet, TimestampWindow};
 
 /// The bearer token of the sample delivery in Polytomic's documentation.
 const SAMPLE_JWT: &str = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJhdWQiOiJ3ZWJob29rIiwianRpIjoiMDAwMDAwMDAtMDAwMC0wMDAwLTAwMDAtMDAwMDAwMDAwMDAwIiwiaXNzIjoiaHR0cHM6Ly9hcHAucG9seXRvbWljLWxvY2FsLmNvbTo4NDQzLyJ9.FBSU_fC1YFyWhMSPErRono4BPfkIeT3MkRdZrepiP3c";
@@ -25,19 +25,19 @@ fn layer() -> BearerAuthLayer<FixedClock> {
     BearerAuthLayer::new(Secret::new(SECRET).unwrap()).clock(FixedClock(sample_instant()))
 }
 
-fn request(headers: &[(&str, &str)]) -> Request<PanicBody> {
+fn request(headers: &[(&str, &str)]) -> Request<CountedBody> {
     let mut builder = Request::post("/webhook");
     for (name, value) in headers {
         builder = builder.header(*name, *value);
     }
-    let mut request = builder.body(PanicBody).unwrap();
+    let mut request = builder.body(CountedBody::default()).unwrap();
     request
         .extensions_mut()
         .insert(PeerAddr("203.0.113.9:4711".parse::<SocketAddr>().unwrap()));
     request
 }
 
-fn authorized(timestamp: &str) -> Request<PanicBody> {
+fn authorized(timestamp: &str) -> Request<CountedBody> {
     request(&[
         ("authorization", &format!("Bearer {SECRET}")),
         ("polytomic-signature-timestamp", timestamp),
@@ -45,10 +45,10 @@ fn authorized(timestamp: &str) -> Request<PanicBody> {
 }
 
 /// Sends `request` through `layer` and checks it was refused with `code` and `challenge`,
-/// without calling the inner service or polling the body.
+/// without calling the inner service.
 async fn assert_refused<C>(
     layer: &BearerAuthLayer<C>,
-    request: Request<PanicBody>,
+    request: Request<CountedBody>,
     code: &str,
     challenge: &str,
 ) -> serde_json::Value
@@ -78,7 +78,7 @@ where
 /// inner service saw as `DeliveredAt`.
 async fn assert_accepted<C>(
     layer: &BearerAuthLayer<C>,
-    request: Request<PanicBody>,
+    request: Request<CountedBody>,
 ) -> Option<DeliveredAt>
 where
     C: crate::Clock + Clone + Send + Sync + 'static,
@@ -408,7 +408,7 @@ async fn built_from_config() {
 fn debug_output_never_contains_a_secret() {
     let secrets = SecretSet::try_from_iter([SECRET, SAMPLE_JWT]).unwrap();
     let layer = BearerAuthLayer::new(secrets.clone()).clock(FixedClock(sample_instant()));
-    let service = layer.layer(tower::service_fn(|_: Request<PanicBody>| async {
+    let service = layer.layer(tower::service_fn(|_: Request<CountedBody>| async {
         Ok::<_, std::convert::Infallible>(http::Response::new(String::new()))
     }));
     let config: BearerAuthConfig =
@@ -519,4 +519,41 @@ async fn works_in_an_axum_router() {
     let response = app.oneshot(request).await.unwrap();
     assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
     assert_eq!(response.headers()[WWW_AUTHENTICATE], CHALLENGE);
+}
+
+/// Alone, the stage drains a refused body as the composed layer does (so an HTTP/1.1 client
+/// still sending hears the 401), leaves it unread with `DrainPolicy::none()`, and never reads
+/// the body of a request it lets through.
+#[tokio::test]
+async fn a_refused_body_is_drained_by_default_and_an_accepted_one_is_left_to_the_service() {
+    let refused = |body: &CountedBody| {
+        let mut request = request(&[]);
+        *request.body_mut() = body.clone();
+        request
+    };
+    let body = CountedBody::of_len(4096);
+    assert_refused(&layer(), refused(&body), "missing_authorization", CHALLENGE).await;
+    // One poll for the frame, one for the end.
+    assert_eq!(
+        body.polls(),
+        2,
+        "the refused body was not drained to its end"
+    );
+
+    let body = CountedBody::of_len(4096);
+    let undrained = layer().drain(DrainPolicy::none());
+    assert_refused(
+        &undrained,
+        refused(&body),
+        "missing_authorization",
+        CHALLENGE,
+    )
+    .await;
+    assert_eq!(body.polls(), 0, "DrainPolicy::none() read the refused body");
+
+    let body = CountedBody::of_len(4096);
+    let mut accepted = authorized(SAMPLE_TIMESTAMP);
+    *accepted.body_mut() = body.clone();
+    assert!(assert_accepted(&layer(), accepted).await.is_some());
+    assert_eq!(body.polls(), 0, "the stage read a body it let through");
 }
