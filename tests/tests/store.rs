@@ -386,8 +386,8 @@ async fn a_redis_script_that_fails_leaves_nothing_of_the_batch() {
         .await
         .unwrap();
     let sync = fresh_sync_id();
-    // The sync's last-hash key holds a string, so the script's read of it fails, after the
-    // first record (identified by its hash) was found new.
+    // The sync's last-hash key holds a string, so the script's first read of it fails, before
+    // anything is written.
     let answer = redis_command(&redis, &format!("SET broken:{{{sync}}}:last oops"));
     assert_eq!(answer, b"+OK\r\n");
 

@@ -13,8 +13,9 @@
 //! [`DeliveredAt`] request extension. [`SourceIpAllowlistLayer`] optionally admits only
 //! requests from configured address blocks, such as Polytomic's published addresses.
 //!
-//! Both layers decide from the request head alone: a refused request's body is never read, so
-//! an unauthenticated sender cannot make the server decompress or parse anything. Put them
+//! Both layers decide from the request head alone: a refused request's body is never decoded or
+//! parsed, only drained (read and discarded within a byte budget and a deadline), so an
+//! unauthenticated sender cannot make the server decompress or parse anything. Put them
 //! outside any layer that reads the body:
 //!
 //! ```
@@ -47,7 +48,9 @@
 //! and discarded before the answer, within a byte budget and a deadline, as the composed layer
 //! does with its defaults, so that an HTTP/1.1 client still sending it hears the answer; set
 //! another [`DrainPolicy`] with [`drain`](BearerAuthLayer::drain) (the composed layer's own
-//! limits, or `DrainPolicy::none()` to leave the body unread).
+//! limits, or `DrainPolicy::none()` to leave the body unread). Draining, like the body deadline,
+//! uses tokio's timer: run the layers on a tokio runtime with its time driver enabled, as every
+//! server runtime and `#[tokio::main]` have.
 //!
 //! The header parsers ([`authorization`], [`timestamp`], and the forwarding-header parsers in
 //! [`allowlist`]) are public, pure functions returning typed errors.

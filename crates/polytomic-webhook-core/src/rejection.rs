@@ -4,7 +4,9 @@
 //! (authorization, timestamp, signature, allowlist, decompression, event, store) are declared through
 //! two macros modelled on axum-core's, so that each variant is listed once and its `Display`,
 //! `Error`, `status()`, `code()`, `body_text()`, `to_problem()`, `IntoResponse` and, for
-//! composites, `From` are generated from that list:
+//! composites, `From` are generated from that list. One rejection is written by hand:
+//! `UnknownEvent`, whose status (200 or 422) depends on the configured policy.
+//!
 //!
 //! - `__define_rejection!` declares a leaf, either an enum whose variants each name their
 //!   status, code and detail, or a hand-written struct with a fixed status and code whose

@@ -1,5 +1,6 @@
 //! [`SqliteSink`]: one SQLite file, for a receiver on one machine.
 
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::Path;
 use std::sync::mpsc;
 use std::time::Duration;
@@ -20,6 +21,16 @@ const CACHE_KIB: u32 = 16 * 1024;
 /// The most batches committed in one transaction: bounds how long the first of them waits for
 /// the others.
 const MAX_GROUP: usize = 64;
+
+/// A group takes no more batches once it holds this many records, so large batches are not
+/// piled into one long transaction (a batch larger than this is a group of its own).
+const MAX_GROUP_RECORDS: usize = 10_000;
+
+/// How long a delivery waits for the writer to answer before it is told the sink is
+/// unavailable (503), unless set with [`SqliteSink::answer_timeout`]. A stalled disk then
+/// costs Polytomic a retry rather than a connection held open; a batch committed after its
+/// delivery gave up is found unchanged when it is sent again.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
 
 const SCHEMA: &str = "
     CREATE TABLE IF NOT EXISTS identities (
@@ -67,6 +78,7 @@ pub struct SqliteSink {
     /// The writer thread's queue; the thread ends once every clone of the sink is gone.
     jobs: mpsc::Sender<Job>,
     identity: Identity,
+    answer_timeout: Duration,
 }
 
 /// Work for the writer thread.
@@ -114,7 +126,19 @@ impl SqliteSink {
             })
             .map_err(|error| failed(&error))?;
         open_result.await.map_err(|error| failed(&error))??;
-        Ok(Self { jobs, identity })
+        Ok(Self {
+            jobs,
+            identity,
+            answer_timeout: ANSWER_TIMEOUT,
+        })
+    }
+
+    /// How long a delivery waits for its batch to be committed before the sink answers it with
+    /// an error (so the delivery is answered 503); 10 seconds by default.
+    #[must_use]
+    pub fn answer_timeout(mut self, timeout: Duration) -> Self {
+        self.answer_timeout = timeout;
+        self
     }
 
     /// Sends `job` to the writer thread and waits for its answer on `answer`.
@@ -124,10 +148,16 @@ impl SqliteSink {
         job: Job,
         answer: oneshot::Receiver<Result<T, SinkError>>,
     ) -> Result<T, SinkError> {
-        // Either fails only when the writer thread is gone (it panicked).
-        let stopped = || SinkError::new(format_args!("{what}: the SQLite writer has stopped"));
+        // Either fails only when the writer thread is gone or panicked doing this job.
+        let stopped = || SinkError::new(format_args!("{what}: the SQLite writer failed"));
         self.jobs.send(job).map_err(|_| stopped())?;
-        answer.await.map_err(|_| stopped())?
+        match tokio::time::timeout(self.answer_timeout, answer).await {
+            Ok(answer) => answer.map_err(|_| stopped())?,
+            Err(_) => Err(SinkError::new(format_args!(
+                "{what}: the SQLite writer did not answer within {:?}",
+                self.answer_timeout
+            ))),
+        }
     }
 
     /// Runs `work` on the connection, on the writer thread, between two groups.
@@ -176,16 +206,23 @@ fn write(mut connection: Connection, identity: &Identity, queue: &mpsc::Receiver
     let mut group = Vec::with_capacity(MAX_GROUP);
     while let Ok(first) = queue.recv() {
         let mut next = Some(first);
+        let mut records = 0;
         while let Some(job) = next {
             match job {
-                Job::Store { batch, done } => group.push((batch, done)),
+                Job::Store { batch, done } => {
+                    records += batch.len();
+                    group.push((batch, done));
+                }
                 Job::Run(work) => {
                     // What was asked before it sees the batches stored before it.
                     commit_group(&mut connection, identity, &mut group);
-                    work(&mut connection);
+                    records = 0;
+                    // A panic drops `work`'s answer channel, which its caller reads as an
+                    // error; the writer carries on for everyone else.
+                    let _ = catch_unwind(AssertUnwindSafe(|| work(&mut connection)));
                 }
             }
-            next = if group.len() < MAX_GROUP {
+            next = if group.len() < MAX_GROUP && records < MAX_GROUP_RECORDS {
                 queue.try_recv().ok()
             } else {
                 None
@@ -204,8 +241,21 @@ fn commit_group(
     if group.is_empty() {
         return;
     }
-    let results = store_group(connection, identity, group.iter().map(|(batch, _)| batch))
-        .unwrap_or_else(|error| vec![Err(store_failed(&error)); group.len()]);
+    // A panic unwinds the transaction (its drop rolls back): every batch of the group is
+    // refused, nothing of it kept, and the writer goes on with the next group.
+    let stored = catch_unwind(AssertUnwindSafe(|| {
+        store_group(connection, identity, group.iter().map(|(batch, _)| batch))
+    }));
+    let results = match stored {
+        Ok(Ok(results)) => results,
+        Ok(Err(error)) => vec![Err(store_failed(&error)); group.len()],
+        Err(_) => vec![
+            Err(SinkError::new(
+                "storing a batch in SQLite: the writer panicked"
+            ));
+            group.len()
+        ],
+    };
     for ((_, done), result) in group.drain(..).zip(results) {
         // The delivery may have given up waiting; its batch is stored all the same.
         let _ = done.send(result);
@@ -475,6 +525,45 @@ mod tests {
         // The refused batch's first record left no last hash behind: a retry stores it.
         let retried = batch(&sync, &[("ok", r#"{"n":2}"#)]);
         assert_eq!(sink.store(&retried).await.unwrap().stored, 1);
+    }
+
+    /// A writer that does not answer in time costs the delivery a 503, never a hang; the batch
+    /// it was waiting for is committed once the writer is free, so a retry finds it unchanged.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_stalled_writer_is_an_error_after_the_answer_timeout_and_the_retry_is_unchanged() {
+        let path = scratch("stalled").join("records.db");
+        let sink = SqliteSink::open(&path, Identity::hash(), Durability::Process)
+            .await
+            .unwrap()
+            .answer_timeout(Duration::from_millis(200));
+        let (release, held) = mpsc::channel::<()>();
+        sink.jobs
+            .send(Job::Run(Box::new(move |_| {
+                let _ = held.recv();
+            })))
+            .unwrap();
+        let one = batch(&fresh_sync_id(), &[("h", r#"{"n":1}"#)]);
+        let error = sink.store(&one).await.unwrap_err();
+        assert!(error.to_string().contains("did not answer"), "{error}");
+        release.send(()).unwrap();
+        let retried = sink.store(&one).await.unwrap();
+        assert_eq!((retried.stored, retried.unchanged), (0, 1));
+    }
+
+    /// A panic on the writer thread fails only the work that panicked: the sink keeps storing.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn the_writer_survives_a_panic() {
+        let path = scratch("panic").join("records.db");
+        let sink = SqliteSink::open(&path, Identity::hash(), Durability::Process)
+            .await
+            .unwrap();
+        let panicked = sink
+            .run::<(), _>("panicking", |_| panic!("a bug in the writer"))
+            .await
+            .unwrap_err();
+        assert!(panicked.to_string().contains("writer failed"), "{panicked}");
+        let one = batch(&fresh_sync_id(), &[("h", r#"{"n":1}"#)]);
+        assert_eq!(sink.store(&one).await.unwrap().stored, 1);
     }
 
     #[tokio::test(flavor = "multi_thread")]

@@ -70,7 +70,8 @@
 //!
 //! # Crates
 //!
-//! This crate re-exports the pieces: [`auth`], [`decompression`], [`event`] and [`problem`].
+//! This crate re-exports the pieces: [`auth`], [`check`], [`decompression`], [`event`] and
+//! [`problem`].
 //! For running a receiver it adds [`metrics`] (what the layer emits, and a Prometheus recorder
 //! with the `prometheus` feature), [`limit`] (bounds on the whole server: deliveries and
 //! decoded bytes in flight) and [`readiness`] (a probe for a `/readyz` route).
@@ -115,6 +116,7 @@ pub use events::{
 pub use future::DeliveryFuture;
 pub use layer::PolytomicWebhookLayer;
 pub use panic::handler_panicked;
+pub use polytomic_webhook_core::response::ResponseBody;
 pub use service::{DeliveryBody, PolytomicWebhook};
 pub use timeout::TimeoutBody;
 
@@ -126,11 +128,11 @@ pub use timeout::TimeoutBody;
 /// (the `polytomic-webhook-auth` crate).
 pub mod auth {
     pub use polytomic_webhook_auth::{
-        AuthRejection, BearerAuth, BearerAuthLayer, BearerCheck, ClientIp, Clock, DeliveredAt,
-        DrainPolicy, FixedClock, InvalidSecret, PeerAddr, Secret, SecretSet, Signature,
-        SignatureEncoding, SignatureError, SigningSecrets, SourceIpAllowlist,
-        SourceIpAllowlistLayer, SourceIpCheck, SystemClock, TimestampWindow, allowlist, peer_addr,
-        signature, timestamp,
+        AuthRejection, BearerAuth, BearerAuthConfig, BearerAuthLayer, BearerCheck, ClientIp, Clock,
+        DeliveredAt, DrainPolicy, FixedClock, InvalidSecret, PeerAddr, Secret, SecretSet,
+        Signature, SignatureEncoding, SignatureError, SigningSecrets, SourceIpAllowlist,
+        SourceIpAllowlistLayer, SourceIpCheck, SystemClock, TimestampWindow, allowlist,
+        authorization, peer_addr, signature, timestamp,
     };
 }
 

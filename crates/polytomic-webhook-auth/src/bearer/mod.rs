@@ -11,7 +11,8 @@
 //!    and inserts it as a [`DeliveredAt`](crate::DeliveredAt) request extension;
 //! 4. calls the inner service.
 //!
-//! When a step fails the inner service is not called and the request body is not read: the
+//! When a step fails the inner service is not called and the request body is not decoded or
+//! parsed, only drained as [`DrainPolicy`](crate::DrainPolicy) says: the
 //! response is a `401` problem with a `WWW-Authenticate: Bearer realm="polytomic-webhook"`
 //! challenge (carrying `error="invalid_token"` when a token was presented but refused), and a
 //! `warn`-level `tracing` event records the problem code and the peer address. The token is
