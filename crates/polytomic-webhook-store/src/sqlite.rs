@@ -58,12 +58,15 @@ const SCHEMA: &str = "
 /// batches), each batch inside a savepoint of its own, and answers each batch only once that
 /// transaction is committed. A batch that fails on its own (a constraint, a trigger) is rolled
 /// back to its savepoint and refused, without touching the others; when the transaction
-/// itself fails (a full disk, an I/O error), every batch in it is refused.
+/// itself fails (a full disk, an I/O error), every batch in it is refused. A caller waits at
+/// most [`answer_timeout`](Self::answer_timeout) for the writer; that wait uses tokio's timer,
+/// so use the sink on a runtime with its time driver enabled (as `#[tokio::main]` and every
+/// server runtime have).
 ///
 /// ```
 /// use polytomic_webhook_store::{Durability, Identity, Sink, SqliteSink};
 ///
-/// # tokio::runtime::Builder::new_multi_thread().build().unwrap().block_on(async {
+/// # tokio::runtime::Builder::new_multi_thread().enable_time().build().unwrap().block_on(async {
 /// let dir = std::env::temp_dir().join(format!("sqlite-sink-doc-{}", std::process::id()));
 /// std::fs::create_dir_all(&dir).unwrap();
 /// let sink = SqliteSink::open(dir.join("records.db"), Identity::key_field("id"), Durability::Process)
