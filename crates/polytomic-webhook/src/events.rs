@@ -47,6 +47,7 @@ use polytomic_webhook_auth::allowlist::{AllowlistConfig, SourceIpAllowlistLayer}
 use polytomic_webhook_auth::signature::{Signature, SignatureError, signature_header};
 use polytomic_webhook_core::Problem;
 use polytomic_webhook_core::body::{BodyLimit, BodyStats, BoxError, TooLargeLimit};
+use polytomic_webhook_core::check::Check as _;
 use polytomic_webhook_core::response::ResponseBody;
 use polytomic_webhook_decompression::{DecompressionConfig, DecompressionInfo, DecompressionLayer};
 use polytomic_webhook_event::{EventConfig, EventRejection};
@@ -58,6 +59,7 @@ use tracing::{Instrument as _, Span};
 use crate::config::{ConfigError, DEFAULT_BODY_TIMEOUT, optional_secs};
 use crate::drain::Drain;
 use crate::future::{close_connection, finish};
+use crate::layer::{Refused, answer};
 use crate::metrics::InFlight;
 use crate::service::{delivery_span, take_ready};
 use crate::timeout::TimeoutBody;
@@ -226,9 +228,6 @@ impl<S: fmt::Debug> fmt::Debug for PolytomicOrgEvents<S> {
     }
 }
 
-/// Why the layer answered itself, and the unread body to drain first (when it was not read).
-type Refused<B> = (Problem, Drain<TimeoutBody<B>>);
-
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for PolytomicOrgEvents<S>
 where
     S: Service<Request<EventBody>, Response = Response<ResBody>> + Clone + Send + 'static,
@@ -303,9 +302,10 @@ impl EventChecks {
         let budget = self.decompression.config().max_compressed_bytes;
         let refuse = |problem: Problem, request| Box::new((problem, Drain::new(request, budget)));
         if let Some(allowlist) = &self.allowlist {
-            if let Err(refusal) = allowlist.check(&mut request) {
-                return Err(refuse(refusal.to_problem(), request));
-            }
+            request = allowlist
+                .as_check()
+                .check(request)
+                .map_err(|no| answer(no, budget))?;
         }
         let decoded = signature_header(request.headers())
             .and_then(|value| Signature::decode(value).ok_or(SignatureError::Malformed));

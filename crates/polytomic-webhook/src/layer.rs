@@ -86,7 +86,7 @@ impl<C: Clone> PolytomicWebhookLayer<C> {
 impl<C: Clock> Checks<C> {
     /// Runs every stage's check, cheapest first, and prepares the request for the inner
     /// service: the same checks the stage layers run on their own, with their bodies drained
-    /// as a stage layer with [`DrainPolicy::drain`] does.
+    /// as a stage layer does (by default, or with [`DrainPolicy::drain`] for other limits).
     ///
     /// Nothing about the body is touched until the sender is known to be allowed and
     /// authenticated: an unauthenticated request is never inflated or parsed.
@@ -133,7 +133,7 @@ impl<C: Clock> Checks<C> {
 pub(crate) type Refused<B> = (Problem, Drain<TimeoutBody<B>>);
 
 /// The answer to a request one of the checks refused.
-fn answer<B, R>(refused: CheckRefused<TimeoutBody<B>, R>, budget: u64) -> Box<Refused<B>>
+pub(crate) fn answer<B, R>(refused: CheckRefused<TimeoutBody<B>, R>, budget: u64) -> Box<Refused<B>>
 where
     B: Body,
     B::Error: Into<BoxError>,

@@ -422,3 +422,33 @@ async fn the_testing_helpers_get_the_documented_answers() {
     }
     assert!(received.lock().unwrap().is_empty());
 }
+
+#[tokio::test]
+async fn the_allowlist_refuses_a_sender_outside_it_before_the_signature_is_read() {
+    let allowlist: polytomic_webhook::auth::allowlist::AllowlistConfig =
+        serde_json::from_value(json!({"allow": ["203.0.113.0/24"]})).unwrap();
+    let mut config = config();
+    config.allowlist = Some(allowlist);
+    let (app, received) = app(config);
+    let from = |peer: &str, delivery: EventDelivery| {
+        let mut request = delivery.build();
+        request
+            .extensions_mut()
+            .insert(polytomic_webhook::auth::PeerAddr(peer.parse().unwrap()));
+        request
+    };
+    let outside = from(
+        "198.51.100.7:4000",
+        delivery("sync.completed").secret("wrong"),
+    );
+    let response = app.clone().oneshot(outside).await.unwrap();
+    assert_eq!(response.status(), StatusCode::FORBIDDEN);
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(json["code"], "source_ip_not_allowed");
+
+    let inside = from("203.0.113.9:4000", delivery("sync.completed"));
+    let response = app.clone().oneshot(inside).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(received.lock().unwrap().len(), 1);
+}
