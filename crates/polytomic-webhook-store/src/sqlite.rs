@@ -400,14 +400,50 @@ mod tests {
     }
 
     /// Makes the file refuse (`refused`) any record whose hash is `boom`.
-    fn refuse_boom(path: &Path) {
+    /// Makes inserting a record whose hash is `boom` fail: with `ABORT` that statement alone,
+    /// with `ROLLBACK` the whole transaction (as a full disk or an I/O error does).
+    fn refuse_boom(path: &Path, action: &str) {
         Connection::open(path)
             .unwrap()
-            .execute_batch(
+            .execute_batch(&format!(
                 "CREATE TRIGGER boom BEFORE INSERT ON records WHEN NEW.hash = 'boom'
-                 BEGIN SELECT RAISE(ABORT, 'refused'); END;",
-            )
+                 BEGIN SELECT RAISE({action}, 'refused'); END;"
+            ))
             .unwrap();
+    }
+
+    /// Holds the writer until `release` is dropped or sent to, so batches sent meanwhile are
+    /// taken as one group.
+    fn hold_writer(sink: &SqliteSink) -> mpsc::Sender<()> {
+        let (release, held) = mpsc::channel::<()>();
+        sink.jobs
+            .send(Job::Run(Box::new(move |_| {
+                let _ = held.recv();
+            })))
+            .unwrap();
+        release
+    }
+
+    /// Sends `batches` straight to the writer queue and returns their answers, in order.
+    async fn store_as_group(
+        sink: &SqliteSink,
+        batches: Vec<SyncRecords>,
+    ) -> Vec<Result<Stored, SinkError>> {
+        let release = hold_writer(sink);
+        let answers: Vec<_> = batches
+            .into_iter()
+            .map(|batch| {
+                let (done, answer) = oneshot::channel();
+                sink.jobs.send(Job::Store { batch, done }).unwrap();
+                answer
+            })
+            .collect();
+        release.send(()).unwrap();
+        let mut results = Vec::new();
+        for answer in answers {
+            results.push(answer.await.unwrap());
+        }
+        results
     }
 
     #[tokio::test(flavor = "multi_thread")]
@@ -433,7 +469,7 @@ mod tests {
             .await
             .unwrap();
         // The second record's insert fails after the first one's went through.
-        refuse_boom(&path);
+        refuse_boom(&path, "ABORT");
         let sync = fresh_sync_id();
         let doomed = batch(&sync, &[("ok", r#"{"n":1}"#), ("boom", r#"{"n":2}"#)]);
         let error = sink.store(&doomed).await.unwrap_err();
@@ -480,34 +516,14 @@ mod tests {
         let sink = SqliteSink::open(&path, Identity::hash(), Durability::Process)
             .await
             .unwrap();
-        refuse_boom(&path);
-        // Hold the writer until all three batches wait in its queue, so that it takes them
-        // as one group.
-        let (release, held) = mpsc::channel::<()>();
-        sink.jobs
-            .send(Job::Run(Box::new(move |_| {
-                let _ = held.recv();
-            })))
-            .unwrap();
+        refuse_boom(&path, "ABORT");
         let sync = fresh_sync_id();
-        let batches = [
+        let batches = vec![
             batch(&sync, &[("before", r#"{"n":1}"#)]),
             batch(&sync, &[("ok", r#"{"n":2}"#), ("boom", r#"{"n":3}"#)]),
             batch(&sync, &[("after", r#"{"n":4}"#)]),
         ];
-        let answers: Vec<_> = batches
-            .into_iter()
-            .map(|batch| {
-                let (done, answer) = oneshot::channel();
-                sink.jobs.send(Job::Store { batch, done }).unwrap();
-                answer
-            })
-            .collect();
-        release.send(()).unwrap();
-        let mut results = Vec::new();
-        for answer in answers {
-            results.push(answer.await.unwrap());
-        }
+        let results = store_as_group(&sink, batches).await;
         assert_eq!(results[0].as_ref().unwrap().stored, 1);
         assert!(
             results[1]
@@ -530,6 +546,30 @@ mod tests {
         assert_eq!(sink.store(&retried).await.unwrap().stored, 1);
     }
 
+    /// An error that makes SQLite abandon the whole transaction refuses every batch of the
+    /// group and keeps nothing of them; each is stored when sent again.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_failure_of_the_whole_transaction_refuses_the_group_and_keeps_nothing() {
+        let path = scratch("rollback").join("records.db");
+        let sink = SqliteSink::open(&path, Identity::hash(), Durability::Process)
+            .await
+            .unwrap();
+        refuse_boom(&path, "ROLLBACK");
+        let sync = fresh_sync_id();
+        let before = batch(&sync, &[("before", r#"{"n":1}"#)]);
+        let after = batch(&sync, &[("after", r#"{"n":4}"#)]);
+        let batches = vec![
+            before.clone(),
+            batch(&sync, &[("boom", r#"{"n":3}"#)]),
+            after.clone(),
+        ];
+        let results = store_as_group(&sink, batches).await;
+        assert!(results.iter().all(Result::is_err), "{results:?}");
+        assert!(sink.records().await.unwrap().is_empty());
+        assert_eq!(sink.store(&before).await.unwrap().stored, 1);
+        assert_eq!(sink.store(&after).await.unwrap().stored, 1);
+    }
+
     /// A writer that does not answer in time costs the delivery a 503, never a hang; the batch
     /// it was waiting for is committed once the writer is free, so a retry finds it unchanged.
     #[tokio::test(flavor = "multi_thread")]
@@ -539,12 +579,7 @@ mod tests {
             .await
             .unwrap()
             .answer_timeout(Duration::from_millis(200));
-        let (release, held) = mpsc::channel::<()>();
-        sink.jobs
-            .send(Job::Run(Box::new(move |_| {
-                let _ = held.recv();
-            })))
-            .unwrap();
+        let release = hold_writer(&sink);
         let one = batch(&fresh_sync_id(), &[("h", r#"{"n":1}"#)]);
         let error = sink.store(&one).await.unwrap_err();
         assert!(error.to_string().contains("did not answer"), "{error}");
