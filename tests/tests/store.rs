@@ -375,6 +375,30 @@ async fn redis_hash_identities_expire_after_the_ttl_and_keys_do_not() {
 }
 
 #[tokio::test]
+async fn redis_hash_identities_survive_turning_the_ttl_on_or_off() {
+    use polytomic_webhook_store::Sink as _;
+    use polytomic_webhook_store::testing::{batch, fresh_sync_id};
+
+    let Some(redis) = RedisServer::start("redis_ttl_on_or_off") else {
+        return;
+    };
+    let url = redis.url();
+    let sink = |ttl| RedisSink::connect(&url, "switch", Identity::hash(), ttl);
+    let forever = sink(None).await.unwrap();
+    let expiring = sink(Some(Duration::from_secs(3600))).await.unwrap();
+    let sync = fresh_sync_id();
+    let before = batch(&sync, &[("kept-without-ttl", r#"{"n":1}"#)]);
+    let after = batch(&sync, &[("kept-with-ttl", r#"{"n":2}"#)]);
+    assert_eq!(forever.store(&before).await.unwrap().stored, 1);
+    // Stored without a TTL (in the identity hash), known once a TTL is set...
+    assert_eq!(expiring.store(&before).await.unwrap().unchanged, 1);
+    assert_eq!(expiring.store(&after).await.unwrap().stored, 1);
+    // ...and stored with one (in the sorted set), known once it is unset again.
+    assert_eq!(forever.store(&after).await.unwrap().unchanged, 1);
+    assert_eq!(forever.records().await.unwrap().len(), 2);
+}
+
+#[tokio::test]
 async fn a_redis_script_that_fails_leaves_nothing_of_the_batch() {
     use polytomic_webhook_store::Sink as _;
     use polytomic_webhook_store::testing::{batch, fresh_sync_id};
