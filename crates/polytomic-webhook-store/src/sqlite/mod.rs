@@ -1,0 +1,833 @@
+//! [`SqliteSink`]: one SQLite file, for a receiver on one machine.
+
+mod known;
+mod row;
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::Path;
+use std::sync::mpsc;
+use std::time::Duration;
+
+use polytomic_webhook_event::SyncRecords;
+use rusqlite::{Connection, TransactionBehavior, params};
+use tokio::sync::oneshot;
+
+use crate::{Durability, Identity, Sink, SinkError, SinkFuture, Stored, StoredRecord};
+use known::{Known, Undo};
+
+/// How long a write waits for another connection (a `dump` reading, say) to finish.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The most batches committed in one transaction: bounds how long the first of them waits for
+/// the others.
+const MAX_GROUP: usize = 64;
+
+/// A group takes no more batches once it holds this many records, so large batches are not
+/// piled into one long transaction (a batch larger than this is a group of its own).
+const MAX_GROUP_RECORDS: usize = 10_000;
+
+/// How long a delivery waits for the writer to answer before it is told the sink is
+/// unavailable (503), unless set with [`SqliteSink::answer_timeout`]. A stalled disk then
+/// costs Polytomic a retry rather than a connection held open; a batch committed after its
+/// delivery gave up is found unchanged when it is sent again.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The writer asks for a checkpoint each time it has committed about this much row text
+/// (SQLite's own automatic checkpoint comes every 1,000 pages, 4 MiB at the default page size).
+const CHECKPOINT_BYTES: usize = 4 << 20;
+
+/// `AUTOINCREMENT` keeps `seq` growing even after rows are deleted, which is what lets a
+/// writer find the rows other connections added since it last looked (`seq >` the last it saw).
+const SCHEMA: &str = "
+    CREATE TABLE IF NOT EXISTS batches (
+        seq       INTEGER PRIMARY KEY AUTOINCREMENT,
+        sync_id   TEXT NOT NULL,
+        sync_name TEXT NOT NULL,
+        records   TEXT NOT NULL
+    );
+";
+
+/// Batches kept in one SQLite file, the embedded default.
+///
+/// The file is in WAL mode, with one table, `batches`: a row per batch that stored anything,
+/// in store order (`seq`), holding the sync's id and name and the records it stored as one JSON
+/// array of `[KEY, HASH, FIELDS]` (the key field's JSON text or `null`, the hash, the fields
+/// exactly as received). Read it with [`Sink::records`], `polytomic-webhook dump`, or SQL:
+///
+/// ```sql
+/// SELECT seq, sync_id, record.value ->> 1 AS hash, record.value -> 2 AS fields
+/// FROM batches, json_each(batches.records) AS record ORDER BY seq, record.key;
+/// ```
+///
+/// (SQLite's JSON functions may re-render the text; `records` and `dump` give the fields
+/// byte for byte.)
+///
+/// **Deciding what changed.** The sink keeps each identity's last hash in memory, as a pair
+/// of 128-bit fingerprints (two SipHash digests under random keys; a collision, which would
+/// take a changed record for an unchanged one, has a probability near 2⁻¹²⁸). That costs
+/// about 40 to 75 bytes of memory per identity, and opening the file reads every row once to
+/// build it. So a batch costs one row insert, whatever its size. Each write transaction first
+/// takes in the rows other connections committed since, so two processes writing one file
+/// still store each record once; a row deleted by hand is only forgotten when the file is next
+/// opened (and its records are then stored again if they come back).
+///
+/// **Writing.** One writer thread owns the connection. It takes every batch waiting for it
+/// and commits them in one `IMMEDIATE` transaction (group commit: one commit, and with
+/// [`Durability::PowerLoss`] one fsync, for many batches), and answers each batch only once
+/// that transaction is committed. A batch whose insert fails on its own (a constraint, a
+/// trigger) is refused without touching the others; when the transaction itself fails (a full
+/// disk, an I/O error), every batch in it is refused. A caller waits at most
+/// [`answer_timeout`](Self::answer_timeout) for the writer; that wait uses tokio's timer, so
+/// use the sink on a runtime with its time driver enabled (as `#[tokio::main]` and every
+/// server runtime have).
+///
+/// **Checkpoints.** Copying the WAL back into the file, with its fsyncs, is done by a second
+/// thread on a connection of its own (a passive checkpoint after about every 4 MiB committed),
+/// never by the writer: a commit that ran SQLite's automatic checkpoint held every batch
+/// waiting behind it for the length of an fsync (measured: half the requests/s with
+/// `report --sinks-only`).
+///
+/// ```
+/// use polytomic_webhook_store::{Durability, Identity, Sink, SqliteSink};
+///
+/// # tokio::runtime::Builder::new_multi_thread().enable_time().build().unwrap().block_on(async {
+/// let dir = std::env::temp_dir().join(format!("sqlite-sink-doc-{}", std::process::id()));
+/// std::fs::create_dir_all(&dir).unwrap();
+/// let sink = SqliteSink::open(dir.join("records.db"), Identity::key_field("id"), Durability::Process)
+///     .await
+///     .unwrap();
+/// sink.ready().await.unwrap();
+/// # std::fs::remove_dir_all(&dir).unwrap();
+/// # });
+/// ```
+#[derive(Clone)]
+pub struct SqliteSink {
+    /// The writer thread's queue; the thread ends once every clone of the sink is gone.
+    jobs: mpsc::Sender<Job>,
+    identity: Identity,
+    answer_timeout: Duration,
+}
+
+/// Work for the writer thread.
+enum Job {
+    /// Store a batch, as part of the next group.
+    Store {
+        batch: SyncRecords,
+        done: oneshot::Sender<Result<Stored, SinkError>>,
+    },
+    /// Anything else on the connection (a read, a check), between two groups.
+    Run(Box<dyn FnOnce(&mut Connection) + Send>),
+}
+
+impl std::fmt::Debug for SqliteSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteSink")
+            .field("identity", &self.identity)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SqliteSink {
+    /// Opens (or creates) the database file at `path`, and reads what it holds.
+    pub async fn open(
+        path: impl AsRef<Path>,
+        identity: Identity,
+        durability: Durability,
+    ) -> Result<Self, SinkError> {
+        let failed =
+            |error: &dyn std::fmt::Display| SinkError::from_cause("opening the SQLite file", error);
+        let path = path.as_ref().to_owned();
+        let (jobs, queue) = mpsc::channel();
+        let (opened, open_result) = oneshot::channel();
+        let writer_identity = identity.clone();
+        std::thread::Builder::new()
+            .name("sqlite-sink".to_owned())
+            .spawn(
+                move || match Writer::open(&path, durability, writer_identity) {
+                    Ok(writer) => {
+                        let _ = opened.send(Ok(()));
+                        writer.run(&queue);
+                    }
+                    Err(error) => {
+                        let _ = opened.send(Err(failed(&error)));
+                    }
+                },
+            )
+            .map_err(|error| failed(&error))?;
+        open_result.await.map_err(|error| failed(&error))??;
+        Ok(Self {
+            jobs,
+            identity,
+            answer_timeout: ANSWER_TIMEOUT,
+        })
+    }
+
+    /// How long a delivery waits for its batch to be committed before the sink answers it with
+    /// an error (so the delivery is answered 503); 10 seconds by default.
+    #[must_use]
+    pub fn answer_timeout(mut self, timeout: Duration) -> Self {
+        self.answer_timeout = timeout;
+        self
+    }
+
+    /// Sends `job` to the writer thread and waits for its answer on `answer`.
+    async fn submit<T>(
+        &self,
+        what: &'static str,
+        job: Job,
+        answer: oneshot::Receiver<Result<T, SinkError>>,
+    ) -> Result<T, SinkError> {
+        // Either fails only when the writer thread is gone or panicked doing this job.
+        let stopped = || SinkError::new(format_args!("{what}: the SQLite writer failed"));
+        self.jobs.send(job).map_err(|_| stopped())?;
+        match tokio::time::timeout(self.answer_timeout, answer).await {
+            Ok(answer) => answer.map_err(|_| stopped())?,
+            Err(_) => Err(SinkError::new(format_args!(
+                "{what}: the SQLite writer did not answer within {:?}",
+                self.answer_timeout
+            ))),
+        }
+    }
+
+    /// Runs `work` on the connection, on the writer thread, between two groups.
+    async fn run<T, W>(&self, what: &'static str, work: W) -> Result<T, SinkError>
+    where
+        T: Send + 'static,
+        W: FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
+    {
+        let (done, answer) = oneshot::channel();
+        let job = Job::Run(Box::new(move |connection| {
+            let result = work(connection).map_err(|error| SinkError::from_cause(what, error));
+            let _ = done.send(result);
+        }));
+        self.submit(what, job, answer).await
+    }
+}
+
+/// The writer thread's state: the connection and what the file holds.
+struct Writer {
+    connection: Connection,
+    identity: Identity,
+    known: Known,
+    checkpoints: Checkpoints,
+}
+
+/// Asks the checkpoint thread for a checkpoint once enough has been committed.
+struct Checkpoints {
+    /// Holds at most one request: requests made while a checkpoint runs fold into the next.
+    requests: mpsc::SyncSender<()>,
+    /// Row text committed since the last request.
+    committed: usize,
+}
+
+impl Checkpoints {
+    /// Starts the checkpoint thread on a connection of its own to `path`; it ends when the
+    /// writer does.
+    fn start(path: &Path) -> rusqlite::Result<Self> {
+        let connection = Connection::open(path)?;
+        connection.busy_timeout(BUSY_TIMEOUT)?;
+        let (requests, received) = mpsc::sync_channel(1);
+        std::thread::Builder::new()
+            .name("sqlite-checkpoint".to_owned())
+            .spawn(move || {
+                while received.recv().is_ok() {
+                    // Passive: copies what no reader still needs, and never waits for the
+                    // writer. What it cannot copy now is copied next time; a failure (a full
+                    // disk) leaves the WAL longer, and the commits themselves report it.
+                    let _ = connection.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
+                }
+            })
+            .map_err(|error| {
+                rusqlite::Error::InvalidParameterName(format!("starting a thread: {error}"))
+            })?;
+        Ok(Self {
+            requests,
+            committed: 0,
+        })
+    }
+
+    /// Counts `bytes` committed, and asks for a checkpoint past [`CHECKPOINT_BYTES`].
+    fn committed(&mut self, bytes: usize) {
+        self.committed += bytes;
+        if self.committed >= CHECKPOINT_BYTES {
+            self.committed = 0;
+            // Full: a checkpoint is already asked for, and it will take these pages too.
+            let _ = self.requests.try_send(());
+        }
+    }
+}
+
+/// A batch waiting for its group's commit, and where its answer goes.
+type Waiting = (SyncRecords, oneshot::Sender<Result<Stored, SinkError>>);
+
+impl Writer {
+    fn open(path: &Path, durability: Durability, identity: Identity) -> rusqlite::Result<Self> {
+        let connection = Connection::open(path)?;
+        connection.busy_timeout(BUSY_TIMEOUT)?;
+        // journal_mode answers with the mode now in force; anything but "wal" is refused,
+        // since the durability described above is WAL's.
+        let mode: String = connection.query_row("PRAGMA journal_mode=WAL", [], |row| row.get(0))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(rusqlite::Error::InvalidParameterName(format!(
+                "journal_mode is {mode}, not wal"
+            )));
+        }
+        connection.pragma_update(
+            None,
+            "synchronous",
+            match durability {
+                Durability::Process => "NORMAL",
+                Durability::PowerLoss => "FULL",
+            },
+        )?;
+        let earlier_layout = connection
+            .prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'identities'")?
+            .exists([])?;
+        if earlier_layout {
+            return Err(rusqlite::Error::InvalidParameterName(
+                "the file has the layout of an earlier version (tables `identities` and \
+                 `records`); store into a new file"
+                    .to_owned(),
+            ));
+        }
+        connection.execute_batch(SCHEMA)?;
+        // Checkpoints are the checkpoint thread's (see `Checkpoints`).
+        connection.pragma_update(None, "wal_autocheckpoint", 0)?;
+        let mut known = Known::new();
+        catch_up(&connection, &mut known)?;
+        Ok(Self {
+            checkpoints: Checkpoints::start(path)?,
+            connection,
+            identity,
+            known,
+        })
+    }
+
+    /// Takes the batches waiting (at most [`MAX_GROUP`]) and commits them as one group, until
+    /// every sender is gone.
+    fn run(mut self, queue: &mpsc::Receiver<Job>) {
+        let mut group = Vec::with_capacity(MAX_GROUP);
+        while let Ok(first) = queue.recv() {
+            let mut next = Some(first);
+            let mut records = 0;
+            while let Some(job) = next {
+                match job {
+                    Job::Store { batch, done } => {
+                        records += batch.len();
+                        group.push((batch, done));
+                    }
+                    Job::Run(work) => {
+                        // What was asked before it sees the batches stored before it.
+                        self.commit_group(&mut group);
+                        records = 0;
+                        // A panic drops `work`'s answer channel, which its caller reads as an
+                        // error; the writer carries on for everyone else.
+                        let _ = catch_unwind(AssertUnwindSafe(|| work(&mut self.connection)));
+                    }
+                }
+                next = if group.len() < MAX_GROUP && records < MAX_GROUP_RECORDS {
+                    queue.try_recv().ok()
+                } else {
+                    None
+                };
+            }
+            self.commit_group(&mut group);
+        }
+    }
+
+    /// Stores the batches of `group` in one transaction and answers each of them.
+    fn commit_group(&mut self, group: &mut Vec<Waiting>) {
+        if group.is_empty() {
+            return;
+        }
+        let mut undo = Undo::new();
+        // A panic unwinds the transaction (its drop rolls back): every batch of the group is
+        // refused, nothing of it kept, and the writer goes on with the next group.
+        let stored = catch_unwind(AssertUnwindSafe(|| {
+            self.store_group(group.iter().map(|(batch, _)| batch), &mut undo)
+        }));
+        let results = match stored {
+            Ok(Ok(results)) => results,
+            Ok(Err(error)) => {
+                self.known.undo(&mut undo, 0);
+                vec![Err(store_failed(&error)); group.len()]
+            }
+            Err(_) => {
+                // What the panic left in `known` is unsure: read it all again from the file.
+                self.known = Known::new();
+                vec![
+                    Err(SinkError::new(
+                        "storing a batch in SQLite: the writer panicked"
+                    ));
+                    group.len()
+                ]
+            }
+        };
+        for ((_, done), result) in group.drain(..).zip(results) {
+            // The delivery may have given up waiting; its batch is stored all the same.
+            let _ = done.send(result);
+        }
+    }
+
+    /// One transaction for all of `batches`, a row for each that stores anything: each
+    /// batch's own result, or `Err` when the transaction failed as a whole and nothing of any
+    /// batch was kept (the changes to undo then are in `undo`).
+    fn store_group<'b>(
+        &mut self,
+        batches: impl ExactSizeIterator<Item = &'b SyncRecords>,
+        undo: &mut Undo,
+    ) -> rusqlite::Result<Vec<Result<Stored, SinkError>>> {
+        let Self {
+            connection,
+            identity,
+            known,
+            checkpoints,
+        } = self;
+        let transaction = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        // The write lock is held from here on: nobody else adds a row until the commit.
+        catch_up(&transaction, known)?;
+        let mut results = Vec::with_capacity(batches.len());
+        let mut seq = known.seq();
+        let mut bytes = 0;
+        for batch in batches {
+            let mark = undo.len();
+            let changed = known.change(identity, batch, undo);
+            let stored = Stored {
+                stored: changed.len(),
+                unchanged: batch.len() - changed.len(),
+            };
+            if changed.is_empty() {
+                results.push(Ok(stored));
+                continue;
+            }
+            let records = row::encode(&changed);
+            // One statement: when it fails, SQLite undoes it alone (and the batch with it).
+            let inserted = transaction
+                .prepare_cached(
+                    "INSERT INTO batches (sync_id, sync_name, records) VALUES (?1, ?2, ?3)",
+                )?
+                .execute(params![batch.id().as_str(), batch.name(), &records]);
+            match inserted {
+                Ok(_) => {
+                    seq = transaction.last_insert_rowid();
+                    bytes += records.len();
+                    results.push(Ok(stored));
+                }
+                // SQLite rolled the whole transaction back (a full disk, an I/O error): the
+                // batches before this one went with it.
+                Err(error) if transaction.is_autocommit() => return Err(error),
+                Err(error) => {
+                    known.undo(undo, mark);
+                    results.push(Err(store_failed(&error)));
+                }
+            }
+        }
+        transaction.commit()?;
+        known.committed(seq);
+        checkpoints.committed(bytes);
+        Ok(results)
+    }
+}
+
+/// Takes into `known` the rows committed after the last one it has seen.
+fn catch_up(connection: &Connection, known: &mut Known) -> rusqlite::Result<()> {
+    let mut select = connection
+        .prepare_cached("SELECT seq, sync_id, records FROM batches WHERE seq > ?1 ORDER BY seq")?;
+    let mut rows = select.query([known.seq()])?;
+    while let Some(row) = rows.next()? {
+        let seq: i64 = row.get(0)?;
+        let sync = row.get_ref(1)?.as_str()?;
+        for record in decode_records(row, 2)? {
+            known.learn(seq, sync, record.key(), record.hash());
+        }
+    }
+    Ok(())
+}
+
+/// The records of column `column` of `row`.
+fn decode_records<'r>(
+    row: &'r rusqlite::Row<'_>,
+    column: usize,
+) -> rusqlite::Result<Vec<row::RowRecord<'r>>> {
+    let text = row.get_ref(column)?.as_str()?;
+    row::decode(text).map_err(|error| {
+        rusqlite::Error::FromSqlConversionFailure(
+            column,
+            rusqlite::types::Type::Text,
+            Box::new(error),
+        )
+    })
+}
+
+fn store_failed(error: &rusqlite::Error) -> SinkError {
+    SinkError::from_cause("storing a batch in SQLite", error)
+}
+
+impl Sink for SqliteSink {
+    fn store<'a>(&'a self, batch: &'a SyncRecords) -> SinkFuture<'a, Stored> {
+        // The batch's fields share the delivery's buffer: the clone costs a handle per record.
+        let (done, answer) = oneshot::channel();
+        let job = Job::Store {
+            batch: batch.clone(),
+            done,
+        };
+        Box::pin(self.submit("storing a batch in SQLite", job, answer))
+    }
+
+    fn ready(&self) -> SinkFuture<'_, ()> {
+        Box::pin(self.run("checking the SQLite file", |connection| {
+            // Reads one page of the file: the file and its schema are there and readable.
+            connection
+                .prepare_cached("SELECT 1 FROM batches LIMIT 1")?
+                .exists([])
+                .map(drop)
+        }))
+    }
+
+    fn records(&self) -> SinkFuture<'_, Vec<StoredRecord>> {
+        Box::pin(self.run("reading records from SQLite", |connection| {
+            let mut select = connection
+                .prepare("SELECT sync_id, sync_name, records FROM batches ORDER BY seq")?;
+            let mut rows = select.query([])?;
+            let mut records = Vec::new();
+            while let Some(row) = rows.next()? {
+                let sync_id: String = row.get(0)?;
+                let sync_name: String = row.get(1)?;
+                for record in decode_records(row, 2)? {
+                    records.push(StoredRecord {
+                        sync_id: sync_id.clone(),
+                        sync_name: sync_name.clone(),
+                        key: record.key().map(str::to_owned),
+                        hash: record.hash().to_owned(),
+                        fields: record.fields().to_owned(),
+                    });
+                }
+            }
+            Ok(records)
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::path::PathBuf;
+
+    use super::*;
+    use crate::testing::{batch, check_sink, fresh_sync_id};
+
+    fn scratch(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!(
+            "polytomic-webhook-store-{}-{name}",
+            std::process::id()
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    /// Makes storing a batch with a record whose hash is `boom` fail (`refused`): with `ABORT`
+    /// that batch's insert alone, with `ROLLBACK` the whole transaction (as a full disk or an
+    /// I/O error does).
+    fn refuse_boom(path: &Path, action: &str) {
+        Connection::open(path)
+            .unwrap()
+            .execute_batch(&format!(
+                "CREATE TRIGGER boom BEFORE INSERT ON batches
+                 WHEN NEW.records LIKE '%,\"boom\",%'
+                 BEGIN SELECT RAISE({action}, 'refused'); END;"
+            ))
+            .unwrap();
+    }
+
+    /// Holds the writer until `release` is dropped or sent to, so batches sent meanwhile are
+    /// taken as one group.
+    fn hold_writer(sink: &SqliteSink) -> mpsc::Sender<()> {
+        let (release, held) = mpsc::channel::<()>();
+        sink.jobs
+            .send(Job::Run(Box::new(move |_| {
+                let _ = held.recv();
+            })))
+            .unwrap();
+        release
+    }
+
+    /// Sends `batches` straight to the writer queue and returns their answers, in order.
+    async fn store_as_group(
+        sink: &SqliteSink,
+        batches: Vec<SyncRecords>,
+    ) -> Vec<Result<Stored, SinkError>> {
+        let release = hold_writer(sink);
+        let answers: Vec<_> = batches
+            .into_iter()
+            .map(|batch| {
+                let (done, answer) = oneshot::channel();
+                sink.jobs.send(Job::Store { batch, done }).unwrap();
+                answer
+            })
+            .collect();
+        release.send(()).unwrap();
+        let mut results = Vec::new();
+        for answer in answers {
+            results.push(answer.await.unwrap());
+        }
+        results
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn sqlite_sink_passes_the_shared_suite() {
+        let dir = scratch("suite");
+        let mut opened = 0;
+        check_sink(|identity| {
+            opened += 1;
+            let path = dir.join(format!("{opened}.db"));
+            async move {
+                SqliteSink::open(path, identity, Durability::Process)
+                    .await
+                    .unwrap()
+            }
+        })
+        .await;
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_batch_that_fails_halfway_leaves_nothing_behind() {
+        let path = scratch("atomic").join("records.db");
+        let sink = SqliteSink::open(&path, Identity::hash(), Durability::PowerLoss)
+            .await
+            .unwrap();
+        // The second record's insert fails after the first one's went through.
+        refuse_boom(&path, "ABORT");
+        let sync = fresh_sync_id();
+        let doomed = batch(&sync, &[("ok", r#"{"n":1}"#), ("boom", r#"{"n":2}"#)]);
+        let error = sink.store(&doomed).await.unwrap_err();
+        assert!(error.to_string().contains("refused"), "{error}");
+        assert!(
+            !error.to_string().contains(r#""n""#),
+            "no record value: {error}"
+        );
+        assert!(sink.records().await.unwrap().is_empty());
+        // Neither the record nor its identity's last hash was kept: it is stored when retried.
+        let retried = batch(&sync, &[("ok", r#"{"n":1}"#)]);
+        assert_eq!(sink.store(&retried).await.unwrap().stored, 1);
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn the_file_is_wal_and_durability_picks_the_synchronous_setting() {
+        let dir = scratch("pragmas");
+        for (durability, expected) in [(Durability::Process, 1), (Durability::PowerLoss, 2)] {
+            let path = dir.join(format!("{durability:?}.db"));
+            let sink = SqliteSink::open(&path, Identity::hash(), durability)
+                .await
+                .unwrap();
+            let pragma = |name: &'static str| {
+                sink.run("reading a pragma", move |connection| {
+                    connection
+                        .query_row(&format!("PRAGMA {name}"), [], |row| {
+                            row.get::<_, rusqlite::types::Value>(0)
+                        })
+                        .map(|value| format!("{value:?}"))
+                })
+            };
+            assert_eq!(pragma("journal_mode").await.unwrap(), r#"Text("wal")"#);
+            // 1 is NORMAL, 2 is FULL.
+            assert_eq!(
+                pragma("synchronous").await.unwrap(),
+                format!("Integer({expected})")
+            );
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_batch_that_fails_inside_a_group_fails_alone() {
+        let path = scratch("group").join("records.db");
+        let sink = SqliteSink::open(&path, Identity::hash(), Durability::Process)
+            .await
+            .unwrap();
+        refuse_boom(&path, "ABORT");
+        let sync = fresh_sync_id();
+        let batches = vec![
+            batch(&sync, &[("before", r#"{"n":1}"#)]),
+            batch(&sync, &[("ok", r#"{"n":2}"#), ("boom", r#"{"n":3}"#)]),
+            batch(&sync, &[("after", r#"{"n":4}"#)]),
+        ];
+        let results = store_as_group(&sink, batches).await;
+        assert_eq!(results[0].as_ref().unwrap().stored, 1);
+        assert!(
+            results[1]
+                .as_ref()
+                .unwrap_err()
+                .to_string()
+                .contains("refused")
+        );
+        assert_eq!(results[2].as_ref().unwrap().stored, 1);
+        let hashes: Vec<String> = sink
+            .records()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|record| record.hash)
+            .collect();
+        assert_eq!(hashes, ["before", "after"]);
+        // The refused batch's first record left no last hash behind: a retry stores it.
+        let retried = batch(&sync, &[("ok", r#"{"n":2}"#)]);
+        assert_eq!(sink.store(&retried).await.unwrap().stored, 1);
+    }
+
+    /// An error that makes SQLite abandon the whole transaction refuses every batch of the
+    /// group and keeps nothing of them; each is stored when sent again.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_failure_of_the_whole_transaction_refuses_the_group_and_keeps_nothing() {
+        let path = scratch("rollback").join("records.db");
+        let sink = SqliteSink::open(&path, Identity::hash(), Durability::Process)
+            .await
+            .unwrap();
+        refuse_boom(&path, "ROLLBACK");
+        let sync = fresh_sync_id();
+        let before = batch(&sync, &[("before", r#"{"n":1}"#)]);
+        let after = batch(&sync, &[("after", r#"{"n":4}"#)]);
+        let batches = vec![
+            before.clone(),
+            batch(&sync, &[("boom", r#"{"n":3}"#)]),
+            after.clone(),
+        ];
+        let results = store_as_group(&sink, batches).await;
+        assert!(results.iter().all(Result::is_err), "{results:?}");
+        assert!(sink.records().await.unwrap().is_empty());
+        assert_eq!(sink.store(&before).await.unwrap().stored, 1);
+        assert_eq!(sink.store(&after).await.unwrap().stored, 1);
+    }
+
+    /// A writer that does not answer in time costs the delivery a 503, never a hang; the batch
+    /// it was waiting for is committed once the writer is free, so a retry finds it unchanged.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_stalled_writer_is_an_error_after_the_answer_timeout_and_the_retry_is_unchanged() {
+        let path = scratch("stalled").join("records.db");
+        let sink = SqliteSink::open(&path, Identity::hash(), Durability::Process)
+            .await
+            .unwrap()
+            .answer_timeout(Duration::from_millis(200));
+        let release = hold_writer(&sink);
+        let one = batch(&fresh_sync_id(), &[("h", r#"{"n":1}"#)]);
+        let error = sink.store(&one).await.unwrap_err();
+        assert!(error.to_string().contains("did not answer"), "{error}");
+        release.send(()).unwrap();
+        // Patient again, so a loaded machine cannot fail the retry.
+        let sink = sink.answer_timeout(Duration::from_secs(60));
+        let retried = sink.store(&one).await.unwrap();
+        assert_eq!((retried.stored, retried.unchanged), (0, 1));
+    }
+
+    /// A panic on the writer thread fails only the work that panicked: the sink keeps storing.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn the_writer_survives_a_panic() {
+        let path = scratch("panic").join("records.db");
+        let sink = SqliteSink::open(&path, Identity::hash(), Durability::Process)
+            .await
+            .unwrap();
+        let panicked = sink
+            .run::<(), _>("panicking", |_| panic!("a bug in the writer"))
+            .await
+            .unwrap_err();
+        assert!(panicked.to_string().contains("writer failed"), "{panicked}");
+        let one = batch(&fresh_sync_id(), &[("h", r#"{"n":1}"#)]);
+        assert_eq!(sink.store(&one).await.unwrap().stored, 1);
+    }
+
+    /// Two processes writing one file: each takes in the other's rows before it decides.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn two_sinks_on_one_file_store_each_record_once() {
+        let path = scratch("two").join("records.db");
+        let open = || SqliteSink::open(&path, Identity::key_field("id"), Durability::Process);
+        let (one, two) = (open().await.unwrap(), open().await.unwrap());
+        let sync = fresh_sync_id();
+        let first = batch(&sync, &[("a", r#"{"id":1}"#), ("b", r#"{"id":2}"#)]);
+        let changed = batch(&sync, &[("a2", r#"{"id":1}"#)]);
+        assert_eq!(one.store(&first).await.unwrap().stored, 2);
+        assert_eq!(two.store(&first).await.unwrap().unchanged, 2);
+        assert_eq!(two.store(&changed).await.unwrap().stored, 1);
+        assert_eq!(one.store(&changed).await.unwrap().unchanged, 1);
+        // And back: the change `two` stored is the last hash `one` compares with.
+        assert_eq!(one.store(&first).await.unwrap().stored, 1);
+        let hashes: Vec<String> = two
+            .records()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|record| record.hash)
+            .collect();
+        assert_eq!(hashes, ["a", "b", "a2", "a"]);
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_file_of_the_earlier_layout_is_refused_with_a_clear_error() {
+        let path = scratch("earlier").join("records.db");
+        Connection::open(&path)
+            .unwrap()
+            .execute_batch(
+                "CREATE TABLE identities (sync_id TEXT, identity TEXT, hash TEXT);
+                 CREATE TABLE records (seq INTEGER PRIMARY KEY, fields TEXT);",
+            )
+            .unwrap();
+        let error = SqliteSink::open(&path, Identity::hash(), Durability::Process)
+            .await
+            .unwrap_err();
+        assert!(error.to_string().contains("earlier version"), "{error}");
+    }
+
+    /// A row that is not what this sink writes is an error when the file is opened, not a
+    /// record silently forgotten.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_damaged_row_fails_opening_the_file() {
+        let path = scratch("damaged").join("records.db");
+        drop(
+            SqliteSink::open(&path, Identity::hash(), Durability::Process)
+                .await
+                .unwrap(),
+        );
+        Connection::open(&path)
+            .unwrap()
+            .execute_batch(
+                "INSERT INTO batches (sync_id, sync_name, records) VALUES ('s', 'n', '[[');",
+            )
+            .unwrap();
+        let error = SqliteSink::open(&path, Identity::hash(), Durability::Process)
+            .await
+            .unwrap_err();
+        assert!(
+            error.to_string().contains("opening the SQLite file"),
+            "{error}"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn the_state_survives_reopening_the_file() {
+        let path = scratch("reopen").join("records.db");
+        let sync = fresh_sync_id();
+        let one = batch(&sync, &[("h", r#"{"n":1}"#)]);
+        let sink = SqliteSink::open(&path, Identity::hash(), Durability::Process)
+            .await
+            .unwrap();
+        assert_eq!(sink.store(&one).await.unwrap().stored, 1);
+        drop(sink);
+        let sink = SqliteSink::open(&path, Identity::hash(), Durability::Process)
+            .await
+            .unwrap();
+        assert_eq!(sink.store(&one).await.unwrap().unchanged, 1);
+        assert_eq!(sink.records().await.unwrap().len(), 1);
+        // A key's record changing A → B → A across reopenings is stored each time.
+        let keyed = |hash| batch(&sync, &[(hash, r#"{"id":7}"#)]);
+        for hash in ["A", "B", "A"] {
+            let sink = SqliteSink::open(&path, Identity::key_field("id"), Durability::Process)
+                .await
+                .unwrap();
+            assert_eq!(sink.store(&keyed(hash)).await.unwrap().stored, 1, "{hash}");
+            assert_eq!(
+                sink.store(&keyed(hash)).await.unwrap().unchanged,
+                1,
+                "{hash}"
+            );
+        }
+    }
+}
