@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
-use std::hash::{BuildHasher, BuildHasherDefault, Hash, Hasher, RandomState};
+use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher, Hash, Hasher, RandomState};
 
 use polytomic_webhook_event::{Record, SyncRecords};
 
@@ -20,20 +20,32 @@ use crate::Identity;
 /// identities, or two different hashes, share a fingerprint with a probability near 2⁻¹²⁸.
 type Fingerprint = u128;
 
-/// What a record's identity is made of, as hashed into its fingerprint.
-#[derive(Hash)]
-enum IdentityOf<'a> {
-    Key(&'a str, &'a str),
-    Hash(&'a str, &'a str),
+/// The "last hash" of an identity made of a hash: that hash itself, so being known is all
+/// there is to compare, and no second fingerprint is needed.
+const OWN_HASH: Fingerprint = 0;
+
+/// The two fingerprint hashers, having taken in a sync's id: one per batch, cloned for each
+/// of its records.
+#[derive(Clone)]
+struct SyncHashers(DefaultHasher, DefaultHasher);
+
+impl SyncHashers {
+    /// The fingerprint of the identity of the record with this key (`None`: a hash identity)
+    /// and this hash, within the sync.
+    fn identity(&self, key: Option<&str>, hash: &str) -> Fingerprint {
+        let Self(mut first, mut second) = self.clone();
+        // The tag keeps a key and a hash of the same text apart.
+        let (tag, text) = key.map_or((0_u8, hash), |key| (1, key));
+        for hasher in [&mut first, &mut second] {
+            hasher.write_u8(tag);
+            text.hash(hasher);
+        }
+        join(first.finish(), second.finish())
+    }
 }
 
-impl<'a> IdentityOf<'a> {
-    fn new(sync: &'a str, key: Option<&'a str>, hash: &'a str) -> Self {
-        match key {
-            Some(key) => Self::Key(sync, key),
-            None => Self::Hash(sync, hash),
-        }
-    }
+fn join(high: u64, low: u64) -> Fingerprint {
+    (u128::from(high) << 64) | u128::from(low)
 }
 
 /// The map's hasher: a fingerprint is already uniformly random, so its low 64 bits serve as
@@ -84,8 +96,19 @@ impl Known {
         }
     }
 
-    fn fingerprint(&self, value: &impl Hash) -> Fingerprint {
-        (u128::from(self.keys.0.hash_one(value)) << 64) | u128::from(self.keys.1.hash_one(value))
+    fn sync(&self, sync: &str) -> SyncHashers {
+        let (mut first, mut second) = (self.keys.0.build_hasher(), self.keys.1.build_hasher());
+        sync.hash(&mut first);
+        sync.hash(&mut second);
+        SyncHashers(first, second)
+    }
+
+    /// What is kept as the last hash of a record with this key and hash.
+    fn last_hash(&self, key: Option<&str>, hash: &str) -> Fingerprint {
+        match key {
+            Some(_) => join(self.keys.0.hash_one(hash), self.keys.1.hash_one(hash)),
+            None => OWN_HASH,
+        }
     }
 
     /// The newest `batches` row taken into account.
@@ -95,9 +118,9 @@ impl Known {
 
     /// Takes in a record of row `seq`, which some connection committed.
     pub(super) fn learn(&mut self, seq: i64, sync: &str, key: Option<&str>, hash: &str) {
-        let identity = self.fingerprint(&IdentityOf::new(sync, key, hash));
-        let hash = self.fingerprint(&hash);
-        self.last.insert(identity, hash);
+        let identity = self.sync(sync).identity(key, hash);
+        let last = self.last_hash(key, hash);
+        self.last.insert(identity, last);
         self.seq = self.seq.max(seq);
     }
 
@@ -110,13 +133,13 @@ impl Known {
         batch: &'b SyncRecords,
         undo: &mut Undo,
     ) -> Vec<(Option<&'b str>, &'b Record)> {
-        let sync = batch.id().as_str();
+        let sync = self.sync(batch.id().as_str());
         let mut changed = Vec::with_capacity(batch.len());
         for record in batch {
             let key = identity.key(record);
             let hash = record.hash().as_str();
-            let id = self.fingerprint(&IdentityOf::new(sync, key, hash));
-            let hash = self.fingerprint(&hash);
+            let id = sync.identity(key, hash);
+            let hash = self.last_hash(key, hash);
             match self.last.entry(id) {
                 Entry::Occupied(last) if *last.get() == hash => continue,
                 Entry::Occupied(mut last) => undo.push((id, Some(last.insert(hash)))),
@@ -153,15 +176,14 @@ mod tests {
     #[test]
     fn a_key_and_a_hash_of_the_same_text_are_different_identities() {
         let known = Known::new();
-        let key = known.fingerprint(&IdentityOf::new("s", Some("x"), "h"));
-        let hash = known.fingerprint(&IdentityOf::new("s", None, "x"));
-        let other_sync = known.fingerprint(&IdentityOf::new("t", Some("x"), "h"));
-        assert_ne!(key, hash);
-        assert_ne!(key, other_sync);
-        // The hash does not take part in a key identity.
-        assert_eq!(
-            key,
-            known.fingerprint(&IdentityOf::new("s", Some("x"), "other"))
+        let key = known.sync("s").identity(Some("x"), "h");
+        assert_ne!(key, known.sync("s").identity(None, "x"));
+        assert_ne!(key, known.sync("t").identity(Some("x"), "h"));
+        // The hash takes no part in a key identity, only in its last hash.
+        assert_eq!(key, known.sync("s").identity(Some("x"), "other"));
+        assert_ne!(
+            known.last_hash(Some("x"), "h"),
+            known.last_hash(Some("x"), "other")
         );
     }
 
