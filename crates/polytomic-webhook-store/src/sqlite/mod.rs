@@ -26,6 +26,11 @@ const MAX_GROUP: usize = 64;
 /// piled into one long transaction (a batch larger than this is a group of its own).
 const MAX_GROUP_RECORDS: usize = 10_000;
 
+/// The most jobs waiting for the writer; past it a delivery is refused at once (503) rather
+/// than queued. Deliveries that gave up waiting leave their jobs behind, so without a bound a
+/// stalled disk would let them pile up without end.
+const MAX_WAITING: usize = 4 * MAX_GROUP;
+
 /// How long a delivery waits for the writer to answer before it is told the sink is
 /// unavailable (503), unless set with [`SqliteSink::answer_timeout`]. A stalled disk then
 /// costs Polytomic a retry rather than a connection held open; a batch committed after its
@@ -83,7 +88,8 @@ const SCHEMA: &str = "
 /// [`Durability::PowerLoss`] one fsync, for many batches), and answers each batch only once
 /// that transaction is committed. A batch whose insert fails on its own (a constraint, a
 /// trigger) is refused without touching the others; when the transaction itself fails (a full
-/// disk, an I/O error), every batch in it is refused. A caller waits at most
+/// disk, an I/O error), every batch in it is refused. At most 256 batches wait for the writer;
+/// the next one is refused at once. A caller waits at most
 /// [`answer_timeout`](Self::answer_timeout) for the writer; that wait uses tokio's timer, so
 /// use the sink on a runtime with its time driver enabled (as `#[tokio::main]` and every
 /// server runtime have).
@@ -115,7 +121,7 @@ const SCHEMA: &str = "
 #[derive(Clone)]
 pub struct SqliteSink {
     /// The writer thread's queue; the thread ends once every clone of the sink is gone.
-    jobs: mpsc::Sender<Job>,
+    jobs: mpsc::SyncSender<Job>,
     identity: Identity,
     answer_timeout: Duration,
 }
@@ -149,7 +155,7 @@ impl SqliteSink {
         let failed =
             |error: &dyn std::fmt::Display| SinkError::from_cause("opening the SQLite file", error);
         let path = path.as_ref().to_owned();
-        let (jobs, queue) = mpsc::channel();
+        let (jobs, queue) = mpsc::sync_channel(MAX_WAITING);
         let (opened, open_result) = oneshot::channel();
         let writer_identity = identity.clone();
         std::thread::Builder::new()
@@ -191,7 +197,12 @@ impl SqliteSink {
     ) -> Result<T, SinkError> {
         // Either fails only when the writer thread is gone or panicked doing this job.
         let stopped = || SinkError::new(format_args!("{what}: the SQLite writer failed"));
-        self.jobs.send(job).map_err(|_| stopped())?;
+        self.jobs.try_send(job).map_err(|error| match error {
+            mpsc::TrySendError::Full(_) => SinkError::new(format_args!(
+                "{what}: {MAX_WAITING} batches are already waiting for the SQLite writer"
+            )),
+            mpsc::TrySendError::Disconnected(_) => stopped(),
+        })?;
         match tokio::time::timeout(self.answer_timeout, answer).await {
             Ok(answer) => answer.map_err(|_| stopped())?,
             Err(_) => Err(SinkError::new(format_args!(
@@ -760,6 +771,44 @@ mod tests {
         let sink = sink.answer_timeout(Duration::from_secs(60));
         let retried = sink.store(&one).await.unwrap();
         assert_eq!((retried.stored, retried.unchanged), (0, 1));
+    }
+
+    /// With the writer stalled, the queue fills up to its bound and the next delivery is
+    /// refused at once; the queued batches are stored once the writer moves again.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_full_queue_refuses_at_once_and_the_queued_batches_are_stored() {
+        let path = scratch("full").join("records.db");
+        let sink = SqliteSink::open(&path, Identity::hash(), Durability::Process)
+            .await
+            .unwrap()
+            .answer_timeout(Duration::from_secs(60));
+        let release = hold_writer(&sink);
+        let sync = fresh_sync_id();
+        // The held job may or may not have left the queue yet: fill it up to the brim.
+        let mut queued = Vec::new();
+        let refused = loop {
+            let one = batch(&sync, &[(&format!("h{}", queued.len()), "{}")]);
+            let (done, answer) = oneshot::channel();
+            match sink.jobs.try_send(Job::Store {
+                batch: one.clone(),
+                done,
+            }) {
+                Ok(()) => queued.push(answer),
+                Err(_) => break one,
+            }
+            assert!(
+                queued.len() <= MAX_WAITING,
+                "the queue took more than its bound"
+            );
+        };
+        assert!(queued.len() >= MAX_WAITING - 1, "{}", queued.len());
+        let error = sink.store(&refused).await.unwrap_err();
+        assert!(error.to_string().contains("already waiting"), "{error}");
+        release.send(()).unwrap();
+        for answer in queued {
+            assert_eq!(answer.await.unwrap().unwrap().stored, 1);
+        }
+        assert_eq!(sink.store(&refused).await.unwrap().stored, 1);
     }
 
     /// A panic on the writer thread fails only the work that panicked: the sink keeps storing.
