@@ -12,7 +12,7 @@ use polytomic_webhook_core::body::{
     BodyLimit, BodyStats, BodyStatsWriter, BoxError, InvalidCompressedBody, length_limit_error,
 };
 
-use crate::coding::{Coding, Codings};
+use crate::coding::{Coding, Codings, UnsupportedContentEncoding};
 use crate::config::{DecompressionConfig, RATIO_CHECK_AFTER_BYTES};
 use crate::pipeline::{Pipeline, Progress};
 
@@ -39,6 +39,8 @@ pin_project! {
     /// - [`http_body_util::LengthLimitError`](https://docs.rs/http-body-util/latest/http_body_util/struct.LengthLimitError.html) when a limit fires (axum's extractors answer 413;
     ///   the request's [`BodyStats`] extension says which limit),
     /// - [`InvalidCompressedBody`] when the data cannot be decoded,
+    /// - [`UnsupportedContentEncoding`] when built with more codings than its configuration
+    ///   accepts (the layer refuses those before it builds one),
     /// - the inner body's own error otherwise.
     ///
     /// ```
@@ -95,6 +97,10 @@ enum Mode {
     Sniffing,
     Identity,
     Decoding(Box<Pipeline>),
+    /// More codings declared than the configuration accepts: fails at once, unread.
+    Refused {
+        allowed: usize,
+    },
     /// Ended, cleanly or with an error already yielded; the inner body is not polled again.
     Finished,
 }
@@ -102,7 +108,9 @@ enum Mode {
 impl<B> DecompressionBody<B> {
     /// Wraps `inner`, which the sender encoded with `codings`.
     ///
-    /// With no codings, the body passes through unchanged (still bounded by the limits) unless
+    /// More codings than `config` accepts ([`max_codings`](DecompressionConfig::max_codings))
+    /// make the body fail on its first poll with
+    /// [`UnsupportedContentEncoding::TooManyStacked`], reading nothing. With no codings, the body passes through unchanged (still bounded by the limits) unless
     /// `sniff_gzip` is on and it starts with the gzip magic bytes.
     pub fn new(inner: B, codings: &Codings, config: DecompressionConfig) -> Self {
         Self::with_stats(inner, codings, config, BodyStatsWriter::new())
@@ -114,7 +122,11 @@ impl<B> DecompressionBody<B> {
         config: DecompressionConfig,
         stats: BodyStatsWriter,
     ) -> Self {
+        let allowed = config.codings_allowed();
         let mode = match Pipeline::new(codings, config.max_decompressed_bytes) {
+            // The layer refuses these before it builds a body; built by hand, the body keeps
+            // the same bound on the decoding work.
+            _ if codings.len() > allowed => Mode::Refused { allowed },
             Some(pipeline) if !codings.is_empty() => Mode::Decoding(Box::new(pipeline)),
             _ if config.sniff_gzip => Mode::Sniffing,
             _ => Mode::Identity,
@@ -286,6 +298,11 @@ impl State {
     fn step(&mut self) -> Step {
         match &mut self.mode {
             Mode::Finished => Step::End,
+            Mode::Refused { allowed } => {
+                Step::Fail(Box::new(UnsupportedContentEncoding::TooManyStacked {
+                    allowed: *allowed,
+                }))
+            }
             Mode::Sniffing => {
                 if self.pending.len() < GZIP_MAGIC.len() && !self.input_ended {
                     return Step::NeedInput;

@@ -726,3 +726,29 @@ async fn a_failing_inner_coding_is_named() {
     let (_, message) = outcome.seen.error.unwrap();
     assert!(message.contains("deflate"), "{message}");
 }
+
+/// A body built by hand with more codings than its configuration accepts fails at once, as
+/// the layer does, instead of running the decoders the setting exists to rule out.
+#[tokio::test]
+async fn a_body_built_with_more_codings_than_configured_fails_unread() {
+    use polytomic_webhook_decompression::{
+        Codings, DecompressionBody, DecompressionConfig, UnsupportedContentEncoding,
+    };
+
+    let stacked = Codings::new(&[Coding::Gzip, Coding::Gzip]).unwrap();
+    let twice = gzip(&gzip(b"{}"));
+    let body = DecompressionBody::new(
+        Full::new(Bytes::from(twice.clone())),
+        &stacked,
+        DecompressionConfig::default(),
+    );
+    let error = body.collect().await.unwrap_err();
+    assert_eq!(
+        error.downcast_ref::<UnsupportedContentEncoding>(),
+        Some(&UnsupportedContentEncoding::TooManyStacked { allowed: 1 })
+    );
+    let mut config = DecompressionConfig::default();
+    config.max_codings = 2;
+    let body = DecompressionBody::new(Full::new(Bytes::from(twice)), &stacked, config);
+    assert_eq!(&body.collect().await.unwrap().to_bytes()[..], b"{}");
+}

@@ -53,6 +53,8 @@ fuzz_target!(|data: &[u8]| {
     let limit = u64::from(*limit) * 64 + 1;
     let mut config = DecompressionConfig::default();
     config.max_decompressed_bytes = limit;
+    // Every coding `Codings` takes, stacked ones included, is decoded here.
+    config.max_codings = polytomic_webhook_decompression::MAX_STACKED_CODINGS;
     config.sniff_gzip = flags & 0b1_0000 == 0;
     let frames = Frames::chunks(&body, usize::from(*frame_size), flags & 0b10_0000 != 0);
 
