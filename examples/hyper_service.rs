@@ -9,7 +9,9 @@
 //! decompressed body and parses it. The library's `server::serve` loop serves it,
 //! HTTP/1 and HTTP/2 with `hyper-util`'s auto builder: per connection it records the peer
 //! address as a `PeerAddr` extension (hyper does not, and an allowlist needs it), and it closes
-//! a connection whose client does not send a request's headers within 10 seconds. A refusal of the parser becomes its
+//! a connection whose client does not send a request's headers within 10 seconds. The same
+//! server-wide bounds as the receiver's route apply (`POLYTOMIC_WEBHOOK_MAX_IN_FLIGHT` and the
+//! other variables `startup::server_limits` reads). A refusal of the parser becomes its
 //! response through `IntoResponse`, exactly as the axum extractor would answer.
 //!
 //! `POLYTOMIC_WEBHOOK_ADDR` sets the address (default `127.0.0.1:3000`); every path is the
@@ -26,6 +28,7 @@ async fn main() -> Result<(), Box<dyn Error>> {
     init_logging();
     let secret = startup::required_secret_var(startup::SECRET_VAR)?;
     let layer = PolytomicWebhookLayer::new(PolytomicWebhookConfig::default().secret(secret))?;
+    let limits = startup::server_limits()?;
 
     let listener = startup::bind(listen_addr()?).await?;
     let shutdown = shutdown_signal();
@@ -37,6 +40,7 @@ async fn main() -> Result<(), Box<dyn Error>> {
             tracing::info!(records = batch.len(), "stored a batch");
             Ok(())
         }),
+        &limits,
         shutdown,
     )
     .await;

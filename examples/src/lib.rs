@@ -39,13 +39,13 @@ use http::{Request, StatusCode};
 use polytomic_webhook::dedup::MemoryEventIdStore;
 use polytomic_webhook::dedup::{DedupLayer, EventIdStore};
 use polytomic_webhook::event::read;
+use polytomic_webhook::handler_panicked;
 use polytomic_webhook::limit::{DecodedBudgetLayer, InFlightLimitLayer, ServerLimits};
 use polytomic_webhook::metrics::{PrometheusHandle, prometheus_answer};
 use polytomic_webhook::prelude::*;
 use polytomic_webhook::problem::Problem;
 use polytomic_webhook::readiness::Readiness;
 pub use polytomic_webhook::server::{HEADER_READ_TIMEOUT, serve, shutdown_signal};
-use polytomic_webhook::{DeliveryBody, handler_panicked};
 use tokio::net::TcpListener;
 use tower::{ServiceBuilder, service_fn};
 use tower_http::catch_panic::CatchPanicLayer;
@@ -309,14 +309,21 @@ pub fn tonic_gateway(
 ///
 /// Every request reaching the `service_fn` has passed the layer's checks; its body is the
 /// decompressed one, and the layer attached the extractor's configuration as an extension.
+/// `limits` bounds the deliveries in flight and the decoded bytes they hold, as the axum
+/// receiver's route does.
 pub async fn serve_hyper(
     listener: TcpListener,
     layer: PolytomicWebhookLayer,
     sink: Sink,
+    limits: &ServerLimits,
     shutdown: impl Future<Output = ()>,
 ) {
+    // The same order as the axum route: the in-flight bound outside the webhook layer, the
+    // decoded-bytes budget inside it, where the body is the decoded one.
     let service = ServiceBuilder::new()
+        .layer(InFlightLimitLayer::new(limits))
         .layer(layer)
+        .layer(DecodedBudgetLayer::new(limits))
         .service(service_fn(move |request| {
             handle(Arc::clone(&sink), request)
         }));
@@ -324,7 +331,7 @@ pub async fn serve_hyper(
 }
 
 /// The hyper service's handler: the extractor's work through `event::read`, then the sink.
-async fn handle<B>(sink: Sink, request: Request<DeliveryBody<B>>) -> Result<Response, Infallible>
+async fn handle<B>(sink: Sink, request: Request<B>) -> Result<Response, Infallible>
 where
     B: http_body::Body,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,

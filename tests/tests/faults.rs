@@ -290,7 +290,15 @@ async fn a_batch_the_sink_could_not_store_gets_503_batch_not_stored_not_200() {
         let hyper_addr = listener.local_addr().unwrap();
         let sink = Arc::clone(&failing);
         tokio::spawn(async move {
-            examples::serve_hyper(listener, layer(config()), sink, std::future::pending()).await;
+            let limits = polytomic_webhook::limit::ServerLimits::default();
+            examples::serve_hyper(
+                listener,
+                layer(config()),
+                sink,
+                &limits,
+                std::future::pending(),
+            )
+            .await;
         });
         let mut replies = Vec::new();
         for addr in [axum_addr, hyper_addr] {

@@ -70,6 +70,14 @@ impl Holding {
         config: polytomic_webhook::PolytomicWebhookConfig,
         limits: ServerLimits,
     ) -> Self {
+        Self::start_on(Example::Axum, config, limits).await
+    }
+
+    async fn start_on(
+        example: Example,
+        config: polytomic_webhook::PolytomicWebhookConfig,
+        limits: ServerLimits,
+    ) -> Self {
         let (entered_tx, entered) = std::sync::mpsc::channel::<()>();
         let (release, released) = std::sync::mpsc::channel::<()>();
         let (entered_tx, released) = (Mutex::new(entered_tx), Mutex::new(released));
@@ -90,11 +98,25 @@ impl Holding {
             }
             Ok(())
         });
-        let ops = examples::Ops {
-            limits,
-            ..examples::Ops::default()
+        let addr = match example {
+            Example::Axum => {
+                let ops = examples::Ops {
+                    limits,
+                    ..examples::Ops::default()
+                };
+                serve_axum(examples::receiver_app_with(layer(config), sink, &ops)).await
+            }
+            Example::Hyper => {
+                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+                let addr = listener.local_addr().unwrap();
+                let layer = layer(config);
+                tokio::spawn(async move {
+                    examples::serve_hyper(listener, layer, sink, &limits, std::future::pending())
+                        .await;
+                });
+                addr
+            }
         };
-        let addr = serve_axum(examples::receiver_app_with(layer(config), sink, &ops)).await;
         Self {
             addr,
             entered,
@@ -118,21 +140,32 @@ impl Holding {
     }
 }
 
+/// Which example server a test runs.
+#[derive(Clone, Copy, Debug)]
+enum Example {
+    /// The axum receiver (`examples::receiver_app_with`).
+    Axum,
+    /// The plain hyper service (`examples::serve_hyper`).
+    Hyper,
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_delivery_beyond_the_in_flight_bound_gets_503_overloaded_and_the_next_one_is_served() {
-    let limits = ServerLimits::default()
-        .max_in_flight(1)
-        .queue_wait(Duration::from_millis(100));
-    let server = Holding::start(config(), limits).await;
+    for on in [Example::Axum, Example::Hyper] {
+        let limits = ServerLimits::default()
+            .max_in_flight(1)
+            .queue_wait(Duration::from_millis(100));
+        let server = Holding::start_on(on, config(), limits).await;
 
-    let held = server.hold(marked("hold")).await;
-    let refused = server.send(marked("second")).await;
-    refused.assert_problem(StatusCode::SERVICE_UNAVAILABLE, "overloaded");
-    assert_eq!(refused.headers[RETRY_AFTER], "1");
+        let held = server.hold(marked("hold")).await;
+        let refused = server.send(marked("second")).await;
+        refused.assert_problem(StatusCode::SERVICE_UNAVAILABLE, "overloaded");
+        assert_eq!(refused.headers[RETRY_AFTER], "1", "{on:?}");
 
-    server.release.send(()).unwrap();
-    held.await.unwrap().assert_accepted(1);
-    server.send(marked("third")).await.assert_accepted(1);
+        server.release.send(()).unwrap();
+        held.await.unwrap().assert_accepted(1);
+        server.send(marked("third")).await.assert_accepted(1);
+    }
 }
 
 /// A delivery whose records come to about `mib` MiB, sent uncompressed (zeros would trip the

@@ -161,7 +161,8 @@ pub async fn start_hyper(config: PolytomicWebhookConfig) -> Server {
     let sink = received.sink();
     let layer = layer(config);
     tokio::spawn(async move {
-        examples::serve_hyper(listener, layer, sink, std::future::pending()).await;
+        let limits = polytomic_webhook::limit::ServerLimits::default();
+        examples::serve_hyper(listener, layer, sink, &limits, std::future::pending()).await;
     });
     Server { addr, received }
 }
