@@ -396,6 +396,55 @@ async fn redis_hash_identities_survive_turning_the_ttl_on_or_off() {
     // ...and stored with one (in the sorted set), known once it is unset again.
     assert_eq!(forever.store(&after).await.unwrap().unchanged, 1);
     assert_eq!(forever.records().await.unwrap().len(), 2);
+    // Where each went: without a TTL the identity hash holds `#HASH`, with one the sorted set.
+    let key = format!("switch:{{{sync}}}");
+    assert_eq!(
+        redis_command(&redis, &format!("HEXISTS {key}:last #kept-without-ttl")),
+        b":1\r\n"
+    );
+    assert_eq!(
+        redis_command(&redis, &format!("ZSCORE {key}:hashes kept-without-ttl")),
+        b"$-1\r\n"
+    );
+    assert_eq!(
+        redis_command(&redis, &format!("HEXISTS {key}:last #kept-with-ttl")),
+        b":0\r\n"
+    );
+
+    // One stored with a TTL that has run out is stored again with the TTL turned off.
+    let brief = sink(Some(Duration::from_millis(50))).await.unwrap();
+    let expiring = batch(&sync, &[("brief", r#"{"n":3}"#)]);
+    assert_eq!(brief.store(&expiring).await.unwrap().stored, 1);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(forever.store(&expiring).await.unwrap().stored, 1);
+    assert_eq!(forever.store(&expiring).await.unwrap().unchanged, 1);
+}
+
+/// Without a TTL, hash identities live in the identity hash only: no sorted set is made.
+#[tokio::test]
+async fn redis_hash_identities_without_a_ttl_make_no_sorted_set() {
+    use polytomic_webhook_store::Sink as _;
+    use polytomic_webhook_store::testing::{batch, fresh_sync_id};
+
+    let Some(redis) = RedisServer::start("redis_no_sorted_set") else {
+        return;
+    };
+    let sink = RedisSink::connect(&redis.url(), "plain", Identity::hash(), None)
+        .await
+        .unwrap();
+    let sync = fresh_sync_id();
+    let one = batch(&sync, &[("h1", r#"{"n":1}"#), ("h2", r#"{"n":2}"#)]);
+    assert_eq!(sink.store(&one).await.unwrap().stored, 2);
+    assert_eq!(sink.store(&one).await.unwrap().unchanged, 2);
+    let key = format!("plain:{{{sync}}}");
+    assert_eq!(
+        redis_command(&redis, &format!("EXISTS {key}:hashes")),
+        b":0\r\n"
+    );
+    assert_eq!(
+        redis_command(&redis, &format!("HLEN {key}:last")),
+        b":2\r\n"
+    );
 }
 
 #[tokio::test]

@@ -22,11 +22,12 @@ const PAGE: usize = 1_000;
 
 /// One batch, one script: Redis runs it without interleaving any other command, so two
 /// replicas storing the same batch at once store each record once. It reads every identity's
-/// state before it writes anything, so the errors Redis can raise mid-script (a key of the
-/// wrong type) come before the first write.
+/// state before it writes anything of the batch (it only purges expired hash identities
+/// first), so the errors Redis can raise mid-script (a key of the wrong type) come before the
+/// batch's first write.
 ///
 /// Redis's cost is mostly one call per command, so the script reads the whole batch's state
-/// with one `HMGET` (and one `ZMSCORE` when hash identities can expire) and writes it back
+/// with one `HMGET` (and one `ZMSCORE` when expiring hash identities exist) and writes it back
 /// with one `HSET` (in chunks, which keep `unpack` within Lua's stack): per record only the
 /// `XADD` is left. A sorted set costs about four times a hash to update (measured with
 /// `redis-benchmark`: 271 µs against 76 µs for 100 new members), so it holds hash identities
@@ -37,9 +38,9 @@ const PAGE: usize = 1_000;
 /// ARGV: sync id, sync name, TTL in ms (0: none), then per record: key ("" for a hash
 /// identity), hash, fields.
 ///
-/// A hash identity is known when either structure holds it, so turning the TTL on or off
-/// keeps what was stored before: entries written without a TTL never expire, and entries
-/// written with one keep their expiry.
+/// A hash identity is known when either structure holds it (and, in the sorted set, has not
+/// expired), so turning the TTL on or off keeps what was stored before: entries written
+/// without a TTL never expire, and entries written with one keep their expiry.
 const STORE_SCRIPT: &str = r"
 local CHUNK = 1000
 local function each_chunk(list, run)
@@ -57,11 +58,13 @@ local function lookup(command, key, names)
 end
 local ttl = tonumber(ARGV[3])
 local expiry
-if ttl > 0 then
+-- Expired hash identities go, whatever the TTL setting now: with it turned off, they would
+-- otherwise count as known for ever.
+if ttl > 0 or redis.call('EXISTS', KEYS[3]) == 1 then
   local now = redis.call('TIME')
   local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
   redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now_ms)
-  expiry = now_ms + ttl
+  if ttl > 0 then expiry = now_ms + ttl end
 end
 local fields, hashes = {}, {}
 for i = 4, #ARGV, 3 do
@@ -75,7 +78,7 @@ for i = 4, #ARGV, 3 do
 end
 local last = lookup('HMGET', KEYS[2], fields)
 local scores = {}
-if #hashes > 0 and (ttl > 0 or redis.call('EXISTS', KEYS[3]) == 1) then
+if #hashes > 0 and redis.call('EXISTS', KEYS[3]) == 1 then
   local reply = lookup('ZMSCORE', KEYS[3], hashes)
   for j = 1, #hashes do if reply[j] then scores[hashes[j]] = true end end
 end
