@@ -4,7 +4,7 @@ use std::io::{self, Write};
 use std::process::ExitCode;
 
 use clap::Args;
-use polytomic_webhook_store::{Durability, Identity, SinkUrl};
+use polytomic_webhook_store::SinkUrl;
 
 use crate::{EXIT_FAILED, EXIT_USAGE, NAME};
 
@@ -35,11 +35,7 @@ pub(crate) async fn run(args: DumpArgs) -> ExitCode {
             return ExitCode::from(EXIT_USAGE);
         }
     }
-    let records = match args.sink.open(Identity::hash(), Durability::Process).await {
-        Ok(sink) => sink.records().await,
-        Err(error) => Err(error),
-    };
-    let records = match records {
+    let records = match args.sink.records().await {
         Ok(records) => records,
         Err(error) => {
             eprintln!("{NAME}: cannot read the sink: {error}");

@@ -6,7 +6,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::{Durability, Identity, Sink, SinkError};
+use crate::{Durability, Identity, Sink, SinkError, StoredRecord};
 
 /// A sink's location, as given on a command line.
 ///
@@ -121,6 +121,23 @@ impl SinkUrl {
                 Err(SinkError::new(
                     "this build has no support for that kind of sink (a cargo feature is off)",
                 ))
+            }
+        }
+    }
+
+    /// Every record the sink holds, in store order (what `dump` prints). A SQLite file is read
+    /// through a read-only connection, without setting up a sink; a missing file is an error,
+    /// not a new empty one.
+    pub async fn records(&self) -> Result<Vec<StoredRecord>, SinkError> {
+        match self {
+            #[cfg(feature = "sqlite")]
+            Self::Sqlite(path) => crate::sqlite::read_records(path).await,
+            #[allow(unreachable_patterns)] // With the sqlite feature off, SQLite comes here too.
+            _ => {
+                self.open(Identity::hash(), Durability::Process)
+                    .await?
+                    .records()
+                    .await
             }
         }
     }

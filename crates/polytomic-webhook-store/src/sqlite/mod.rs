@@ -584,26 +584,54 @@ impl Sink for SqliteSink {
 
     fn records(&self) -> SinkFuture<'_, Vec<StoredRecord>> {
         Box::pin(self.run("reading records from SQLite", |connection| {
-            let mut select = connection
-                .prepare("SELECT sync_id, sync_name, records FROM batches ORDER BY seq")?;
-            let mut rows = select.query([])?;
-            let mut records = Vec::new();
-            while let Some(row) = rows.next()? {
-                let sync_id: String = row.get(0)?;
-                let sync_name: String = row.get(1)?;
-                for record in decode_records(row, 2)? {
-                    records.push(StoredRecord {
-                        sync_id: sync_id.clone(),
-                        sync_name: sync_name.clone(),
-                        key: record.key().map(str::to_owned),
-                        hash: record.hash().to_owned(),
-                        fields: record.fields().to_owned(),
-                    });
-                }
-            }
-            Ok(records)
+            all_records(connection)
         }))
     }
+}
+
+/// Every record stored in the file at `path`, read through a read-only connection of its own:
+/// what `dump` needs, without the writer, its checkpoint thread or the identities in memory
+/// that [`SqliteSink::open`] sets up.
+pub(crate) async fn read_records(path: &Path) -> Result<Vec<StoredRecord>, SinkError> {
+    let failed =
+        |error: &dyn std::fmt::Display| SinkError::from_cause("reading records from SQLite", error);
+    let path = path.to_owned();
+    let (done, answer) = oneshot::channel();
+    std::thread::Builder::new()
+        .name("sqlite-read".to_owned())
+        .spawn(move || {
+            let read =
+                Connection::open_with_flags(&path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+                    .and_then(|connection| {
+                        connection.busy_timeout(BUSY_TIMEOUT)?;
+                        all_records(&connection)
+                    });
+            let _ = done.send(read.map_err(|error| failed(&error)));
+        })
+        .map_err(|error| failed(&error))?;
+    answer.await.map_err(|error| failed(&error))?
+}
+
+/// Every stored record, in store order.
+fn all_records(connection: &Connection) -> rusqlite::Result<Vec<StoredRecord>> {
+    let mut select =
+        connection.prepare("SELECT sync_id, sync_name, records FROM batches ORDER BY seq")?;
+    let mut rows = select.query([])?;
+    let mut records = Vec::new();
+    while let Some(row) = rows.next()? {
+        let sync_id: String = row.get(0)?;
+        let sync_name: String = row.get(1)?;
+        for record in decode_records(row, 2)? {
+            records.push(StoredRecord {
+                sync_id: sync_id.clone(),
+                sync_name: sync_name.clone(),
+                key: record.key().map(str::to_owned),
+                hash: record.hash().to_owned(),
+                fields: record.fields().to_owned(),
+            });
+        }
+    }
+    Ok(records)
 }
 
 #[cfg(test)]
@@ -977,6 +1005,27 @@ mod tests {
             error.to_string().contains("opening the SQLite file"),
             "{error}"
         );
+    }
+
+    /// What `dump` reads through its own read-only connection is what the sink holds, while
+    /// the sink is open and writing.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn read_records_gives_what_the_sink_holds() {
+        let path = scratch("read").join("records.db");
+        let sink = SqliteSink::open(&path, Identity::key_field("id"), Durability::Process)
+            .await
+            .unwrap();
+        let sync = fresh_sync_id();
+        let stored = batch(&sync, &[("a", r#"{"id":1}"#), ("b", r#"{ "id" : 2.50 }"#)]);
+        assert_eq!(sink.store(&stored).await.unwrap().stored, 2);
+        let read = read_records(&path).await.unwrap();
+        assert_eq!(read, sink.records().await.unwrap());
+        assert_eq!(read[1].key.as_deref(), Some("2.50"));
+        assert_eq!(read[1].fields, r#"{ "id" : 2.50 }"#);
+        let missing = read_records(&path.with_extension("missing"))
+            .await
+            .unwrap_err();
+        assert!(missing.to_string().contains("reading records"), "{missing}");
     }
 
     /// A row the sink cannot read, added by another connection after the sink opened the
