@@ -653,6 +653,21 @@ mod tests {
         dir
     }
 
+    /// A sink on a new file in a scratch directory of its own, identifying records by hash.
+    async fn fresh_sink(name: &str) -> (SqliteSink, PathBuf) {
+        let path = scratch(name).join("records.db");
+        let sink = SqliteSink::open(&path, Identity::hash(), Durability::Process)
+            .await
+            .unwrap();
+        (sink, path)
+    }
+
+    /// The hash of every stored record, in store order.
+    async fn stored_hashes(sink: &SqliteSink) -> Vec<String> {
+        let records = sink.records().await.unwrap();
+        records.into_iter().map(|record| record.hash).collect()
+    }
+
     /// Makes storing a batch with a record whose hash is `boom` fail (`refused`): with `ABORT`
     /// that batch's insert alone, with `ROLLBACK` the whole transaction (as a full disk or an
     /// I/O error does).
@@ -767,10 +782,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread")]
     async fn a_batch_that_fails_inside_a_group_fails_alone() {
-        let path = scratch("group").join("records.db");
-        let sink = SqliteSink::open(&path, Identity::hash(), Durability::Process)
-            .await
-            .unwrap();
+        let (sink, path) = fresh_sink("group").await;
         refuse_boom(&path, "ABORT");
         let sync = fresh_sync_id();
         let batches = vec![
@@ -788,14 +800,7 @@ mod tests {
                 .contains("refused")
         );
         assert_eq!(results[2].as_ref().unwrap().stored, 1);
-        let hashes: Vec<String> = sink
-            .records()
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|record| record.hash)
-            .collect();
-        assert_eq!(hashes, ["before", "after"]);
+        assert_eq!(stored_hashes(&sink).await, ["before", "after"]);
         // The refused batch's first record left no last hash behind: a retry stores it.
         let retried = batch(&sync, &[("ok", r#"{"n":2}"#)]);
         assert_eq!(sink.store(&retried).await.unwrap().stored, 1);
@@ -805,10 +810,7 @@ mod tests {
     /// group and keeps nothing of them; each is stored when sent again.
     #[tokio::test(flavor = "multi_thread")]
     async fn a_failure_of_the_whole_transaction_refuses_the_group_and_keeps_nothing() {
-        let path = scratch("rollback").join("records.db");
-        let sink = SqliteSink::open(&path, Identity::hash(), Durability::Process)
-            .await
-            .unwrap();
+        let (sink, path) = fresh_sink("rollback").await;
         refuse_boom(&path, "ROLLBACK");
         let sync = fresh_sync_id();
         let before = batch(&sync, &[("before", r#"{"n":1}"#)]);
@@ -886,10 +888,7 @@ mod tests {
     /// A panic on the writer thread fails only the work that panicked: the sink keeps storing.
     #[tokio::test(flavor = "multi_thread")]
     async fn the_writer_survives_a_panic() {
-        let path = scratch("panic").join("records.db");
-        let sink = SqliteSink::open(&path, Identity::hash(), Durability::Process)
-            .await
-            .unwrap();
+        let (sink, _) = fresh_sink("panic").await;
         let panicked = sink
             .run::<(), _>("panicking", |_| panic!("a bug in the writer"))
             .await
@@ -904,10 +903,7 @@ mod tests {
     /// more than that and a group (of 8 MiB here), nor does the file stay empty.
     #[tokio::test(flavor = "multi_thread")]
     async fn a_steady_load_keeps_the_wal_bounded() {
-        let path = scratch("wal").join("records.db");
-        let sink = SqliteSink::open(&path, Identity::hash(), Durability::Process)
-            .await
-            .unwrap();
+        let (sink, path) = fresh_sink("wal").await;
         let fields = format!(r#"{{"text":"{}"}}"#, "x".repeat(10_000));
         let sync = fresh_sync_id();
         let batches: Vec<SyncRecords> = (0..64)
@@ -956,14 +952,7 @@ mod tests {
         assert_eq!(one.store(&changed).await.unwrap().unchanged, 1);
         // And back: the change `two` stored is the last hash `one` compares with.
         assert_eq!(one.store(&first).await.unwrap().stored, 1);
-        let hashes: Vec<String> = two
-            .records()
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|record| record.hash)
-            .collect();
-        assert_eq!(hashes, ["a", "b", "a2", "a"]);
+        assert_eq!(stored_hashes(&two).await, ["a", "b", "a2", "a"]);
     }
 
     #[tokio::test(flavor = "multi_thread")]
@@ -1033,10 +1022,7 @@ mod tests {
     /// so instead of the deliveries alone.
     #[tokio::test(flavor = "multi_thread")]
     async fn a_damaged_row_written_later_makes_the_sink_not_ready() {
-        let path = scratch("damaged-later").join("records.db");
-        let sink = SqliteSink::open(&path, Identity::hash(), Durability::Process)
-            .await
-            .unwrap();
+        let (sink, path) = fresh_sink("damaged-later").await;
         sink.ready().await.unwrap();
         Connection::open(&path)
             .unwrap()
@@ -1057,10 +1043,7 @@ mod tests {
     /// in memory: what the file holds is read again.
     #[tokio::test(flavor = "multi_thread")]
     async fn a_panic_while_storing_refuses_the_group_and_forgets_its_changes() {
-        let path = scratch("panic-store").join("records.db");
-        let sink = SqliteSink::open(&path, Identity::hash(), Durability::Process)
-            .await
-            .unwrap();
+        let (sink, _) = fresh_sink("panic-store").await;
         let sync = fresh_sync_id();
         let before = batch(&sync, &[("a", r#"{"n":1}"#)]);
         assert_eq!(sink.store(&before).await.unwrap().stored, 1);
@@ -1076,14 +1059,7 @@ mod tests {
         }
         assert_eq!(sink.store(&kept_out).await.unwrap().stored, 1);
         assert_eq!(sink.store(&before).await.unwrap().unchanged, 1);
-        let hashes: Vec<String> = sink
-            .records()
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|record| record.hash)
-            .collect();
-        assert_eq!(hashes, ["a", "b"]);
+        assert_eq!(stored_hashes(&sink).await, ["a", "b"]);
     }
 
     #[tokio::test(flavor = "multi_thread")]
