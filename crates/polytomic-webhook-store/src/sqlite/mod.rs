@@ -1011,6 +1011,17 @@ mod tests {
         assert_eq!(read, sink.records().await.unwrap());
         assert_eq!(read[1].key.as_deref(), Some("2.50"));
         assert_eq!(read[1].fields, r#"{ "id" : 2.50 }"#);
+        // And once the sink is closed, its WAL folded into the file and removed.
+        drop(sink);
+        let wal = path.with_extension("db-wal");
+        for _ in 0..100 {
+            if !wal.exists() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(!wal.exists(), "the WAL outlived the sink");
+        assert_eq!(read_records(&path).await.unwrap(), read);
         let missing = read_records(&path.with_extension("missing"))
             .await
             .unwrap_err();
