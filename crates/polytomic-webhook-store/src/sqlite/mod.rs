@@ -3,6 +3,7 @@
 mod known;
 mod row;
 
+use std::cell::Cell;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError, mpsc};
@@ -37,13 +38,11 @@ const MAX_WAITING: usize = 4 * MAX_GROUP;
 /// delivery gave up is found unchanged when it is sent again.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The checkpoint thread is asked for a pass each time about this much row text was
-/// committed.
+/// The checkpoint thread is asked for a pass each time the WAL has grown by this much.
 const CHECKPOINT_STEP_BYTES: usize = 1 << 20;
 
-/// Each time this much row text was committed, the writer finishes a checkpoint itself: it
-/// copies what the thread's passes left and syncs the file, so that the WAL starts again from
-/// its beginning. That holds the next commit off while it runs (tens of milliseconds where the
+/// Once the WAL is this long, the writer finishes a checkpoint itself: it copies what the
+/// thread's passes left and syncs the file, so that the WAL starts again from its beginning. That holds the next commit off while it runs (tens of milliseconds where the
 /// report ran, mostly the sync); 16 MiB, against SQLite's own 4 MiB, makes it rarer.
 const CHECKPOINT_BYTES: usize = 16 << 20;
 
@@ -95,16 +94,17 @@ const SCHEMA: &str = "
 /// server runtime have).
 ///
 /// **Checkpoints.** Copying the WAL back into the file is mostly the work of a second thread
-/// with a connection of its own: after about every MiB committed it runs a passive pass, which
-/// copies alongside the commits. A pass racing the commits never copies the whole WAL,
-/// though, and the WAL only starts again from its beginning once a checkpoint has; so after
-/// every 16 MiB committed the writer, once it has answered its group, waits for the pass under
-/// way and runs one itself, which copies the last frames and syncs the file. While no other
-/// connection reads an old snapshot (a long `dump`, say, which holds the WAL until it ends),
-/// the WAL then never holds more than 16 MiB and one group (test); a checkpoint that could
-/// not complete is tried again a MiB later. SQLite's automatic checkpoint, which runs inside
-/// the commit that crosses 4 MiB, held every waiting batch behind it: with it, the report
-/// measured half the requests/s.
+/// with a connection of its own: each time the WAL has grown by a MiB it runs a passive pass,
+/// which copies alongside the commits. A pass racing the commits never copies the whole WAL,
+/// though, and the WAL only starts again from its beginning once a checkpoint has; so once
+/// the WAL (measured in pages, as SQLite reports it after each commit) reaches 16 MiB, the
+/// writer, after answering its group, waits for the pass under way and runs one itself, which
+/// copies the last frames and syncs the file. While no other connection reads an old snapshot
+/// (a long `dump`, say, which holds the WAL until it ends), the WAL then never holds more than
+/// 16 MiB and one group, whether the batches are large or of one record (tests); a checkpoint
+/// that could not complete is tried again a MiB later. SQLite's automatic checkpoint, which
+/// runs inside the commit that crosses 4 MiB, held every waiting batch behind it: with it,
+/// the report measured half the requests/s.
 ///
 /// ```
 /// use polytomic_webhook_store::{Durability, Identity, Sink, SqliteSink};
@@ -245,16 +245,36 @@ struct Checkpoints {
     requests: mpsc::SyncSender<()>,
     /// Held by the thread during a pass, and by the writer while it finishes a checkpoint.
     passes: Arc<Mutex<()>>,
-    /// Row text committed since the thread was last asked for a pass.
-    unasked: usize,
-    /// Row text committed since the writer last finished a checkpoint.
-    unfinished: usize,
+    /// [`CHECKPOINT_STEP_BYTES`] and [`CHECKPOINT_BYTES`] in WAL pages.
+    step_pages: i64,
+    finish_pages: i64,
+    /// The WAL's length, in pages, when the thread was last asked for a pass.
+    asked_at: i64,
+    /// The WAL's length past which the writer (next) finishes a checkpoint.
+    finish_at: i64,
+}
+
+thread_local! {
+    /// The pages in the WAL after the writer's last commit, as SQLite's WAL hook reports them
+    /// on the writer's thread.
+    static WAL_PAGES: Cell<i64> = const { Cell::new(0) };
+}
+
+/// The writer connection's WAL hook: notes the WAL's length after each commit.
+#[allow(clippy::unnecessary_wraps)] // The hook's signature is rusqlite's.
+fn note_wal_pages(_: &rusqlite::hooks::Wal, pages: std::ffi::c_int) -> rusqlite::Result<()> {
+    WAL_PAGES.with(|count| count.set(i64::from(pages)));
+    Ok(())
 }
 
 impl Checkpoints {
-    /// Starts the checkpoint thread on a connection of its own to `path`; it ends when the
-    /// writer does.
-    fn start(path: &Path) -> rusqlite::Result<Self> {
+    /// Starts the checkpoint thread on a connection of its own to `path`, and has `writer`
+    /// report its WAL's length; the thread ends when the writer does.
+    fn start(path: &Path, writer: &Connection) -> rusqlite::Result<Self> {
+        // After `wal_autocheckpoint`, which registers a hook of its own.
+        writer.wal_hook(Some(note_wal_pages));
+        let page_bytes: i64 = writer.query_row("PRAGMA page_size", [], |row| row.get(0))?;
+        let pages = |bytes: usize| i64::try_from(bytes).unwrap_or(i64::MAX) / page_bytes.max(512);
         let connection = Connection::open(path)?;
         connection.busy_timeout(BUSY_TIMEOUT)?;
         // A checkpoint that copies the whole WAL syncs the file before it lets the WAL start
@@ -279,40 +299,45 @@ impl Checkpoints {
         Ok(Self {
             requests,
             passes,
-            unasked: 0,
-            unfinished: 0,
+            step_pages: pages(CHECKPOINT_STEP_BYTES),
+            finish_pages: pages(CHECKPOINT_BYTES),
+            asked_at: 0,
+            finish_at: pages(CHECKPOINT_BYTES),
         })
     }
 
-    /// Counts `bytes` of row text committed; asks the thread for a pass each
-    /// [`CHECKPOINT_STEP_BYTES`].
-    fn committed(&mut self, bytes: usize) {
-        self.unasked += bytes;
-        self.unfinished += bytes;
-        if self.unasked >= CHECKPOINT_STEP_BYTES {
-            self.unasked = 0;
+    /// After a commit: asks the thread for a pass each [`CHECKPOINT_STEP_BYTES`] of WAL.
+    fn committed(&mut self) {
+        let pages = WAL_PAGES.with(Cell::get);
+        if pages < self.asked_at {
+            // The WAL started again from its beginning.
+            self.asked_at = 0;
+        }
+        if pages >= self.asked_at + self.step_pages {
+            self.asked_at = pages;
             // Full: a pass is already asked for, and it will take these frames too.
             let _ = self.requests.try_send(());
         }
     }
 
-    /// Past [`CHECKPOINT_BYTES`] since the last time, finishes a checkpoint on the writer's
+    /// Once the WAL is past [`CHECKPOINT_BYTES`], finishes a checkpoint on the writer's
     /// `connection`, between two groups (their batches already answered): once the thread's
     /// pass is over, with no commit under way, this copies what the passes left and completes,
     /// so that the next transaction starts the WAL again from its beginning. When it cannot
     /// complete (another connection reads an old snapshot), it is tried again a step later.
     fn finish_if_due(&mut self, connection: &Connection) {
-        if self.unfinished < CHECKPOINT_BYTES {
+        let pages = WAL_PAGES.with(Cell::get);
+        if pages < self.finish_at {
             return;
         }
         let _running = self.passes.lock().unwrap_or_else(PoisonError::into_inner);
-        self.unfinished = match checkpoint(connection) {
+        self.finish_at = match checkpoint(connection) {
             Ok(Checkpoint {
                 busy: false,
                 frames,
                 copied,
-            }) if copied == frames => 0,
-            _ => CHECKPOINT_BYTES - CHECKPOINT_STEP_BYTES,
+            }) if copied == frames => self.finish_pages,
+            _ => pages + self.step_pages,
         };
     }
 }
@@ -361,23 +386,14 @@ impl Writer {
                 Durability::PowerLoss => "FULL",
             },
         )?;
-        let earlier_layout = connection
-            .prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'identities'")?
-            .exists([])?;
-        if earlier_layout {
-            return Err(rusqlite::Error::InvalidParameterName(
-                "the file has the layout of an earlier version (tables `identities` and \
-                 `records`); store into a new file"
-                    .to_owned(),
-            ));
-        }
+        refuse_earlier_layout(&connection)?;
         connection.execute_batch(SCHEMA)?;
         // Checkpoints are the checkpoint thread's (see `Checkpoints`).
         connection.pragma_update(None, "wal_autocheckpoint", 0)?;
         let mut known = Known::new();
         catch_up(&connection, &mut known)?;
         Ok(Self {
-            checkpoints: Checkpoints::start(path)?,
+            checkpoints: Checkpoints::start(path, &connection)?,
             connection,
             identity,
             known,
@@ -402,7 +418,7 @@ impl Writer {
                         records = 0;
                         // A row this sink cannot read, written by another connection, would
                         // refuse every batch from now on: that makes the sink not ready.
-                        let ready = catch_up(&self.connection, &mut self.known).map_err(|error| {
+                        let ready = self.catch_up_guarded().map_err(|error| {
                             SinkError::from_cause("checking the SQLite file", error)
                         });
                         let _ = done.send(ready);
@@ -423,6 +439,20 @@ impl Writer {
                 };
             }
             self.commit_group(&mut group);
+        }
+    }
+
+    /// [`catch_up`] outside a write transaction, where no `catch_unwind` of a group's guards
+    /// it: a panic in it resets `known` (the next group reads the file again) and is an error.
+    fn catch_up_guarded(&mut self) -> Result<(), String> {
+        match catch_unwind(AssertUnwindSafe(|| {
+            catch_up(&self.connection, &mut self.known)
+        })) {
+            Ok(result) => result.map_err(|error| error.to_string()),
+            Err(_) => {
+                self.known = Known::new();
+                Err("the writer panicked reading the file".to_owned())
+            }
         }
     }
 
@@ -448,7 +478,7 @@ impl Writer {
                 // here, outside any write transaction (a failure leaves the rest to the next
                 // group's catch-up).
                 self.known = Known::new();
-                let _ = catch_up(&self.connection, &mut self.known);
+                let _ = self.catch_up_guarded();
                 vec![
                     Err(SinkError::new(
                         "storing a batch in SQLite: the writer panicked"
@@ -483,7 +513,6 @@ impl Writer {
         catch_up(&transaction, known)?;
         let mut results = Vec::with_capacity(batches.len());
         let mut seq = known.seq();
-        let mut bytes = 0;
         for batch in batches {
             let mark = undo.len();
             let changed = known.change(identity, batch, undo);
@@ -507,11 +536,10 @@ impl Writer {
                 .prepare_cached(
                     "INSERT INTO batches (sync_id, sync_name, records) VALUES (?1, ?2, ?3)",
                 )?
-                .execute(params![batch.id().as_str(), batch.name(), &records]);
+                .execute(params![batch.id().as_str(), batch.name(), records]);
             match inserted {
                 Ok(_) => {
                     seq = transaction.last_insert_rowid();
-                    bytes += records.len();
                     results.push(Ok(stored));
                 }
                 // SQLite rolled the whole transaction back (a full disk, an I/O error): the
@@ -525,9 +553,24 @@ impl Writer {
         }
         transaction.commit()?;
         known.committed(seq);
-        checkpoints.committed(bytes);
+        checkpoints.committed();
         Ok(results)
     }
+}
+
+/// Refuses a file with the tables of the earlier layout, with a message that says so.
+fn refuse_earlier_layout(connection: &Connection) -> rusqlite::Result<()> {
+    let earlier_layout = connection
+        .prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'identities'")?
+        .exists([])?;
+    if earlier_layout {
+        return Err(rusqlite::Error::InvalidParameterName(
+            "the file has the layout of an earlier version (tables `identities` and `records`); \
+             store into a new file"
+                .to_owned(),
+        ));
+    }
+    Ok(())
 }
 
 /// Takes into `known` the rows committed after the last one it has seen.
@@ -604,7 +647,18 @@ pub(crate) async fn read_records(path: &Path) -> Result<Vec<StoredRecord>, SinkE
                 Connection::open_with_flags(&path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
                     .and_then(|connection| {
                         connection.busy_timeout(BUSY_TIMEOUT)?;
-                        all_records(&connection)
+                        refuse_earlier_layout(&connection)?;
+                        // A file no sink has written to (an empty one, say) holds no records.
+                        let has_batches = connection
+                    .prepare(
+                        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'batches'",
+                    )?
+                    .exists([])?;
+                        if has_batches {
+                            all_records(&connection)
+                        } else {
+                            Ok(Vec::new())
+                        }
                     });
             let _ = done.send(read.map_err(|error| failed(&error)));
         })
@@ -899,7 +953,7 @@ mod tests {
     }
 
     /// 64 MiB of batches, stored by 8 deliveries at a time so that commits never pause,
-    /// pass through a WAL that starts again from its beginning every 16 MiB: it never holds
+    /// pass through a WAL that starts again from its beginning at 16 MiB: it never holds
     /// more than that and a group (of 8 MiB here), nor does the file stay empty.
     #[tokio::test(flavor = "multi_thread")]
     async fn a_steady_load_keeps_the_wal_bounded() {
@@ -935,6 +989,28 @@ mod tests {
             "the WAL reached {largest_wal} bytes"
         );
         assert!(file > 16 << 20, "the file holds {file} bytes");
+    }
+
+    /// Small batches write whole pages to the WAL for little row text: the bound is on the
+    /// WAL's own length, so 10,000 one-record batches leave it no longer than large ones do.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn many_small_batches_keep_the_wal_bounded() {
+        let (sink, path) = fresh_sink("wal-small").await;
+        let sync = fresh_sync_id();
+        let wal = path.with_extension("db-wal");
+        let mut largest_wal = 0;
+        for n in 0..10_000 {
+            let one = batch(&sync, &[(&format!("h{n}"), r#"{"n":1}"#)]);
+            assert_eq!(sink.store(&one).await.unwrap().stored, 1);
+            if n % 100 == 0 {
+                largest_wal = largest_wal.max(std::fs::metadata(&wal).unwrap().len());
+            }
+        }
+        largest_wal = largest_wal.max(std::fs::metadata(&wal).unwrap().len());
+        assert!(
+            largest_wal < 24 << 20,
+            "the WAL reached {largest_wal} bytes"
+        );
     }
 
     /// Two processes writing one file: each takes in the other's rows before it decides.
@@ -1022,6 +1098,17 @@ mod tests {
         }
         assert!(!wal.exists(), "the WAL outlived the sink");
         assert_eq!(read_records(&path).await.unwrap(), read);
+        // A file no sink wrote to holds no records; one of the earlier layout is refused.
+        let empty = path.with_extension("empty");
+        std::fs::write(&empty, b"").unwrap();
+        assert!(read_records(&empty).await.unwrap().is_empty());
+        let earlier = path.with_extension("earlier");
+        Connection::open(&earlier)
+            .unwrap()
+            .execute_batch("CREATE TABLE identities (x); CREATE TABLE records (y);")
+            .unwrap();
+        let error = read_records(&earlier).await.unwrap_err();
+        assert!(error.to_string().contains("earlier version"), "{error}");
         let missing = read_records(&path.with_extension("missing"))
             .await
             .unwrap_err();
