@@ -696,6 +696,7 @@ mod tests {
 
     use super::*;
     use crate::testing::{batch, check_sink, fresh_sync_id};
+    use polytomic_webhook_event::SyncId;
 
     fn scratch(name: &str) -> PathBuf {
         let dir = std::env::temp_dir().join(format!(
@@ -989,6 +990,64 @@ mod tests {
             "the WAL reached {largest_wal} bytes"
         );
         assert!(file > 16 << 20, "the file holds {file} bytes");
+    }
+
+    /// Stores `count` batches of 100 records of 10 KB (about 1 MiB each), 8 at a time so that
+    /// commits never pause.
+    async fn store_large(sink: &SqliteSink, sync: &SyncId, first: usize, count: usize) {
+        let fields = format!(r#"{{"text":"{}"}}"#, "x".repeat(10_000));
+        let batches: Vec<SyncRecords> = (first..first + count)
+            .map(|round| {
+                let hashes: Vec<String> = (0..100).map(|n| format!("{round}-{n}")).collect();
+                let records: Vec<(&str, &str)> = hashes
+                    .iter()
+                    .map(|hash| (hash.as_str(), fields.as_str()))
+                    .collect();
+                batch(sync, &records)
+            })
+            .collect();
+        for eight in batches.chunks(8) {
+            let stores: Vec<_> = eight
+                .iter()
+                .map(|batch| {
+                    let (sink, batch) = (sink.clone(), batch.clone());
+                    tokio::spawn(async move { sink.store(&batch).await })
+                })
+                .collect();
+            for store in stores {
+                assert_eq!(store.await.unwrap().unwrap().stored, 100);
+            }
+        }
+    }
+
+    /// A reader holding an old snapshot keeps the checkpoint from completing past 16 MiB; once
+    /// it is gone, the writer tries again (a MiB later) and the WAL starts again from its
+    /// beginning, so it grows by no more than a MiB and a group.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_checkpoint_held_off_by_a_reader_is_finished_once_the_reader_is_gone() {
+        let (sink, path) = fresh_sink("wal-reader").await;
+        let sync = fresh_sync_id();
+        let wal = path.with_extension("db-wal");
+        let reader = Connection::open(&path).unwrap();
+        reader.execute_batch("BEGIN").unwrap();
+        let _: i64 = reader
+            .query_row("SELECT count(*) FROM batches", [], |row| row.get(0))
+            .unwrap();
+        store_large(&sink, &sync, 0, 24).await;
+        reader.execute_batch("COMMIT").unwrap();
+        let held = std::fs::metadata(&wal).unwrap().len();
+        assert!(
+            held > 20 << 20,
+            "the reader did not hold the WAL: {held} bytes"
+        );
+        // 24 MiB more: without the retry the WAL would take them all; with it, at most the
+        // MiB before the retry and the group of 8 MiB under way.
+        store_large(&sink, &sync, 24, 24).await;
+        let after = std::fs::metadata(&wal).unwrap().len();
+        assert!(
+            after < held + (12 << 20),
+            "the WAL grew from {held} to {after} bytes after the reader left"
+        );
     }
 
     /// Small batches write whole pages to the WAL for little row text: the bound is on the
