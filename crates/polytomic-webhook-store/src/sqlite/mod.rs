@@ -886,11 +886,8 @@ mod tests {
     /// it was waiting for is committed once the writer is free, so a retry finds it unchanged.
     #[tokio::test(flavor = "multi_thread")]
     async fn a_stalled_writer_is_an_error_after_the_answer_timeout_and_the_retry_is_unchanged() {
-        let path = scratch("stalled").join("records.db");
-        let sink = SqliteSink::open(&path, Identity::hash(), Durability::Process)
-            .await
-            .unwrap()
-            .answer_timeout(Duration::from_millis(200));
+        let (sink, _) = fresh_sink("stalled").await;
+        let sink = sink.answer_timeout(Duration::from_millis(200));
         let release = hold_writer(&sink);
         let one = batch(&fresh_sync_id(), &[("h", r#"{"n":1}"#)]);
         let error = sink.store(&one).await.unwrap_err();
@@ -906,11 +903,8 @@ mod tests {
     /// refused at once; the queued batches are stored once the writer moves again.
     #[tokio::test(flavor = "multi_thread")]
     async fn a_full_queue_refuses_at_once_and_the_queued_batches_are_stored() {
-        let path = scratch("full").join("records.db");
-        let sink = SqliteSink::open(&path, Identity::hash(), Durability::Process)
-            .await
-            .unwrap()
-            .answer_timeout(Duration::from_secs(60));
+        let (sink, _) = fresh_sink("full").await;
+        let sink = sink.answer_timeout(Duration::from_secs(60));
         let release = hold_writer(&sink);
         let sync = fresh_sync_id();
         // The held job may or may not have left the queue yet: fill it up to the brim.
@@ -959,31 +953,12 @@ mod tests {
     #[tokio::test(flavor = "multi_thread")]
     async fn a_steady_load_keeps_the_wal_bounded() {
         let (sink, path) = fresh_sink("wal").await;
-        let fields = format!(r#"{{"text":"{}"}}"#, "x".repeat(10_000));
-        let sync = fresh_sync_id();
-        let batches: Vec<SyncRecords> = (0..64)
-            .map(|round| {
-                let hashes: Vec<String> = (0..100).map(|n| format!("{round}-{n}")).collect();
-                let records: Vec<(&str, &str)> = hashes
-                    .iter()
-                    .map(|hash| (hash.as_str(), fields.as_str()))
-                    .collect();
-                batch(&sync, &records)
-            })
-            .collect();
         let wal = path.with_extension("db-wal");
         let mut largest_wal = 0;
-        for eight in batches.chunks(8) {
-            let stores = eight.iter().map(|batch| {
-                let sink = sink.clone();
-                let batch = batch.clone();
-                tokio::spawn(async move { sink.store(&batch).await })
-            });
-            for store in stores.collect::<Vec<_>>() {
-                assert_eq!(store.await.unwrap().unwrap().stored, 100);
-                largest_wal = largest_wal.max(std::fs::metadata(&wal).unwrap().len());
-            }
-        }
+        store_large(&sink, &fresh_sync_id(), 0, 64, &mut || {
+            largest_wal = largest_wal.max(std::fs::metadata(&wal).unwrap().len());
+        })
+        .await;
         let file = std::fs::metadata(&path).unwrap().len();
         assert!(
             largest_wal < 32 << 20,
@@ -993,8 +968,14 @@ mod tests {
     }
 
     /// Stores `count` batches of 100 records of 10 KB (about 1 MiB each), 8 at a time so that
-    /// commits never pause.
-    async fn store_large(sink: &SqliteSink, sync: &SyncId, first: usize, count: usize) {
+    /// commits never pause, calling `stored` after each.
+    async fn store_large(
+        sink: &SqliteSink,
+        sync: &SyncId,
+        first: usize,
+        count: usize,
+        stored: &mut dyn FnMut(),
+    ) {
         let fields = format!(r#"{{"text":"{}"}}"#, "x".repeat(10_000));
         let batches: Vec<SyncRecords> = (first..first + count)
             .map(|round| {
@@ -1016,6 +997,7 @@ mod tests {
                 .collect();
             for store in stores {
                 assert_eq!(store.await.unwrap().unwrap().stored, 100);
+                stored();
             }
         }
     }
@@ -1033,7 +1015,7 @@ mod tests {
         let _: i64 = reader
             .query_row("SELECT count(*) FROM batches", [], |row| row.get(0))
             .unwrap();
-        store_large(&sink, &sync, 0, 24).await;
+        store_large(&sink, &sync, 0, 24, &mut || ()).await;
         reader.execute_batch("COMMIT").unwrap();
         let held = std::fs::metadata(&wal).unwrap().len();
         assert!(
@@ -1042,7 +1024,7 @@ mod tests {
         );
         // 24 MiB more: without the retry the WAL would take them all; with it, at most the
         // MiB before the retry and the group of 8 MiB under way.
-        store_large(&sink, &sync, 24, 24).await;
+        store_large(&sink, &sync, 24, 24, &mut || ()).await;
         let after = std::fs::metadata(&wal).unwrap().len();
         assert!(
             after < held + (12 << 20),
