@@ -101,6 +101,20 @@ impl RawJson {
     pub fn deserialize_as<'a, T: Deserialize<'a>>(&'a self) -> Result<T, serde_json::Error> {
         serde_json::from_str(self.as_str())
     }
+
+    /// The JSON text without insignificant whitespace (strings and numbers byte for byte):
+    /// one line whatever the sender's indentation. Borrowed, with no allocation, when the text
+    /// is already compact.
+    ///
+    /// ```
+    /// use polytomic_webhook_event::RawJson;
+    ///
+    /// let raw: RawJson = "[ 1.50,\r\n\t\"a  b\" ]".parse().unwrap();
+    /// assert_eq!(raw.compact(), r#"[1.50,"a  b"]"#);
+    /// ```
+    pub fn compact(&self) -> Cow<'_, str> {
+        compact(self.as_str())
+    }
 }
 
 impl RawJson {
@@ -137,6 +151,38 @@ impl fmt::Display for RawJson {
 impl Serialize for RawJson {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         serialize_text(self.as_str(), serializer)
+    }
+}
+
+/// `text` (valid JSON) without the whitespace between tokens; borrowed when it has none.
+fn compact(text: &str) -> Cow<'_, str> {
+    let bytes = text.as_bytes();
+    let mut kept: Option<String> = None;
+    // Whitespace, quotes and backslashes are ASCII, so every cut lies on a char boundary.
+    let mut run_start = 0;
+    let mut in_string = false;
+    let mut at = 0;
+    while at < bytes.len() {
+        match (in_string, bytes[at]) {
+            // The byte after a backslash is never the quote that ends the string.
+            (true, b'\\') => at += 1,
+            (true, b'"') => in_string = false,
+            (false, b'"') => in_string = true,
+            (false, b' ' | b'\t' | b'\n' | b'\r') => {
+                kept.get_or_insert_with(|| String::with_capacity(text.len()))
+                    .push_str(&text[run_start..at]);
+                run_start = at + 1;
+            }
+            _ => {}
+        }
+        at += 1;
+    }
+    match kept {
+        None => Cow::Borrowed(text),
+        Some(mut kept) => {
+            kept.push_str(&text[run_start..]);
+            Cow::Owned(kept)
+        }
     }
 }
 
@@ -216,6 +262,24 @@ impl RawFields {
     /// The object's JSON text as bytes, to forward or store as is.
     pub fn into_bytes(self) -> Bytes {
         self.0.into_bytes()
+    }
+
+    /// The object's JSON text without insignificant whitespace, for line-oriented outputs
+    /// (JSON Lines): names, strings and numbers stay byte for byte. Borrowed, with no
+    /// allocation, when the text is already compact.
+    ///
+    /// ```
+    /// use polytomic_webhook_event::RawFields;
+    ///
+    /// let fields: RawFields = "{\n  \"name\": \"Ada  Lovelace\",\n  \"id\": 1e400\n}".parse().unwrap();
+    /// assert_eq!(fields.compact(), r#"{"name":"Ada  Lovelace","id":1e400}"#);
+    /// assert!(matches!(fields.compact(), std::borrow::Cow::Owned(_)));
+    ///
+    /// let compact: RawFields = r#"{"id":7}"#.parse().unwrap();
+    /// assert!(matches!(compact.compact(), std::borrow::Cow::Borrowed(_)));
+    /// ```
+    pub fn compact(&self) -> Cow<'_, str> {
+        self.0.compact()
     }
 
     /// Whether the object has no members.
@@ -997,6 +1061,34 @@ mod tests {
         }
     }
 
+    #[test]
+    fn compact_drops_whitespace_between_tokens_and_keeps_strings_and_numbers_byte_for_byte() {
+        // JSONTestSuite's y_object_with_newlines, and the indentations real senders use.
+        let cases = [
+            ("{\n\"a\": \"b\"\n}", r#"{"a":"b"}"#),
+            (
+                "{\r\n\t\"a\" :\t[ 1 , 2.50e+3 ,-0.0 ]\r\n}",
+                r#"{"a":[1,2.50e+3,-0.0]}"#,
+            ),
+            (
+                r#"{ "a\" b" : " x\\ " , "c\\" : "\u0041 \n" }"#,
+                r#"{"a\" b":" x\\ ","c\\":"\u0041 \n"}"#,
+            ),
+            (
+                "{ \"é\" : \"日本 語\" , \"n\": 123456789012345678901234567890 }",
+                r#"{"é":"日本 語","n":123456789012345678901234567890}"#,
+            ),
+        ];
+        for (text, expected) in cases {
+            let fields: RawFields = text.parse().unwrap();
+            assert_eq!(fields.compact(), expected, "{text:?}");
+            assert!(
+                matches!(compact(expected), Cow::Borrowed(_)),
+                "{expected:?}"
+            );
+        }
+    }
+
     mod properties {
         use std::collections::HashSet;
         use std::fmt::Write as _;
@@ -1056,6 +1148,24 @@ mod tests {
                     }),
                 ]
             })
+        }
+
+        proptest! {
+            /// Compacting keeps the value (strings decode the same, so no space inside one was
+            /// dropped) and leaves no whitespace between tokens (compacting again changes
+            /// nothing).
+            #[test]
+            fn compact_keeps_the_value_and_leaves_one_line(
+                value in value(),
+                space in prop::sample::select(vec![" ", "\n", "\r\n\t", "\n    "]),
+            ) {
+                let spaced = format!("{space}[{space}{value}{space},{space}{{{space}\"k\"{space}:{space}{value}{space}}}{space}]{space}");
+                let compacted = compact(&spaced);
+                let parsed = |text: &str| serde_json::from_str::<serde_json::Value>(text).unwrap();
+                prop_assert_eq!(parsed(&compacted), parsed(&spaced));
+                prop_assert!(matches!(compact(&compacted), Cow::Borrowed(_)), "{}", compacted);
+                prop_assert!(!compacted.contains('\n'));
+            }
         }
 
         proptest! {
