@@ -56,7 +56,7 @@ use examples::startup::{
     SECRET_VAR,
 };
 use examples::{
-    EVENTS_PATH, EventSink, HEADER_READ_TIMEOUT, Ops, REMEMBERED_EVENT_IDS, Sink, WEBHOOK_PATH,
+    EVENTS_PATH, EventSink, Ops, REMEMBERED_EVENT_IDS, ServeOptions, Sink, WEBHOOK_PATH,
     event_line, events_router, init_logging, listen_addr, metrics_router, receiver_app_with, serve,
     shutdown_signal,
 };
@@ -108,7 +108,7 @@ async fn run() -> Result<(), Box<dyn Error>> {
             tokio::spawn(serve(
                 metrics_listener,
                 metrics_router(metrics),
-                HEADER_READ_TIMEOUT,
+                ServeOptions::default(),
                 std::future::pending(),
             ));
         }
@@ -141,7 +141,7 @@ async fn run() -> Result<(), Box<dyn Error>> {
             tracing::info!("{EVENTS_SECRET_VAR} is not set: the events route {EVENTS_PATH} is off");
         }
     }
-    serve(listener, app, HEADER_READ_TIMEOUT, shutdown).await;
+    serve(listener, app, ServeOptions::default(), shutdown).await;
     Ok(())
 }
 

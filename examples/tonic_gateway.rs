@@ -18,7 +18,7 @@ use std::error::Error;
 use std::sync::Arc;
 
 use examples::{
-    HEADER_READ_TIMEOUT, WEBHOOK_PATH, init_logging, listen_addr, serve, shutdown_signal, startup,
+    ServeOptions, WEBHOOK_PATH, init_logging, listen_addr, serve, shutdown_signal, startup,
     tonic_gateway,
 };
 use polytomic_webhook::prelude::*;
@@ -40,6 +40,6 @@ async fn main() -> Result<(), Box<dyn Error>> {
     let addr = listener.local_addr()?;
     let shutdown = shutdown_signal();
     tracing::info!("gRPC and http://{addr}{WEBHOOK_PATH} on one port");
-    serve(listener, app, HEADER_READ_TIMEOUT, shutdown).await;
+    serve(listener, app, ServeOptions::default(), shutdown).await;
     Ok(())
 }

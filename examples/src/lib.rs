@@ -45,7 +45,7 @@ use polytomic_webhook::metrics::{PrometheusHandle, prometheus_answer};
 use polytomic_webhook::prelude::*;
 use polytomic_webhook::problem::Problem;
 use polytomic_webhook::readiness::Readiness;
-pub use polytomic_webhook::server::{HEADER_READ_TIMEOUT, serve, shutdown_signal};
+pub use polytomic_webhook::server::{HEADER_READ_TIMEOUT, ServeOptions, serve, shutdown_signal};
 use tokio::net::TcpListener;
 use tower::{ServiceBuilder, service_fn};
 use tower_http::catch_panic::CatchPanicLayer;
@@ -327,7 +327,7 @@ pub async fn serve_hyper(
         .service(service_fn(move |request| {
             handle(Arc::clone(&sink), request)
         }));
-    serve(listener, service, HEADER_READ_TIMEOUT, shutdown).await;
+    serve(listener, service, ServeOptions::default(), shutdown).await;
 }
 
 /// The hyper service's handler: the extractor's work through `event::read`, then the sink.

@@ -339,9 +339,7 @@ pub async fn bind(addr: SocketAddr) -> Result<TcpListener, StartupError> {
 
 /// [`bind`] for the address taken from the variable `name`, which the errors name.
 pub async fn bind_var(name: &str, addr: SocketAddr) -> Result<TcpListener, StartupError> {
-    TcpListener::bind(addr)
-        .await
-        .map_err(|error| bind_error(name, addr, &error))
+    polytomic_webhook::server::bind(addr).map_err(|error| bind_error(name, addr, &error))
 }
 
 fn bind_error(name: &str, addr: SocketAddr, error: &io::Error) -> StartupError {

@@ -26,7 +26,7 @@ use polytomic_webhook::metrics::{
 use polytomic_webhook::prelude::*;
 use polytomic_webhook::problem::ProblemCode;
 use polytomic_webhook::readiness::Readiness;
-use polytomic_webhook::server::{HEADER_READ_TIMEOUT, serve, shutdown_signal};
+use polytomic_webhook::server::{ServeOptions, serve, shutdown_signal};
 use polytomic_webhook_store::{Durability, Identity, Sink, SinkUrl, store};
 use tower::util::MapResponseLayer;
 use tower_http::catch_panic::CatchPanicLayer;
@@ -333,7 +333,7 @@ pub(crate) async fn run(args: ServeArgs) -> ExitCode {
             tokio::spawn(serve(
                 metrics_listener,
                 metrics_route(Router::new(), metrics),
-                HEADER_READ_TIMEOUT,
+                ServeOptions::default(),
                 std::future::pending(),
             ));
             Ops::default()
@@ -357,7 +357,7 @@ pub(crate) async fn run(args: ServeArgs) -> ExitCode {
     let shutdown = shutdown_signal();
     eprintln!("{NAME}: listening on http://{bound}{}", args.path);
     let started = Instant::now();
-    serve(listener, app, HEADER_READ_TIMEOUT, shutdown).await;
+    serve(listener, app, ServeOptions::default(), shutdown).await;
     eprint!("{}", receiver.summary(started));
     ExitCode::SUCCESS
 }
@@ -402,7 +402,7 @@ async fn open_destination(args: &ServeArgs) -> Result<Destination, (String, u8)>
 
 /// A listener on `addr`, or the exit status after saying why there is none.
 async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, ExitCode> {
-    tokio::net::TcpListener::bind(addr).await.map_err(|error| {
+    polytomic_webhook::server::bind(addr).map_err(|error| {
         eprintln!("{NAME}: cannot listen on {addr}: {error}");
         ExitCode::from(EXIT_FAILED)
     })

@@ -81,7 +81,7 @@
 // Linked only when it is built: without the feature the link would not resolve.
 #![cfg_attr(feature = "server", doc = "[`server`] module,")]
 #![cfg_attr(not(feature = "server"), doc = "`server` module,")]
-//! a hyper server loop with a header-read deadline and graceful shutdown; `testing` adds the
+//! a hyper server loop with connection deadlines and bounds and graceful shutdown; `testing` adds the
 #![cfg_attr(feature = "testing", doc = "[`testing`] module,")]
 #![cfg_attr(not(feature = "testing"), doc = "`testing` module,")]
 //! a builder for Polytomic-shaped deliveries (and hostile ones) to test handlers with.

@@ -130,7 +130,7 @@ pub async fn serve_axum(app: axum::Router) -> SocketAddr {
     tokio::spawn(examples::serve(
         listener,
         app,
-        examples::HEADER_READ_TIMEOUT,
+        examples::ServeOptions::default(),
         std::future::pending(),
     ));
     addr
@@ -146,7 +146,7 @@ pub async fn start_tonic(config: PolytomicWebhookConfig) -> Server {
         examples::serve(
             listener,
             app,
-            examples::HEADER_READ_TIMEOUT,
+            examples::ServeOptions::default(),
             std::future::pending(),
         )
         .await;
