@@ -28,13 +28,18 @@
 //!   waits `POLYTOMIC_WEBHOOK_QUEUE_WAIT_MS` (1000) for a place, then gets 503 `overloaded`.
 //! - `POLYTOMIC_WEBHOOK_MAX_DECODED_IN_FLIGHT`: most decoded bytes all deliveries hold at
 //!   once (256 MiB); a delivery that would pass it is stopped and gets 503 `overloaded`.
+//! - `POLYTOMIC_WEBHOOK_MAX_DRAINING`: most refused bodies read and thrown away at once (32),
+//!   each for at most `POLYTOMIC_WEBHOOK_DRAIN_MS` (5000); a refusal beyond it is answered at
+//!   once and its connection closed. A refused delivery holds no in-flight place.
+//! - `POLYTOMIC_WEBHOOK_MAX_CONNECTIONS`: most connections open at once (4096); past it new
+//!   connections wait to be accepted.
 //! - `RUST_LOG`: log filter, `info` by default. Logs go to stderr, one line per delivery.
 //!
 //! Everything else uses the library defaults (timestamps up to five minutes old or one minute
 //! ahead, 32 MiB bodies, …). `POST /webhooks/polytomic` is behind the layer; `GET /healthz`
 //! answers 200 to anyone, `GET /readyz` 200 while the server can take deliveries, and
-//! `GET /metrics` the delivery metrics in Prometheus's text format. A client gets 10 seconds to send a request's headers before its
-//! connection is closed. Each accepted `sync.records` batch becomes exactly one compact JSON
+//! `GET /metrics` the delivery metrics in Prometheus's text format. A connection with no request in progress for 10 seconds is
+//! closed, whatever state it stopped in. Each accepted `sync.records` batch becomes exactly one compact JSON
 //! line on stdout (`{"id":…,"name":…,"records":[{"hash":…,"fields":{…}}],"metadata":{…}}`),
 //! flushed at once, so the output can be piped into another program. A batch that cannot be
 //! written (stdout closed or on a full device) is answered 503 `batch_not_stored`. Each new
@@ -92,6 +97,7 @@ async fn run() -> Result<(), Box<dyn Error>> {
     let metrics = install_prometheus_recorder()?;
     let metrics_addr = startup::metrics_addr()?;
     let limits = startup::server_limits()?;
+    let serve_options = startup::serve_options()?;
 
     let listener = startup::bind(listen_addr()?).await?;
     let addr = listener.local_addr()?;
@@ -141,7 +147,7 @@ async fn run() -> Result<(), Box<dyn Error>> {
             tracing::info!("{EVENTS_SECRET_VAR} is not set: the events route {EVENTS_PATH} is off");
         }
     }
-    serve(listener, app, ServeOptions::default(), shutdown).await;
+    serve(listener, app, serve_options, shutdown).await;
     Ok(())
 }
 

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use polytomic_webhook::limit::ServerLimits;
 use polytomic_webhook::prelude::*;
+use polytomic_webhook::server::ServeOptions;
 use polytomic_webhook_store::RedisEventIdStore;
 use tokio::net::TcpListener;
 
@@ -72,6 +73,15 @@ pub const QUEUE_WAIT_MS_VAR: &str = "POLYTOMIC_WEBHOOK_QUEUE_WAIT_MS";
 /// The variable holding the most decoded bytes all deliveries hold at once.
 pub const MAX_DECODED_IN_FLIGHT_VAR: &str = "POLYTOMIC_WEBHOOK_MAX_DECODED_IN_FLIGHT";
 
+/// The variable holding the most refused bodies drained at once.
+pub const MAX_DRAINING_VAR: &str = "POLYTOMIC_WEBHOOK_MAX_DRAINING";
+
+/// The variable holding how long, in milliseconds, one refused body may be drained.
+pub const DRAIN_MS_VAR: &str = "POLYTOMIC_WEBHOOK_DRAIN_MS";
+
+/// The variable holding the most connections open at once.
+pub const MAX_CONNECTIONS_VAR: &str = "POLYTOMIC_WEBHOOK_MAX_CONNECTIONS";
+
 /// The server-wide bounds: the library's defaults, changed by each variable that is set.
 ///
 /// ```
@@ -89,7 +99,28 @@ pub fn server_limits() -> Result<ServerLimits, StartupError> {
     if let Some(bytes) = number_var(MAX_DECODED_IN_FLIGHT_VAR, 0, "268435456")? {
         limits = limits.max_decoded_in_flight(bytes);
     }
+    if let Some(max) = number_var(MAX_DRAINING_VAR, 1, "32")? {
+        limits = limits.max_draining(usize::try_from(max).unwrap_or(usize::MAX));
+    }
+    if let Some(ms) = number_var(DRAIN_MS_VAR, 0, "5000")? {
+        limits = limits.drain_time(Duration::from_millis(ms));
+    }
     Ok(limits)
+}
+
+/// The connection bounds of the server loop: the library's defaults, changed by each variable
+/// that is set.
+///
+/// ```
+/// let options = examples::startup::serve_options()?;
+/// # Ok::<(), examples::startup::StartupError>(())
+/// ```
+pub fn serve_options() -> Result<ServeOptions, StartupError> {
+    let mut options = ServeOptions::default();
+    if let Some(max) = number_var(MAX_CONNECTIONS_VAR, 1, "4096")? {
+        options = options.max_connections(usize::try_from(max).unwrap_or(usize::MAX));
+    }
+    Ok(options)
 }
 
 /// The whole number in the variable `name`, at least `min`; `None` when it is unset or blank.

@@ -56,6 +56,7 @@ use tower_service::Service;
 use crate::drain::Drain;
 use crate::metrics::Outcome;
 use crate::timeout::TimeoutBody;
+use polytomic_webhook_core::drain::{DrainBudget, HeldPlace};
 
 /// The problem `code` of a delivery refused because the server is at one of its bounds.
 pub const OVERLOADED: &str = "overloaded";
@@ -87,7 +88,22 @@ pub struct ServerLimits {
     /// Most decoded bytes all deliveries hold at once, each delivery counted from its first
     /// body byte until it is answered. Default: [`DEFAULT_MAX_DECODED_IN_FLIGHT`].
     pub max_decoded_in_flight: u64,
+    /// Most refused bodies drained at once; a refusal beyond it is answered at once and its
+    /// connection closed. Default: [`DEFAULT_MAX_DRAINING`].
+    pub max_draining: usize,
+    /// The longest one refused body is drained before its refusal is answered and the
+    /// connection closed. Default: [`DEFAULT_DRAIN_TIME`].
+    pub drain_time: Duration,
 }
+
+/// The default [`ServerLimits::max_draining`]: 32. Refusals of honest senders (a secret being
+/// rotated, a clock that drifted) are rare, and each drain of a sender that is sending ends in
+/// milliseconds; what the bound stops is senders without the secret that trickle.
+pub const DEFAULT_MAX_DRAINING: usize = 32;
+
+/// The default [`ServerLimits::drain_time`]: 5 seconds, long enough to read a few megabytes
+/// from a slow honest sender, short enough that a trickler holds its drain briefly.
+pub const DEFAULT_DRAIN_TIME: Duration = Duration::from_secs(5);
 
 /// The default [`ServerLimits::max_decoded_in_flight`]: 256 MiB, room for eight deliveries at
 /// the per-delivery limit of 32 MiB, or thousands of ordinary batches, at once.
@@ -118,6 +134,8 @@ impl Default for ServerLimits {
             max_in_flight: DEFAULT_MAX_IN_FLIGHT,
             queue_wait: DEFAULT_QUEUE_WAIT,
             max_decoded_in_flight: DEFAULT_MAX_DECODED_IN_FLIGHT,
+            max_draining: DEFAULT_MAX_DRAINING,
+            drain_time: DEFAULT_DRAIN_TIME,
         }
     }
 }
@@ -143,6 +161,20 @@ impl ServerLimits {
         self.max_decoded_in_flight = bytes;
         self
     }
+
+    /// Sets the most refused bodies drained at once (at least 1).
+    #[must_use]
+    pub fn max_draining(mut self, drains: usize) -> Self {
+        self.max_draining = drains.max(1);
+        self
+    }
+
+    /// Sets the longest a refused body is drained.
+    #[must_use]
+    pub fn drain_time(mut self, time: Duration) -> Self {
+        self.drain_time = time;
+        self
+    }
 }
 
 /// The 503 `overloaded` problem, with `Retry-After`.
@@ -165,6 +197,7 @@ pub struct InFlightLimitLayer {
     places: Arc<Semaphore>,
     wait: Duration,
     drain_limit: u64,
+    drains: DrainBudget,
 }
 
 impl InFlightLimitLayer {
@@ -175,6 +208,7 @@ impl InFlightLimitLayer {
             places: Arc::new(Semaphore::new(limits.max_in_flight.max(1))),
             wait: limits.queue_wait,
             drain_limit: DecompressionConfig::default().max_compressed_bytes,
+            drains: DrainBudget::new(limits.max_draining, limits.drain_time),
         }
     }
 
@@ -205,6 +239,7 @@ impl fmt::Debug for InFlightLimitLayer {
             .field("available", &self.places.available_permits())
             .field("wait", &self.wait)
             .field("drain_limit", &self.drain_limit)
+            .field("drains_available", &self.drains.available())
             .finish()
     }
 }
@@ -230,10 +265,12 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, request: Request<B>) -> Self::Future {
+    fn call(&mut self, mut request: Request<B>) -> Self::Future {
         let started = Instant::now();
+        // Every refusal behind this layer drains within the server's drain budget.
+        request.extensions_mut().insert(self.limit.drains.clone());
         if let Ok(permit) = Arc::clone(&self.limit.places).try_acquire_owned() {
-            return InFlightFuture::running(self.inner.call(request), permit, started);
+            return InFlightFuture::running(&mut self.inner, request, permit, started);
         }
         // The service made ready by `poll_ready` is the one to call once a place is free.
         let ready = self.inner.clone();
@@ -285,8 +322,8 @@ pin_project! {
         Running {
             #[pin]
             future: ResponseFuture<S::Future>,
-            // Held until the answer is ready.
-            permit: Option<OwnedSemaphorePermit>,
+            // Held until the answer is ready, or the request is refused inside.
+            place: Option<Place>,
         },
         Refusing {
             #[pin]
@@ -299,15 +336,42 @@ impl<S, B> InFlightFuture<S, B>
 where
     S: Service<Request<B>>,
 {
-    fn running(future: S::Future, permit: OwnedSemaphorePermit, started: Instant) -> Self {
+    fn running(
+        inner: &mut S,
+        request: Request<B>,
+        permit: OwnedSemaphorePermit,
+        started: Instant,
+    ) -> Self {
         Self {
             started,
             drain_limit: 0,
-            state: State::Running {
-                future: ResponseFuture::inner(future),
-                permit: Some(permit),
-            },
+            state: State::run(inner, request, permit),
         }
+    }
+}
+
+impl<S, B> State<S, B>
+where
+    S: Service<Request<B>>,
+{
+    /// Calls `inner` with the place in the request, where a refusal inside gives it back.
+    fn run(inner: &mut S, mut request: Request<B>, permit: OwnedSemaphorePermit) -> Self {
+        let place = Place(HeldPlace::new(permit));
+        request.extensions_mut().insert(place.0.clone());
+        Self::Running {
+            future: ResponseFuture::inner(inner.call(request)),
+            place: Some(place),
+        }
+    }
+}
+
+/// A delivery's place, given back when its future completes or is dropped (or earlier, when the
+/// request is refused inside and its body drained: see [`Drain::new`]).
+struct Place(HeldPlace);
+
+impl Drop for Place {
+    fn drop(&mut self) {
+        self.0.release();
     }
 }
 
@@ -328,10 +392,7 @@ where
                     let (mut inner, request) =
                         call.take().expect("InFlightFuture polled after completion");
                     let next = match place {
-                        Some(permit) => State::Running {
-                            future: ResponseFuture::inner(inner.call(request)),
-                            permit: Some(permit),
-                        },
+                        Some(permit) => State::run(&mut inner, request, permit),
                         None => State::Refusing {
                             // The same deadline as an admitted body: a refused sender cannot
                             // hold the connection longer by trickling.
@@ -348,9 +409,9 @@ where
                     };
                     this.state.set(next);
                 }
-                StateProj::Running { future, permit } => {
+                StateProj::Running { future, place } => {
                     let result = ready!(future.poll(cx));
-                    permit.take();
+                    place.take();
                     return Poll::Ready(result);
                 }
                 StateProj::Refusing { mut drain } => {
