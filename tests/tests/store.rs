@@ -294,7 +294,7 @@ async fn an_unreachable_redis_is_503_sink_unavailable_and_not_ready_and_recovers
     let reply = send(addr, delivery("before")).await;
     assert_eq!(
         reply.json(),
-        json!({"accepted": 1, "stored": 1, "unchanged": 0})
+        json!({"accepted": 1, "stored": 1, "unchanged": 0, "superseded": 0})
     );
     assert_eq!(get(addr, "/readyz").await.status, StatusCode::OK);
 
