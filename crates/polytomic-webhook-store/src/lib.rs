@@ -237,6 +237,10 @@ where
     I: Hash + Eq + Copy,
     S: BuildHasher,
 {
+    if records.len() < 2 {
+        // Nothing to supersede: no set to build (deliveries of one record are common).
+        return records.collect();
+    }
     let mut latest = Vec::with_capacity(records.len());
     let mut seen = HashSet::with_capacity_and_hasher(records.len(), hasher);
     for (identity, record) in records.rev() {
