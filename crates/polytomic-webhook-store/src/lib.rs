@@ -202,8 +202,8 @@ impl Identity {
         (value != "null").then_some(value)
     }
 
-    /// The record's identity within its sync, borrowed from it, and its key: the key, or the
-    /// hash when there is none. For [`latest_of_each`], by the sinks that keep no fingerprints.
+    /// A record as [`latest_of_each`] takes it from the sinks that keep no fingerprints: its
+    /// identity within its sync, borrowed (its key, or its hash when it has none), and itself.
     pub(crate) fn borrowed<'r>(
         &self,
         record: &'r Record,
@@ -223,8 +223,8 @@ impl Identity {
     }
 }
 
-/// Of a batch's records, in batch order, each as its identity and what the sink needs of it:
-/// the last record of each identity, in batch order. The others are superseded.
+/// The last record of each identity among `records` (a batch's, in order, each as its
+/// identity and what the sink needs of it), in batch order; the others are superseded.
 ///
 /// Only the last is compared with the stored state, so a batch naming one identity twice
 /// stores one record, and stores nothing when delivered again: comparing each in turn would
