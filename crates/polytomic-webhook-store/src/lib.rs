@@ -92,8 +92,9 @@ pub type SinkFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, SinkError>> +
 /// See the [crate docs](crate) for identity, "unchanged" and atomicity; every implementation
 /// here passes the same test suite for them.
 pub trait Sink: Send + Sync + 'static {
-    /// Stores the records of `batch` that changed, in one atomic step, and says how many were
-    /// stored and how many were unchanged. `Err` means nothing of the batch was kept.
+    /// Stores the records of `batch` that changed (of each identity, the batch's last record),
+    /// in one atomic step, and says how many were stored, unchanged and superseded. `Err`
+    /// means nothing of the batch was kept.
     fn store<'a>(&'a self, batch: &'a SyncRecords) -> SinkFuture<'a, Stored>;
 
     /// A cheap check that the sink can be reached now (a health endpoint's question).
