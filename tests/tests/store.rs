@@ -1,5 +1,6 @@
 //! `serve --sink` and `dump`, the real binary over loopback: a SQLite receiver killed
-//! mid-load, two replicas sharing one Redis, and a Redis that goes away and comes back.
+//! mid-load, two replicas sharing one Redis, and a Redis that goes away and comes back. Also
+//! `StoreService` behind the layer, as its metrics count it.
 
 #![allow(clippy::unwrap_used)] // Test code: a failed unwrap is a failed test.
 #![cfg(unix)] // The crash test kills the receiver with SIGKILL.
@@ -294,7 +295,7 @@ async fn an_unreachable_redis_is_503_sink_unavailable_and_not_ready_and_recovers
     let reply = send(addr, delivery("before")).await;
     assert_eq!(
         reply.json(),
-        json!({"accepted": 1, "stored": 1, "unchanged": 0})
+        json!({"accepted": 1, "stored": 1, "unchanged": 0, "superseded": 0})
     );
     assert_eq!(get(addr, "/readyz").await.status, StatusCode::OK);
 
@@ -510,4 +511,49 @@ async fn serve_redis_ttl_lets_hash_identities_expire_and_is_refused_for_sqlite()
         .unwrap();
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains("--redis-ttl applies to redis://"));
+}
+
+/// `StoreService` behind the layer: each batch it acknowledges counts its records in
+/// `records_total`, and what the sink did with them in `sink_records_total`.
+#[tokio::test]
+async fn deliveries_stored_by_store_service_count_their_records_and_what_the_sink_did() {
+    use axum::Router;
+    use polytomic_webhook::metrics::prometheus_recorder;
+    use polytomic_webhook::testing::prometheus_value;
+    use polytomic_webhook_store::{MemorySink, StoreService};
+    use tower::ServiceExt as _;
+
+    let recorder = prometheus_recorder();
+    // The test runtime has one thread, so every poll sees this recorder.
+    let _installed = metrics::set_default_local_recorder(&recorder);
+    let sink = Arc::new(MemorySink::new(Identity::key_field("id")));
+    let app = Router::new()
+        .route_service("/", StoreService::new(sink))
+        .route_layer(layer(config()));
+    // Key 7 twice: its first record is superseded; the same batch again stores nothing.
+    let updated_twice = Delivery::new()
+        .secret(SECRET)
+        .record_json(json!({"id": 7, "v": 1}))
+        .record_json(json!({"id": 7, "v": 2}))
+        .record_json(json!({"id": 8}));
+    for _ in 0..2 {
+        let answer = app.clone().oneshot(updated_twice.clone().build()).await;
+        assert_eq!(answer.unwrap().status(), StatusCode::OK);
+    }
+    let text = recorder.handle().render();
+    let value = |series: &str| prometheus_value(&text, series);
+    assert_eq!(
+        value(r#"polytomic_webhook_records_total{result="accepted"}"#),
+        Some(6.0),
+        "{text}"
+    );
+    for (result, records) in [("stored", 2.0), ("unchanged", 2.0), ("superseded", 2.0)] {
+        assert_eq!(
+            value(&format!(
+                "polytomic_webhook_sink_records_total{{result=\"{result}\"}}"
+            )),
+            Some(records),
+            "{result} in\n{text}"
+        );
+    }
 }

@@ -53,8 +53,9 @@ use crate::{EXIT_FAILED, EXIT_USAGE, NAME, WEBHOOK_PATH, batches, plural};
         With --sink URL instead of --out, each record is stored once per change in SQLite \
         (`sqlite:PATH`) or Redis (`redis://HOST:PORT[/DB][?stream=NAME]`), identified by \
         --key-field or else by its hash, and the answer is 200 \
-        `{\"accepted\":N,\"stored\":S,\"unchanged\":U}`, or 503 `sink_unavailable` when the \
-        sink fails; `dump` prints what a sink holds.",
+        `{\"accepted\":N,\"stored\":S,\"unchanged\":U,\"superseded\":P}` (P: records followed \
+        in the batch by a later one of the same identity, which alone is stored), or 503 \
+        `sink_unavailable` when the sink fails; `dump` prints what a sink holds.",
     after_help = "Examples:\n  \
         polytomic-webhook serve --secret s3cret\n  \
         polytomic-webhook serve --secret s3cret --addr 0.0.0.0:8080 --out batches.jsonl\n  \
@@ -98,7 +99,8 @@ pub(crate) struct ServeArgs {
 
     /// Store batches in a sink instead of writing lines: `sqlite:PATH` or
     /// `redis://HOST:PORT[/DB][?stream=NAME]`. Each record is stored once per change, and the
-    /// answer is 200 `{"accepted":N,"stored":S,"unchanged":U}`, or 503 `sink_unavailable`.
+    /// answer is 200 `{"accepted":N,"stored":S,"unchanged":U,"superseded":P}`, or 503
+    /// `sink_unavailable`.
     #[arg(long, value_name = "URL", conflicts_with = "out")]
     sink: Option<SinkUrl>,
 

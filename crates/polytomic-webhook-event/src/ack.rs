@@ -9,7 +9,9 @@ use crate::event::SyncRecords;
 /// A 200 response with `{"accepted": <records>}`, for a handler that took the batch.
 ///
 /// The response carries the `Ack` as an extension too, so that middleware (the layer's
-/// metrics) can count the records without parsing the body.
+/// metrics) can count the records without parsing the body. That extension is what marks a
+/// batch as acknowledged: an answer of your own counts the same once it carries one (the
+/// answer of `polytomic-webhook-store` does, beside its [`Stored`] counts).
 ///
 /// Polytomic treats any 4xx or 5xx answer as a failed sync. A handler should therefore answer
 /// 5xx only when it wants Polytomic to consider the batch not delivered (a database that is
@@ -57,6 +59,29 @@ impl IntoResponse for Ack {
         response.extensions_mut().insert(self);
         response
     }
+}
+
+/// What a sink did with the records of a batch it kept: each record is in exactly one count.
+///
+/// `polytomic-webhook-store`'s sinks return it, and its 200 answer carries it as an extension,
+/// beside an [`Ack`], so that the layer's metrics count what was stored and what was skipped.
+///
+/// ```
+/// use polytomic_webhook_event::Stored;
+///
+/// // Three new records, two of them of one identity: the earlier of those two is superseded.
+/// let stored = Stored { stored: 2, superseded: 1, ..Stored::default() };
+/// assert_eq!(stored.unchanged, 0);
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stored {
+    /// Records stored: new identities, and known identities with a different hash.
+    pub stored: usize,
+    /// Records skipped because their hash was their identity's last stored hash.
+    pub unchanged: usize,
+    /// Records skipped because a later record of the same batch has the same identity: only
+    /// the last of them is compared with what is stored.
+    pub superseded: usize,
 }
 
 /// A 503 `batch_not_stored` problem, for a handler that could not keep the batch.

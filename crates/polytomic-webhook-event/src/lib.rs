@@ -127,7 +127,7 @@ mod sanitize;
 #[cfg(feature = "proptest")]
 pub mod strategy;
 
-pub use ack::{Ack, NotStored};
+pub use ack::{Ack, NotStored, Stored};
 pub use config::{EventConfig, UnknownEventPolicy};
 // Test hooks, outside the API: only the `testing` feature (which the crate's own tests turn
 // on) exports them.

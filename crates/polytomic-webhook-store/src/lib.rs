@@ -11,6 +11,10 @@
 //!   stored again; any other record is stored and becomes its identity's last hash. Keeping
 //!   the *last* hash (not every hash ever seen) is what lets a record that changes A → B → A
 //!   be stored three times.
+//! - **Last in the batch.** Within one batch, the records of one identity (a key that is not
+//!   unique in the source, a record updated twice in one run) collapse to the last of them:
+//!   only that one is compared and stored, and the earlier ones are counted as superseded.
+//!   So a batch delivered again as it was stores nothing, whatever it holds.
 //! - **Atomicity.** The records of one batch and their identities' last hashes are written in
 //!   one atomic step: a retried batch never stores a record twice, and a batch whose store
 //!   returned `Ok` is not lost when the process dies afterwards.
@@ -18,9 +22,9 @@
 //! Three sinks implement it: [`MemorySink`] (tests), `SqliteSink` (feature `sqlite`, the
 //! default: one file on one machine) and `RedisSink` (feature `redis`: state shared by any
 //! number of replicas). [`store`] runs a sink for a handler and gives the answer:
-//! 200 `{"accepted":N,"stored":S,"unchanged":U}`, or 503 `sink_unavailable` when the sink
-//! failed, so Polytomic never sees a 2xx for a batch that was not kept. [`StoreService`] is
-//! the same as a ready tower service.
+//! 200 `{"accepted":N,"stored":S,"unchanged":U,"superseded":P}`, or 503 `sink_unavailable`
+//! when the sink failed, so Polytomic never sees a 2xx for a batch that was not kept.
+//! [`StoreService`] is the same as a ready tower service.
 //!
 //! With the `redis` feature the crate also has `RedisEventIdStore`: the organisation-event id
 //! store of `polytomic_webhook::dedup` kept in Redis, so that replicas handle each event once
@@ -44,11 +48,16 @@
 
 #![forbid(unsafe_code)]
 
+use std::collections::HashSet;
 use std::fmt;
 use std::future::Future;
+use std::hash::{BuildHasher, Hash};
 use std::pin::Pin;
 use std::sync::Arc;
 
+/// What [`Sink::store`] did with a batch (defined beside `Ack`, so that the webhook layer's
+/// metrics can read it off the answer).
+pub use polytomic_webhook_event::Stored;
 use polytomic_webhook_event::{Record, SyncRecords};
 use serde::ser::SerializeStruct;
 use serde::{Serialize, Serializer};
@@ -83,8 +92,9 @@ pub type SinkFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, SinkError>> +
 /// See the [crate docs](crate) for identity, "unchanged" and atomicity; every implementation
 /// here passes the same test suite for them.
 pub trait Sink: Send + Sync + 'static {
-    /// Stores the records of `batch` that changed, in one atomic step, and says how many were
-    /// stored and how many were unchanged. `Err` means nothing of the batch was kept.
+    /// Stores the records of `batch` that changed (of each identity, the batch's last record),
+    /// in one atomic step, and says how many were stored, unchanged and superseded. `Err`
+    /// means nothing of the batch was kept.
     fn store<'a>(&'a self, batch: &'a SyncRecords) -> SinkFuture<'a, Stored>;
 
     /// A cheap check that the sink can be reached now (a health endpoint's question).
@@ -92,15 +102,6 @@ pub trait Sink: Send + Sync + 'static {
 
     /// Every stored record, in the order it was stored.
     fn records(&self) -> SinkFuture<'_, Vec<StoredRecord>>;
-}
-
-/// What [`Sink::store`] did with a batch.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Stored {
-    /// Records stored: new identities, and known identities with a different hash.
-    pub stored: usize,
-    /// Records skipped because their hash was their identity's last stored hash.
-    pub unchanged: usize,
 }
 
 /// Why a sink could not store a batch.
@@ -202,6 +203,16 @@ impl Identity {
         (value != "null").then_some(value)
     }
 
+    /// A record as [`latest_of_each`] takes it from the sinks that keep no fingerprints: its
+    /// identity within its sync, borrowed (its key, or its hash when it has none), and itself.
+    pub(crate) fn borrowed<'r>(
+        &self,
+        record: &'r Record,
+    ) -> ((Option<&'r str>, &'r str), &'r Record) {
+        let key = self.key(record);
+        ((key, key.map_or(record.hash().as_str(), |_| "")), record)
+    }
+
     /// A record's identity within its sync as one string, from its [`key`](Self::key): the
     /// key, or the hash behind a `#` (which no JSON text starts with, so the two kinds never
     /// collide).
@@ -211,6 +222,35 @@ impl Identity {
             None => format!("#{}", record.hash()),
         }
     }
+}
+
+/// The last record of each identity among `records` (a batch's, in order, each as its
+/// identity and what the sink needs of it), in batch order; the others are superseded.
+///
+/// Only the last is compared with the stored state, so a batch naming one identity twice
+/// stores one record, and stores nothing when delivered again: comparing each in turn would
+/// store the first again, since it differs from the last hash the batch itself left.
+pub(crate) fn latest_of_each<I, T, S>(
+    records: impl DoubleEndedIterator<Item = (I, T)> + ExactSizeIterator,
+    hasher: S,
+) -> Vec<(I, T)>
+where
+    I: Hash + Eq + Copy,
+    S: BuildHasher,
+{
+    if records.len() < 2 {
+        // Nothing to supersede: no set to build (deliveries of one record are common).
+        return records.collect();
+    }
+    let mut latest = Vec::with_capacity(records.len());
+    let mut seen = HashSet::with_capacity_and_hasher(records.len(), hasher);
+    for (identity, record) in records.rev() {
+        if seen.insert(identity) {
+            latest.push((identity, record));
+        }
+    }
+    latest.reverse();
+    latest
 }
 
 /// One stored record, as [`Sink::records`] gives it back.

@@ -1,11 +1,12 @@
 //! [`MemorySink`]: the sink for tests and examples.
 
 use std::collections::HashMap;
+use std::hash::RandomState;
 use std::sync::{Mutex, PoisonError};
 
 use polytomic_webhook_event::SyncRecords;
 
-use crate::{Identity, Sink, SinkFuture, Stored, StoredRecord};
+use crate::{Identity, Sink, SinkFuture, Stored, StoredRecord, latest_of_each};
 
 /// A sink that keeps everything in memory, for tests: the same identity and "unchanged" rules
 /// as the durable sinks, gone when the process ends.
@@ -48,11 +49,17 @@ impl MemorySink {
     }
 
     fn store_now(&self, batch: &SyncRecords) -> Stored {
+        let latest = latest_of_each(
+            batch.iter().map(|record| self.identity.borrowed(record)),
+            RandomState::new(),
+        );
         // One lock for the whole batch: that is this sink's atomic step.
         let mut state = self.lock();
-        let mut result = Stored::default();
-        for record in batch {
-            let key = self.identity.key(record);
+        let mut result = Stored {
+            superseded: batch.len() - latest.len(),
+            ..Stored::default()
+        };
+        for ((key, _), record) in latest {
             let identity = (batch.id().as_str().to_owned(), Identity::of(key, record));
             if state.last.get(&identity).map(String::as_str) == Some(record.hash().as_str()) {
                 result.unchanged += 1;

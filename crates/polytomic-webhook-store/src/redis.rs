@@ -1,5 +1,6 @@
 //! [`RedisSink`]: state in Redis, shared by any number of replicas.
 
+use std::hash::RandomState;
 use std::time::Duration;
 
 use polytomic_webhook_event::SyncRecords;
@@ -7,7 +8,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::streams::StreamRangeReply;
 use redis::{AsyncCommands, Script};
 
-use crate::{Identity, Sink, SinkError, SinkFuture, Stored, StoredRecord};
+use crate::{Identity, Sink, SinkError, SinkFuture, Stored, StoredRecord, latest_of_each};
 
 /// The stream name used unless the sink URL names another (`?stream=NAME`).
 pub const DEFAULT_STREAM: &str = "polytomic:records";
@@ -36,7 +37,9 @@ const PAGE: usize = 1_000;
 /// KEYS: the sync's stream, its identity hash (key → last hash, and `#HASH` → `1` for a hash
 /// identity without a TTL), its expiring hash identities (a sorted set, hash → expiry in ms).
 /// ARGV: sync id, sync name, TTL in ms (0: none), then per record: key ("" for a hash
-/// identity), hash, fields.
+/// identity), hash, fields. The sink sends only the last record of each identity in the batch
+/// ([`latest_of_each`]), so no identity comes twice: what the script read is what it compares
+/// with, and the arguments for superseded records are never sent.
 ///
 /// A hash identity is known when either structure holds it (and, in the sorted set, has not
 /// expired), so turning the TTL on or off keeps what was stored before: entries written
@@ -82,21 +85,17 @@ if #hashes > 0 and redis.call('EXISTS', KEYS[3]) == 1 then
   local reply = lookup('ZMSCORE', KEYS[3], hashes)
   for j = 1, #hashes do if reply[j] then scores[hashes[j]] = true end end
 end
-local latest, field_pairs, hash_pairs = {}, {}, {}
+local field_pairs, hash_pairs = {}, {}
 local stored, unchanged = 0, 0
 for r = 1, #fields do
   local i = 1 + 3 * r
   local field, key, hash = fields[r], ARGV[i], ARGV[i + 1]
-  local previous = latest[field]
-  if previous == nil then
-    previous = last[r]
-    if key == '' then previous = (previous or scores[hash]) and hash end
-  end
+  local previous = last[r]
+  if key == '' then previous = (previous or scores[hash]) and hash end
   if previous == hash then
     unchanged = unchanged + 1
   else
     stored = stored + 1
-    latest[field] = hash
     redis.call('XADD', KEYS[1], '*', 'sync_id', ARGV[1], 'sync_name', ARGV[2],
       'key', key, 'hash', hash, 'fields', ARGV[i + 2])
     if key ~= '' then
@@ -188,9 +187,14 @@ impl RedisSink {
             .arg(batch.id().as_str())
             .arg(batch.name())
             .arg(self.ttl_ms);
-        for record in batch {
+        let latest = latest_of_each(
+            batch.iter().map(|record| self.identity.borrowed(record)),
+            RandomState::new(),
+        );
+        let superseded = batch.len() - latest.len();
+        for ((key, _), record) in latest {
             invocation
-                .arg(self.identity.key(record).unwrap_or(""))
+                .arg(key.unwrap_or(""))
                 .arg(record.hash().as_str())
                 .arg(record.fields().as_str());
         }
@@ -199,7 +203,11 @@ impl RedisSink {
             .invoke_async(&mut connection)
             .await
             .map_err(|error| redis_error("storing a batch in Redis", &error))?;
-        Ok(Stored { stored, unchanged })
+        Ok(Stored {
+            stored,
+            unchanged,
+            superseded,
+        })
     }
 
     /// Every record of every sync's stream, merged by entry id (the time Redis stored it).

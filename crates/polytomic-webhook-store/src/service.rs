@@ -12,7 +12,7 @@ use axum_core::response::{IntoResponse, Response};
 use http::header::{CONTENT_TYPE, HeaderValue};
 use polytomic_webhook_core::__define_rejection;
 use polytomic_webhook_core::rejection::ErrorSource;
-use polytomic_webhook_event::SyncRecords;
+use polytomic_webhook_event::{Ack, SyncRecords};
 
 use crate::{Sink, SinkError, Stored};
 
@@ -21,7 +21,7 @@ use crate::{Sink, SinkError, Stored};
 ///
 /// ```
 /// use axum_core::response::IntoResponse;
-/// use polytomic_webhook_event::{EventConfig, parse_sync_records};
+/// use polytomic_webhook_event::{Ack, EventConfig, parse_sync_records};
 /// use polytomic_webhook_store::{Identity, MemorySink, store};
 ///
 /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
@@ -29,8 +29,11 @@ use crate::{Sink, SinkError, Stored};
 ///     "name":"Users","records":[{"hash":"a1","fields":{"id":7}},{"hash":"a1","fields":{"id":7}}]}}"#;
 /// let batch = parse_sync_records(body, &EventConfig::default()).unwrap();
 /// let ack = store(&MemorySink::new(Identity::key_field("id")), &batch).await.unwrap();
-/// assert_eq!((ack.accepted(), ack.stored(), ack.unchanged()), (2, 1, 1));
-/// assert_eq!(ack.into_response().status(), 200); // {"accepted":2,"stored":1,"unchanged":1}
+/// // The two records have one identity: the first is superseded by the second.
+/// assert_eq!((ack.accepted(), ack.stored(), ack.unchanged(), ack.superseded()), (2, 1, 0, 1));
+/// let response = ack.into_response(); // {"accepted":2,"stored":1,"unchanged":0,"superseded":1}
+/// assert_eq!(response.status(), 200);
+/// assert_eq!(response.extensions().get::<Ack>(), Some(&Ack::new(2)));
 /// # });
 /// ```
 pub async fn store<S: Sink + ?Sized>(
@@ -46,10 +49,14 @@ pub async fn store<S: Sink + ?Sized>(
     }
 }
 
-/// 200 `{"accepted":N,"stored":S,"unchanged":U}`: the batch is kept.
+/// 200 `{"accepted":N,"stored":S,"unchanged":U,"superseded":P}`: the batch is kept.
 ///
 /// `accepted` counts the batch's records, `stored` those written because they were new or
-/// changed, `unchanged` those whose hash was already their identity's last one.
+/// changed, `unchanged` those whose hash was already their identity's last one, `superseded`
+/// those followed in the batch by a record of the same identity; the last three add up to
+/// `accepted`. The response carries an [`Ack`] of `accepted` records and the [`Stored`]
+/// counts as extensions, so that the webhook layer's metrics count the batch as acknowledged
+/// and count what the sink did with it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[must_use]
 pub struct StoreAck {
@@ -72,18 +79,30 @@ impl StoreAck {
     pub fn unchanged(&self) -> usize {
         self.stored.unchanged
     }
+
+    /// The records followed in the batch by a record of the same identity, not stored.
+    pub fn superseded(&self) -> usize {
+        self.stored.superseded
+    }
 }
 
 impl IntoResponse for StoreAck {
     fn into_response(self) -> Response {
+        let Stored {
+            stored,
+            unchanged,
+            superseded,
+        } = self.stored;
         let body = format!(
-            r#"{{"accepted":{},"stored":{},"unchanged":{}}}"#,
-            self.accepted, self.stored.stored, self.stored.unchanged
+            r#"{{"accepted":{},"stored":{stored},"unchanged":{unchanged},"superseded":{superseded}}}"#,
+            self.accepted
         );
         let mut response = Response::new(Body::from(body));
         response
             .headers_mut()
             .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        response.extensions_mut().insert(Ack::new(self.accepted));
+        response.extensions_mut().insert(self.stored);
         response
     }
 }
@@ -244,7 +263,7 @@ mod tests {
         );
         assert_eq!(
             body,
-            serde_json::json!({"accepted": 3, "stored": 2, "unchanged": 1})
+            serde_json::json!({"accepted": 3, "stored": 2, "unchanged": 0, "superseded": 1})
         );
         assert_eq!(sink.snapshot().len(), 2);
     }

@@ -39,8 +39,12 @@ pub fn batch(sync: &SyncId, records: &[(&str, &str)]) -> SyncRecords {
     SyncRecords::new(sync.clone(), "suite", records)
 }
 
-fn counts(stored: usize, unchanged: usize) -> Stored {
-    Stored { stored, unchanged }
+fn counts(stored: usize, unchanged: usize, superseded: usize) -> Stored {
+    Stored {
+        stored,
+        unchanged,
+        superseded,
+    }
 }
 
 /// The records `sink` holds for `sync`, as `(key, hash, fields)`, in store order.
@@ -54,7 +58,8 @@ async fn held(sink: &impl Sink, sync: &SyncId) -> Vec<(Option<String>, String, S
         .collect()
 }
 
-/// Checks identity, "unchanged", key handling and store order on sinks made by `open` (called
+/// Checks identity, "unchanged", the collapse of one identity's records within a batch, key
+/// handling and store order on sinks made by `open` (called
 /// once per check, with the identity that check needs; sinks may share one backend).
 pub async fn check_sink<S, F, Fut>(mut open: F)
 where
@@ -69,8 +74,8 @@ where
     // A redelivered batch is unchanged, record by record.
     let sync = fresh_sync_id();
     let first = batch(&sync, &[("h1", r#"{"n":1}"#), ("h2", r#"{"n":2}"#)]);
-    assert_eq!(by_hash.store(&first).await.unwrap(), counts(2, 0));
-    assert_eq!(by_hash.store(&first).await.unwrap(), counts(0, 2));
+    assert_eq!(by_hash.store(&first).await.unwrap(), counts(2, 0, 0));
+    assert_eq!(by_hash.store(&first).await.unwrap(), counts(0, 2, 0));
     assert_eq!(held(&by_hash, &sync).await.len(), 2);
 
     // A → B → A under a key field is stored three times, in order; by hash alone the
@@ -79,14 +84,14 @@ where
     for (hash, fields) in [("a", r#"{"id":1,"v":"A"}"#), ("b", r#"{"id":1,"v":"B"}"#)] {
         assert_eq!(
             by_id.store(&batch(&sync, &[(hash, fields)])).await.unwrap(),
-            counts(1, 0)
+            counts(1, 0, 0)
         );
     }
     let back_to_a = batch(&sync, &[("a", r#"{"id":1,"v":"A"}"#)]);
-    assert_eq!(by_id.store(&back_to_a).await.unwrap(), counts(1, 0));
+    assert_eq!(by_id.store(&back_to_a).await.unwrap(), counts(1, 0, 0));
     let hashes: Vec<String> = held(&by_id, &sync).await.into_iter().map(|r| r.1).collect();
     assert_eq!(hashes, ["a", "b", "a"]);
-    assert_eq!(by_id.store(&back_to_a).await.unwrap(), counts(0, 1));
+    assert_eq!(by_id.store(&back_to_a).await.unwrap(), counts(0, 1, 0));
     let sync = fresh_sync_id();
     for (hash, fields) in [
         ("a", r#"{"v":"A"}"#),
@@ -112,21 +117,52 @@ where
             ("z", r#"{"id":null}"#),
         ],
     );
-    assert_eq!(by_id.store(&mixed).await.unwrap(), counts(4, 0));
-    assert_eq!(by_id.store(&mixed).await.unwrap(), counts(0, 4));
+    assert_eq!(by_id.store(&mixed).await.unwrap(), counts(4, 0, 0));
+    assert_eq!(by_id.store(&mixed).await.unwrap(), counts(0, 4, 0));
     let keys: Vec<Option<String>> = held(&by_id, &sync).await.into_iter().map(|r| r.0).collect();
     assert_eq!(keys, [Some("1".into()), Some(r#""1""#.into()), None, None]);
 
-    // Inside one batch, the second copy of a record is already its identity's last hash.
+    // Inside one batch, the records of one identity collapse to the last of them: only it is
+    // compared and stored, so the batch delivered again (a retry after a lost 200) stores
+    // nothing, and a second copy of a record is superseded rather than unchanged.
     let sync = fresh_sync_id();
+    let updated_twice = batch(
+        &sync,
+        &[
+            ("v1", r#"{"id":7,"v":1}"#),
+            ("v2", r#"{"id":7,"v":2}"#),
+            ("w1", r#"{"id":8}"#),
+        ],
+    );
+    let mut answers = Vec::new();
+    for _ in 0..3 {
+        answers.push(by_id.store(&updated_twice).await.unwrap());
+    }
+    assert_eq!(answers, [counts(2, 0, 1), counts(0, 2, 1), counts(0, 2, 1)]);
+    let hashes: Vec<String> = held(&by_id, &sync).await.into_iter().map(|r| r.1).collect();
+    assert_eq!(hashes, ["v2", "w1"]);
     let twice = batch(&sync, &[("h", r#"{"id":5}"#), ("h", r#"{"id":5}"#)]);
-    assert_eq!(by_id.store(&twice).await.unwrap(), counts(1, 1));
+    assert_eq!(by_id.store(&twice).await.unwrap(), counts(1, 0, 1));
+    // The same by hash: two records with one hash are one identity, stored once.
+    let sync = fresh_sync_id();
+    let same_hash = batch(
+        &sync,
+        &[("h", r#"{"n":1}"#), ("g", "{}"), ("h", r#"{"n":2}"#)],
+    );
+    assert_eq!(by_hash.store(&same_hash).await.unwrap(), counts(2, 0, 1));
+    assert_eq!(by_hash.store(&same_hash).await.unwrap(), counts(0, 2, 1));
+    let fields: Vec<String> = held(&by_hash, &sync)
+        .await
+        .into_iter()
+        .map(|r| r.2)
+        .collect();
+    assert_eq!(fields, ["{}", r#"{"n":2}"#]);
 
     // Syncs do not share identities.
     let (one, two) = (fresh_sync_id(), fresh_sync_id());
     for sync in [&one, &two] {
         let same = batch(sync, &[("h", r#"{"id":5}"#)]);
-        assert_eq!(by_id.store(&same).await.unwrap(), counts(1, 0));
+        assert_eq!(by_id.store(&same).await.unwrap(), counts(1, 0, 0));
     }
 
     // What is stored is what was received: the fields' text (numbers exactly), the sync name.
@@ -158,5 +194,5 @@ where
 
     // An empty batch is valid and stores nothing.
     let empty = batch(&fresh_sync_id(), &[]);
-    assert_eq!(by_id.store(&empty).await.unwrap(), counts(0, 0));
+    assert_eq!(by_id.store(&empty).await.unwrap(), counts(0, 0, 0));
 }

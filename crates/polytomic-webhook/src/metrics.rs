@@ -8,6 +8,7 @@
 //! |---|---|---|
 //! | [`DELIVERIES_TOTAL`] | counter | `outcome`, `code` |
 //! | [`RECORDS_TOTAL`] | counter | `result` |
+//! | [`SINK_RECORDS_TOTAL`] | counter | `result` |
 //! | [`BODY_BYTES_TOTAL`] | counter | `stage` |
 //! | [`DELIVERY_DURATION_SECONDS`] | histogram | `outcome` |
 //! | [`IN_FLIGHT`] | gauge | |
@@ -25,8 +26,8 @@ use ::metrics::{
 use http::Response;
 use polytomic_webhook_core::ProblemCode;
 use polytomic_webhook_core::body::BodyStats;
-use polytomic_webhook_event::Ack;
 use polytomic_webhook_event::rejection::IgnoredEvent;
+use polytomic_webhook_event::{Ack, Stored};
 
 use crate::dedup::DuplicateEvent;
 
@@ -38,8 +39,13 @@ pub use metrics_exporter_prometheus::PrometheusHandle;
 
 /// Deliveries answered, by `outcome` and problem `code` (counter).
 pub const DELIVERIES_TOTAL: &str = "polytomic_webhook_deliveries_total";
-/// Records in the batches answered with [`Ack`], by `result` (counter).
+/// Records in the batches acknowledged, by `result` (counter): answers that carry an [`Ack`]
+/// extension, as `Ack` and the answer of `polytomic-webhook-store` do.
 pub const RECORDS_TOTAL: &str = "polytomic_webhook_records_total";
+/// What a sink did with the records of the batches it kept, by `result`: `stored`,
+/// `unchanged` or `superseded` (counter), from the [`Stored`] counts the answer carries (the
+/// answer of `polytomic-webhook-store` does).
+pub const SINK_RECORDS_TOTAL: &str = "polytomic_webhook_sink_records_total";
 /// Request body bytes, by `stage`: `compressed` as received, `decompressed` as decoded
 /// (counter).
 pub const BODY_BYTES_TOTAL: &str = "polytomic_webhook_body_bytes_total";
@@ -72,6 +78,11 @@ pub fn describe() {
         RECORDS_TOTAL,
         Unit::Count,
         "Records in the webhook batches answered, by result."
+    );
+    describe_counter!(
+        SINK_RECORDS_TOTAL,
+        Unit::Count,
+        "Records of acknowledged webhook batches a sink stored, or skipped as unchanged or superseded."
     );
     describe_counter!(
         BODY_BYTES_TOTAL,
@@ -159,8 +170,12 @@ pub fn prometheus_answer(handle: &PrometheusHandle) -> axum_core::response::Resp
 /// metric come from this one value.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Outcome {
-    /// A 2xx answer from the handler; `records` when it answered with [`Ack`].
-    Accepted { records: Option<usize> },
+    /// A 2xx answer from the handler; `records` when it carries an [`Ack`], `stored` when it
+    /// carries a sink's [`Stored`] counts.
+    Accepted {
+        records: Option<usize>,
+        stored: Option<Stored>,
+    },
     /// An event type the extractor acknowledged without the handler.
     Ignored,
     /// An Events delivery whose id was handled already, acknowledged without the handler.
@@ -193,6 +208,7 @@ impl Outcome {
         } else if status.is_success() {
             Self::Accepted {
                 records: extensions.get::<Ack>().map(Ack::accepted),
+                stored: extensions.get::<Stored>().copied(),
             }
         } else {
             Self::HandlerError(None)
@@ -239,12 +255,20 @@ impl Outcome {
         let outcome = self.label();
         counter!(DELIVERIES_TOTAL, "outcome" => outcome, "code" => self.code()).increment(1);
         histogram!(DELIVERY_DURATION_SECONDS, "outcome" => outcome).record(elapsed.as_secs_f64());
-        if let Self::Accepted {
-            records: Some(records),
-        } = self
-        {
-            counter!(RECORDS_TOTAL, "result" => "accepted")
-                .increment(u64::try_from(records).unwrap_or(u64::MAX));
+        let count = |records: usize| u64::try_from(records).unwrap_or(u64::MAX);
+        if let Self::Accepted { records, stored } = self {
+            if let Some(records) = records {
+                counter!(RECORDS_TOTAL, "result" => "accepted").increment(count(records));
+            }
+            if let Some(stored) = stored {
+                for (result, records) in [
+                    ("stored", stored.stored),
+                    ("unchanged", stored.unchanged),
+                    ("superseded", stored.superseded),
+                ] {
+                    counter!(SINK_RECORDS_TOTAL, "result" => result).increment(count(records));
+                }
+            }
         }
         if let Some(stats) = stats {
             counter!(BODY_BYTES_TOTAL, "stage" => "compressed").increment(stats.compressed_bytes());
@@ -314,6 +338,12 @@ mod tests {
         *teapot.status_mut() = StatusCode::IM_A_TEAPOT;
         assert_eq!(Outcome::of(&teapot), Outcome::HandlerError(None));
         let plain_ok = Response::new(());
-        assert_eq!(Outcome::of(&plain_ok), Outcome::Accepted { records: None });
+        assert_eq!(
+            Outcome::of(&plain_ok),
+            Outcome::Accepted {
+                records: None,
+                stored: None
+            }
+        );
     }
 }

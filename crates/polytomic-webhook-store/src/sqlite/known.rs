@@ -13,7 +13,7 @@ use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher, Hash, Hasher, Ra
 
 use polytomic_webhook_event::{Record, SyncRecords};
 
-use crate::Identity;
+use crate::{Identity, latest_of_each};
 
 /// A 128-bit fingerprint: two SipHash-1-3 digests under independent random keys, chosen anew
 /// each time the file is opened (so nobody can aim a collision at them). Two different
@@ -124,22 +124,28 @@ impl Known {
         self.seq = self.seq.max(seq);
     }
 
-    /// The records of `batch` that change their identity's last hash, each with its key.
-    /// Their changes are made at once (so the batch's later records, and the group's later
-    /// batches, see them) and logged in `undo`.
+    /// The records of `batch` that change their identity's last hash, each with its key, and
+    /// how many records a later one of the same identity superseded (see
+    /// [`latest_of_each`]). Their changes are made at once (so the group's later batches see
+    /// them) and logged in `undo`.
     pub(super) fn change<'b>(
         &mut self,
         identity: &Identity,
         batch: &'b SyncRecords,
         undo: &mut Undo,
-    ) -> Vec<(Option<&'b str>, &'b Record)> {
+    ) -> (Vec<(Option<&'b str>, &'b Record)>, usize) {
         let sync = self.sync(batch.id().as_str());
-        let mut changed = Vec::with_capacity(batch.len());
-        for record in batch {
-            let key = identity.key(record);
-            let hash = record.hash().as_str();
-            let id = sync.identity(key, hash);
-            let hash = self.last_hash(key, hash);
+        let latest = latest_of_each(
+            batch.iter().map(|record| {
+                let key = identity.key(record);
+                (sync.identity(key, record.hash().as_str()), (key, record))
+            }),
+            BuildHasherDefault::<FingerprintHasher>::default(),
+        );
+        let superseded = batch.len() - latest.len();
+        let mut changed = Vec::with_capacity(latest.len());
+        for (id, (key, record)) in latest {
+            let hash = self.last_hash(key, record.hash().as_str());
             match self.last.entry(id) {
                 Entry::Occupied(last) if *last.get() == hash => continue,
                 Entry::Occupied(mut last) => undo.push((id, Some(last.insert(hash)))),
@@ -150,7 +156,7 @@ impl Known {
             }
             changed.push((key, record));
         }
-        changed
+        (changed, superseded)
     }
 
     /// Takes back the changes logged in `undo` after its first `keep` entries, newest first.
@@ -196,15 +202,15 @@ mod tests {
         let identity = Identity::key_field("id");
         let mut undo = Undo::new();
         let first = batch(&sync, &[("a", r#"{"id":1}"#)]);
-        assert_eq!(known.change(&identity, &first, &mut undo).len(), 1);
+        assert_eq!(known.change(&identity, &first, &mut undo).0.len(), 1);
         let mark = undo.len();
         let second = batch(&sync, &[("b", r#"{"id":1}"#), ("c", r#"{"id":2}"#)]);
-        assert_eq!(known.change(&identity, &second, &mut undo).len(), 2);
+        assert_eq!(known.change(&identity, &second, &mut undo).0.len(), 2);
         known.undo(&mut undo, mark);
         // Back to after `first`: `a` is id 1's last hash again, id 2 is unknown.
-        assert!(known.change(&identity, &first, &mut undo).is_empty());
-        assert_eq!(known.change(&identity, &second, &mut undo).len(), 2);
+        assert!(known.change(&identity, &first, &mut undo).0.is_empty());
+        assert_eq!(known.change(&identity, &second, &mut undo).0.len(), 2);
         known.undo(&mut undo, 0);
-        assert_eq!(known.change(&identity, &first, &mut undo).len(), 1);
+        assert_eq!(known.change(&identity, &first, &mut undo).0.len(), 1);
     }
 }

@@ -515,7 +515,7 @@ impl Writer {
         let mut seq = known.seq();
         for batch in batches {
             let mark = undo.len();
-            let changed = known.change(identity, batch, undo);
+            let (changed, superseded) = known.change(identity, batch, undo);
             // A bug between deciding and storing, for the test of what a panic leaves.
             #[cfg(test)]
             assert!(
@@ -524,7 +524,8 @@ impl Writer {
             );
             let stored = Stored {
                 stored: changed.len(),
-                unchanged: batch.len() - changed.len(),
+                unchanged: batch.len() - superseded - changed.len(),
+                superseded,
             };
             if changed.is_empty() {
                 results.push(Ok(stored));
