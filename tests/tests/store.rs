@@ -303,7 +303,7 @@ async fn an_unreachable_redis_is_503_sink_unavailable_and_not_ready_and_recovers
     let reply = send(addr, delivery("during-outage")).await;
     reply.assert_problem(StatusCode::SERVICE_UNAVAILABLE, "sink_unavailable");
     assert!(!String::from_utf8_lossy(&reply.body).contains("during-outage"));
-    get(addr, "/readyz")
+    readyz_becomes(addr, StatusCode::SERVICE_UNAVAILABLE)
         .await
         .assert_problem(StatusCode::SERVICE_UNAVAILABLE, "not_ready");
 
@@ -323,7 +323,7 @@ async fn an_unreachable_redis_is_503_sink_unavailable_and_not_ready_and_recovers
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    assert_eq!(get(addr, "/readyz").await.status, StatusCode::OK);
+    readyz_becomes(addr, StatusCode::OK).await;
     let markers: Vec<Value> = dump(&redis.url())
         .into_iter()
         .map(|record| record["fields"]["marker"].clone())

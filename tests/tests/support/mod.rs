@@ -576,6 +576,21 @@ pub async fn get(addr: SocketAddr, path: &str) -> Reply {
     send(addr, request).await
 }
 
+/// `GET /readyz` on `addr` until it answers `status`; panics if it has not within the probe's
+/// interval and timeout (and a margin), since `/readyz` answers from the probe's last result.
+pub async fn readyz_becomes(addr: SocketAddr, status: StatusCode) -> Reply {
+    use polytomic_webhook::readiness::{PROBE_INTERVAL, PROBE_TIMEOUT};
+    let deadline = std::time::Instant::now() + PROBE_INTERVAL + PROBE_TIMEOUT * 2;
+    loop {
+        let reply = get(addr, "/readyz").await;
+        if reply.status == status || std::time::Instant::now() > deadline {
+            assert_eq!(reply.status, status, "{reply:?}");
+            return reply;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
 /// A valid delivery whose one record carries `marker`.
 pub fn marked(marker: &str) -> polytomic_webhook::testing::Delivery {
     polytomic_webhook::testing::Delivery::new()
