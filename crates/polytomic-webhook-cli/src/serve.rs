@@ -2,8 +2,8 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::fs::{File, OpenOptions};
-use std::io::{self, Write};
+use std::fs::OpenOptions;
+use std::io;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -27,6 +27,7 @@ use polytomic_webhook::prelude::*;
 use polytomic_webhook::problem::ProblemCode;
 use polytomic_webhook::readiness::Readiness;
 use polytomic_webhook::server::{HEADER_READ_TIMEOUT, serve, shutdown_signal};
+use polytomic_webhook_store::lines::{LineOutput, batch_line};
 use polytomic_webhook_store::{Durability, Identity, Sink, SinkUrl, store};
 use tower::util::MapResponseLayer;
 use tower_http::catch_panic::CatchPanicLayer;
@@ -178,7 +179,7 @@ struct Receiver {
 /// Where accepted batches go.
 enum Destination {
     /// One line per batch.
-    Lines(Mutex<Output>),
+    Lines(Mutex<LineOutput>),
     /// Each record once per change.
     Sink(Arc<dyn Sink>),
 }
@@ -195,80 +196,6 @@ impl Destination {
                     let sink = Arc::clone(&sink);
                     async move { sink.ready().await.is_ok() }
                 })
-            }
-        }
-    }
-}
-
-/// A regular file that `serve` appends batches to. A trait so that tests can make writes fail
-/// halfway, as a full disk does.
-trait AppendFile: Write + Send {
-    /// The file's length now.
-    fn len(&self) -> io::Result<u64>;
-    /// Cuts the file back to `len` bytes.
-    fn set_len(&self, len: u64) -> io::Result<()>;
-    /// Waits until the written data is on disk.
-    fn sync_data(&self) -> io::Result<()>;
-}
-
-impl AppendFile for File {
-    fn len(&self) -> io::Result<u64> {
-        Ok(self.metadata()?.len())
-    }
-
-    fn set_len(&self, len: u64) -> io::Result<()> {
-        File::set_len(self, len)
-    }
-
-    fn sync_data(&self) -> io::Result<()> {
-        File::sync_data(self)
-    }
-}
-
-/// Where accepted batches go, one line each.
-enum Output {
-    /// A regular file. A line that is not completely written is cut off again, so every line
-    /// in the file is a whole batch; after a failure to cut it off, nothing more is written.
-    File {
-        file: Box<dyn AppendFile>,
-        fsync: bool,
-        broken: bool,
-    },
-    /// Standard output, a pipe or a device: a partial line cannot be taken back there.
-    Stream(Box<dyn Write + Send>),
-}
-
-impl Output {
-    /// Writes `line` (which ends in a newline) in one piece; `Ok` only when all of it is
-    /// written (and, with `fsync`, on disk).
-    fn append(&mut self, line: &[u8]) -> io::Result<()> {
-        match self {
-            Self::Stream(out) => out.write_all(line).and_then(|()| out.flush()),
-            Self::File {
-                file,
-                fsync,
-                broken,
-            } => {
-                if *broken {
-                    return Err(io::Error::other(
-                        "an earlier partly written batch could not be removed from the file",
-                    ));
-                }
-                let before = file.len()?;
-                let written = file
-                    .write_all(line)
-                    .and_then(|()| file.flush())
-                    .and_then(|()| if *fsync { file.sync_data() } else { Ok(()) });
-                if written.is_err() {
-                    if let Err(error) = file.set_len(before) {
-                        eprintln!(
-                            "{NAME}: cannot remove a partly written batch from the output \
-                             ({error}); refusing every further batch"
-                        );
-                        *broken = true;
-                    }
-                }
-                written
             }
         }
     }
@@ -409,37 +336,59 @@ async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, ExitCode> {
 }
 
 /// The output --out names (standard output when absent or `-`), or the message and exit status
-/// for one that cannot be used.
-fn open_output(args: &ServeArgs) -> Result<Output, (String, u8)> {
+/// for one that cannot be used. A regular file left with a partial last line (a process killed
+/// while writing it) is cut back to its last whole line first.
+fn open_output(args: &ServeArgs) -> Result<LineOutput, (String, u8)> {
     let Some(path) = args.out.as_ref().filter(|path| path.as_os_str() != "-") else {
         if args.fsync {
             return Err(("--fsync needs --out FILE".to_owned(), EXIT_USAGE));
         }
-        return Ok(Output::Stream(Box::new(io::stdout())));
+        return LineOutput::stdout()
+            .map(warn_repaired("standard output"))
+            .map_err(|error| (format!("cannot use standard output: {error}"), EXIT_FAILED));
     };
-    let opened = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .and_then(|file| Ok((file.metadata()?.is_file(), file)));
-    match opened {
-        Ok((true, file)) => Ok(Output::File {
-            file: Box::new(file),
-            fsync: args.fsync,
-            broken: false,
-        }),
-        Ok((false, _)) if args.fsync => Err((
-            format!(
-                "--fsync needs a regular file, and {} is not one",
-                path.display()
-            ),
-            EXIT_USAGE,
-        )),
-        Ok((false, file)) => Ok(Output::Stream(Box::new(file))),
-        Err(error) => Err((
+    let cannot = |error: io::Error| {
+        (
             format!("cannot open {}: {error}", path.display()),
             EXIT_FAILED,
-        )),
+        )
+    };
+    let file = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .read(true)
+        .open(path)
+        .map_err(cannot)?;
+    let is_file = file.metadata().map_err(cannot)?.is_file();
+    if !is_file {
+        if args.fsync {
+            return Err((
+                format!(
+                    "--fsync needs a regular file, and {} is not one",
+                    path.display()
+                ),
+                EXIT_USAGE,
+            ));
+        }
+        return Ok(LineOutput::stream(Box::new(file)));
+    }
+    let mut reader = file.try_clone().map_err(cannot)?;
+    LineOutput::file(file, &mut reader, args.fsync)
+        .map(warn_repaired(&path.display().to_string()))
+        .map_err(cannot)
+}
+
+/// Passes `output` on, saying on stderr what was cut from its end.
+fn warn_repaired(name: &str) -> impl FnOnce(LineOutput) -> LineOutput + '_ {
+    move |output| {
+        if output.repaired() > 0 {
+            eprintln!(
+                "{NAME}: warning: {name} ended in a partial line (a process stopped while \
+                 writing it, so it was never acknowledged); cut off its last {}",
+                plural(output.repaired(), "byte", "bytes")
+            );
+        }
+        output
     }
 }
 
@@ -526,9 +475,8 @@ async fn receive(State(receiver): State<Arc<Receiver>>, batch: SyncRecords) -> R
 impl Receiver {
     /// Appends the batch as one line. A short blocking write under a lock: batches are small,
     /// and holding the lock keeps lines whole when deliveries arrive concurrently.
-    fn write(out: &Mutex<Output>, batch: &SyncRecords) -> io::Result<()> {
-        let mut line = serde_json::to_vec(batch)?;
-        line.push(b'\n');
+    fn write(out: &Mutex<LineOutput>, batch: &SyncRecords) -> io::Result<()> {
+        let line = batch_line(batch)?;
         out.lock()
             .unwrap_or_else(PoisonError::into_inner)
             .append(&line)
@@ -587,6 +535,10 @@ mod tests {
     use polytomic_webhook::testing::Delivery;
     use serde_json::json;
     use tower::ServiceExt as _;
+
+    use std::io::Write;
+
+    use polytomic_webhook_store::lines::AppendFile;
 
     use super::*;
 
@@ -647,7 +599,7 @@ mod tests {
             Ok(self.state().data.len() as u64)
         }
 
-        fn set_len(&self, len: u64) -> io::Result<()> {
+        fn set_len(&mut self, len: u64) -> io::Result<()> {
             let mut disk = self.state();
             if disk.set_len_fails {
                 return Err(io::Error::other("read-only now"));
@@ -669,11 +621,10 @@ mod tests {
 
     fn receiver_on(disk: &Disk, fsync: bool) -> Router {
         let receiver = Arc::new(Receiver {
-            destination: Destination::Lines(Mutex::new(Output::File {
-                file: Box::new(disk.clone()),
+            destination: Destination::Lines(Mutex::new(LineOutput::append_file(
+                Box::new(disk.clone()),
                 fsync,
-                broken: false,
-            })),
+            ))),
             counts: Mutex::new(Counts::default()),
         });
         let config = PolytomicWebhookConfig::default().secret(Secret::new(SECRET).unwrap());

@@ -49,13 +49,14 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use polytomic_webhook_event::{Record, SyncRecords};
+use polytomic_webhook_event::{RawJson, Record, SyncRecords};
 use serde::ser::SerializeStruct;
 use serde::{Serialize, Serializer};
 use serde_json::value::RawValue;
 
 #[cfg(feature = "redis")]
 mod event_ids;
+pub mod lines;
 mod memory;
 #[cfg(feature = "redis")]
 mod redis;
@@ -218,7 +219,8 @@ impl Identity {
 /// It serializes as the line `dump` prints:
 /// `{"sync_id":…,"sync_name":…,"key":…,"hash":…,"fields":{…}}`, where `key` is the key
 /// field's JSON value (`null` when the hash identified the record) and `fields` the record's
-/// fields exactly as received.
+/// fields as received but compact: strings and numbers byte for byte, without the whitespace
+/// between tokens, so the line is one line whatever the sender's indentation.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StoredRecord {
     /// The sync the record came from.
@@ -248,8 +250,11 @@ impl StoredRecord {
 
 impl Serialize for StoredRecord {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        fn raw<E: serde::ser::Error>(text: &str) -> Result<&RawValue, E> {
-            serde_json::from_str(text).map_err(E::custom)
+        // Compact, so an indented record is still one `dump` line; what the sink holds stays
+        // as received.
+        fn raw<E: serde::ser::Error>(text: &str) -> Result<Box<RawValue>, E> {
+            let json: RawJson = text.parse().map_err(E::custom)?;
+            RawValue::from_string(json.compact().into_owned()).map_err(E::custom)
         }
         let mut line = serializer.serialize_struct("StoredRecord", 5)?;
         line.serialize_field("sync_id", &self.sync_id)?;
@@ -259,7 +264,7 @@ impl Serialize for StoredRecord {
             &self.key.as_deref().map(raw::<S::Error>).transpose()?,
         )?;
         line.serialize_field("hash", &self.hash)?;
-        line.serialize_field("fields", raw::<S::Error>(&self.fields)?)?;
+        line.serialize_field("fields", &raw::<S::Error>(&self.fields)?)?;
         line.end()
     }
 }
