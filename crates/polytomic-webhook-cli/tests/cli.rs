@@ -74,11 +74,16 @@ impl Serve {
             .unwrap();
         let mut stderr = BufReader::new(child.stderr.take().unwrap());
         let mut metrics_url = None;
+        let mut early = String::new();
         let url = loop {
             let mut line = String::new();
             stderr.read_line(&mut line).unwrap();
             if let Some((_, url)) = line.trim().split_once("metrics on ") {
                 metrics_url = Some(url.to_owned());
+                continue;
+            }
+            if line.contains("warning: ") {
+                early.push_str(&line);
                 continue;
             }
             break line
@@ -89,7 +94,7 @@ impl Serve {
                 .to_owned();
         };
         let stderr = std::thread::spawn(move || {
-            let mut rest = String::new();
+            let mut rest = early;
             stderr.read_to_string(&mut rest).unwrap();
             rest
         });
@@ -1008,15 +1013,43 @@ fn send_event_curl_prints_a_command_whose_signature_matches_its_body() {
 
 /// `GET url` (`http://ADDR/PATH`) over a plain HTTP/1.1 connection: the status code and body.
 fn http_get(url: &str) -> (u16, String) {
+    http_request(url, "GET", &axum::http::HeaderMap::new(), b"")
+}
+
+/// `json` POSTed to `url` (`http://ADDR/PATH`) as a delivery built by `polytomic_webhook::testing`
+/// with the JSON as it is: the status code and body of the answer.
+fn post_json(url: &str, json: &[u8]) -> (u16, String) {
+    use polytomic_webhook::testing::{BodyForm, Delivery};
+
+    let (headers, body) = Delivery::new()
+        .secret(SECRET)
+        .form(BodyForm::Identity)
+        .raw_json(json)
+        .encode();
+    http_request(url, "POST", &headers, &body)
+}
+
+/// One request over a plain HTTP/1.1 connection: the status code and body of the answer.
+fn http_request(
+    url: &str,
+    method: &str,
+    headers: &axum::http::HeaderMap,
+    body: &[u8],
+) -> (u16, String) {
     use std::io::Write;
 
     let (addr, path) = url.trim_start_matches("http://").split_once('/').unwrap();
     let mut stream = std::net::TcpStream::connect(addr).unwrap();
-    write!(
-        stream,
-        "GET /{path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
+    let mut head = format!(
+        "{method} /{path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (name, value) in headers {
+        let _ = write!(head, "{name}: {}\r\n", value.to_str().unwrap());
+    }
+    head.push_str("\r\n");
+    stream.write_all(head.as_bytes()).unwrap();
+    stream.write_all(body).unwrap();
     let mut answer = String::new();
     stream.read_to_string(&mut answer).unwrap();
     let status = answer[9..12].parse().unwrap();
@@ -1109,4 +1142,98 @@ fn serve_needs_room_for_at_least_one_delivery() {
         "{}",
         stderr(&output)
     );
+}
+
+/// A batch as senders indent it: two spaces and LF (Python's `json.dumps(indent=2)`, Go's
+/// `json.MarshalIndent`), CRLF line ends, tabs; each record carries a number no float holds.
+fn indented_deliveries() -> [String; 3] {
+    let pretty = (0..3)
+        .map(|run| {
+            format!(
+                "{{\n  \"event\": \"sync.records\",\n  \"object\": {{\n    \"id\": \"{}\",\n    \
+                 \"name\": \"Indented  sync\",\n    \"records\": [\n      {{\n        \
+                 \"hash\": \"h{run}\",\n        \"fields\": {{\n          \"id\": {run},\n          \
+                 \"big\": 123456789012345678901234567890\n        }}\n      }}\n    ],\n    \
+                 \"metadata\": {{\n      \"team\": \"a  b\"\n    }}\n  }}\n}}\n",
+                sync_id(run)
+            )
+        })
+        .collect::<Vec<_>>();
+    let tabs = pretty[2]
+        .lines()
+        .map(|text| {
+            let body = text.trim_start_matches(' ');
+            format!("{}{body}\n", "\t".repeat((text.len() - body.len()) / 2))
+        })
+        .collect();
+    [pretty[0].clone(), pretty[1].replace('\n', "\r\n"), tabs]
+}
+
+/// Every line of `text` is one JSON document; they are returned.
+fn one_document_per_line(text: &str) -> Vec<Value> {
+    text.lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|_| panic!("not JSON: {line:?}")))
+        .collect()
+}
+
+#[test]
+fn indented_deliveries_are_one_compact_line_each_in_serve_out_and_in_dump() {
+    let dir = scratch("indented");
+    let out = dir.join("batches.jsonl");
+    let db = dir.join("records.db");
+    let lines = Serve::start(&out, &[]);
+    let sink = Serve::spawn_as_given({
+        let mut command = bin();
+        command.args(["serve", "--secret", SECRET, "--addr", "127.0.0.1:0"]);
+        command
+            .arg("--sink")
+            .arg(format!("sqlite:{}", db.display()));
+        command
+    });
+    for body in indented_deliveries() {
+        for serve in [&lines, &sink] {
+            let (status, answer) = post_json(&serve.url, body.as_bytes());
+            assert_eq!(status, 200, "{answer}");
+        }
+    }
+    lines.interrupt();
+    sink.interrupt();
+    let text = std::fs::read_to_string(&out).unwrap();
+    let batches = one_document_per_line(&text);
+    assert_eq!(batches.len(), 3, "{text}");
+    assert!(text.contains(r#""fields":{"id":2,"big":123456789012345678901234567890}}],"metadata":{"team":"a  b"}}"#), "{text}");
+    let dump = bin()
+        .args(["dump", "--sink"])
+        .arg(format!("sqlite:{}", db.display()))
+        .output()
+        .unwrap();
+    assert!(dump.status.success(), "{}", stderr(&dump));
+    let text = String::from_utf8(dump.stdout).unwrap();
+    assert_eq!(one_document_per_line(&text).len(), 3, "{text}");
+    assert!(
+        text.contains(r#""fields":{"id":1,"big":123456789012345678901234567890}}"#),
+        "{text}"
+    );
+}
+
+/// What a `serve` killed mid-line (SIGKILL) leaves: a last line without its newline. The next
+/// `serve` cuts it off, says so, and its first batch is a line of its own.
+#[test]
+fn serve_cuts_off_a_partial_last_line_before_appending() {
+    let dir = scratch("torn");
+    let out = dir.join("batches.jsonl");
+    std::fs::write(&out, "{\"kept\":1}\n{\"id\":\"half a li").unwrap();
+    let serve = Serve::start(&out, &[]);
+    let (status, answer) = post_json(&serve.url, indented_deliveries()[0].as_bytes());
+    assert_eq!(status, 200, "{answer}");
+    let summary = serve.interrupt();
+    assert!(
+        summary.contains("ended in a partial line") && summary.contains("its last 16 bytes"),
+        "{summary}"
+    );
+    let text = std::fs::read_to_string(&out).unwrap();
+    let lines = one_document_per_line(&text);
+    assert_eq!(lines.len(), 2, "{text}");
+    assert_eq!(lines[0], serde_json::json!({"kept": 1}));
+    assert_eq!(lines[1]["id"], sync_id(0));
 }
