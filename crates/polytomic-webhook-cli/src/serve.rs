@@ -7,11 +7,13 @@ use std::io;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::State;
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use clap::Args;
@@ -24,8 +26,8 @@ use polytomic_webhook::metrics::{
     PrometheusHandle, install_prometheus_recorder, prometheus_answer,
 };
 use polytomic_webhook::prelude::*;
-use polytomic_webhook::problem::ProblemCode;
-use polytomic_webhook::readiness::Readiness;
+use polytomic_webhook::problem::{Problem, ProblemCode};
+use polytomic_webhook::readiness::{NOT_READY, Readiness};
 use polytomic_webhook::server::{HEADER_READ_TIMEOUT, serve, shutdown_signal};
 use polytomic_webhook_store::lines::{LineOutput, batch_line};
 use polytomic_webhook_store::{Durability, Identity, Sink, SinkUrl, store};
@@ -137,7 +139,7 @@ pub(crate) struct ServeArgs {
 }
 
 /// The routes `serve` answers besides the webhook's.
-const OPS_PATHS: [&str; 2] = ["/metrics", "/readyz"];
+const OPS_PATHS: [&str; 3] = ["/healthz", "/metrics", "/readyz"];
 
 fn at_least_one(text: &str) -> Result<usize, String> {
     match text.parse() {
@@ -172,7 +174,9 @@ fn secrets(args: &ServeArgs) -> Result<SecretSet, String> {
 }
 
 struct Receiver {
-    destination: Destination,
+    /// Empty while a sink is being opened (SQLite reads every identity it holds first):
+    /// deliveries and `/readyz` are answered 503 `not_ready` until then.
+    destination: OnceLock<Destination>,
     counts: Mutex<Counts>,
 }
 
@@ -218,8 +222,15 @@ pub(crate) async fn run(args: ServeArgs) -> ExitCode {
             return ExitCode::from(EXIT_USAGE);
         }
     };
-    let destination = match open_destination(&args).await {
-        Ok(destination) => destination,
+    // A sink is opened once listening (below); an output file at once, which is quick.
+    let opened = match sink_plan(&args) {
+        Ok(Some(plan)) => Ok(Ok(plan)),
+        Ok(None) => open_output(&args).map(|out| Err(Destination::Lines(Mutex::new(out)))),
+        Err(usage) => Err(usage),
+    };
+    let (sink, destination) = match opened {
+        Ok(Ok(plan)) => (Some(plan), OnceLock::new()),
+        Ok(Err(destination)) => (None, OnceLock::from(destination)),
         Err((message, status)) => {
             eprintln!("{NAME}: {message}");
             return ExitCode::from(status);
@@ -271,7 +282,6 @@ pub(crate) async fn run(args: ServeArgs) -> ExitCode {
         },
     };
     let ops = Ops {
-        readiness: receiver.destination.readiness(),
         limits: ServerLimits::default()
             .max_in_flight(args.max_in_flight)
             .queue_wait(Duration::from_millis(args.queue_wait_ms))
@@ -283,16 +293,83 @@ pub(crate) async fn run(args: ServeArgs) -> ExitCode {
     // Before saying so: a signal sent on seeing that line must meet the handler.
     let shutdown = shutdown_signal();
     eprintln!("{NAME}: listening on http://{bound}{}", args.path);
+    let failed = Arc::new(AtomicBool::new(false));
+    let opening = sink.map(|plan| {
+        eprintln!(
+            "{NAME}: opening the sink; deliveries and /readyz are answered 503 until it is open"
+        );
+        tokio::spawn(open_sink(plan, Arc::clone(&receiver), Arc::clone(&failed)))
+    });
+    // A sink that cannot be opened stops the server as a signal would.
+    let shutdown = async move {
+        let open_failed = async {
+            let opened = match opening {
+                Some(task) => task.await.unwrap_or(true),
+                None => true,
+            };
+            if opened {
+                std::future::pending::<()>().await;
+            }
+        };
+        tokio::select! {
+            () = shutdown => {}
+            () = open_failed => {}
+        }
+    };
     let started = Instant::now();
     serve(listener, app, HEADER_READ_TIMEOUT, shutdown).await;
+    if failed.load(Ordering::SeqCst) {
+        return ExitCode::from(EXIT_FAILED);
+    }
     eprint!("{}", receiver.summary(started));
     ExitCode::SUCCESS
 }
 
-/// The sink --sink names, or else the output --out names.
-async fn open_destination(args: &ServeArgs) -> Result<Destination, (String, u8)> {
+/// What --sink names, checked but not opened yet.
+struct SinkPlan {
+    url: SinkUrl,
+    identity: Identity,
+    durability: Durability,
+    redis_ttl: Option<Duration>,
+}
+
+/// Opens the sink and hands it to `receiver`; `false` (with `failed` set) when it cannot be
+/// opened. SQLite does its reading on a thread of its own, so the runtime's workers go on
+/// answering meanwhile.
+async fn open_sink(plan: SinkPlan, receiver: Arc<Receiver>, failed: Arc<AtomicBool>) -> bool {
+    let opened = plan
+        .url
+        .open_with_ttl(plan.identity, plan.durability, plan.redis_ttl)
+        .await;
+    match opened {
+        Ok(sink) => {
+            let _ = receiver.destination.set(Destination::Sink(sink));
+            eprintln!("{NAME}: the sink is open");
+            true
+        }
+        Err(error) => {
+            eprintln!("{NAME}: cannot open the sink: {error}");
+            failed.store(true, Ordering::SeqCst);
+            false
+        }
+    }
+}
+
+/// The answer to deliveries and `/readyz` while the sink is being opened.
+fn loading() -> Response {
+    Problem::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        NOT_READY,
+        "The receiver is still opening its sink (reading the identities it holds); it takes \
+         deliveries once that is done.",
+    )
+    .into_response()
+}
+
+/// What --sink asks for (`None` without it), or the usage error of arguments that do not fit.
+fn sink_plan(args: &ServeArgs) -> Result<Option<SinkPlan>, (String, u8)> {
     let Some(url) = &args.sink else {
-        return open_output(args).map(|out| Destination::Lines(Mutex::new(out)));
+        return Ok(None);
     };
     if args.fsync && !matches!(url, SinkUrl::Sqlite(_)) {
         return Err((
@@ -317,14 +394,12 @@ async fn open_destination(args: &ServeArgs) -> Result<Destination, (String, u8)>
     } else {
         Durability::Process
     };
-    url.open_with_ttl(
+    Ok(Some(SinkPlan {
+        url: url.clone(),
         identity,
         durability,
-        args.redis_ttl.map(Duration::from_secs),
-    )
-    .await
-    .map(Destination::Sink)
-    .map_err(|error| (format!("cannot open the sink: {error}"), EXIT_FAILED))
+        redis_ttl: args.redis_ttl.map(Duration::from_secs),
+    }))
 }
 
 /// A listener on `addr`, or the exit status after saying why there is none.
@@ -397,8 +472,6 @@ fn warn_repaired(name: &str) -> impl FnOnce(LineOutput) -> LineOutput + '_ {
 struct Ops {
     /// `GET /metrics` on the webhook's port, unless --metrics-addr moved it.
     metrics: Option<PrometheusHandle>,
-    /// What `GET /readyz` asks.
-    readiness: Readiness,
     /// The server-wide bounds on the webhook route.
     limits: ServerLimits,
 }
@@ -407,7 +480,7 @@ struct Ops {
 /// `GET /metrics` when `ops` has it, outside the layer.
 fn app(receiver: &Arc<Receiver>, path: &str, layer: PolytomicWebhookLayer, ops: Ops) -> Router {
     let counted = Arc::clone(receiver);
-    let readiness = ops.readiness;
+    let ready = Arc::clone(receiver);
     let router = Router::new()
         .route(path, post(receive))
         .route_layer(CatchPanicLayer::custom(handler_panicked))
@@ -423,11 +496,12 @@ fn app(receiver: &Arc<Receiver>, path: &str, layer: PolytomicWebhookLayer, ops: 
             response
         }))
         // Added after the layers, which wrap only the routes before them.
+        .route("/healthz", get(|| async { "ok\n" }))
         .route(
             "/readyz",
             get(move || {
-                let readiness = readiness.clone();
-                async move { readiness.answer().await }
+                let receiver = Arc::clone(&ready);
+                async move { receiver.readyz().await }
             }),
         );
     match ops.metrics {
@@ -446,7 +520,10 @@ fn metrics_route(router: Router, handle: PrometheusHandle) -> Router {
 
 /// Keeps the batch before answering, so a 200 means it is in the output or the sink.
 async fn receive(State(receiver): State<Arc<Receiver>>, batch: SyncRecords) -> Response {
-    let mut response = match &receiver.destination {
+    let Some(destination) = receiver.destination.get() else {
+        return loading();
+    };
+    let mut response = match destination {
         Destination::Lines(out) => match Receiver::write(out, &batch) {
             Ok(()) => Ack::from(&batch).into_response(),
             Err(error) => {
@@ -473,6 +550,14 @@ async fn receive(State(receiver): State<Arc<Receiver>>, batch: SyncRecords) -> R
 }
 
 impl Receiver {
+    /// `GET /readyz`: 503 while the sink is being opened, then what the destination answers.
+    async fn readyz(&self) -> Response {
+        match self.destination.get() {
+            None => loading(),
+            Some(destination) => destination.readiness().answer().await,
+        }
+    }
+
     /// Appends the batch as one line. A short blocking write under a lock: batches are small,
     /// and holding the lock keeps lines whole when deliveries arrive concurrently.
     fn write(out: &Mutex<LineOutput>, batch: &SyncRecords) -> io::Result<()> {
@@ -531,7 +616,6 @@ struct Handled;
 mod tests {
     #![allow(clippy::unwrap_used)]
 
-    use axum::http::StatusCode;
     use polytomic_webhook::testing::Delivery;
     use serde_json::json;
     use tower::ServiceExt as _;
@@ -621,10 +705,10 @@ mod tests {
 
     fn receiver_on(disk: &Disk, fsync: bool) -> Router {
         let receiver = Arc::new(Receiver {
-            destination: Destination::Lines(Mutex::new(LineOutput::append_file(
+            destination: OnceLock::from(Destination::Lines(Mutex::new(LineOutput::append_file(
                 Box::new(disk.clone()),
                 fsync,
-            ))),
+            )))),
             counts: Mutex::new(Counts::default()),
         });
         let config = PolytomicWebhookConfig::default().secret(Secret::new(SECRET).unwrap());

@@ -1237,3 +1237,61 @@ fn serve_cuts_off_a_partial_last_line_before_appending() {
     assert_eq!(lines[0], serde_json::json!({"kept": 1}));
     assert_eq!(lines[1]["id"], sync_id(0));
 }
+
+/// The sink's open waits while another connection holds the file's lock (as it waits, at 5 M
+/// identities, for the 10 s of reading them): `serve` listens meanwhile, answers `/healthz`
+/// and `/metrics`, and answers `/readyz` and deliveries 503 `not_ready`, until it is open.
+#[test]
+fn serve_listens_at_once_and_answers_503_not_ready_until_its_sink_is_open() {
+    let dir = scratch("loading");
+    let db = dir.join("records.db");
+    let holder = rusqlite::Connection::open(&db).unwrap();
+    holder
+        .execute_batch("CREATE TABLE held (x); BEGIN EXCLUSIVE; INSERT INTO held VALUES (1);")
+        .unwrap();
+    let serve = Serve::spawn_as_given({
+        let mut command = bin();
+        command.args(["serve", "--secret", SECRET, "--addr", "127.0.0.1:0"]);
+        command
+            .arg("--sink")
+            .arg(format!("sqlite:{}", db.display()));
+        command
+    });
+    let base = serve.url.trim_end_matches("/webhooks/polytomic").to_owned();
+    let body = indented_deliveries()[0].clone();
+    assert_eq!(
+        http_get(&format!("{base}/healthz")),
+        (200, "ok\n".to_owned())
+    );
+    assert_eq!(http_get(&format!("{base}/metrics")).0, 200);
+    for (status, answer) in [
+        http_get(&format!("{base}/readyz")),
+        post_json(&serve.url, body.as_bytes()),
+    ] {
+        let problem: Value = serde_json::from_str(&answer).unwrap();
+        assert_eq!(
+            (status, &problem["code"]),
+            (503, &Value::from("not_ready")),
+            "{answer}"
+        );
+        assert!(
+            problem["detail"]
+                .as_str()
+                .unwrap()
+                .contains("still opening its sink"),
+            "{answer}"
+        );
+    }
+    holder.execute_batch("COMMIT").unwrap();
+    drop(holder);
+    let started = std::time::Instant::now();
+    while http_get(&format!("{base}/readyz")).0 != 200 {
+        assert!(started.elapsed().as_secs() < 30, "the sink never opened");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let (status, answer) = post_json(&serve.url, body.as_bytes());
+    assert_eq!(status, 200, "{answer}");
+    let summary = serve.interrupt();
+    assert!(summary.contains("the sink is open"), "{summary}");
+    assert!(summary.contains("refused 1: 503 not_ready"), "{summary}");
+}
