@@ -919,8 +919,9 @@ fn serve_closes_a_connection_that_sent_half_its_headers() {
     serve.interrupt();
 }
 
-/// An Events receiver (signature check, dedup) that keeps each new event's payload.
-fn events_server() -> (String, Arc<std::sync::Mutex<Vec<Value>>>) {
+/// An Events receiver (signature check, dedup) that keeps each new event's type and payload
+/// text, as received.
+fn events_server() -> (String, Arc<std::sync::Mutex<Vec<(String, String)>>>) {
     use polytomic_webhook::dedup::{DedupLayer, MemoryEventIdStore};
     use polytomic_webhook::prelude::*;
 
@@ -931,10 +932,10 @@ fn events_server() -> (String, Arc<std::sync::Mutex<Vec<Value>>>) {
         .route(
             "/webhooks/polytomic/events",
             post(move |event: PolytomicOrgEvent| async move {
-                let payload: Value = event.payload().deserialize_as().unwrap();
-                keep.lock()
-                    .unwrap()
-                    .push(serde_json::json!([event.kind().as_str(), payload]));
+                keep.lock().unwrap().push((
+                    event.kind().as_str().to_owned(),
+                    event.payload().as_str().to_owned(),
+                ));
                 "ok"
             }),
         )
@@ -979,7 +980,10 @@ fn send_event_signs_and_sends_one_event_and_a_repeat_is_a_duplicate() {
     );
     assert_eq!(
         *seen.lock().unwrap(),
-        vec![serde_json::json!(["sync.completed", {"sync_id": "s-1", "total_records": 120}])]
+        [(
+            "sync.completed".to_owned(),
+            r#"{"sync_id":"s-1","total_records":120}"#.to_owned()
+        )]
     );
 }
 
@@ -1294,4 +1298,116 @@ fn serve_listens_at_once_and_answers_503_not_ready_until_its_sink_is_open() {
     let summary = serve.interrupt();
     assert!(summary.contains("the sink is open"), "{summary}");
     assert!(summary.contains("refused 1: 503 not_ready"), "{summary}");
+}
+
+/// Numbers no `f64` holds: past `u64`, beyond an `f64`'s range of exact integers, more digits
+/// than an `f64` keeps.
+const EXACT_NUMBERS: [&str; 3] = [
+    "123456789012345678901234567890",
+    "18446744073709551616",
+    "0.1000000000000000055511151231257827",
+];
+
+/// A receiver in this process, behind the library's layer, that keeps each record's fields
+/// text as received.
+fn fields_server() -> (String, Arc<std::sync::Mutex<Vec<String>>>) {
+    use polytomic_webhook::prelude::*;
+
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let keep = Arc::clone(&seen);
+    let config = PolytomicWebhookConfig::default().secret(Secret::new(SECRET).unwrap());
+    let app = Router::new()
+        .route(
+            "/webhooks/polytomic",
+            post(move |batch: SyncRecords| async move {
+                let mut seen = keep.lock().unwrap();
+                seen.extend(
+                    batch
+                        .iter()
+                        .map(|record| record.fields().as_str().to_owned()),
+                );
+                Ack::from(&batch)
+            }),
+        )
+        .layer(PolytomicWebhookLayer::new(config).unwrap());
+    (spawn_server(app), seen)
+}
+
+#[test]
+fn send_sends_every_number_as_written_and_refuses_a_name_given_twice() {
+    let (base, seen) = fields_server();
+    let url = format!("{base}webhooks/polytomic");
+    let dir = scratch("exact");
+    let lines: Vec<String> = EXACT_NUMBERS
+        .iter()
+        .map(|number| format!(r#"{{"id": {number}, "n": [{number}]}}"#))
+        .collect();
+    let file = dir.join("exact.jsonl");
+    std::fs::write(&file, lines.join("\n")).unwrap();
+    let output = send(&url, &file, &[]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_eq!(*seen.lock().unwrap(), lines);
+
+    let twice = dir.join("twice.jsonl");
+    std::fs::write(&twice, "{\"id\":1}\n{\"email\":\"a\",\"email\":\"b\"}\n").unwrap();
+    let output = send(&url, &twice, &[]);
+    let message = stderr(&output);
+    assert_eq!(output.status.code(), Some(2), "{message}");
+    assert!(
+        message.contains("twice.jsonl:2: ") && message.contains("given twice: email"),
+        "{message}"
+    );
+    assert!(message.contains("nothing was sent"), "{message}");
+    assert_eq!(seen.lock().unwrap().len(), 3);
+}
+
+#[test]
+fn send_event_sends_the_payload_numbers_as_written_and_refuses_a_name_given_twice() {
+    let (base, seen) = events_server();
+    let url = format!("{base}webhooks/polytomic/events");
+    let dir = scratch("exact-event");
+    let payload = dir.join("payload.json");
+    let text = format!(
+        "{{\n  \"big\": {},\n  \"u\": {},\n  \"f\": {}\n}}",
+        EXACT_NUMBERS[0], EXACT_NUMBERS[1], EXACT_NUMBERS[2]
+    );
+    std::fs::write(&payload, &text).unwrap();
+    let send = |id: &str, extra: &[&str]| {
+        bin()
+            .args(["send-event", "--type", "sync.completed", "--url", &url])
+            .args(["--secret", SECRET, "--id", id, "--payload-file"])
+            .arg(&payload)
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    for (id, extra) in [
+        ("evt-exact-1", &[][..]),
+        ("evt-exact-2", &["--total-records", "7"][..]),
+    ] {
+        let output = send(id, extra);
+        assert!(output.status.success(), "{}", stderr(&output));
+    }
+    let [n0, n1, n2] = EXACT_NUMBERS;
+    assert_eq!(
+        seen.lock()
+            .unwrap()
+            .iter()
+            .map(|(_, payload)| payload.clone())
+            .collect::<Vec<_>>(),
+        [
+            text.clone(),
+            format!(r#"{{"big":{n0},"f":{n2},"total_records":7,"u":{n1}}}"#),
+        ]
+    );
+
+    std::fs::write(&payload, r#"{"email":"a","email":"b"}"#).unwrap();
+    let output = send("evt-exact-3", &[]);
+    let message = stderr(&output);
+    assert_eq!(output.status.code(), Some(2), "{message}");
+    assert!(
+        message.contains("payload.json: the member name is given twice: email; nothing was sent"),
+        "{message}"
+    );
+    assert_eq!(seen.lock().unwrap().len(), 2);
 }
