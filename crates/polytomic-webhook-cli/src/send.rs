@@ -28,7 +28,8 @@ const LISTED_BAD_LINES: usize = 20;
     about = "Send records to a webhook as Polytomic does",
     long_about = "Send records to a webhook as Polytomic does.\n\n\
         Reads records from FILE (or standard input): JSON Lines, one JSON object of fields per \
-        line, or CSV, whose header row names the fields (every value is sent as a string). \
+        line, sent as written (every number exactly; a line that gives a name twice is \
+        refused), or CSV, whose header row names the fields (every value is sent as a string). \
         Groups them into batches and POSTs each as a `sync.records` delivery: gzipped JSON, \
         `Authorization: Bearer SECRET`, a fresh `Polytomic-Signature-Timestamp`, \
         `Content-Type: application/json`.\n\n\

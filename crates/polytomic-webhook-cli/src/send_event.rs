@@ -24,8 +24,9 @@ use crate::{EXIT_FAILED, EXIT_USAGE, NAME, USER_AGENT};
         Builds the envelope (`id`, `organization_id`, `type`, `created_at`, and the payload \
         under `event`), signs the body with HMAC-SHA256 under SECRET in the \
         `Polytomic-Signature` header, and POSTs it. The payload is the JSON object in \
-        --payload-file, with --total-records, --inserted-records and --updated-records added \
-        to it. With --curl nothing is sent: the command prints a curl command that sends the \
+        --payload-file, sent as written (every number exactly; an object that gives a name \
+        twice is refused), with --total-records, --inserted-records and --updated-records \
+        added to it. With --curl nothing is sent: the command prints a curl command that sends the \
         same event.",
     after_help = "Examples:\n  \
         polytomic-webhook send-event --type sync.completed --total-records 120 --secret whsec\n  \

@@ -43,11 +43,15 @@ use crate::{EXIT_FAILED, EXIT_USAGE, NAME, WEBHOOK_PATH, batches, plural};
         A ready receiver on the library's defaults: the bearer secret and a five-minute \
         timestamp window are checked before the body is read, gzip bodies are decoded within \
         limits, and each valid `sync.records` batch is appended to --out as one line \
-        (`{\"id\":…,\"name\":…,\"records\":[{\"hash\":…,\"fields\":{…}}],\"metadata\":{…}}`) \
-        before it is acknowledged with 200. A batch that cannot be written completely is \
-        answered 503 `batch_not_stored`, and a partial line is cut off again, so the file stays \
-        JSON Lines; --fsync also waits until the line is on disk. Refusals are problem+json \
-        answers. GET /readyz answers 200 while the receiver can take deliveries, and \
+        (`{\"id\":…,\"name\":…,\"records\":[{\"hash\":…,\"fields\":{…}}],\"metadata\":{…}}`, \
+        fields and metadata compact, their strings and numbers byte for byte) before it is \
+        acknowledged with 200. A batch that cannot be written completely is answered 503 \
+        `batch_not_stored`, and a partial line is cut off again, so the file stays JSON Lines \
+        (on a pipe, the next line starts on a fresh line); a file that ends in a partial line \
+        (a serve killed while writing it) is cut back to its last whole line at start-up, with \
+        a warning. --fsync also waits until the line is on disk. Refusals are problem+json \
+        answers. GET /healthz answers 200 while the process serves, GET /readyz 200 while \
+        the receiver can take deliveries, and \
         GET /metrics the delivery metrics in Prometheus's text format (on --metrics-addr \
         when given); a client that takes over 10 seconds to send a request's headers is \
         disconnected. Prints \
@@ -57,13 +61,17 @@ use crate::{EXIT_FAILED, EXIT_USAGE, NAME, WEBHOOK_PATH, batches, plural};
         (`sqlite:PATH`) or Redis (`redis://HOST:PORT[/DB][?stream=NAME]`), identified by \
         --key-field or else by its hash, and the answer is 200 \
         `{\"accepted\":N,\"stored\":S,\"unchanged\":U}`, or 503 `sink_unavailable` when the \
-        sink fails; `dump` prints what a sink holds.",
+        sink fails; `dump` prints what a sink holds. serve listens at once and opens the sink \
+        meanwhile (SQLite reads every identity it holds first): until it is open, deliveries \
+        and GET /readyz are answered 503 `not_ready`; a sink that cannot be opened stops \
+        serve with exit status 1.",
     after_help = "Examples:\n  \
         polytomic-webhook serve --secret s3cret\n  \
         polytomic-webhook serve --secret s3cret --addr 0.0.0.0:8080 --out batches.jsonl\n  \
         polytomic-webhook serve --secret new-secret --previous-secret old-secret\n  \
         polytomic-webhook serve --secret s3cret --sink sqlite:records.db --key-field id\n\n\
-        Exit status: 0 after Ctrl-C; 1 when the address cannot be bound or the output fails; \
+        Exit status: 0 after Ctrl-C; 1 when the address cannot be bound, the output fails or \
+        the sink cannot be opened; \
         2 bad arguments."
 )]
 pub(crate) struct ServeArgs {

@@ -26,6 +26,11 @@
 //! store of `polytomic_webhook::dedup` kept in Redis, so that replicas handle each event once
 //! between them.
 //!
+//! For a receiver that writes lines instead of storing records, [`lines`] writes each batch as
+//! one compact JSON line and appends it so that every acknowledged line stays readable: a line
+//! a full disk or a killed process left partial is cut off (or, on a pipe, the next line starts
+//! on a fresh line).
+//!
 //! ```
 //! use polytomic_webhook_event::{EventConfig, parse_sync_records};
 //! use polytomic_webhook_store::{Identity, MemorySink, Sink};
