@@ -687,7 +687,7 @@ mod tests {
     }
 
     impl AppendFile for Disk {
-        fn len(&self) -> io::Result<u64> {
+        fn size(&self) -> io::Result<u64> {
             Ok(self.state().data.len() as u64)
         }
 

@@ -919,9 +919,12 @@ fn serve_closes_a_connection_that_sent_half_its_headers() {
     serve.interrupt();
 }
 
+/// What a test server keeps: one entry per request it took.
+type Kept<T> = Arc<std::sync::Mutex<Vec<T>>>;
+
 /// An Events receiver (signature check, dedup) that keeps each new event's type and payload
 /// text, as received.
-fn events_server() -> (String, Arc<std::sync::Mutex<Vec<(String, String)>>>) {
+fn events_server() -> (String, Kept<(String, String)>) {
     use polytomic_webhook::dedup::{DedupLayer, MemoryEventIdStore};
     use polytomic_webhook::prelude::*;
 
@@ -1310,7 +1313,7 @@ const EXACT_NUMBERS: [&str; 3] = [
 
 /// A receiver in this process, behind the library's layer, that keeps each record's fields
 /// text as received.
-fn fields_server() -> (String, Arc<std::sync::Mutex<Vec<String>>>) {
+fn fields_server() -> (String, Kept<String>) {
     use polytomic_webhook::prelude::*;
 
     let seen = Arc::new(std::sync::Mutex::new(Vec::new()));

@@ -80,7 +80,7 @@ pub fn batch_line(batch: &SyncRecords) -> serde_json::Result<Vec<u8>> {
 /// ```
 pub trait AppendFile: Write + Send {
     /// The file's length now.
-    fn len(&self) -> io::Result<u64>;
+    fn size(&self) -> io::Result<u64>;
     /// Cuts the file back to `len` bytes, and writes after it from there on.
     fn set_len(&mut self, len: u64) -> io::Result<()>;
     /// Waits until the written data is on disk.
@@ -88,7 +88,7 @@ pub trait AppendFile: Write + Send {
 }
 
 impl AppendFile for File {
-    fn len(&self) -> io::Result<u64> {
+    fn size(&self) -> io::Result<u64> {
         Ok(self.metadata()?.len())
     }
 
@@ -251,7 +251,7 @@ impl LineOutput {
                         "an earlier partly written line could not be removed from the file",
                     ));
                 }
-                let before = file.len()?;
+                let before = file.size()?;
                 let written = file
                     .write_all(line)
                     .and_then(|()| file.flush())
@@ -298,7 +298,7 @@ fn write_counted(out: &mut dyn Write, mut data: &[u8], mid_line: &mut bool) -> i
 /// bytes cut.
 fn cut_partial_line(file: &mut File, reader: &mut File) -> io::Result<u64> {
     const CHUNK: u64 = 64 * 1024;
-    let len = AppendFile::len(file)?;
+    let len = AppendFile::size(file)?;
     let mut end = len;
     if len == 0 {
         return Ok(0);
