@@ -106,6 +106,17 @@ impl Serve {
         }
     }
 
+    /// Waits until `/readyz` answers 200: with --sink, `serve` listens before its sink is open.
+    fn ready(self) -> Self {
+        let readyz = self.url.replace("/webhooks/polytomic", "/readyz");
+        let started = std::time::Instant::now();
+        while http_get(&readyz).0 != 200 {
+            assert!(started.elapsed().as_secs() < 30, "the sink never opened");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        self
+    }
+
     /// Ctrl-C, then the exit status must be success; returns the summary.
     fn interrupt(mut self) -> String {
         let status = Command::new("kill")
@@ -1196,7 +1207,8 @@ fn indented_deliveries_are_one_compact_line_each_in_serve_out_and_in_dump() {
             .arg("--sink")
             .arg(format!("sqlite:{}", db.display()));
         command
-    });
+    })
+    .ready();
     for body in indented_deliveries() {
         for serve in [&lines, &sink] {
             let (status, answer) = post_json(&serve.url, body.as_bytes());
@@ -1291,11 +1303,7 @@ fn serve_listens_at_once_and_answers_503_not_ready_until_its_sink_is_open() {
     }
     holder.execute_batch("COMMIT").unwrap();
     drop(holder);
-    let started = std::time::Instant::now();
-    while http_get(&format!("{base}/readyz")).0 != 200 {
-        assert!(started.elapsed().as_secs() < 30, "the sink never opened");
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    let serve = serve.ready();
     let (status, answer) = post_json(&serve.url, body.as_bytes());
     assert_eq!(status, 200, "{answer}");
     let summary = serve.interrupt();
