@@ -40,9 +40,14 @@
 //! answers 200 to anyone, `GET /readyz` 200 while the server can take deliveries, and
 //! `GET /metrics` the delivery metrics in Prometheus's text format. A connection with no request in progress for 10 seconds is
 //! closed, whatever state it stopped in. Each accepted `sync.records` batch becomes exactly one compact JSON
-//! line on stdout (`{"id":…,"name":…,"records":[{"hash":…,"fields":{…}}],"metadata":{…}}`),
-//! flushed at once, so the output can be piped into another program. A batch that cannot be
-//! written (stdout closed or on a full device) is answered 503 `batch_not_stored`. Each new
+//! line on stdout (`{"id":…,"name":…,"records":[{"hash":…,"fields":{…}}],"metadata":{…}}`,
+//! fields and metadata without the sender's indentation, their strings and numbers byte for
+//! byte), flushed at once, so the output can be piped into another program. A batch that
+//! cannot be written (stdout closed or on a full device) is answered 503 `batch_not_stored`:
+//! when stdout is a file, the part of the line that was written is cut off again; on a pipe,
+//! the next line starts on a fresh line. When stdout is appended to a file that ends in a
+//! partial line (a receiver killed while writing it), that partial line is cut off at start-up
+//! (a warning says so). Each new
 //! organisation event becomes one line too:
 //! `{"event_id":…,"type":…,"organization_id":…,"created_at":…,"payload":{…}}`. Ctrl-C or
 //! SIGTERM stops accepting connections and lets the requests in flight finish.
@@ -51,10 +56,9 @@
 //! that names the variable, shows the value (never the secret's), and says how to fix it.
 
 use std::error::Error;
-use std::io::Write;
 use std::net::SocketAddr;
 use std::process::ExitCode;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use examples::startup::{
     self, EVENTS_REDIS_URL_VAR, EVENTS_SECRET_VAR, METRICS_ADDR_VAR, PREVIOUS_SECRET_VAR,
@@ -68,6 +72,7 @@ use examples::{
 use polytomic_webhook::dedup::MemoryEventIdStore;
 use polytomic_webhook::metrics::install_prometheus_recorder;
 use polytomic_webhook::prelude::*;
+use polytomic_webhook_store::lines::{LineOutput, batch_line};
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -99,6 +104,7 @@ async fn run() -> Result<(), Box<dyn Error>> {
     let limits = startup::server_limits()?;
     let serve_options = startup::serve_options()?;
 
+    let out = stdout_lines()?;
     let listener = startup::bind(listen_addr()?).await?;
     let addr = listener.local_addr()?;
     let mut ops = Ops {
@@ -127,17 +133,17 @@ async fn run() -> Result<(), Box<dyn Error>> {
     let shutdown = shutdown_signal();
     tracing::info!("listening on http://{addr}{WEBHOOK_PATH}");
 
-    let mut app = receiver_app_with(layer, print_batch(), &ops);
+    let mut app = receiver_app_with(layer, print_batch(Arc::clone(&out)), &ops);
     match events {
         Some(events) => {
             let router = match event_ids {
                 Some(store) => {
                     tracing::info!("event ids are shared through {EVENTS_REDIS_URL_VAR}");
-                    events_router(events, print_event(), &ops.limits, store)
+                    events_router(events, print_event(Arc::clone(&out)), &ops.limits, store)
                 }
                 None => {
                     let store = MemoryEventIdStore::new(REMEMBERED_EVENT_IDS);
-                    events_router(events, print_event(), &ops.limits, store)
+                    events_router(events, print_event(Arc::clone(&out)), &ops.limits, store)
                 }
             };
             app = app.merge(router);
@@ -153,23 +159,42 @@ async fn run() -> Result<(), Box<dyn Error>> {
 
 /// Writes each new event as one JSON line, like [`print_batch`]; an event that cannot be
 /// written is answered 503, so Polytomic sends it again.
-fn print_event() -> EventSink {
-    Arc::new(|event| print_line(event_line(event)?))
+fn print_event(out: Arc<Mutex<LineOutput>>) -> EventSink {
+    Arc::new(move |event| {
+        let mut line = event_line(event)?;
+        line.push(b'\n');
+        print_line(&out, &line)
+    })
 }
 
-/// Writes each batch as one JSON line and flushes it, so a reader downstream sees it at once.
-/// A batch that cannot be written is answered 503 `batch_not_stored`, never acknowledged.
-fn print_batch() -> Sink {
-    Arc::new(|batch| print_line(serde_json::to_vec(batch)?))
+/// Writes each batch as one compact JSON line and flushes it, so a reader downstream sees it
+/// at once. A batch that cannot be written is answered 503 `batch_not_stored`, never
+/// acknowledged.
+fn print_batch(out: Arc<Mutex<LineOutput>>) -> Sink {
+    Arc::new(move |batch| print_line(&out, &batch_line(batch)?))
 }
 
-fn print_line(mut line: Vec<u8>) -> Result<(), examples::StoreError> {
-    line.push(b'\n');
-    // One write of the whole line, so concurrent deliveries never interleave within a line.
-    let mut stdout = std::io::stdout().lock();
-    stdout.write_all(&line)?;
-    stdout.flush()?;
+/// One write of the whole line under the lock, so concurrent deliveries never interleave
+/// within a line; a line stopped half-way is cut off again (or, on a pipe, the next one starts
+/// on a fresh line).
+fn print_line(out: &Mutex<LineOutput>, line: &[u8]) -> Result<(), examples::StoreError> {
+    out.lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .append(line)?;
     Ok(())
+}
+
+/// Standard output as a line output; a partial last line left in the file it is appended to
+/// (by a process killed while writing it) is cut off first.
+fn stdout_lines() -> Result<Arc<Mutex<LineOutput>>, Box<dyn Error>> {
+    let out = LineOutput::stdout().map_err(|error| format!("cannot use stdout: {error}"))?;
+    if out.repaired() > 0 {
+        tracing::warn!(
+            bytes = out.repaired(),
+            "stdout's file ended in a partial line, never acknowledged; cut it off"
+        );
+    }
+    Ok(Arc::new(Mutex::new(out)))
 }
 
 /// The configured secrets, or a freshly made-up one (returned too, so it can be shown).

@@ -39,7 +39,11 @@ impl Drop for Receiver {
 /// The receiver example with `secret`, on a free port, stdout and stderr piped; adjust it before
 /// [`Receiver::spawn`].
 fn receiver_command(secret: &str) -> Command {
-    let mut command = Command::new(example_binary("receiver"));
+    receiver_command_in(Command::new(example_binary("receiver")), secret)
+}
+
+/// `command`, which runs the receiver (through a wrapper, say), set up as [`receiver_command`].
+fn receiver_command_in(mut command: Command, secret: &str) -> Command {
     command
         .env("POLYTOMIC_WEBHOOK_SECRET", secret)
         .env_remove("POLYTOMIC_WEBHOOK_PREVIOUS_SECRET")
@@ -112,12 +116,10 @@ impl Receiver {
         let status = self.child.wait().unwrap();
         assert!(status.success(), "exit after SIGTERM: {status}");
         let mut stdout = String::new();
-        self.child
-            .stdout
-            .take()
-            .unwrap()
-            .read_to_string(&mut stdout)
-            .unwrap();
+        // None when stdout went to a file.
+        if let Some(mut out) = self.child.stdout.take() {
+            out.read_to_string(&mut stdout).unwrap();
+        }
         // The child has exited, so its stderr ends: the reader finishes.
         self.stderr_reader.take().unwrap().join().unwrap();
         let stderr = self.stderr.try_iter().collect();
@@ -360,6 +362,130 @@ async fn a_batch_it_cannot_print_is_answered_503_batch_not_stored() {
             .await
             .assert_problem(StatusCode::SERVICE_UNAVAILABLE, "batch_not_stored");
     }
+}
+
+/// [`SYNC_ID`]'s batch as senders indent it: two spaces and LF (Python's
+/// `json.dumps(indent=2)`, Go's `json.MarshalIndent`), CRLF line ends, tabs; and the one line
+/// each must become, its number (no float holds it) and strings byte for byte.
+fn indented_bodies() -> ([String; 3], String) {
+    let pretty = "{\n  \"event\": \"sync.records\",\n  \"object\": {\n    \"id\": \"SYNC\",\n    \
+        \"name\": \"Indented  sync\",\n    \"records\": [\n      {\n        \"hash\": \"h1\",\n        \
+        \"fields\": {\n          \"email\": \"ada@example.com\",\n          \
+        \"big\": 123456789012345678901234567890\n        }\n      }\n    ],\n    \
+        \"metadata\": {\n      \"source\": \"e2e\"\n    }\n  }\n}\n"
+        .replace("SYNC", SYNC_ID);
+    let line = format!(
+        "{{\"id\":\"{SYNC_ID}\",\"name\":\"Indented  sync\",\"records\":[{{\"hash\":\"h1\",\
+         \"fields\":{{\"email\":\"ada@example.com\",\"big\":123456789012345678901234567890}}}}],\
+         \"metadata\":{{\"source\":\"e2e\"}}}}"
+    );
+    let tabs: String = pretty
+        .lines()
+        .map(|text| {
+            let body = text.trim_start_matches(' ');
+            format!("{}{body}\n", "\t".repeat((text.len() - body.len()) / 2))
+        })
+        .collect();
+    ([pretty.replace('\n', "\r\n"), tabs, pretty], line)
+}
+
+#[tokio::test]
+async fn an_indented_delivery_is_printed_as_one_compact_line() {
+    let receiver = Receiver::start(SECRET);
+    let (bodies, line) = indented_bodies();
+    for body in bodies {
+        let request = request(receiver.addr, Version::HTTP_11, full(body), |_| {});
+        send(receiver.addr, request).await.assert_accepted(1);
+    }
+    let (stdout, _) = receiver.terminate();
+    assert_eq!(stdout, format!("{line}\n{line}\n{line}\n"));
+}
+
+/// A file of the test's own, named `name`, holding `text`, opened for appending as `>>` does.
+fn stdout_file(name: &str, text: &str) -> (std::path::PathBuf, std::fs::File) {
+    let path = std::env::temp_dir().join(format!("receiver-{}-{name}", std::process::id()));
+    std::fs::write(&path, text).unwrap();
+    let file = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .unwrap();
+    (path, file)
+}
+
+/// Every line of the file at `path` is JSON: the `accepted` ids of the batches in it.
+fn json_lines(path: &std::path::Path) -> Vec<serde_json::Value> {
+    let text = std::fs::read_to_string(path).unwrap();
+    assert!(text.ends_with('\n'), "{text:?}");
+    text.lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|_| panic!("not JSON: {line:?}")))
+        .collect()
+}
+
+/// A receiver killed while printing a line leaves that line partial (what SIGKILL leaves):
+/// the next receiver appending to the file cuts it off before its first line.
+#[tokio::test]
+async fn a_partial_last_line_in_the_stdout_file_is_cut_off_at_start() {
+    let (path, file) = stdout_file("torn", "{\"kept\":1}\n{\"id\":\"half a li");
+    let receiver = Receiver::spawn(receiver_command(SECRET).stdout(file));
+    send(receiver.addr, sample(receiver.addr, Version::HTTP_11))
+        .await
+        .assert_accepted(2);
+    receiver.terminate();
+    let lines = json_lines(&path);
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert_eq!(lines[0], serde_json::json!({"kept": 1}));
+    assert_eq!(lines[1]["id"], SYNC_ID);
+    std::fs::remove_file(path).unwrap();
+}
+
+/// The file-size limit (`RLIMIT_FSIZE`, SIGXFSZ ignored) stops a write half-way with EFBIG,
+/// as a full disk does: that batch is 503 and its part-line cut off, so the batch accepted
+/// once there is room again is a line of its own.
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn a_line_a_full_file_stops_half_way_is_cut_off_and_the_next_batch_is_its_own_line() {
+    const LIMIT: usize = 4096;
+    let (path, file) = stdout_file("fsize", "");
+    let mut wrapper = Command::new("sh");
+    wrapper
+        .arg("-c")
+        .arg(format!(
+            "trap '' XFSZ; exec prlimit --fsize={LIMIT}:unlimited -- \"$0\""
+        ))
+        .arg(example_binary("receiver"));
+    let receiver = Receiver::spawn(receiver_command_in(wrapper, SECRET).stdout(file));
+    let addr = receiver.addr;
+    send(addr, sample(addr, Version::HTTP_11))
+        .await
+        .assert_accepted(2);
+    let large = polytomic_webhook::testing::Delivery::new()
+        .sync(SYNC_ID, "large")
+        .secret(SECRET)
+        .record_json(serde_json::json!({"text": "x".repeat(LIMIT)}));
+    send(addr, encoded(addr, large.encode()))
+        .await
+        .assert_problem(StatusCode::SERVICE_UNAVAILABLE, "batch_not_stored");
+    let raised = Command::new("prlimit")
+        .args([
+            "--pid",
+            &receiver.child.id().to_string(),
+            "--fsize=unlimited",
+        ])
+        .status()
+        .unwrap();
+    assert!(raised.success());
+    send(addr, sample(addr, Version::HTTP_11))
+        .await
+        .assert_accepted(2);
+    receiver.terminate();
+    let lines = json_lines(&path);
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert!(
+        lines
+            .iter()
+            .all(|line| line["name"] == "Webhook HTTP Endpoint sync")
+    );
+    std::fs::remove_file(path).unwrap();
 }
 
 /// Half a request head and then nothing: the receiver closes the connection once its

@@ -78,6 +78,12 @@ impl Serve {
             .unwrap_or_else(|| panic!("serve did not start: {line:?}"))
             .parse()
             .unwrap();
+        // It listens before its sink is open, and answers deliveries 503 until then.
+        while !line.contains("the sink is open") {
+            line.clear();
+            let read = stderr.read_line(&mut line).unwrap();
+            assert!(read > 0, "serve did not open its sink");
+        }
         // Keep reading, so the child never blocks on a full pipe.
         std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
         Self { child, addr }

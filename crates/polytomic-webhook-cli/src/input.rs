@@ -1,10 +1,13 @@
-//! Reading records: JSON Lines or CSV, each record's fields as a JSON object.
+//! Reading records: JSON Lines or CSV, each record's fields as a JSON object, kept as its text
+//! so that every number is sent as written.
 
 use std::collections::HashSet;
 use std::io::{self, BufRead};
 use std::path::Path;
 
 use clap::ValueEnum;
+use polytomic_webhook::prelude::RawFields;
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 /// The record formats `send` reads.
@@ -40,7 +43,7 @@ pub(crate) struct BadLine {
 /// The records read, and the lines that were not records.
 #[derive(Debug, Default)]
 pub(crate) struct Input {
-    pub(crate) records: Vec<Value>,
+    pub(crate) records: Vec<RawFields>,
     pub(crate) bad: Vec<BadLine>,
 }
 
@@ -65,32 +68,31 @@ fn read_jsonl(mut reader: impl BufRead) -> io::Result<Input> {
         if line.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
-        match serde_json::from_slice::<Value>(&line) {
-            Ok(Value::Object(fields)) => input.records.push(Value::Object(fields)),
-            Ok(other) => input.bad.push(BadLine {
+        match jsonl_record(&line) {
+            Ok(fields) => input.records.push(fields),
+            Err(message) => input.bad.push(BadLine {
                 line: number,
-                message: format!(
-                    "expected a JSON object of fields, found {}",
-                    kind_of(&other)
-                ),
-            }),
-            Err(error) => input.bad.push(BadLine {
-                line: number,
-                message: format!("invalid JSON: {error}"),
+                message,
             }),
         }
     }
 }
 
-fn kind_of(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
+/// One line's fields, kept as their text (no number goes through a float), or why the line is
+/// not a record. A name given twice is refused, as the receiving side refuses it: a map would
+/// keep only one of the values.
+fn jsonl_record(line: &[u8]) -> Result<RawFields, String> {
+    let raw: &RawValue =
+        serde_json::from_slice(line).map_err(|error| format!("invalid JSON: {error}"))?;
+    let kind = match raw.get().as_bytes().first() {
+        Some(b'{') => return raw.get().parse().map_err(|error| format!("{error}")),
+        Some(b'[') => "an array",
+        Some(b'"') => "a string",
+        Some(b't' | b'f') => "a boolean",
+        Some(b'n') => "null",
+        _ => "a number",
+    };
+    Err(format!("expected a JSON object of fields, found {kind}"))
 }
 
 fn read_csv(reader: impl BufRead) -> io::Result<Input> {
@@ -122,7 +124,7 @@ fn read_csv(reader: impl BufRead) -> io::Result<Input> {
                     .zip(&row)
                     .map(|(name, value)| (name.to_owned(), Value::String(value.to_owned())))
                     .collect();
-                input.records.push(Value::Object(fields));
+                input.records.push(RawFields::from(fields));
             }
             Err(error) => input.bad.push(bad_csv(&error, 0)?),
         }
@@ -165,7 +167,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(input.records.len(), 2);
-        assert_eq!(input.records[1]["b"], 2);
+        assert_eq!(input.records[1].get("b").unwrap().get(), "2");
         let lines: Vec<_> = input.bad.iter().map(|bad| bad.line).collect();
         assert_eq!(lines, [3, 4]);
         assert!(input.bad[0].message.contains("an array"));
@@ -179,7 +181,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(input.records.len(), 2);
-        assert_eq!(input.records[0]["id"], "1");
+        assert_eq!(input.records[0].get("id").unwrap().get(), r#""1""#);
         assert_eq!(input.bad[0].line, 3);
         assert!(
             input.bad[0].message.contains("expected 2 fields"),

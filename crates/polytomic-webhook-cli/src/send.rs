@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use polytomic_webhook::prelude::RawFields;
 use polytomic_webhook::testing::{BodyForm, Delivery, SAMPLE_SYNC_ID};
 use reqwest::Url;
 use serde_json::Value;
@@ -27,7 +28,8 @@ const LISTED_BAD_LINES: usize = 20;
     about = "Send records to a webhook as Polytomic does",
     long_about = "Send records to a webhook as Polytomic does.\n\n\
         Reads records from FILE (or standard input): JSON Lines, one JSON object of fields per \
-        line, or CSV, whose header row names the fields (every value is sent as a string). \
+        line, sent as written (every number exactly; a line that gives a name twice is \
+        refused), or CSV, whose header row names the fields (every value is sent as a string). \
         Groups them into batches and POSTs each as a `sync.records` delivery: gzipped JSON, \
         `Authorization: Bearer SECRET`, a fresh `Polytomic-Signature-Timestamp`, \
         `Content-Type: application/json`.\n\n\
@@ -242,7 +244,7 @@ enum Refusal {
     NotDelivered(String),
 }
 
-async fn deliver(args: &SendArgs, client: reqwest::Client, records: Vec<Value>) -> Summary {
+async fn deliver(args: &SendArgs, client: reqwest::Client, records: Vec<RawFields>) -> Summary {
     let started = Instant::now();
     let batch_size = args.batch_size.get();
     let total_batches = records.len().div_ceil(batch_size);
@@ -253,7 +255,7 @@ async fn deliver(args: &SendArgs, client: reqwest::Client, records: Vec<Value>) 
     let mut stopped = false;
     loop {
         while !stopped && in_flight.len() < args.concurrency.get() {
-            let batch: Vec<Value> = pending.by_ref().take(batch_size).collect();
+            let batch: Vec<RawFields> = pending.by_ref().take(batch_size).collect();
             if batch.is_empty() {
                 break;
             }
@@ -288,7 +290,7 @@ async fn deliver(args: &SendArgs, client: reqwest::Client, records: Vec<Value>) 
         ));
     }
     progress.finish_and_clear();
-    let rest: Vec<Value> = pending.collect();
+    let rest: Vec<RawFields> = pending.collect();
     summary.unsent_records = rest.len() as u64;
     summary.unsent_batches = rest.len().div_ceil(batch_size) as u64;
     summary.elapsed = started.elapsed();
@@ -296,7 +298,7 @@ async fn deliver(args: &SendArgs, client: reqwest::Client, records: Vec<Value>) 
 }
 
 /// The batch as a delivery, built by the same code the `testing` helpers use.
-fn delivery(args: &SendArgs, batch: Vec<Value>) -> Delivery {
+fn delivery(args: &SendArgs, batch: Vec<RawFields>) -> Delivery {
     let delivery = Delivery::new()
         .sync(&args.sync_id, &args.sync_name)
         .secret(&args.secret)
@@ -308,7 +310,8 @@ fn delivery(args: &SendArgs, batch: Vec<Value>) -> Delivery {
         .fold(delivery, |delivery, (key, value)| {
             delivery.metadata(key, value.as_str())
         });
-    batch.into_iter().fold(delivery, Delivery::record_json)
+    // As read: every number exactly as written.
+    batch.into_iter().fold(delivery, Delivery::record_raw)
 }
 
 async fn send_batch(

@@ -1,5 +1,6 @@
 //! `send-event`: one signed organisation event, sent or shown as a curl command.
 
+use std::collections::BTreeMap;
 use std::io::{self, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -7,9 +8,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use clap::{Args, ValueEnum};
 use polytomic_webhook::auth::SignatureEncoding;
+use polytomic_webhook::prelude::{RawFields, RawJson};
 use polytomic_webhook::testing::{EventDelivery, SAMPLE_ORGANIZATION_ID, SignedBytes};
 use reqwest::Url;
-use serde_json::{Map, Value};
+use serde_json::value::RawValue;
 
 use crate::sample::quote;
 use crate::send::{client, not_delivered, refusal, webhook_url};
@@ -22,8 +24,9 @@ use crate::{EXIT_FAILED, EXIT_USAGE, NAME, USER_AGENT};
         Builds the envelope (`id`, `organization_id`, `type`, `created_at`, and the payload \
         under `event`), signs the body with HMAC-SHA256 under SECRET in the \
         `Polytomic-Signature` header, and POSTs it. The payload is the JSON object in \
-        --payload-file, with --total-records, --inserted-records and --updated-records added \
-        to it. With --curl nothing is sent: the command prints a curl command that sends the \
+        --payload-file, sent as written (every number exactly; an object that gives a name \
+        twice is refused), with --total-records, --inserted-records and --updated-records \
+        added to it. With --curl nothing is sent: the command prints a curl command that sends the \
         same event.",
     after_help = "Examples:\n  \
         polytomic-webhook send-event --type sync.completed --total-records 120 --secret whsec\n  \
@@ -123,7 +126,7 @@ pub(crate) async fn run(args: SendEventArgs) -> ExitCode {
     let delivery = EventDelivery::new(args.kind.as_str())
         .id(id.as_str())
         .organization_id(args.organization_id.as_str())
-        .payload(payload)
+        .payload_raw(payload)
         .encoding(args.encoding.into())
         .secret(args.secret.as_str())
         .gzip(args.gzip);
@@ -174,30 +177,53 @@ pub(crate) async fn run(args: SendEventArgs) -> ExitCode {
     }
 }
 
-/// The payload object: the file's, with the count flags added.
-fn payload(args: &SendEventArgs) -> Result<Value, String> {
-    let mut members = match &args.payload_file {
+/// The payload object as its text: the file's as written (every number exactly), with the
+/// count flags added. A name given twice in the file is refused, as a receiver refuses it.
+fn payload(args: &SendEventArgs) -> Result<RawJson, String> {
+    let text = match &args.payload_file {
         Some(path) => {
-            let text = std::fs::read(path)
-                .map_err(|error| format!("cannot read {}: {error}", path.display()))?;
-            match serde_json::from_slice(&text) {
-                Ok(Value::Object(members)) => members,
-                Ok(_) => return Err(format!("{} is not a JSON object", path.display())),
-                Err(error) => return Err(format!("{} is not JSON: {error}", path.display())),
+            let name = path.display();
+            let bytes =
+                std::fs::read(path).map_err(|error| format!("cannot read {name}: {error}"))?;
+            let text = String::from_utf8(bytes).map_err(|_| format!("{name} is not UTF-8"))?;
+            let raw: &RawValue = serde_json::from_str(&text)
+                .map_err(|error| format!("{name} is not JSON: {error}"))?;
+            if !raw.get().starts_with('{') {
+                return Err(format!("{name} is not a JSON object"));
             }
+            let fields: RawFields = raw
+                .get()
+                .parse()
+                .map_err(|error| format!("{name}: {error}"))?;
+            fields.as_str().to_owned()
         }
-        None => Map::new(),
+        None => "{}".to_owned(),
     };
-    for (name, count) in [
+    let counts: Vec<_> = [
         ("total_records", args.total_records),
         ("inserted_records", args.inserted_records),
         ("updated_records", args.updated_records),
-    ] {
-        if let Some(count) = count {
-            members.insert(name.to_owned(), count.into());
-        }
+    ]
+    .into_iter()
+    .filter_map(|(name, count)| Some((name, count?)))
+    .collect();
+    let unusable = |error: serde_json::Error| format!("cannot add the counts: {error}");
+    if counts.is_empty() {
+        return text.parse().map_err(unusable);
     }
-    Ok(Value::Object(members))
+    // Members as their text, so that adding the counts changes no number; in name order, as
+    // before.
+    let mut members: BTreeMap<String, Box<RawValue>> =
+        serde_json::from_str(&text).map_err(unusable)?;
+    for (name, count) in counts {
+        members.insert(
+            name.to_owned(),
+            RawValue::from_string(count.to_string()).map_err(unusable)?,
+        );
+    }
+    serde_json::to_string(&members)
+        .and_then(|text| text.parse())
+        .map_err(unusable)
 }
 
 /// A fresh id: the time in nanoseconds is unique enough for trying a receiver by hand.

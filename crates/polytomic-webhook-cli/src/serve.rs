@@ -2,16 +2,18 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::fs::{File, OpenOptions};
-use std::io::{self, Write};
+use std::fs::OpenOptions;
+use std::io;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::State;
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use clap::Args;
@@ -24,9 +26,10 @@ use polytomic_webhook::metrics::{
     PrometheusHandle, install_prometheus_recorder, prometheus_answer,
 };
 use polytomic_webhook::prelude::*;
-use polytomic_webhook::problem::ProblemCode;
-use polytomic_webhook::readiness::Readiness;
+use polytomic_webhook::problem::{Problem, ProblemCode};
+use polytomic_webhook::readiness::{NOT_READY, Readiness};
 use polytomic_webhook::server::{ServeOptions, serve, shutdown_signal};
+use polytomic_webhook_store::lines::{LineOutput, batch_line};
 use polytomic_webhook_store::{Durability, Identity, Sink, SinkUrl, store};
 use tower::util::MapResponseLayer;
 use tower_http::catch_panic::CatchPanicLayer;
@@ -40,11 +43,15 @@ use crate::{EXIT_FAILED, EXIT_USAGE, NAME, WEBHOOK_PATH, batches, plural};
         A ready receiver on the library's defaults: the bearer secret and a five-minute \
         timestamp window are checked before the body is read, gzip bodies are decoded within \
         limits, and each valid `sync.records` batch is appended to --out as one line \
-        (`{\"id\":…,\"name\":…,\"records\":[{\"hash\":…,\"fields\":{…}}],\"metadata\":{…}}`) \
-        before it is acknowledged with 200. A batch that cannot be written completely is \
-        answered 503 `batch_not_stored`, and a partial line is cut off again, so the file stays \
-        JSON Lines; --fsync also waits until the line is on disk. Refusals are problem+json \
-        answers. GET /readyz answers 200 while the receiver can take deliveries, and \
+        (`{\"id\":…,\"name\":…,\"records\":[{\"hash\":…,\"fields\":{…}}],\"metadata\":{…}}`, \
+        fields and metadata compact, their strings and numbers byte for byte) before it is \
+        acknowledged with 200. A batch that cannot be written completely is answered 503 \
+        `batch_not_stored`, and a partial line is cut off again, so the file stays JSON Lines \
+        (on a pipe, the next line starts on a fresh line); a file that ends in a partial line \
+        (a serve killed while writing it) is cut back to its last whole line at start-up, with \
+        a warning. --fsync also waits until the line is on disk. Refusals are problem+json \
+        answers. GET /healthz answers 200 while the process serves, GET /readyz 200 while \
+        the receiver can take deliveries, and \
         GET /metrics the delivery metrics in Prometheus's text format (on --metrics-addr \
         when given); a client that takes over 10 seconds to send a request's headers is \
         disconnected. Prints \
@@ -55,13 +62,17 @@ use crate::{EXIT_FAILED, EXIT_USAGE, NAME, WEBHOOK_PATH, batches, plural};
         --key-field or else by its hash, and the answer is 200 \
         `{\"accepted\":N,\"stored\":S,\"unchanged\":U,\"superseded\":P}` (P: records followed \
         in the batch by a later one of the same identity, which alone is stored), or 503 \
-        `sink_unavailable` when the sink fails; `dump` prints what a sink holds.",
+        `sink_unavailable` when the sink fails; `dump` prints what a sink holds. serve listens \
+        at once and opens the sink meanwhile (SQLite reads every identity it holds first): until \
+        it is open, deliveries and GET /readyz are answered 503 `not_ready`; a sink that cannot \
+        be opened stops serve with exit status 1.",
     after_help = "Examples:\n  \
         polytomic-webhook serve --secret s3cret\n  \
         polytomic-webhook serve --secret s3cret --addr 0.0.0.0:8080 --out batches.jsonl\n  \
         polytomic-webhook serve --secret new-secret --previous-secret old-secret\n  \
         polytomic-webhook serve --secret s3cret --sink sqlite:records.db --key-field id\n\n\
-        Exit status: 0 after Ctrl-C; 1 when the address cannot be bound or the output fails; \
+        Exit status: 0 after Ctrl-C; 1 when the address cannot be bound, the output fails or \
+        the sink cannot be opened; \
         2 bad arguments."
 )]
 pub(crate) struct ServeArgs {
@@ -138,7 +149,7 @@ pub(crate) struct ServeArgs {
 }
 
 /// The routes `serve` answers besides the webhook's.
-const OPS_PATHS: [&str; 2] = ["/metrics", "/readyz"];
+const OPS_PATHS: [&str; 3] = ["/healthz", "/metrics", "/readyz"];
 
 fn at_least_one(text: &str) -> Result<usize, String> {
     match text.parse() {
@@ -173,14 +184,16 @@ fn secrets(args: &ServeArgs) -> Result<SecretSet, String> {
 }
 
 struct Receiver {
-    destination: Destination,
+    /// Empty while a sink is being opened (SQLite reads every identity it holds first):
+    /// deliveries and `/readyz` are answered 503 `not_ready` until then.
+    destination: OnceLock<Destination>,
     counts: Mutex<Counts>,
 }
 
 /// Where accepted batches go.
 enum Destination {
     /// One line per batch.
-    Lines(Mutex<Output>),
+    Lines(Mutex<LineOutput>),
     /// Each record once per change.
     Sink(Arc<dyn Sink>),
 }
@@ -197,80 +210,6 @@ impl Destination {
                     let sink = Arc::clone(&sink);
                     async move { sink.ready().await.is_ok() }
                 })
-            }
-        }
-    }
-}
-
-/// A regular file that `serve` appends batches to. A trait so that tests can make writes fail
-/// halfway, as a full disk does.
-trait AppendFile: Write + Send {
-    /// The file's length now.
-    fn len(&self) -> io::Result<u64>;
-    /// Cuts the file back to `len` bytes.
-    fn set_len(&self, len: u64) -> io::Result<()>;
-    /// Waits until the written data is on disk.
-    fn sync_data(&self) -> io::Result<()>;
-}
-
-impl AppendFile for File {
-    fn len(&self) -> io::Result<u64> {
-        Ok(self.metadata()?.len())
-    }
-
-    fn set_len(&self, len: u64) -> io::Result<()> {
-        File::set_len(self, len)
-    }
-
-    fn sync_data(&self) -> io::Result<()> {
-        File::sync_data(self)
-    }
-}
-
-/// Where accepted batches go, one line each.
-enum Output {
-    /// A regular file. A line that is not completely written is cut off again, so every line
-    /// in the file is a whole batch; after a failure to cut it off, nothing more is written.
-    File {
-        file: Box<dyn AppendFile>,
-        fsync: bool,
-        broken: bool,
-    },
-    /// Standard output, a pipe or a device: a partial line cannot be taken back there.
-    Stream(Box<dyn Write + Send>),
-}
-
-impl Output {
-    /// Writes `line` (which ends in a newline) in one piece; `Ok` only when all of it is
-    /// written (and, with `fsync`, on disk).
-    fn append(&mut self, line: &[u8]) -> io::Result<()> {
-        match self {
-            Self::Stream(out) => out.write_all(line).and_then(|()| out.flush()),
-            Self::File {
-                file,
-                fsync,
-                broken,
-            } => {
-                if *broken {
-                    return Err(io::Error::other(
-                        "an earlier partly written batch could not be removed from the file",
-                    ));
-                }
-                let before = file.len()?;
-                let written = file
-                    .write_all(line)
-                    .and_then(|()| file.flush())
-                    .and_then(|()| if *fsync { file.sync_data() } else { Ok(()) });
-                if written.is_err() {
-                    if let Err(error) = file.set_len(before) {
-                        eprintln!(
-                            "{NAME}: cannot remove a partly written batch from the output \
-                             ({error}); refusing every further batch"
-                        );
-                        *broken = true;
-                    }
-                }
-                written
             }
         }
     }
@@ -293,8 +232,15 @@ pub(crate) async fn run(args: ServeArgs) -> ExitCode {
             return ExitCode::from(EXIT_USAGE);
         }
     };
-    let destination = match open_destination(&args).await {
-        Ok(destination) => destination,
+    // A sink is opened once listening (below); an output file at once, which is quick.
+    let opened = match sink_plan(&args) {
+        Ok(Some(plan)) => Ok(Ok(plan)),
+        Ok(None) => open_output(&args).map(|out| Err(Destination::Lines(Mutex::new(out)))),
+        Err(usage) => Err(usage),
+    };
+    let (sink, destination) = match opened {
+        Ok(Ok(plan)) => (Some(plan), OnceLock::new()),
+        Ok(Err(destination)) => (None, OnceLock::from(destination)),
         Err((message, status)) => {
             eprintln!("{NAME}: {message}");
             return ExitCode::from(status);
@@ -346,7 +292,6 @@ pub(crate) async fn run(args: ServeArgs) -> ExitCode {
         },
     };
     let ops = Ops {
-        readiness: receiver.destination.readiness(),
         limits: ServerLimits::default()
             .max_in_flight(args.max_in_flight)
             .queue_wait(Duration::from_millis(args.queue_wait_ms))
@@ -358,16 +303,83 @@ pub(crate) async fn run(args: ServeArgs) -> ExitCode {
     // Before saying so: a signal sent on seeing that line must meet the handler.
     let shutdown = shutdown_signal();
     eprintln!("{NAME}: listening on http://{bound}{}", args.path);
+    let failed = Arc::new(AtomicBool::new(false));
+    let opening = sink.map(|plan| {
+        eprintln!(
+            "{NAME}: opening the sink; deliveries and /readyz are answered 503 until it is open"
+        );
+        tokio::spawn(open_sink(plan, Arc::clone(&receiver), Arc::clone(&failed)))
+    });
+    // A sink that cannot be opened stops the server as a signal would.
+    let shutdown = async move {
+        let open_failed = async {
+            let opened = match opening {
+                Some(task) => task.await.unwrap_or(true),
+                None => true,
+            };
+            if opened {
+                std::future::pending::<()>().await;
+            }
+        };
+        tokio::select! {
+            () = shutdown => {}
+            () = open_failed => {}
+        }
+    };
     let started = Instant::now();
     serve(listener, app, ServeOptions::default(), shutdown).await;
+    if failed.load(Ordering::SeqCst) {
+        return ExitCode::from(EXIT_FAILED);
+    }
     eprint!("{}", receiver.summary(started));
     ExitCode::SUCCESS
 }
 
-/// The sink --sink names, or else the output --out names.
-async fn open_destination(args: &ServeArgs) -> Result<Destination, (String, u8)> {
+/// What --sink names, checked but not opened yet.
+struct SinkPlan {
+    url: SinkUrl,
+    identity: Identity,
+    durability: Durability,
+    redis_ttl: Option<Duration>,
+}
+
+/// Opens the sink and hands it to `receiver`; `false` (with `failed` set) when it cannot be
+/// opened. SQLite does its reading on a thread of its own, so the runtime's workers go on
+/// answering meanwhile.
+async fn open_sink(plan: SinkPlan, receiver: Arc<Receiver>, failed: Arc<AtomicBool>) -> bool {
+    let opened = plan
+        .url
+        .open_with_ttl(plan.identity, plan.durability, plan.redis_ttl)
+        .await;
+    match opened {
+        Ok(sink) => {
+            let _ = receiver.destination.set(Destination::Sink(sink));
+            eprintln!("{NAME}: the sink is open");
+            true
+        }
+        Err(error) => {
+            eprintln!("{NAME}: cannot open the sink: {error}");
+            failed.store(true, Ordering::SeqCst);
+            false
+        }
+    }
+}
+
+/// The answer to deliveries and `/readyz` while the sink is being opened.
+fn loading() -> Response {
+    Problem::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        NOT_READY,
+        "The receiver is still opening its sink (reading the identities it holds); it takes \
+         deliveries once that is done.",
+    )
+    .into_response()
+}
+
+/// What --sink asks for (`None` without it), or the usage error of arguments that do not fit.
+fn sink_plan(args: &ServeArgs) -> Result<Option<SinkPlan>, (String, u8)> {
     let Some(url) = &args.sink else {
-        return open_output(args).map(|out| Destination::Lines(Mutex::new(out)));
+        return Ok(None);
     };
     if args.fsync && !matches!(url, SinkUrl::Sqlite(_)) {
         return Err((
@@ -392,14 +404,12 @@ async fn open_destination(args: &ServeArgs) -> Result<Destination, (String, u8)>
     } else {
         Durability::Process
     };
-    url.open_with_ttl(
+    Ok(Some(SinkPlan {
+        url: url.clone(),
         identity,
         durability,
-        args.redis_ttl.map(Duration::from_secs),
-    )
-    .await
-    .map(Destination::Sink)
-    .map_err(|error| (format!("cannot open the sink: {error}"), EXIT_FAILED))
+        redis_ttl: args.redis_ttl.map(Duration::from_secs),
+    }))
 }
 
 /// A listener on `addr`, or the exit status after saying why there is none.
@@ -411,37 +421,59 @@ async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, ExitCode> {
 }
 
 /// The output --out names (standard output when absent or `-`), or the message and exit status
-/// for one that cannot be used.
-fn open_output(args: &ServeArgs) -> Result<Output, (String, u8)> {
+/// for one that cannot be used. A regular file left with a partial last line (a process killed
+/// while writing it) is cut back to its last whole line first.
+fn open_output(args: &ServeArgs) -> Result<LineOutput, (String, u8)> {
     let Some(path) = args.out.as_ref().filter(|path| path.as_os_str() != "-") else {
         if args.fsync {
             return Err(("--fsync needs --out FILE".to_owned(), EXIT_USAGE));
         }
-        return Ok(Output::Stream(Box::new(io::stdout())));
+        return LineOutput::stdout()
+            .map(warn_repaired("standard output"))
+            .map_err(|error| (format!("cannot use standard output: {error}"), EXIT_FAILED));
     };
-    let opened = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .and_then(|file| Ok((file.metadata()?.is_file(), file)));
-    match opened {
-        Ok((true, file)) => Ok(Output::File {
-            file: Box::new(file),
-            fsync: args.fsync,
-            broken: false,
-        }),
-        Ok((false, _)) if args.fsync => Err((
-            format!(
-                "--fsync needs a regular file, and {} is not one",
-                path.display()
-            ),
-            EXIT_USAGE,
-        )),
-        Ok((false, file)) => Ok(Output::Stream(Box::new(file))),
-        Err(error) => Err((
+    let cannot = |error: io::Error| {
+        (
             format!("cannot open {}: {error}", path.display()),
             EXIT_FAILED,
-        )),
+        )
+    };
+    let file = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .read(true)
+        .open(path)
+        .map_err(cannot)?;
+    let is_file = file.metadata().map_err(cannot)?.is_file();
+    if !is_file {
+        if args.fsync {
+            return Err((
+                format!(
+                    "--fsync needs a regular file, and {} is not one",
+                    path.display()
+                ),
+                EXIT_USAGE,
+            ));
+        }
+        return Ok(LineOutput::stream(Box::new(file)));
+    }
+    let mut reader = file.try_clone().map_err(cannot)?;
+    LineOutput::file(file, &mut reader, args.fsync)
+        .map(warn_repaired(&path.display().to_string()))
+        .map_err(cannot)
+}
+
+/// Passes `output` on, saying on stderr what was cut from its end.
+fn warn_repaired(name: &str) -> impl FnOnce(LineOutput) -> LineOutput + '_ {
+    move |output| {
+        if output.repaired() > 0 {
+            eprintln!(
+                "{NAME}: warning: {name} ended in a partial line (a process stopped while \
+                 writing it, so it was never acknowledged); cut off its last {}",
+                plural(output.repaired(), "byte", "bytes")
+            );
+        }
+        output
     }
 }
 
@@ -450,8 +482,6 @@ fn open_output(args: &ServeArgs) -> Result<Output, (String, u8)> {
 struct Ops {
     /// `GET /metrics` on the webhook's port, unless --metrics-addr moved it.
     metrics: Option<PrometheusHandle>,
-    /// What `GET /readyz` asks.
-    readiness: Readiness,
     /// The server-wide bounds on the webhook route.
     limits: ServerLimits,
 }
@@ -460,7 +490,7 @@ struct Ops {
 /// `GET /metrics` when `ops` has it, outside the layer.
 fn app(receiver: &Arc<Receiver>, path: &str, layer: PolytomicWebhookLayer, ops: Ops) -> Router {
     let counted = Arc::clone(receiver);
-    let readiness = ops.readiness;
+    let ready = Arc::clone(receiver);
     let router = Router::new()
         .route(path, post(receive))
         .route_layer(CatchPanicLayer::custom(handler_panicked))
@@ -476,11 +506,12 @@ fn app(receiver: &Arc<Receiver>, path: &str, layer: PolytomicWebhookLayer, ops: 
             response
         }))
         // Added after the layers, which wrap only the routes before them.
+        .route("/healthz", get(|| async { "ok\n" }))
         .route(
             "/readyz",
             get(move || {
-                let readiness = readiness.clone();
-                async move { readiness.answer().await }
+                let receiver = Arc::clone(&ready);
+                async move { receiver.readyz().await }
             }),
         );
     match ops.metrics {
@@ -499,7 +530,10 @@ fn metrics_route(router: Router, handle: PrometheusHandle) -> Router {
 
 /// Keeps the batch before answering, so a 200 means it is in the output or the sink.
 async fn receive(State(receiver): State<Arc<Receiver>>, batch: SyncRecords) -> Response {
-    let mut response = match &receiver.destination {
+    let Some(destination) = receiver.destination.get() else {
+        return loading();
+    };
+    let mut response = match destination {
         Destination::Lines(out) => match Receiver::write(out, &batch) {
             Ok(()) => Ack::from(&batch).into_response(),
             Err(error) => {
@@ -526,11 +560,18 @@ async fn receive(State(receiver): State<Arc<Receiver>>, batch: SyncRecords) -> R
 }
 
 impl Receiver {
+    /// `GET /readyz`: 503 while the sink is being opened, then what the destination answers.
+    async fn readyz(&self) -> Response {
+        match self.destination.get() {
+            None => loading(),
+            Some(destination) => destination.readiness().answer().await,
+        }
+    }
+
     /// Appends the batch as one line. A short blocking write under a lock: batches are small,
     /// and holding the lock keeps lines whole when deliveries arrive concurrently.
-    fn write(out: &Mutex<Output>, batch: &SyncRecords) -> io::Result<()> {
-        let mut line = serde_json::to_vec(batch)?;
-        line.push(b'\n');
+    fn write(out: &Mutex<LineOutput>, batch: &SyncRecords) -> io::Result<()> {
+        let line = batch_line(batch)?;
         out.lock()
             .unwrap_or_else(PoisonError::into_inner)
             .append(&line)
@@ -585,10 +626,13 @@ struct Handled;
 mod tests {
     #![allow(clippy::unwrap_used)]
 
-    use axum::http::StatusCode;
     use polytomic_webhook::testing::Delivery;
     use serde_json::json;
     use tower::ServiceExt as _;
+
+    use std::io::Write;
+
+    use polytomic_webhook_store::lines::AppendFile;
 
     use super::*;
 
@@ -645,11 +689,11 @@ mod tests {
     }
 
     impl AppendFile for Disk {
-        fn len(&self) -> io::Result<u64> {
+        fn size(&self) -> io::Result<u64> {
             Ok(self.state().data.len() as u64)
         }
 
-        fn set_len(&self, len: u64) -> io::Result<()> {
+        fn set_len(&mut self, len: u64) -> io::Result<()> {
             let mut disk = self.state();
             if disk.set_len_fails {
                 return Err(io::Error::other("read-only now"));
@@ -671,11 +715,10 @@ mod tests {
 
     fn receiver_on(disk: &Disk, fsync: bool) -> Router {
         let receiver = Arc::new(Receiver {
-            destination: Destination::Lines(Mutex::new(Output::File {
-                file: Box::new(disk.clone()),
+            destination: OnceLock::from(Destination::Lines(Mutex::new(LineOutput::append_file(
+                Box::new(disk.clone()),
                 fsync,
-                broken: false,
-            })),
+            )))),
             counts: Mutex::new(Counts::default()),
         });
         let config = PolytomicWebhookConfig::default().secret(Secret::new(SECRET).unwrap());

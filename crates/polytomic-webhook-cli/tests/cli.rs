@@ -74,11 +74,16 @@ impl Serve {
             .unwrap();
         let mut stderr = BufReader::new(child.stderr.take().unwrap());
         let mut metrics_url = None;
+        let mut early = String::new();
         let url = loop {
             let mut line = String::new();
             stderr.read_line(&mut line).unwrap();
             if let Some((_, url)) = line.trim().split_once("metrics on ") {
                 metrics_url = Some(url.to_owned());
+                continue;
+            }
+            if line.contains("warning: ") {
+                early.push_str(&line);
                 continue;
             }
             break line
@@ -89,7 +94,7 @@ impl Serve {
                 .to_owned();
         };
         let stderr = std::thread::spawn(move || {
-            let mut rest = String::new();
+            let mut rest = early;
             stderr.read_to_string(&mut rest).unwrap();
             rest
         });
@@ -99,6 +104,17 @@ impl Serve {
             metrics_url,
             stderr,
         }
+    }
+
+    /// Waits until `/readyz` answers 200: with --sink, `serve` listens before its sink is open.
+    fn ready(self) -> Self {
+        let readyz = self.url.replace("/webhooks/polytomic", "/readyz");
+        let started = std::time::Instant::now();
+        while http_get(&readyz).0 != 200 {
+            assert!(started.elapsed().as_secs() < 30, "the sink never opened");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        self
     }
 
     /// Ctrl-C, then the exit status must be success; returns the summary.
@@ -914,8 +930,12 @@ fn serve_closes_a_connection_that_sent_half_its_headers() {
     serve.interrupt();
 }
 
-/// An Events receiver (signature check, dedup) that keeps each new event's payload.
-fn events_server() -> (String, Arc<std::sync::Mutex<Vec<Value>>>) {
+/// What a test server keeps: one entry per request it took.
+type Kept<T> = Arc<std::sync::Mutex<Vec<T>>>;
+
+/// An Events receiver (signature check, dedup) that keeps each new event's type and payload
+/// text, as received.
+fn events_server() -> (String, Kept<(String, String)>) {
     use polytomic_webhook::dedup::{DedupLayer, MemoryEventIdStore};
     use polytomic_webhook::prelude::*;
 
@@ -926,10 +946,10 @@ fn events_server() -> (String, Arc<std::sync::Mutex<Vec<Value>>>) {
         .route(
             "/webhooks/polytomic/events",
             post(move |event: PolytomicOrgEvent| async move {
-                let payload: Value = event.payload().deserialize_as().unwrap();
-                keep.lock()
-                    .unwrap()
-                    .push(serde_json::json!([event.kind().as_str(), payload]));
+                keep.lock().unwrap().push((
+                    event.kind().as_str().to_owned(),
+                    event.payload().as_str().to_owned(),
+                ));
                 "ok"
             }),
         )
@@ -974,7 +994,10 @@ fn send_event_signs_and_sends_one_event_and_a_repeat_is_a_duplicate() {
     );
     assert_eq!(
         *seen.lock().unwrap(),
-        vec![serde_json::json!(["sync.completed", {"sync_id": "s-1", "total_records": 120}])]
+        [(
+            "sync.completed".to_owned(),
+            r#"{"sync_id":"s-1","total_records":120}"#.to_owned()
+        )]
     );
 }
 
@@ -1008,15 +1031,43 @@ fn send_event_curl_prints_a_command_whose_signature_matches_its_body() {
 
 /// `GET url` (`http://ADDR/PATH`) over a plain HTTP/1.1 connection: the status code and body.
 fn http_get(url: &str) -> (u16, String) {
+    http_request(url, "GET", &axum::http::HeaderMap::new(), b"")
+}
+
+/// `json` POSTed to `url` (`http://ADDR/PATH`) as a delivery built by `polytomic_webhook::testing`
+/// with the JSON as it is: the status code and body of the answer.
+fn post_json(url: &str, json: &[u8]) -> (u16, String) {
+    use polytomic_webhook::testing::{BodyForm, Delivery};
+
+    let (headers, body) = Delivery::new()
+        .secret(SECRET)
+        .form(BodyForm::Identity)
+        .raw_json(json)
+        .encode();
+    http_request(url, "POST", &headers, &body)
+}
+
+/// One request over a plain HTTP/1.1 connection: the status code and body of the answer.
+fn http_request(
+    url: &str,
+    method: &str,
+    headers: &axum::http::HeaderMap,
+    body: &[u8],
+) -> (u16, String) {
     use std::io::Write;
 
     let (addr, path) = url.trim_start_matches("http://").split_once('/').unwrap();
     let mut stream = std::net::TcpStream::connect(addr).unwrap();
-    write!(
-        stream,
-        "GET /{path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
+    let mut head = format!(
+        "{method} /{path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (name, value) in headers {
+        let _ = write!(head, "{name}: {}\r\n", value.to_str().unwrap());
+    }
+    head.push_str("\r\n");
+    stream.write_all(head.as_bytes()).unwrap();
+    stream.write_all(body).unwrap();
     let mut answer = String::new();
     stream.read_to_string(&mut answer).unwrap();
     let status = answer[9..12].parse().unwrap();
@@ -1109,4 +1160,265 @@ fn serve_needs_room_for_at_least_one_delivery() {
         "{}",
         stderr(&output)
     );
+}
+
+/// A batch as senders indent it: two spaces and LF (Python's `json.dumps(indent=2)`, Go's
+/// `json.MarshalIndent`), CRLF line ends, tabs; each record carries a number no float holds.
+fn indented_deliveries() -> [String; 3] {
+    let pretty = (0..3)
+        .map(|run| {
+            format!(
+                "{{\n  \"event\": \"sync.records\",\n  \"object\": {{\n    \"id\": \"{}\",\n    \
+                 \"name\": \"Indented  sync\",\n    \"records\": [\n      {{\n        \
+                 \"hash\": \"h{run}\",\n        \"fields\": {{\n          \"id\": {run},\n          \
+                 \"big\": 123456789012345678901234567890\n        }}\n      }}\n    ],\n    \
+                 \"metadata\": {{\n      \"team\": \"a  b\"\n    }}\n  }}\n}}\n",
+                sync_id(run)
+            )
+        })
+        .collect::<Vec<_>>();
+    let tabs = pretty[2]
+        .lines()
+        .map(|text| {
+            let body = text.trim_start_matches(' ');
+            format!("{}{body}\n", "\t".repeat((text.len() - body.len()) / 2))
+        })
+        .collect();
+    [pretty[0].clone(), pretty[1].replace('\n', "\r\n"), tabs]
+}
+
+/// Every line of `text` is one JSON document; they are returned.
+fn one_document_per_line(text: &str) -> Vec<Value> {
+    text.lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|_| panic!("not JSON: {line:?}")))
+        .collect()
+}
+
+#[test]
+fn indented_deliveries_are_one_compact_line_each_in_serve_out_and_in_dump() {
+    let dir = scratch("indented");
+    let out = dir.join("batches.jsonl");
+    let db = dir.join("records.db");
+    let lines = Serve::start(&out, &[]);
+    let sink = Serve::spawn_as_given({
+        let mut command = bin();
+        command.args(["serve", "--secret", SECRET, "--addr", "127.0.0.1:0"]);
+        command
+            .arg("--sink")
+            .arg(format!("sqlite:{}", db.display()));
+        command
+    })
+    .ready();
+    for body in indented_deliveries() {
+        for serve in [&lines, &sink] {
+            let (status, answer) = post_json(&serve.url, body.as_bytes());
+            assert_eq!(status, 200, "{answer}");
+        }
+    }
+    lines.interrupt();
+    sink.interrupt();
+    let text = std::fs::read_to_string(&out).unwrap();
+    let batches = one_document_per_line(&text);
+    assert_eq!(batches.len(), 3, "{text}");
+    assert!(text.contains(r#""fields":{"id":2,"big":123456789012345678901234567890}}],"metadata":{"team":"a  b"}}"#), "{text}");
+    let dump = bin()
+        .args(["dump", "--sink"])
+        .arg(format!("sqlite:{}", db.display()))
+        .output()
+        .unwrap();
+    assert!(dump.status.success(), "{}", stderr(&dump));
+    let text = String::from_utf8(dump.stdout).unwrap();
+    assert_eq!(one_document_per_line(&text).len(), 3, "{text}");
+    assert!(
+        text.contains(r#""fields":{"id":1,"big":123456789012345678901234567890}}"#),
+        "{text}"
+    );
+}
+
+/// What a `serve` killed mid-line (SIGKILL) leaves: a last line without its newline. The next
+/// `serve` cuts it off, says so, and its first batch is a line of its own.
+#[test]
+fn serve_cuts_off_a_partial_last_line_before_appending() {
+    let dir = scratch("torn");
+    let out = dir.join("batches.jsonl");
+    std::fs::write(&out, "{\"kept\":1}\n{\"id\":\"half a li").unwrap();
+    let serve = Serve::start(&out, &[]);
+    let (status, answer) = post_json(&serve.url, indented_deliveries()[0].as_bytes());
+    assert_eq!(status, 200, "{answer}");
+    let summary = serve.interrupt();
+    assert!(
+        summary.contains("ended in a partial line") && summary.contains("its last 16 bytes"),
+        "{summary}"
+    );
+    let text = std::fs::read_to_string(&out).unwrap();
+    let lines = one_document_per_line(&text);
+    assert_eq!(lines.len(), 2, "{text}");
+    assert_eq!(lines[0], serde_json::json!({"kept": 1}));
+    assert_eq!(lines[1]["id"], sync_id(0));
+}
+
+/// The sink's open waits while another connection holds the file's lock (as it waits, at 5 M
+/// identities, for the 10 s of reading them): `serve` listens meanwhile, answers `/healthz`
+/// and `/metrics`, and answers `/readyz` and deliveries 503 `not_ready`, until it is open.
+#[test]
+fn serve_listens_at_once_and_answers_503_not_ready_until_its_sink_is_open() {
+    let dir = scratch("loading");
+    let db = dir.join("records.db");
+    let holder = rusqlite::Connection::open(&db).unwrap();
+    holder
+        .execute_batch("CREATE TABLE held (x); BEGIN EXCLUSIVE; INSERT INTO held VALUES (1);")
+        .unwrap();
+    let serve = Serve::spawn_as_given({
+        let mut command = bin();
+        command.args(["serve", "--secret", SECRET, "--addr", "127.0.0.1:0"]);
+        command
+            .arg("--sink")
+            .arg(format!("sqlite:{}", db.display()));
+        command
+    });
+    let base = serve.url.trim_end_matches("/webhooks/polytomic").to_owned();
+    let body = indented_deliveries()[0].clone();
+    assert_eq!(
+        http_get(&format!("{base}/healthz")),
+        (200, "ok\n".to_owned())
+    );
+    assert_eq!(http_get(&format!("{base}/metrics")).0, 200);
+    for (status, answer) in [
+        http_get(&format!("{base}/readyz")),
+        post_json(&serve.url, body.as_bytes()),
+    ] {
+        let problem: Value = serde_json::from_str(&answer).unwrap();
+        assert_eq!(
+            (status, &problem["code"]),
+            (503, &Value::from("not_ready")),
+            "{answer}"
+        );
+        assert!(
+            problem["detail"]
+                .as_str()
+                .unwrap()
+                .contains("still opening its sink"),
+            "{answer}"
+        );
+    }
+    holder.execute_batch("COMMIT").unwrap();
+    drop(holder);
+    let serve = serve.ready();
+    let (status, answer) = post_json(&serve.url, body.as_bytes());
+    assert_eq!(status, 200, "{answer}");
+    let summary = serve.interrupt();
+    assert!(summary.contains("the sink is open"), "{summary}");
+    assert!(summary.contains("refused 1: 503 not_ready"), "{summary}");
+}
+
+/// Numbers no `f64` holds: past `u64`, beyond an `f64`'s range of exact integers, more digits
+/// than an `f64` keeps.
+const EXACT_NUMBERS: [&str; 3] = [
+    "123456789012345678901234567890",
+    "18446744073709551616",
+    "0.1000000000000000055511151231257827",
+];
+
+/// A receiver in this process, behind the library's layer, that keeps each record's fields
+/// text as received.
+fn fields_server() -> (String, Kept<String>) {
+    use polytomic_webhook::prelude::*;
+
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let keep = Arc::clone(&seen);
+    let config = PolytomicWebhookConfig::default().secret(Secret::new(SECRET).unwrap());
+    let app = Router::new()
+        .route(
+            "/webhooks/polytomic",
+            post(move |batch: SyncRecords| async move {
+                let mut seen = keep.lock().unwrap();
+                seen.extend(
+                    batch
+                        .iter()
+                        .map(|record| record.fields().as_str().to_owned()),
+                );
+                Ack::from(&batch)
+            }),
+        )
+        .layer(PolytomicWebhookLayer::new(config).unwrap());
+    (spawn_server(app), seen)
+}
+
+#[test]
+fn send_sends_every_number_as_written_and_refuses_a_name_given_twice() {
+    let (base, seen) = fields_server();
+    let url = format!("{base}webhooks/polytomic");
+    let dir = scratch("exact");
+    let lines: Vec<String> = EXACT_NUMBERS
+        .iter()
+        .map(|number| format!(r#"{{"id": {number}, "n": [{number}]}}"#))
+        .collect();
+    let file = dir.join("exact.jsonl");
+    std::fs::write(&file, lines.join("\n")).unwrap();
+    let output = send(&url, &file, &[]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_eq!(*seen.lock().unwrap(), lines);
+
+    let twice = dir.join("twice.jsonl");
+    std::fs::write(&twice, "{\"id\":1}\n{\"email\":\"a\",\"email\":\"b\"}\n").unwrap();
+    let output = send(&url, &twice, &[]);
+    let message = stderr(&output);
+    assert_eq!(output.status.code(), Some(2), "{message}");
+    assert!(
+        message.contains("twice.jsonl:2: ") && message.contains("given twice: email"),
+        "{message}"
+    );
+    assert!(message.contains("nothing was sent"), "{message}");
+    assert_eq!(seen.lock().unwrap().len(), 3);
+}
+
+#[test]
+fn send_event_sends_the_payload_numbers_as_written_and_refuses_a_name_given_twice() {
+    let (base, seen) = events_server();
+    let url = format!("{base}webhooks/polytomic/events");
+    let dir = scratch("exact-event");
+    let payload = dir.join("payload.json");
+    let text = format!(
+        "{{\n  \"big\": {},\n  \"u\": {},\n  \"f\": {}\n}}",
+        EXACT_NUMBERS[0], EXACT_NUMBERS[1], EXACT_NUMBERS[2]
+    );
+    std::fs::write(&payload, &text).unwrap();
+    let send = |id: &str, extra: &[&str]| {
+        bin()
+            .args(["send-event", "--type", "sync.completed", "--url", &url])
+            .args(["--secret", SECRET, "--id", id, "--payload-file"])
+            .arg(&payload)
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    for (id, extra) in [
+        ("evt-exact-1", &[][..]),
+        ("evt-exact-2", &["--total-records", "7"][..]),
+    ] {
+        let output = send(id, extra);
+        assert!(output.status.success(), "{}", stderr(&output));
+    }
+    let [n0, n1, n2] = EXACT_NUMBERS;
+    assert_eq!(
+        seen.lock()
+            .unwrap()
+            .iter()
+            .map(|(_, payload)| payload.clone())
+            .collect::<Vec<_>>(),
+        [
+            text.clone(),
+            format!(r#"{{"big":{n0},"f":{n2},"total_records":7,"u":{n1}}}"#),
+        ]
+    );
+
+    std::fs::write(&payload, r#"{"email":"a","email":"b"}"#).unwrap();
+    let output = send("evt-exact-3", &[]);
+    let message = stderr(&output);
+    assert_eq!(output.status.code(), Some(2), "{message}");
+    assert!(
+        message.contains("payload.json: the member name is given twice: email; nothing was sent"),
+        "{message}"
+    );
+    assert_eq!(seen.lock().unwrap().len(), 2);
 }

@@ -30,6 +30,11 @@
 //! store of `polytomic_webhook::dedup` kept in Redis, so that replicas handle each event once
 //! between them.
 //!
+//! For a receiver that writes lines instead of storing records, [`lines`] writes each batch as
+//! one compact JSON line and appends it so that every acknowledged line stays readable: a line
+//! a full disk or a killed process left partial is cut off (or, on a pipe, the next line starts
+//! on a fresh line).
+//!
 //! ```
 //! use polytomic_webhook_event::{EventConfig, parse_sync_records};
 //! use polytomic_webhook_store::{Identity, MemorySink, Sink};
@@ -58,13 +63,14 @@ use std::sync::Arc;
 /// What [`Sink::store`] did with a batch (defined beside `Ack`, so that the webhook layer's
 /// metrics can read it off the answer).
 pub use polytomic_webhook_event::Stored;
-use polytomic_webhook_event::{Record, SyncRecords};
+use polytomic_webhook_event::{RawJson, Record, SyncRecords};
 use serde::ser::SerializeStruct;
 use serde::{Serialize, Serializer};
 use serde_json::value::RawValue;
 
 #[cfg(feature = "redis")]
 mod event_ids;
+pub mod lines;
 mod memory;
 #[cfg(feature = "redis")]
 mod redis;
@@ -258,7 +264,8 @@ where
 /// It serializes as the line `dump` prints:
 /// `{"sync_id":…,"sync_name":…,"key":…,"hash":…,"fields":{…}}`, where `key` is the key
 /// field's JSON value (`null` when the hash identified the record) and `fields` the record's
-/// fields exactly as received.
+/// fields as received but compact: strings and numbers byte for byte, without the whitespace
+/// between tokens, so the line is one line whatever the sender's indentation.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StoredRecord {
     /// The sync the record came from.
@@ -288,8 +295,11 @@ impl StoredRecord {
 
 impl Serialize for StoredRecord {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        fn raw<E: serde::ser::Error>(text: &str) -> Result<&RawValue, E> {
-            serde_json::from_str(text).map_err(E::custom)
+        // Compact, so an indented record is still one `dump` line; what the sink holds stays
+        // as received.
+        fn raw<E: serde::ser::Error>(text: &str) -> Result<Box<RawValue>, E> {
+            let json: RawJson = text.parse().map_err(E::custom)?;
+            RawValue::from_string(json.compact().into_owned()).map_err(E::custom)
         }
         let mut line = serializer.serialize_struct("StoredRecord", 5)?;
         line.serialize_field("sync_id", &self.sync_id)?;
@@ -299,7 +309,7 @@ impl Serialize for StoredRecord {
             &self.key.as_deref().map(raw::<S::Error>).transpose()?,
         )?;
         line.serialize_field("hash", &self.hash)?;
-        line.serialize_field("fields", raw::<S::Error>(&self.fields)?)?;
+        line.serialize_field("fields", &raw::<S::Error>(&self.fields)?)?;
         line.end()
     }
 }

@@ -86,7 +86,7 @@ use sha2::{Digest, Sha256};
 
 use crate::auth::signature::SignatureEncoding;
 use crate::auth::timestamp::SIGNATURE_TIMESTAMP;
-use crate::event::{SYNC_RECORDS, SyncRecords};
+use crate::event::{RawFields, RawJson, SYNC_RECORDS, SyncRecords};
 
 /// The sync id a [`Delivery`] carries unless given another (the one on Polytomic's sample).
 pub const SAMPLE_SYNC_ID: &str = "1ea8f90a-b22e-4218-86d5-c3c109e1fbb7";
@@ -153,7 +153,7 @@ pub struct Delivery {
     event: String,
     sync_id: String,
     sync_name: String,
-    records: Vec<(Option<String>, Value)>,
+    records: Vec<(Option<String>, Json)>,
     metadata: Map<String, Value>,
     secret: Option<String>,
     timestamp: Timestamp,
@@ -227,13 +227,33 @@ impl Delivery {
 
     /// Adds a record whose fields are the JSON value `fields`, with a derived hash.
     pub fn record_json(mut self, fields: Value) -> Self {
-        self.records.push((None, fields));
+        self.records.push((None, Json::Value(fields)));
+        self
+    }
+
+    /// Adds a record whose fields are sent as their text, byte for byte (numbers no float
+    /// holds included), with a hash derived from that text made compact
+    /// ([`RawFields::compact`]): unlike [`record_json`](Self::record_json)'s, it depends on the
+    /// order of the names.
+    ///
+    /// ```
+    /// use polytomic_webhook::prelude::RawFields;
+    /// use polytomic_webhook::testing::{BodyForm, Delivery};
+    ///
+    /// let fields: RawFields = r#"{"id": 123456789012345678901234567890}"#.parse()?;
+    /// let (_, body) = Delivery::new().form(BodyForm::Identity).record_raw(fields).encode();
+    /// let body = String::from_utf8(body.to_vec())?;
+    /// assert!(body.contains(r#""fields":{"id": 123456789012345678901234567890}"#), "{body}");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn record_raw(mut self, fields: RawFields) -> Self {
+        self.records.push((None, Json::Fields(fields)));
         self
     }
 
     /// Adds a record with the given hash.
     pub fn record_with_hash(mut self, hash: impl Into<String>, fields: Value) -> Self {
-        self.records.push((Some(hash.into()), fields));
+        self.records.push((Some(hash.into()), Json::Value(fields)));
         self
     }
 
@@ -391,7 +411,12 @@ impl Delivery {
 /// assert_eq!(hash.len(), 16);
 /// ```
 pub fn record_hash(fields: &Value) -> String {
-    let digest = Sha256::digest(canonical(fields).to_string().as_bytes());
+    text_hash(&canonical(fields).to_string())
+}
+
+/// 16 hex digits of the SHA-256 of `text`.
+fn text_hash(text: &str) -> String {
+    let digest = Sha256::digest(text.as_bytes());
     digest[..8]
         .iter()
         .map(|byte| format!("{byte:02x}"))
@@ -433,13 +458,17 @@ fn envelope_json(delivery: &Delivery) -> Vec<u8> {
     #[derive(Serialize)]
     struct RecordOut<'a> {
         hash: String,
-        fields: &'a Value,
+        fields: &'a Json,
     }
     let records = delivery
         .records
         .iter()
         .map(|(hash, fields)| RecordOut {
-            hash: hash.clone().unwrap_or_else(|| record_hash(fields)),
+            hash: hash.clone().unwrap_or_else(|| match fields {
+                Json::Value(value) => record_hash(value),
+                Json::Fields(raw) => text_hash(&raw.compact()),
+                Json::Raw(raw) => text_hash(&raw.compact()),
+            }),
             fields,
         })
         .collect();
@@ -452,6 +481,24 @@ fn envelope_json(delivery: &Delivery) -> Vec<u8> {
             metadata: &delivery.metadata,
         },
     })
+}
+
+/// JSON to send: a value, or validated text written byte for byte.
+#[derive(Clone, Debug)]
+enum Json {
+    Value(Value),
+    Fields(RawFields),
+    Raw(RawJson),
+}
+
+impl Serialize for Json {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Self::Value(value) => value.serialize(serializer),
+            Self::Fields(raw) => raw.serialize(serializer),
+            Self::Raw(raw) => raw.serialize(serializer),
+        }
+    }
 }
 
 /// A `POST` to `uri` with these headers and body.
@@ -586,7 +633,7 @@ pub struct EventDelivery {
     organization_id: String,
     kind: String,
     created_at: Option<DateTime<Utc>>,
-    payload: Value,
+    payload: Json,
     secret: Option<String>,
     encoding: SignatureEncoding,
     prefixed: bool,
@@ -612,7 +659,7 @@ impl EventDelivery {
             organization_id: SAMPLE_ORGANIZATION_ID.to_owned(),
             kind: kind.into(),
             created_at: None,
-            payload: Value::Object(Map::new()),
+            payload: Json::Value(Value::Object(Map::new())),
             secret: None,
             encoding: SignatureEncoding::Hex,
             prefixed: false,
@@ -650,16 +697,33 @@ impl EventDelivery {
 
     /// The payload (the envelope's `event` member).
     pub fn payload(mut self, payload: Value) -> Self {
-        self.payload = payload;
+        self.payload = Json::Value(payload);
         self
     }
 
-    /// Sets the payload's documented record counts, keeping its other members.
+    /// The payload as its text, sent byte for byte (numbers no float holds included).
+    ///
+    /// ```
+    /// use polytomic_webhook::prelude::RawJson;
+    /// use polytomic_webhook::testing::EventDelivery;
+    ///
+    /// let payload: RawJson = r#"{"total_records": 18446744073709551616}"#.parse()?;
+    /// let json = EventDelivery::new("sync.completed").payload_raw(payload).json();
+    /// assert!(String::from_utf8(json.to_vec())?.contains(r#""event":{"total_records": 18446744073709551616}"#));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn payload_raw(mut self, payload: RawJson) -> Self {
+        self.payload = Json::Raw(payload);
+        self
+    }
+
+    /// Sets the payload's documented record counts, keeping the other members of a payload
+    /// given as a value (one given as text is replaced).
     pub fn counts(mut self, total: u64, inserted: u64, updated: u64) -> Self {
-        if !self.payload.is_object() {
-            self.payload = Value::Object(Map::new());
+        if !matches!(&self.payload, Json::Value(value) if value.is_object()) {
+            self.payload = Json::Value(Value::Object(Map::new()));
         }
-        if let Value::Object(members) = &mut self.payload {
+        if let Json::Value(Value::Object(members)) = &mut self.payload {
             members.insert("total_records".to_owned(), total.into());
             members.insert("inserted_records".to_owned(), inserted.into());
             members.insert("updated_records".to_owned(), updated.into());
@@ -727,20 +791,25 @@ impl EventDelivery {
         if let Some(json) = &self.raw_json {
             return json.clone();
         }
+        // Members in name order, as a map of them would write them.
+        #[derive(Serialize)]
+        struct Envelope<'a> {
+            created_at: String,
+            event: &'a Json,
+            id: &'a str,
+            organization_id: &'a str,
+            #[serde(rename = "type")]
+            kind: &'a str,
+        }
         let created_at = self.created_at.unwrap_or_else(Utc::now);
-        let mut envelope = Map::new();
-        envelope.insert("id".to_owned(), self.id.clone().into());
-        envelope.insert(
-            "organization_id".to_owned(),
-            self.organization_id.clone().into(),
-        );
-        envelope.insert("type".to_owned(), self.kind.clone().into());
-        envelope.insert(
-            "created_at".to_owned(),
-            created_at.to_rfc3339_opts(SecondsFormat::Secs, true).into(),
-        );
-        envelope.insert("event".to_owned(), self.payload.clone());
-        to_vec(&Value::Object(envelope)).into()
+        to_vec(&Envelope {
+            created_at: created_at.to_rfc3339_opts(SecondsFormat::Secs, true),
+            event: &self.payload,
+            id: &self.id,
+            organization_id: &self.organization_id,
+            kind: &self.kind,
+        })
+        .into()
     }
 
     /// The headers and body bytes of the delivery, ready for any HTTP client.
