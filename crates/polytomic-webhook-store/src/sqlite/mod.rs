@@ -1,11 +1,13 @@
 //! [`SqliteSink`]: one SQLite file, for a receiver on one machine.
 
+mod file;
 mod known;
+mod read;
 mod row;
 
 use std::cell::Cell;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError, mpsc};
 use std::time::Duration;
 
@@ -13,8 +15,12 @@ use polytomic_webhook_event::SyncRecords;
 use rusqlite::{Connection, TransactionBehavior, params};
 use tokio::sync::oneshot;
 
-use crate::{Durability, Identity, Sink, SinkError, SinkFuture, Stored, StoredRecord};
+use crate::{
+    Durability, Identity, RecordStream, Sink, SinkError, SinkFuture, Stored, StoredRecord,
+};
+use file::{APPLICATION_ID, Access, Layout};
 use known::{Known, Undo};
+pub(crate) use read::record_stream;
 
 /// How long a write waits for another connection (a `dump` reading, say) to finish.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -123,6 +129,8 @@ const SCHEMA: &str = "
 pub struct SqliteSink {
     /// The writer thread's queue; the thread ends once every clone of the sink is gone.
     jobs: mpsc::SyncSender<Job>,
+    /// Where [`Sink::record_stream`] reads, through a connection of its own.
+    path: Arc<Path>,
     identity: Identity,
     answer_timeout: Duration,
 }
@@ -134,7 +142,9 @@ enum Job {
         batch: SyncRecords,
         done: oneshot::Sender<Result<Stored, SinkError>>,
     },
-    /// Anything else on the connection (a read), between two groups.
+    /// Anything else on the connection, between two groups (only tests need it now that
+    /// reads have a connection of their own).
+    #[cfg_attr(not(test), allow(dead_code))]
     Run(Box<dyn FnOnce(&mut Connection) + Send>),
     /// The readiness check, between two groups: the file is readable and every row committed
     /// since the writer last looked can be taken in.
@@ -158,7 +168,8 @@ impl SqliteSink {
     ) -> Result<Self, SinkError> {
         let failed =
             |error: &dyn std::fmt::Display| SinkError::from_cause("opening the SQLite file", error);
-        let path = path.as_ref().to_owned();
+        let path: PathBuf = path.as_ref().to_owned();
+        let read_path = Arc::from(path.as_path());
         let (jobs, queue) = mpsc::sync_channel(MAX_WAITING);
         let (opened, open_result) = oneshot::channel();
         let writer_identity = identity.clone();
@@ -179,6 +190,7 @@ impl SqliteSink {
         open_result.await.map_err(|error| failed(&error))??;
         Ok(Self {
             jobs,
+            path: read_path,
             identity,
             answer_timeout: ANSWER_TIMEOUT,
         })
@@ -217,6 +229,7 @@ impl SqliteSink {
     }
 
     /// Runs `work` on the connection, on the writer thread, between two groups.
+    #[cfg_attr(not(test), allow(dead_code))]
     async fn run<T, W>(&self, what: &'static str, work: W) -> Result<T, SinkError>
     where
         T: Send + 'static,
@@ -237,6 +250,9 @@ struct Writer {
     identity: Identity,
     known: Known,
     checkpoints: Checkpoints,
+    /// The last group's failure, while it is one the next write will most likely meet too (a
+    /// full disk, a read-only file): the sink is not ready until a write succeeds again.
+    unwritable: Option<SinkError>,
 }
 
 /// The checkpoint thread, and what the writer shares with it.
@@ -275,8 +291,12 @@ impl Checkpoints {
         writer.wal_hook(Some(note_wal_pages));
         let page_bytes: i64 = writer.query_row("PRAGMA page_size", [], |row| row.get(0))?;
         let pages = |bytes: usize| i64::try_from(bytes).unwrap_or(i64::MAX) / page_bytes.max(512);
-        let connection = Connection::open(path)?;
-        connection.busy_timeout(BUSY_TIMEOUT)?;
+        // The file the writer opened, unless it was replaced since: then not ours, or empty.
+        let (connection, Layout::Marked) = file::open(path, Access::Write)? else {
+            return Err(file::refused(
+                "the file changed while the sink opened it".to_owned(),
+            ));
+        };
         // A checkpoint that copies the whole WAL syncs the file before it lets the WAL start
         // again only at this level or above; say so rather than rely on SQLite's default.
         connection.pragma_update(None, "synchronous", "NORMAL")?;
@@ -368,8 +388,9 @@ type Waiting = (SyncRecords, oneshot::Sender<Result<Stored, SinkError>>);
 
 impl Writer {
     fn open(path: &Path, durability: Durability, identity: Identity) -> rusqlite::Result<Self> {
-        let connection = Connection::open(path)?;
-        connection.busy_timeout(BUSY_TIMEOUT)?;
+        // Before anything is written: a file the sink cannot write, or another application's,
+        // is refused as it is.
+        let (connection, layout) = file::open(path, Access::Write)?;
         // journal_mode answers with the mode now in force; anything but "wal" is refused,
         // since the durability described above is WAL's.
         let mode: String = connection.query_row("PRAGMA journal_mode=WAL", [], |row| row.get(0))?;
@@ -386,8 +407,12 @@ impl Writer {
                 Durability::PowerLoss => "FULL",
             },
         )?;
-        refuse_earlier_layout(&connection)?;
-        connection.execute_batch(SCHEMA)?;
+        if layout != Layout::Marked {
+            // One transaction: no file is left with the tables but without the mark.
+            connection.execute_batch(&format!(
+                "BEGIN IMMEDIATE; {SCHEMA} PRAGMA application_id = {APPLICATION_ID}; COMMIT;"
+            ))?;
+        }
         // Checkpoints are the checkpoint thread's (see `Checkpoints`).
         connection.pragma_update(None, "wal_autocheckpoint", 0)?;
         let mut known = Known::new();
@@ -397,6 +422,7 @@ impl Writer {
             connection,
             identity,
             known,
+            unwritable: None,
         })
     }
 
@@ -418,9 +444,15 @@ impl Writer {
                         records = 0;
                         // A row this sink cannot read, written by another connection, would
                         // refuse every batch from now on: that makes the sink not ready.
-                        let ready = self.catch_up_guarded().map_err(|error| {
-                            SinkError::from_cause("checking the SQLite file", error)
-                        });
+                        let ready = self
+                            .catch_up_guarded()
+                            .and_then(|()| match &self.unwritable {
+                                Some(error) => Err(format!("the last write failed: {error}")),
+                                None => Ok(()),
+                            })
+                            .map_err(|error| {
+                                SinkError::from_cause("checking the SQLite file", error)
+                            });
                         let _ = done.send(ready);
                     }
                     Job::Run(work) => {
@@ -468,8 +500,19 @@ impl Writer {
             self.store_group(group.iter().map(|(batch, _)| batch), &mut undo)
         }));
         let results = match stored {
-            Ok(Ok(results)) => results,
+            Ok(Ok(results)) => {
+                if results
+                    .iter()
+                    .any(|result| matches!(result, Ok(s) if s.stored > 0))
+                {
+                    self.unwritable = None;
+                }
+                results
+            }
             Ok(Err(error)) => {
+                if file::is_lasting(&error) {
+                    self.unwritable = Some(store_failed(&error));
+                }
                 self.known.undo(&mut undo, 0);
                 vec![Err(store_failed(&error)); group.len()]
             }
@@ -507,6 +550,7 @@ impl Writer {
             identity,
             known,
             checkpoints,
+            ..
         } = self;
         let transaction = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
         // The write lock is held from here on: nobody else adds a row until the commit.
@@ -542,9 +586,12 @@ impl Writer {
                     seq = transaction.last_insert_rowid();
                     results.push(Ok(stored));
                 }
-                // SQLite rolled the whole transaction back (a full disk, an I/O error): the
-                // batches before this one went with it.
-                Err(error) if transaction.is_autocommit() => return Err(error),
+                // SQLite rolled the whole transaction back (an I/O error): the batches before
+                // this one went with it. A full disk or a read-only file would refuse the next
+                // batch too: the group goes as a whole.
+                Err(error) if transaction.is_autocommit() || file::is_lasting(&error) => {
+                    return Err(error);
+                }
                 Err(error) => {
                     known.undo(undo, mark);
                     results.push(Err(store_failed(&error)));
@@ -556,21 +603,6 @@ impl Writer {
         checkpoints.committed();
         Ok(results)
     }
-}
-
-/// Refuses a file with the tables of the earlier layout, with a message that says so.
-fn refuse_earlier_layout(connection: &Connection) -> rusqlite::Result<()> {
-    let earlier_layout = connection
-        .prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'identities'")?
-        .exists([])?;
-    if earlier_layout {
-        return Err(rusqlite::Error::InvalidParameterName(
-            "the file has the layout of an earlier version (tables `identities` and `records`); \
-             store into a new file"
-                .to_owned(),
-        ));
-    }
-    Ok(())
 }
 
 /// Takes into `known` the rows committed after the last one it has seen.
@@ -626,66 +658,13 @@ impl Sink for SqliteSink {
     }
 
     fn records(&self) -> SinkFuture<'_, Vec<StoredRecord>> {
-        Box::pin(self.run("reading records from SQLite", |connection| {
-            all_records(connection)
-        }))
+        Box::pin(self.record_stream().collect())
     }
-}
 
-/// Every record stored in the file at `path`, read through a read-only connection of its own:
-/// what `dump` needs, without the writer, its checkpoint thread or the identities in memory
-/// that [`SqliteSink::open`] sets up.
-pub(crate) async fn read_records(path: &Path) -> Result<Vec<StoredRecord>, SinkError> {
-    let failed =
-        |error: &dyn std::fmt::Display| SinkError::from_cause("reading records from SQLite", error);
-    let path = path.to_owned();
-    let (done, answer) = oneshot::channel();
-    std::thread::Builder::new()
-        .name("sqlite-read".to_owned())
-        .spawn(move || {
-            let read =
-                Connection::open_with_flags(&path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
-                    .and_then(|connection| {
-                        connection.busy_timeout(BUSY_TIMEOUT)?;
-                        refuse_earlier_layout(&connection)?;
-                        // A file no sink has written to (an empty one, say) holds no records.
-                        let has_batches = connection
-                    .prepare(
-                        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'batches'",
-                    )?
-                    .exists([])?;
-                        if has_batches {
-                            all_records(&connection)
-                        } else {
-                            Ok(Vec::new())
-                        }
-                    });
-            let _ = done.send(read.map_err(|error| failed(&error)));
-        })
-        .map_err(|error| failed(&error))?;
-    answer.await.map_err(|error| failed(&error))?
-}
-
-/// Every stored record, in store order.
-fn all_records(connection: &Connection) -> rusqlite::Result<Vec<StoredRecord>> {
-    let mut select =
-        connection.prepare("SELECT sync_id, sync_name, records FROM batches ORDER BY seq")?;
-    let mut rows = select.query([])?;
-    let mut records = Vec::new();
-    while let Some(row) = rows.next()? {
-        let sync_id: String = row.get(0)?;
-        let sync_name: String = row.get(1)?;
-        for record in decode_records(row, 2)? {
-            records.push(StoredRecord {
-                sync_id: sync_id.clone(),
-                sync_name: sync_name.clone(),
-                key: record.key().map(str::to_owned),
-                hash: record.hash().to_owned(),
-                fields: record.fields().to_owned(),
-            });
-        }
+    fn record_stream(&self) -> RecordStream<'_> {
+        // A connection of its own, so a long read never holds the writer up.
+        record_stream(&self.path)
     }
-    Ok(records)
 }
 
 #[cfg(test)]
@@ -1116,7 +1095,7 @@ mod tests {
     /// What `dump` reads through its own read-only connection is what the sink holds, while
     /// the sink is open and writing.
     #[tokio::test(flavor = "multi_thread")]
-    async fn read_records_gives_what_the_sink_holds() {
+    async fn record_stream_gives_what_the_sink_holds() {
         let path = scratch("read").join("records.db");
         let sink = SqliteSink::open(&path, Identity::key_field("id"), Durability::Process)
             .await
@@ -1124,7 +1103,7 @@ mod tests {
         let sync = fresh_sync_id();
         let stored = batch(&sync, &[("a", r#"{"id":1}"#), ("b", r#"{ "id" : 2.50 }"#)]);
         assert_eq!(sink.store(&stored).await.unwrap().stored, 2);
-        let read = read_records(&path).await.unwrap();
+        let read = record_stream(&path).collect().await.unwrap();
         assert_eq!(read, sink.records().await.unwrap());
         assert_eq!(read[1].key.as_deref(), Some("2.50"));
         assert_eq!(read[1].fields, r#"{ "id" : 2.50 }"#);
@@ -1138,19 +1117,20 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         assert!(!wal.exists(), "the WAL outlived the sink");
-        assert_eq!(read_records(&path).await.unwrap(), read);
+        assert_eq!(record_stream(&path).collect().await.unwrap(), read);
         // A file no sink wrote to holds no records; one of the earlier layout is refused.
         let empty = path.with_extension("empty");
         std::fs::write(&empty, b"").unwrap();
-        assert!(read_records(&empty).await.unwrap().is_empty());
+        assert!(record_stream(&empty).collect().await.unwrap().is_empty());
         let earlier = path.with_extension("earlier");
         Connection::open(&earlier)
             .unwrap()
             .execute_batch("CREATE TABLE identities (x); CREATE TABLE records (y);")
             .unwrap();
-        let error = read_records(&earlier).await.unwrap_err();
+        let error = record_stream(&earlier).collect().await.unwrap_err();
         assert!(error.to_string().contains("earlier version"), "{error}");
-        let missing = read_records(&path.with_extension("missing"))
+        let missing = record_stream(&path.with_extension("missing"))
+            .collect()
             .await
             .unwrap_err();
         assert!(missing.to_string().contains("reading records"), "{missing}");
