@@ -1210,4 +1210,181 @@ mod tests {
             );
         }
     }
+
+    /// The bytes of `path`, and whether SQLite's -wal and -shm files are beside it.
+    fn file_state(path: &Path) -> (Vec<u8>, bool) {
+        let beside = ["db-wal", "db-shm"]
+            .iter()
+            .any(|extension| path.with_extension(extension).exists());
+        (std::fs::read(path).unwrap(), beside)
+    }
+
+    /// Makes `path` unwritable until dropped, even for root, whom permissions do not stop (CI
+    /// runs as root): with `chattr +i`, or else with permissions; never silently writable.
+    struct WriteProtected(PathBuf);
+
+    impl WriteProtected {
+        fn new(path: &Path) -> Self {
+            let immutable = std::process::Command::new("chattr")
+                .arg("+i")
+                .arg(path)
+                .status()
+                .is_ok_and(|status| status.success());
+            if !immutable {
+                let mut permissions = std::fs::metadata(path).unwrap().permissions();
+                permissions.set_readonly(true);
+                std::fs::set_permissions(path, permissions).unwrap();
+            }
+            let protected = Self(path.to_owned());
+            let writable = if path.is_dir() {
+                std::fs::write(path.join("probe"), b"").is_ok()
+            } else {
+                std::fs::OpenOptions::new().append(true).open(path).is_ok()
+            };
+            assert!(
+                !writable,
+                "neither `chattr +i` nor permissions make {} unwritable here",
+                path.display()
+            );
+            protected
+        }
+    }
+
+    impl Drop for WriteProtected {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("chattr")
+                .arg("-i")
+                .arg(&self.0)
+                .status();
+            if let Ok(metadata) = std::fs::metadata(&self.0) {
+                let mut permissions = metadata.permissions();
+                #[allow(clippy::permissions_set_readonly_false)] // Undoes `new`, in a scratch dir.
+                permissions.set_readonly(false);
+                let _ = std::fs::set_permissions(&self.0, permissions);
+            }
+        }
+    }
+
+    /// A file of this sink's, closed (its WAL folded in and removed), in a scratch directory.
+    async fn closed_sink_file(name: &str) -> PathBuf {
+        let (sink, path) = fresh_sink(name).await;
+        let one = batch(&fresh_sync_id(), &[("h", r#"{"n":1}"#)]);
+        assert_eq!(sink.store(&one).await.unwrap().stored, 1);
+        drop(sink);
+        for _ in 0..100 {
+            if !file_state(&path).1 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(!file_state(&path).1, "the sink left its WAL behind");
+        path
+    }
+
+    /// Another application's database is refused by the writer, by `dump`'s read-only
+    /// connection and by the checkpoint thread's, and none of them changes a byte of it or
+    /// starts a WAL beside it.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn another_applications_file_is_refused_and_left_as_it_was() {
+        let path = scratch("foreign").join("app.db");
+        Connection::open(&path)
+            .unwrap()
+            .execute_batch("CREATE TABLE users (id INTEGER PRIMARY KEY, email TEXT);")
+            .unwrap();
+        let before = file_state(&path);
+        let error = SqliteSink::open(&path, Identity::hash(), Durability::Process)
+            .await
+            .unwrap_err();
+        assert!(error.to_string().contains("another application"), "{error}");
+        let error = record_stream(&path).collect().await.unwrap_err();
+        assert!(error.to_string().contains("another application"), "{error}");
+        let error = file::open(&path, Access::Write).unwrap_err();
+        assert!(error.to_string().contains("another application"), "{error}");
+        assert_eq!(file_state(&path), before);
+        assert!(!before.1);
+    }
+
+    /// A file of today's layout from before files were marked is recognised by its tables,
+    /// read as it is by `dump`, and marked by the writer; a new file is marked at once.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_file_of_this_layout_without_the_mark_is_kept_and_marked() {
+        let dir = scratch("unmarked");
+        let application_id = |path: &Path| -> i32 {
+            Connection::open(path)
+                .unwrap()
+                .query_row("PRAGMA application_id", [], |row| row.get(0))
+                .unwrap()
+        };
+        let new = closed_sink_file("unmarked-new").await;
+        assert_eq!(application_id(&new), APPLICATION_ID);
+        let path = dir.join("records.db");
+        Connection::open(&path)
+            .unwrap()
+            .execute_batch(&format!(
+                "{SCHEMA} INSERT INTO batches (sync_id, sync_name, records)
+                 VALUES ('s', 'n', '[[null,\"old\",{{}}]]');"
+            ))
+            .unwrap();
+        let read = record_stream(&path).collect().await.unwrap();
+        assert_eq!(read.len(), 1);
+        assert_eq!(application_id(&path), 0, "dump marked the file");
+        let sink = SqliteSink::open(&path, Identity::hash(), Durability::Process)
+            .await
+            .unwrap();
+        assert_eq!(sink.records().await.unwrap(), read);
+        assert_eq!(application_id(&path), APPLICATION_ID);
+    }
+
+    /// A file the sink cannot write is refused at open, untouched, rather than opened
+    /// read-only without a word; so is one in a directory where its WAL cannot be created.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_file_that_cannot_be_written_is_refused_at_open_and_left_as_it_was() {
+        let path = closed_sink_file("read-only").await;
+        let before = file_state(&path);
+        {
+            let _protected = WriteProtected::new(&path);
+            let error = SqliteSink::open(&path, Identity::hash(), Durability::Process)
+                .await
+                .unwrap_err();
+            assert!(error.to_string().contains("is read-only"), "{error}");
+        }
+        assert_eq!(file_state(&path), before);
+        let _protected = WriteProtected::new(path.parent().unwrap());
+        let error = SqliteSink::open(&path, Identity::hash(), Durability::Process)
+            .await
+            .unwrap_err();
+        assert!(error.to_string().contains("writable?"), "{error}");
+        assert_eq!(file_state(&path), before);
+    }
+
+    /// A full disk (SQLite's page limit, here) refuses the batches and makes the sink not
+    /// ready; the first batch stored once there is room makes it ready again.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_full_disk_makes_the_sink_not_ready_until_a_write_succeeds() {
+        let (sink, _) = fresh_sink("full-disk").await;
+        let limit = |pages: Option<i64>| {
+            sink.run("limiting the file", move |connection| {
+                let pages = match pages {
+                    Some(pages) => pages,
+                    None => connection.query_row("PRAGMA page_count", [], |row| row.get(0))?,
+                };
+                connection.pragma_update(None, "max_page_count", pages)
+            })
+        };
+        limit(None).await.unwrap();
+        let sync = fresh_sync_id();
+        let large = format!(r#"{{"text":"{}"}}"#, "x".repeat(20_000));
+        let refused = batch(&sync, &[("big", &large)]);
+        let error = sink.store(&refused).await.unwrap_err();
+        assert!(error.to_string().contains("full"), "{error}");
+        let error = sink.ready().await.unwrap_err();
+        assert!(error.to_string().contains("full"), "{error}");
+        limit(Some(1 << 30)).await.unwrap();
+        assert!(
+            sink.ready().await.is_err(),
+            "ready before any write succeeded"
+        );
+        assert_eq!(sink.store(&refused).await.unwrap().stored, 1);
+        sink.ready().await.unwrap();
+    }
 }
