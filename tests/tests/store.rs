@@ -348,7 +348,21 @@ fn serve_and_dump_refuse_another_applications_file_and_leave_it_as_it_was() {
         if command.get_args().next().is_none() {
             command.args(["dump", "--sink", &sink]);
         }
-        let output = command.output().unwrap();
+        let mut child = command
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // A `serve` that took the file would run until stopped.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while child.try_wait().unwrap().is_none() {
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("{command:?} took another application's file");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let output = child.wait_with_output().unwrap();
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert_eq!(output.status.code(), Some(1), "{stderr}");
         assert!(stderr.contains("another application"), "{stderr}");
