@@ -395,3 +395,40 @@ impl Sink for RedisSink {
         self.listing()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A stream whose entries read so far have these ids, with `name` and the id as each
+    /// record's hash.
+    fn read(name: &str, ids: &[&str]) -> StreamCursor {
+        let record = |id: &str| StoredRecord {
+            sync_id: String::new(),
+            sync_name: String::new(),
+            key: None,
+            hash: format!("{name}{id}"),
+            fields: "{}".to_owned(),
+        };
+        StreamCursor {
+            read: ids.iter().map(|id| (entry_order(id), record(id))).collect(),
+            ..StreamCursor::default()
+        }
+    }
+
+    /// Streams' entries are merged by id as numbers (`10-0` after `9-0`), and entries with the
+    /// same id in two streams come in the streams' order, as the sort of them all gave them.
+    #[test]
+    fn a_listing_merges_the_streams_by_entry_id() {
+        let mut streams = [
+            read("a", &["1-0", "5-0", "10-0"]),
+            read("b", &["2-0", "5-0", "9-0"]),
+        ];
+        let mut merged = Vec::new();
+        while let Some(record) = take_earliest(&mut streams) {
+            merged.push(record.hash);
+        }
+        assert_eq!(merged, ["a1-0", "b2-0", "a5-0", "b5-0", "b9-0", "a10-0"]);
+        assert!(streams.iter().all(|stream| stream.read.is_empty()));
+    }
+}
