@@ -84,8 +84,9 @@ impl FromStr for SinkUrl {
 }
 
 impl SinkUrl {
-    /// Opens the sink: creates the SQLite file if needed (with `durability`), or connects to
-    /// Redis. An error names what failed, never the URL (it may hold a password).
+    /// Opens the sink: creates the SQLite file if needed (with `durability`; a file that is
+    /// not a sink's, or that cannot be written, is refused), or connects to Redis. An error
+    /// names what failed, never the URL (it may hold a password).
     pub async fn open(
         &self,
         identity: Identity,

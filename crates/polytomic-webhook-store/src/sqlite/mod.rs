@@ -68,7 +68,8 @@ const SCHEMA: &str = "
 /// The file is in WAL mode, with one table, `batches`: a row per batch that stored anything,
 /// in store order (`seq`), holding the sync's id and name and the records it stored as one JSON
 /// array of `[KEY, HASH, FIELDS]` (the key field's JSON text or `null`, the hash, the fields
-/// exactly as received). Read it with [`Sink::records`], `polytomic-webhook dump`, or SQL:
+/// exactly as received). Read it with [`Sink::records`] or [`Sink::record_stream`] (a page
+/// at a time, through a read-only connection of its own), `polytomic-webhook dump`, or SQL:
 ///
 /// ```sql
 /// SELECT seq, sync_id, record.value ->> 1 AS hash, record.value -> 2 AS fields
@@ -77,6 +78,15 @@ const SCHEMA: &str = "
 ///
 /// (SQLite's JSON functions may re-render the text; `records` and `dump` give the fields
 /// byte for byte.)
+///
+/// **Whose file.** The sink marks each file it sets up with `PRAGMA application_id =
+/// 1347897419` (`PWHK` in ASCII). Every connection it opens (the writer's, the checkpoint
+/// thread's, a read's) refuses, before writing anything to it, a database that is neither
+/// empty nor marked: another application's file is left as it was. A file with exactly this
+/// layout's tables and no mark, from before files were marked, is taken and marked. A file the
+/// sink cannot write (read-only, immutable, on a read-only mount), which SQLite would quietly
+/// open read-only, is refused at open, and so is one in a directory where the WAL cannot be
+/// created.
 ///
 /// **Deciding what changed.** The sink keeps each identity's last hash in memory, as a pair
 /// of 128-bit fingerprints (two SipHash digests under random keys; a collision, which would
@@ -93,7 +103,8 @@ const SCHEMA: &str = "
 /// [`Durability::PowerLoss`] one fsync, for many batches), and answers each batch only once
 /// that transaction is committed. A batch whose insert fails on its own (a constraint, a
 /// trigger) is refused without touching the others; when the transaction itself fails (a full
-/// disk, an I/O error), every batch in it is refused. At most 256 batches wait for the writer;
+/// disk, an I/O error), every batch in it is refused; after a full disk or a read-only file,
+/// [`Sink::ready`] fails too until a batch is stored again. At most 256 batches wait for the writer;
 /// the next one is refused at once. A caller waits at most
 /// [`answer_timeout`](Self::answer_timeout) for the writer; that wait uses tokio's timer, so
 /// use the sink on a runtime with its time driver enabled (as `#[tokio::main]` and every
@@ -106,7 +117,7 @@ const SCHEMA: &str = "
 /// the WAL (measured in pages, as SQLite reports it after each commit) reaches 16 MiB, the
 /// writer, after answering its group, waits for the pass under way and runs one itself, which
 /// copies the last frames and syncs the file. While no other connection reads an old snapshot
-/// (a long `dump`, say, which holds the WAL until it ends), the WAL then never holds more than
+/// (a long query, say, which holds the WAL until it ends), the WAL then never holds more than
 /// 16 MiB and one group, whether the batches are large or of one record (tests); a checkpoint
 /// that could not complete is tried again a MiB later. SQLite's automatic checkpoint, which
 /// runs inside the commit that crosses 4 MiB, held every waiting batch behind it: with it,
