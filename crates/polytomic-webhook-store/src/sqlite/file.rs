@@ -79,9 +79,9 @@ fn layout(connection: &Connection) -> rusqlite::Result<Layout> {
         return Ok(Layout::Unmarked);
     }
     Err(refused(format!(
-        "the file belongs to another application (application_id {id}, {} tables and other \
-         objects that are not this sink's); it was left as it was: store into a new file",
-        objects.len()
+        "the file belongs to another application: it is not empty, and has neither this \
+         sink's mark (application_id {APPLICATION_ID}, it has {id}) nor only its tables; it \
+         was left as it was: store into a new file"
     )))
 }
 
