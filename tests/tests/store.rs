@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use http::StatusCode;
 use polytomic_webhook::testing::Delivery;
 use polytomic_webhook_store::testing::check_sink;
-use polytomic_webhook_store::{Identity, RedisSink};
+use polytomic_webhook_store::{Durability, Identity, RedisSink, SqliteSink};
 use serde_json::{Value, json};
 use support::*;
 
@@ -236,6 +236,149 @@ async fn a_sqlite_receiver_killed_mid_load_keeps_each_acknowledged_record_exactl
     for n in &acked {
         let first = u64::try_from(n * SIZE).unwrap();
         assert!(distinct.contains(&first), "acknowledged batch {n} was lost");
+    }
+}
+
+/// Fills the sink file at `path` (set up by the sink) with `records` records of a sync `s`, in
+/// rows of 10,000 (batches as the sink stores them), written straight in the sink's layout in
+/// one transaction: much cheaper than storing them. Every row holds the same records (`dump`
+/// does not mind), so the text is built once.
+fn fill_sink_file(path: &Path, records: usize) {
+    const ROW: usize = 10_000;
+    let mut row = String::from("[");
+    for n in 0..ROW {
+        let comma = if n == 0 { "" } else { "," };
+        write!(row, r#"{comma}[null,"h{n}",{{}}]"#).unwrap();
+    }
+    row.push(']');
+    let mut connection = rusqlite::Connection::open(path).unwrap();
+    let transaction = connection.transaction().unwrap();
+    {
+        let mut insert = transaction
+            .prepare("INSERT INTO batches (sync_id, sync_name, records) VALUES ('s', 'n', ?1)")
+            .unwrap();
+        for _ in 0..records / ROW {
+            insert.execute([&row]).unwrap();
+        }
+    }
+    transaction.commit().unwrap();
+}
+
+/// A number from a `NAME: NUMBER` line of the file `/proc/PID/FILE`.
+fn proc_figure(pid: u32, file: &str, name: &str) -> u64 {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/{file}")).unwrap();
+    text.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(':'))
+        .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in /proc/{pid}/{file}"))
+}
+
+/// `dump` of the sink file at `path`, which holds `records` records: the bytes it had read
+/// when its first line came out, and its peak resident memory once it had printed all but
+/// its last 20,000 lines (so it has read nearly the whole file, and is still running).
+fn measured_dump(path: &Path, records: usize) -> (u64, u64) {
+    let mut child = cli()
+        .args(["dump", "--sink", &format!("sqlite:{}", path.display())])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut line = Vec::new();
+    let mut lines = 0;
+    let (mut read_at_first_line, mut peak) = (0, 0);
+    while out.read_until(b'\n', &mut line).unwrap() > 0 {
+        lines += 1;
+        if lines == 1 {
+            read_at_first_line = proc_figure(pid, "io", "rchar");
+        }
+        if lines == records - 20_000 {
+            peak = proc_figure(pid, "status", "VmHWM") * 1024;
+        }
+        line.clear();
+    }
+    assert!(child.wait().unwrap().success());
+    assert_eq!(lines, records);
+    (read_at_first_line, peak)
+}
+
+/// `dump` reads a page at a time: its peak memory for 1 M records is within 16 MiB of its
+/// peak for 100 k, and its first line comes out when it has read a small part of the file.
+#[tokio::test]
+async fn dump_prints_its_first_line_early_and_its_memory_does_not_grow_with_the_sink() {
+    let dir = scratch("dump-memory");
+    let files = [
+        (dir.join("small.db"), 100_000),
+        (dir.join("large.db"), 1_000_000),
+    ];
+    for (path, _) in &files {
+        let sink = SqliteSink::open(path, Identity::hash(), Durability::Process).await;
+        drop(sink.unwrap());
+    }
+    // Side by side: the two take the time of the larger.
+    let [(_, small_peak), (read_at_first_line, large_peak)] = std::thread::scope(|scope| {
+        files
+            .each_ref()
+            .map(|(path, records)| {
+                scope.spawn(move || {
+                    fill_sink_file(path, *records);
+                    measured_dump(path, *records)
+                })
+            })
+            .map(|measuring| measuring.join().unwrap())
+    });
+    let mib = |bytes: u64| bytes >> 20;
+    assert!(
+        large_peak < small_peak + (16 << 20),
+        "peak {} MiB for 1 M records, {} MiB for 100 k",
+        mib(large_peak),
+        mib(small_peak)
+    );
+    let file = std::fs::metadata(&files[1].0).unwrap().len();
+    assert!(
+        read_at_first_line < file / 4,
+        "{read_at_first_line} bytes read before the first line, of {file}"
+    );
+}
+
+/// Another application's SQLite file is refused by `serve` at start and by `dump`, and
+/// neither changes a byte of it nor starts a WAL beside it.
+#[test]
+fn serve_and_dump_refuse_another_applications_file_and_leave_it_as_it_was() {
+    let dir = scratch("foreign");
+    let path = dir.join("app.db");
+    rusqlite::Connection::open(&path)
+        .unwrap()
+        .execute_batch("CREATE TABLE users (id INTEGER PRIMARY KEY, email TEXT);")
+        .unwrap();
+    let before = std::fs::read(&path).unwrap();
+    let sink = format!("sqlite:{}", path.display());
+    for mut command in [Serve::command(&sink), cli()] {
+        if command.get_args().next().is_none() {
+            command.args(["dump", "--sink", &sink]);
+        }
+        let mut child = command
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // A `serve` that took the file would run until stopped.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while child.try_wait().unwrap().is_none() {
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("{command:?} took another application's file");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let output = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{stderr}");
+        assert!(stderr.contains("another application"), "{stderr}");
+    }
+    assert_eq!(std::fs::read(&path).unwrap(), before);
+    for beside in ["db-wal", "db-shm"] {
+        assert!(!path.with_extension(beside).exists(), "{beside}");
     }
 }
 

@@ -35,19 +35,33 @@ pub(crate) async fn run(args: DumpArgs) -> ExitCode {
             return ExitCode::from(EXIT_USAGE);
         }
     }
-    let records = match args.sink.records().await {
+    let mut records = match args.sink.record_stream().await {
         Ok(records) => records,
         Err(error) => {
             eprintln!("{NAME}: cannot read the sink: {error}");
             return ExitCode::from(EXIT_FAILED);
         }
     };
+    // A page at a time: memory does not grow with the sink, and the first line comes before
+    // the sink has been read to its end.
     let mut out = io::BufWriter::new(io::stdout().lock());
-    let written = records.iter().try_for_each(|record| {
-        serde_json::to_writer(&mut out, record)?;
-        out.write_all(b"\n")
-    });
-    match written.and_then(|()| out.flush()) {
+    while let Some(record) = records.next().await {
+        let written = match record {
+            Ok(record) => serde_json::to_writer(&mut out, &record)
+                .map_err(io::Error::from)
+                .and_then(|()| out.write_all(b"\n")),
+            Err(error) => {
+                let _ = out.flush();
+                eprintln!("{NAME}: cannot read the sink: {error}");
+                return ExitCode::from(EXIT_FAILED);
+            }
+        };
+        if let Err(error) = written {
+            eprintln!("{NAME}: cannot write the records: {error}");
+            return ExitCode::from(EXIT_FAILED);
+        }
+    }
+    match out.flush() {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("{NAME}: cannot write the records: {error}");

@@ -108,6 +108,112 @@ pub trait Sink: Send + Sync + 'static {
 
     /// Every stored record, in the order it was stored.
     fn records(&self) -> SinkFuture<'_, Vec<StoredRecord>>;
+
+    /// The same records as [`records`](Self::records), in the same order, read a page at a
+    /// time, so that reading a large sink (`dump`) takes memory for a page, not for the sink.
+    /// The provided method gives what `records` gives as one page; the SQLite and Redis sinks
+    /// page through what they hold.
+    fn record_stream(&self) -> RecordStream<'_> {
+        RecordStream::new(self.records())
+    }
+}
+
+/// Stored records in store order, as [`Sink::record_stream`] gives them: a page is read when
+/// the one before it has been taken.
+///
+/// ```
+/// use polytomic_webhook_event::{EventConfig, parse_sync_records};
+/// use polytomic_webhook_store::{Identity, MemorySink, Sink};
+///
+/// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+/// let sink = MemorySink::new(Identity::hash());
+/// let body = br#"{"event":"sync.records","object":{"id":"1ea8f90a-b22e-4218-86d5-c3c109e1fbb7",
+///     "name":"Users","records":[{"hash":"a1","fields":{"id":7}}]}}"#;
+/// sink.store(&parse_sync_records(body, &EventConfig::default()).unwrap()).await.unwrap();
+/// let mut records = sink.record_stream();
+/// while let Some(record) = records.next().await {
+///     assert_eq!(record.unwrap().hash, "a1");
+/// }
+/// # });
+/// ```
+pub struct RecordStream<'a> {
+    pages: Box<dyn Pages + 'a>,
+    page: std::vec::IntoIter<StoredRecord>,
+    ended: bool,
+}
+
+/// Where a [`RecordStream`]'s pages come from: `Ok(None)` once there are no more.
+pub(crate) trait Pages: Send {
+    fn next_page(&mut self) -> SinkFuture<'_, Option<Vec<StoredRecord>>>;
+}
+
+/// The provided [`Sink::record_stream`]'s source: one page, every record at once.
+struct OnePage<'a>(Option<SinkFuture<'a, Vec<StoredRecord>>>);
+
+impl Pages for OnePage<'_> {
+    fn next_page(&mut self) -> SinkFuture<'_, Option<Vec<StoredRecord>>> {
+        let records = self.0.take();
+        Box::pin(async move {
+            match records {
+                Some(records) => records.await.map(Some),
+                None => Ok(None),
+            }
+        })
+    }
+}
+
+impl<'a> RecordStream<'a> {
+    /// A stream of one page: every record `records` gives.
+    pub fn new(records: SinkFuture<'a, Vec<StoredRecord>>) -> Self {
+        Self::from_pages(OnePage(Some(records)))
+    }
+
+    #[cfg_attr(not(any(feature = "sqlite", feature = "redis")), allow(dead_code))]
+    pub(crate) fn from_pages(pages: impl Pages + 'a) -> Self {
+        Self {
+            pages: Box::new(pages),
+            page: Vec::new().into_iter(),
+            ended: false,
+        }
+    }
+
+    /// The next record, `None` once every record was given; after an error, there is none.
+    pub async fn next(&mut self) -> Option<Result<StoredRecord, SinkError>> {
+        loop {
+            if let Some(record) = self.page.next() {
+                return Some(Ok(record));
+            }
+            if self.ended {
+                return None;
+            }
+            match self.pages.next_page().await {
+                Ok(Some(page)) => self.page = page.into_iter(),
+                Ok(None) => self.ended = true,
+                Err(error) => {
+                    self.ended = true;
+                    return Some(Err(error));
+                }
+            }
+        }
+    }
+
+    /// Every record left, in one `Vec`.
+    pub async fn collect(mut self) -> Result<Vec<StoredRecord>, SinkError> {
+        let mut records = Vec::new();
+        while let Some(record) = self.next().await {
+            records.push(record?);
+        }
+        Ok(records)
+    }
+}
+
+impl fmt::Debug for RecordStream<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RecordStream")
+            .field("in_page", &self.page.len())
+            .field("ended", &self.ended)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Why a sink could not store a batch.

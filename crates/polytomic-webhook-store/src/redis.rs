@@ -1,5 +1,6 @@
 //! [`RedisSink`]: state in Redis, shared by any number of replicas.
 
+use std::collections::VecDeque;
 use std::hash::RandomState;
 use std::time::Duration;
 
@@ -8,7 +9,10 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::streams::StreamRangeReply;
 use redis::{AsyncCommands, Script};
 
-use crate::{Identity, Sink, SinkError, SinkFuture, Stored, StoredRecord, latest_of_each};
+use crate::{
+    Identity, Pages, RecordStream, Sink, SinkError, SinkFuture, Stored, StoredRecord,
+    latest_of_each,
+};
 
 /// The stream name used unless the sink URL names another (`?stream=NAME`).
 pub const DEFAULT_STREAM: &str = "polytomic:records";
@@ -18,8 +22,9 @@ pub const DEFAULT_STREAM: &str = "polytomic:records";
 /// up.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
-/// Stream entries read per `XRANGE` call while listing records.
-const PAGE: usize = 1_000;
+/// Stream entries read per `XRANGE` call while listing records, and records per page of a
+/// listing: a listing holds at most this many entries per stream.
+const PAGE: usize = 256;
 
 /// One batch, one script: Redis runs it without interleaving any other command, so two
 /// replicas storing the same batch at once store each record once. It reads every identity's
@@ -210,63 +215,129 @@ impl RedisSink {
         })
     }
 
-    /// Every record of every sync's stream, merged by entry id (the time Redis stored it).
-    async fn all_records(&self) -> Result<Vec<StoredRecord>, SinkError> {
+    /// Every record of every sync's stream, merged by entry id (the time Redis stored it), a
+    /// page at a time; owns its connection, so it outlives the sink.
+    pub(crate) fn listing(&self) -> RecordStream<'static> {
+        RecordStream::from_pages(Listing {
+            connection: self.connection.clone(),
+            pattern: format!("{}:{{*}}", escape_glob(&self.stream)),
+            streams: None,
+        })
+    }
+}
+
+/// A listing under way: each stream's next entries, merged by entry id.
+struct Listing {
+    connection: ConnectionManager,
+    /// The `MATCH` pattern of the record streams.
+    pattern: String,
+    /// Every record stream, once `SCAN` has found them.
+    streams: Option<Vec<StreamCursor>>,
+}
+
+/// Where a listing is in one stream.
+#[derive(Debug, Default)]
+struct StreamCursor {
+    key: String,
+    /// Entries read and not yet listed, with their ids as numbers.
+    read: VecDeque<((u64, u64), StoredRecord)>,
+    /// The start of the next `XRANGE`; `None` once the stream is read to its end.
+    next: Option<String>,
+}
+
+impl Listing {
+    async fn page(&mut self) -> Result<Option<Vec<StoredRecord>>, SinkError> {
         let failed = |error: redis::RedisError| redis_error("reading records from Redis", &error);
-        let mut connection = self.connection.clone();
-        let pattern = format!("{}:{{*}}", escape_glob(&self.stream));
-        let mut streams = Vec::new();
-        let mut cursor = 0_u64;
-        loop {
-            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-                .arg(cursor)
-                .arg("MATCH")
-                .arg(&pattern)
-                .arg("TYPE")
-                .arg("stream")
-                .query_async(&mut connection)
-                .await
-                .map_err(failed)?;
-            streams.extend(keys);
-            if next == 0 {
-                break;
-            }
-            cursor = next;
-        }
-        let mut entries = Vec::new();
-        for stream in streams {
-            let mut start = "-".to_owned();
-            loop {
-                let page: StreamRangeReply = connection
-                    .xrange_count(&stream, &start, "+", PAGE)
-                    .await
-                    .map_err(failed)?;
-                let full = page.ids.len() == PAGE;
-                let mut last = None;
-                for entry in page.ids {
-                    let field = |name: &str| entry.get::<String>(name).unwrap_or_default();
-                    let key = field("key");
-                    entries.push((
-                        entry_order(&entry.id),
-                        StoredRecord {
-                            sync_id: field("sync_id"),
-                            sync_name: field("sync_name"),
-                            key: (!key.is_empty()).then_some(key),
-                            hash: field("hash"),
-                            fields: field("fields"),
-                        },
-                    ));
-                    last = Some(entry.id);
+        let connection = &mut self.connection;
+        let streams = match &mut self.streams {
+            Some(streams) => streams,
+            None => {
+                let mut keys = Vec::new();
+                let mut cursor = 0_u64;
+                loop {
+                    let (next, found): (u64, Vec<String>) = redis::cmd("SCAN")
+                        .arg(cursor)
+                        .arg("MATCH")
+                        .arg(&self.pattern)
+                        .arg("TYPE")
+                        .arg("stream")
+                        .query_async(connection)
+                        .await
+                        .map_err(failed)?;
+                    keys.extend(found);
+                    if next == 0 {
+                        break;
+                    }
+                    cursor = next;
                 }
-                match last {
-                    // `(` makes the start exclusive (Redis 6.2+).
-                    Some(id) if full => start = format!("({id}"),
-                    _ => break,
+                self.streams.insert(
+                    keys.into_iter()
+                        .map(|key| StreamCursor {
+                            key,
+                            read: VecDeque::new(),
+                            next: Some("-".to_owned()),
+                        })
+                        .collect(),
+                )
+            }
+        };
+        let mut page = Vec::with_capacity(PAGE);
+        while page.len() < PAGE {
+            // Only the stream taken from last can have run out of entries read.
+            for stream in streams.iter_mut().filter(|stream| stream.read.is_empty()) {
+                if let Some(start) = stream.next.take() {
+                    let entries: StreamRangeReply = connection
+                        .xrange_count(&stream.key, &start, "+", PAGE)
+                        .await
+                        .map_err(failed)?;
+                    stream.take(entries);
                 }
             }
+            match take_earliest(streams) {
+                Some(record) => page.push(record),
+                None => break,
+            }
         }
-        entries.sort_by_key(|(order, _)| *order);
-        Ok(entries.into_iter().map(|(_, record)| record).collect())
+        Ok((!page.is_empty()).then_some(page))
+    }
+}
+
+impl StreamCursor {
+    /// Takes a page `XRANGE` answered.
+    fn take(&mut self, entries: StreamRangeReply) {
+        let full = entries.ids.len() == PAGE;
+        for entry in entries.ids {
+            let field = |name: &str| entry.get::<String>(name).unwrap_or_default();
+            let key = field("key");
+            let record = StoredRecord {
+                sync_id: field("sync_id"),
+                sync_name: field("sync_name"),
+                key: (!key.is_empty()).then_some(key),
+                hash: field("hash"),
+                fields: field("fields"),
+            };
+            // `(` makes the start exclusive (Redis 6.2+).
+            self.next = full.then(|| format!("({}", entry.id));
+            self.read.push_back((entry_order(&entry.id), record));
+        }
+    }
+}
+
+/// The entry with the lowest id among the streams' next ones, or `None` when none has any
+/// left: entries with the same id (in different streams) come in the streams' order, as a
+/// stable sort of them all would give them.
+fn take_earliest(streams: &mut [StreamCursor]) -> Option<StoredRecord> {
+    let (_, earliest) = streams
+        .iter()
+        .enumerate()
+        .filter_map(|(index, stream)| Some((stream.read.front()?.0, index)))
+        .min()?;
+    streams[earliest].read.pop_front().map(|(_, record)| record)
+}
+
+impl Pages for Listing {
+    fn next_page(&mut self) -> SinkFuture<'_, Option<Vec<StoredRecord>>> {
+        Box::pin(self.page())
     }
 }
 
@@ -328,6 +399,47 @@ impl Sink for RedisSink {
     }
 
     fn records(&self) -> SinkFuture<'_, Vec<StoredRecord>> {
-        Box::pin(self.all_records())
+        Box::pin(self.listing().collect())
+    }
+
+    fn record_stream(&self) -> RecordStream<'_> {
+        self.listing()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A stream whose entries read so far have these ids, with `name` and the id as each
+    /// record's hash.
+    fn read(name: &str, ids: &[&str]) -> StreamCursor {
+        let record = |id: &str| StoredRecord {
+            sync_id: String::new(),
+            sync_name: String::new(),
+            key: None,
+            hash: format!("{name}{id}"),
+            fields: "{}".to_owned(),
+        };
+        StreamCursor {
+            read: ids.iter().map(|id| (entry_order(id), record(id))).collect(),
+            ..StreamCursor::default()
+        }
+    }
+
+    /// Streams' entries are merged by id as numbers (`10-0` after `9-0`), and entries with the
+    /// same id in two streams come in the streams' order, as the sort of them all gave them.
+    #[test]
+    fn a_listing_merges_the_streams_by_entry_id() {
+        let mut streams = [
+            read("a", &["1-0", "5-0", "10-0"]),
+            read("b", &["2-0", "5-0", "9-0"]),
+        ];
+        let mut merged = Vec::new();
+        while let Some(record) = take_earliest(&mut streams) {
+            merged.push(record.hash);
+        }
+        assert_eq!(merged, ["a1-0", "b2-0", "a5-0", "b5-0", "b9-0", "a10-0"]);
+        assert!(streams.iter().all(|stream| stream.read.is_empty()));
     }
 }

@@ -192,6 +192,30 @@ where
         }]
     );
 
+    // Read a page at a time, the records are those `records` gives, in store order, across
+    // the pages' boundaries.
+    let sync = fresh_sync_id();
+    let hashes: Vec<String> = (0..2_500).map(|n| format!("p{n}")).collect();
+    for part in hashes.chunks(1_000) {
+        let records: Vec<(&str, &str)> = part.iter().map(|hash| (hash.as_str(), "{}")).collect();
+        by_hash.store(&batch(&sync, &records)).await.unwrap();
+    }
+    let mut stream = by_hash.record_stream();
+    let mut streamed = Vec::new();
+    while let Some(record) = stream.next().await {
+        let record = record.unwrap();
+        if record.sync_id == sync.as_str() {
+            streamed.push(record.hash);
+        }
+    }
+    assert_eq!(streamed, hashes);
+    let held: Vec<String> = held(&by_hash, &sync)
+        .await
+        .into_iter()
+        .map(|r| r.1)
+        .collect();
+    assert_eq!(held, hashes);
+
     // An empty batch is valid and stores nothing.
     let empty = batch(&fresh_sync_id(), &[]);
     assert_eq!(by_id.store(&empty).await.unwrap(), counts(0, 0, 0));

@@ -6,7 +6,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::{Durability, Identity, Sink, SinkError, StoredRecord};
+use crate::{Durability, Identity, RecordStream, Sink, SinkError};
 
 /// A sink's location, as given on a command line.
 ///
@@ -84,8 +84,9 @@ impl FromStr for SinkUrl {
 }
 
 impl SinkUrl {
-    /// Opens the sink: creates the SQLite file if needed (with `durability`), or connects to
-    /// Redis. An error names what failed, never the URL (it may hold a password).
+    /// Opens the sink: creates the SQLite file if needed (with `durability`; a file that is
+    /// not a sink's, or that cannot be written, is refused), or connects to Redis. An error
+    /// names what failed, never the URL (it may hold a password).
     pub async fn open(
         &self,
         identity: Identity,
@@ -125,20 +126,24 @@ impl SinkUrl {
         }
     }
 
-    /// Every record the sink holds, in store order (what `dump` prints). A SQLite file is read
-    /// through a read-only connection, without setting up a sink; a missing file is an error,
-    /// not a new empty one.
-    pub async fn records(&self) -> Result<Vec<StoredRecord>, SinkError> {
+    /// Every record the sink holds, in store order, a page at a time (what `dump` prints). A
+    /// SQLite file is read through a read-only connection, without setting up a sink; a
+    /// missing file is an error, not a new empty one, and a file that is not a sink's is
+    /// refused.
+    pub async fn record_stream(&self) -> Result<RecordStream<'static>, SinkError> {
         match self {
             #[cfg(feature = "sqlite")]
-            Self::Sqlite(path) => crate::sqlite::read_records(path).await,
-            #[allow(unreachable_patterns)] // With the sqlite feature off, SQLite comes here too.
-            _ => {
-                self.open(Identity::hash(), Durability::Process)
-                    .await?
-                    .records()
-                    .await
+            Self::Sqlite(path) => Ok(crate::sqlite::record_stream(path)),
+            #[cfg(feature = "redis")]
+            Self::Redis { url, stream } => {
+                let stream = stream.as_deref().unwrap_or(crate::DEFAULT_STREAM);
+                let sink = crate::RedisSink::connect(url, stream, Identity::hash(), None).await?;
+                Ok(sink.listing())
             }
+            #[allow(unreachable_patterns)] // Reachable only with a sink feature off.
+            _ => Err(SinkError::new(
+                "this build has no support for that kind of sink (a cargo feature is off)",
+            )),
         }
     }
 }

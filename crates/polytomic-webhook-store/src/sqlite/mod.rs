@@ -1,11 +1,13 @@
 //! [`SqliteSink`]: one SQLite file, for a receiver on one machine.
 
+mod file;
 mod known;
+mod read;
 mod row;
 
 use std::cell::Cell;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError, mpsc};
 use std::time::Duration;
 
@@ -13,8 +15,12 @@ use polytomic_webhook_event::SyncRecords;
 use rusqlite::{Connection, TransactionBehavior, params};
 use tokio::sync::oneshot;
 
-use crate::{Durability, Identity, Sink, SinkError, SinkFuture, Stored, StoredRecord};
+use crate::{
+    Durability, Identity, RecordStream, Sink, SinkError, SinkFuture, Stored, StoredRecord,
+};
+use file::{APPLICATION_ID, Access, Layout};
 use known::{Known, Undo};
+pub(crate) use read::record_stream;
 
 /// How long a write waits for another connection (a `dump` reading, say) to finish.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -62,7 +68,8 @@ const SCHEMA: &str = "
 /// The file is in WAL mode, with one table, `batches`: a row per batch that stored anything,
 /// in store order (`seq`), holding the sync's id and name and the records it stored as one JSON
 /// array of `[KEY, HASH, FIELDS]` (the key field's JSON text or `null`, the hash, the fields
-/// exactly as received). Read it with [`Sink::records`], `polytomic-webhook dump`, or SQL:
+/// exactly as received). Read it with [`Sink::records`] or [`Sink::record_stream`] (a page
+/// at a time, through a read-only connection of its own), `polytomic-webhook dump`, or SQL:
 ///
 /// ```sql
 /// SELECT seq, sync_id, record.value ->> 1 AS hash, record.value -> 2 AS fields
@@ -71,6 +78,15 @@ const SCHEMA: &str = "
 ///
 /// (SQLite's JSON functions may re-render the text; `records` and `dump` give the fields
 /// byte for byte.)
+///
+/// **Whose file.** The sink marks each file it sets up with `PRAGMA application_id =
+/// 1347897419` (`PWHK` in ASCII). Every connection it opens (the writer's, the checkpoint
+/// thread's, a read's) refuses, before writing anything to it, a database that is neither
+/// empty nor marked: another application's file is left as it was. A file with exactly this
+/// layout's tables and no mark, from before files were marked, is taken and marked. A file the
+/// sink cannot write (read-only, immutable, on a read-only mount), which SQLite would quietly
+/// open read-only, is refused at open, and so is one in a directory where the WAL cannot be
+/// created.
 ///
 /// **Deciding what changed.** The sink keeps each identity's last hash in memory, as a pair
 /// of 128-bit fingerprints (two SipHash digests under random keys; a collision, which would
@@ -87,7 +103,8 @@ const SCHEMA: &str = "
 /// [`Durability::PowerLoss`] one fsync, for many batches), and answers each batch only once
 /// that transaction is committed. A batch whose insert fails on its own (a constraint, a
 /// trigger) is refused without touching the others; when the transaction itself fails (a full
-/// disk, an I/O error), every batch in it is refused. At most 256 batches wait for the writer;
+/// disk, an I/O error), every batch in it is refused; after a full disk or a read-only file,
+/// [`Sink::ready`] fails too until a batch is stored again. At most 256 batches wait for the writer;
 /// the next one is refused at once. A caller waits at most
 /// [`answer_timeout`](Self::answer_timeout) for the writer; that wait uses tokio's timer, so
 /// use the sink on a runtime with its time driver enabled (as `#[tokio::main]` and every
@@ -100,7 +117,7 @@ const SCHEMA: &str = "
 /// the WAL (measured in pages, as SQLite reports it after each commit) reaches 16 MiB, the
 /// writer, after answering its group, waits for the pass under way and runs one itself, which
 /// copies the last frames and syncs the file. While no other connection reads an old snapshot
-/// (a long `dump`, say, which holds the WAL until it ends), the WAL then never holds more than
+/// (a long query, say, which holds the WAL until it ends), the WAL then never holds more than
 /// 16 MiB and one group, whether the batches are large or of one record (tests); a checkpoint
 /// that could not complete is tried again a MiB later. SQLite's automatic checkpoint, which
 /// runs inside the commit that crosses 4 MiB, held every waiting batch behind it: with it,
@@ -123,6 +140,8 @@ const SCHEMA: &str = "
 pub struct SqliteSink {
     /// The writer thread's queue; the thread ends once every clone of the sink is gone.
     jobs: mpsc::SyncSender<Job>,
+    /// Where [`Sink::record_stream`] reads, through a connection of its own.
+    path: Arc<Path>,
     identity: Identity,
     answer_timeout: Duration,
 }
@@ -134,7 +153,9 @@ enum Job {
         batch: SyncRecords,
         done: oneshot::Sender<Result<Stored, SinkError>>,
     },
-    /// Anything else on the connection (a read), between two groups.
+    /// Anything else on the connection, between two groups (only tests need it now that
+    /// reads have a connection of their own).
+    #[cfg_attr(not(test), allow(dead_code))]
     Run(Box<dyn FnOnce(&mut Connection) + Send>),
     /// The readiness check, between two groups: the file is readable and every row committed
     /// since the writer last looked can be taken in.
@@ -158,7 +179,8 @@ impl SqliteSink {
     ) -> Result<Self, SinkError> {
         let failed =
             |error: &dyn std::fmt::Display| SinkError::from_cause("opening the SQLite file", error);
-        let path = path.as_ref().to_owned();
+        let path: PathBuf = path.as_ref().to_owned();
+        let read_path = Arc::from(path.as_path());
         let (jobs, queue) = mpsc::sync_channel(MAX_WAITING);
         let (opened, open_result) = oneshot::channel();
         let writer_identity = identity.clone();
@@ -179,6 +201,7 @@ impl SqliteSink {
         open_result.await.map_err(|error| failed(&error))??;
         Ok(Self {
             jobs,
+            path: read_path,
             identity,
             answer_timeout: ANSWER_TIMEOUT,
         })
@@ -217,6 +240,7 @@ impl SqliteSink {
     }
 
     /// Runs `work` on the connection, on the writer thread, between two groups.
+    #[cfg_attr(not(test), allow(dead_code))]
     async fn run<T, W>(&self, what: &'static str, work: W) -> Result<T, SinkError>
     where
         T: Send + 'static,
@@ -237,6 +261,9 @@ struct Writer {
     identity: Identity,
     known: Known,
     checkpoints: Checkpoints,
+    /// The last group's failure, while it is one the next write will most likely meet too (a
+    /// full disk, a read-only file): the sink is not ready until a write succeeds again.
+    unwritable: Option<SinkError>,
 }
 
 /// The checkpoint thread, and what the writer shares with it.
@@ -275,8 +302,12 @@ impl Checkpoints {
         writer.wal_hook(Some(note_wal_pages));
         let page_bytes: i64 = writer.query_row("PRAGMA page_size", [], |row| row.get(0))?;
         let pages = |bytes: usize| i64::try_from(bytes).unwrap_or(i64::MAX) / page_bytes.max(512);
-        let connection = Connection::open(path)?;
-        connection.busy_timeout(BUSY_TIMEOUT)?;
+        // The file the writer opened, unless it was replaced since: then not ours, or empty.
+        let (connection, Layout::Marked) = file::open(path, Access::Write)? else {
+            return Err(file::refused(
+                "the file changed while the sink opened it".to_owned(),
+            ));
+        };
         // A checkpoint that copies the whole WAL syncs the file before it lets the WAL start
         // again only at this level or above; say so rather than rely on SQLite's default.
         connection.pragma_update(None, "synchronous", "NORMAL")?;
@@ -368,8 +399,9 @@ type Waiting = (SyncRecords, oneshot::Sender<Result<Stored, SinkError>>);
 
 impl Writer {
     fn open(path: &Path, durability: Durability, identity: Identity) -> rusqlite::Result<Self> {
-        let connection = Connection::open(path)?;
-        connection.busy_timeout(BUSY_TIMEOUT)?;
+        // Before anything is written: a file the sink cannot write, or another application's,
+        // is refused as it is.
+        let (connection, layout) = file::open(path, Access::Write)?;
         // journal_mode answers with the mode now in force; anything but "wal" is refused,
         // since the durability described above is WAL's.
         let mode: String = connection.query_row("PRAGMA journal_mode=WAL", [], |row| row.get(0))?;
@@ -386,8 +418,12 @@ impl Writer {
                 Durability::PowerLoss => "FULL",
             },
         )?;
-        refuse_earlier_layout(&connection)?;
-        connection.execute_batch(SCHEMA)?;
+        if layout != Layout::Marked {
+            // One transaction: no file is left with the tables but without the mark.
+            connection.execute_batch(&format!(
+                "BEGIN IMMEDIATE; {SCHEMA} PRAGMA application_id = {APPLICATION_ID}; COMMIT;"
+            ))?;
+        }
         // Checkpoints are the checkpoint thread's (see `Checkpoints`).
         connection.pragma_update(None, "wal_autocheckpoint", 0)?;
         let mut known = Known::new();
@@ -397,6 +433,7 @@ impl Writer {
             connection,
             identity,
             known,
+            unwritable: None,
         })
     }
 
@@ -418,9 +455,15 @@ impl Writer {
                         records = 0;
                         // A row this sink cannot read, written by another connection, would
                         // refuse every batch from now on: that makes the sink not ready.
-                        let ready = self.catch_up_guarded().map_err(|error| {
-                            SinkError::from_cause("checking the SQLite file", error)
-                        });
+                        let ready = self
+                            .catch_up_guarded()
+                            .and_then(|()| match &self.unwritable {
+                                Some(error) => Err(format!("the last write failed: {error}")),
+                                None => Ok(()),
+                            })
+                            .map_err(|error| {
+                                SinkError::from_cause("checking the SQLite file", error)
+                            });
                         let _ = done.send(ready);
                     }
                     Job::Run(work) => {
@@ -468,8 +511,19 @@ impl Writer {
             self.store_group(group.iter().map(|(batch, _)| batch), &mut undo)
         }));
         let results = match stored {
-            Ok(Ok(results)) => results,
+            Ok(Ok(results)) => {
+                if results
+                    .iter()
+                    .any(|result| matches!(result, Ok(s) if s.stored > 0))
+                {
+                    self.unwritable = None;
+                }
+                results
+            }
             Ok(Err(error)) => {
+                if file::is_lasting(&error) {
+                    self.unwritable = Some(store_failed(&error));
+                }
                 self.known.undo(&mut undo, 0);
                 vec![Err(store_failed(&error)); group.len()]
             }
@@ -507,6 +561,7 @@ impl Writer {
             identity,
             known,
             checkpoints,
+            ..
         } = self;
         let transaction = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
         // The write lock is held from here on: nobody else adds a row until the commit.
@@ -543,9 +598,12 @@ impl Writer {
                     seq = transaction.last_insert_rowid();
                     results.push(Ok(stored));
                 }
-                // SQLite rolled the whole transaction back (a full disk, an I/O error): the
-                // batches before this one went with it.
-                Err(error) if transaction.is_autocommit() => return Err(error),
+                // SQLite rolled the whole transaction back (an I/O error): the batches before
+                // this one went with it. A full disk or a read-only file would refuse the next
+                // batch too: the group goes as a whole.
+                Err(error) if transaction.is_autocommit() || file::is_lasting(&error) => {
+                    return Err(error);
+                }
                 Err(error) => {
                     known.undo(undo, mark);
                     results.push(Err(store_failed(&error)));
@@ -557,21 +615,6 @@ impl Writer {
         checkpoints.committed();
         Ok(results)
     }
-}
-
-/// Refuses a file with the tables of the earlier layout, with a message that says so.
-fn refuse_earlier_layout(connection: &Connection) -> rusqlite::Result<()> {
-    let earlier_layout = connection
-        .prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'identities'")?
-        .exists([])?;
-    if earlier_layout {
-        return Err(rusqlite::Error::InvalidParameterName(
-            "the file has the layout of an earlier version (tables `identities` and `records`); \
-             store into a new file"
-                .to_owned(),
-        ));
-    }
-    Ok(())
 }
 
 /// Takes into `known` the rows committed after the last one it has seen.
@@ -627,66 +670,13 @@ impl Sink for SqliteSink {
     }
 
     fn records(&self) -> SinkFuture<'_, Vec<StoredRecord>> {
-        Box::pin(self.run("reading records from SQLite", |connection| {
-            all_records(connection)
-        }))
+        Box::pin(self.record_stream().collect())
     }
-}
 
-/// Every record stored in the file at `path`, read through a read-only connection of its own:
-/// what `dump` needs, without the writer, its checkpoint thread or the identities in memory
-/// that [`SqliteSink::open`] sets up.
-pub(crate) async fn read_records(path: &Path) -> Result<Vec<StoredRecord>, SinkError> {
-    let failed =
-        |error: &dyn std::fmt::Display| SinkError::from_cause("reading records from SQLite", error);
-    let path = path.to_owned();
-    let (done, answer) = oneshot::channel();
-    std::thread::Builder::new()
-        .name("sqlite-read".to_owned())
-        .spawn(move || {
-            let read =
-                Connection::open_with_flags(&path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
-                    .and_then(|connection| {
-                        connection.busy_timeout(BUSY_TIMEOUT)?;
-                        refuse_earlier_layout(&connection)?;
-                        // A file no sink has written to (an empty one, say) holds no records.
-                        let has_batches = connection
-                    .prepare(
-                        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'batches'",
-                    )?
-                    .exists([])?;
-                        if has_batches {
-                            all_records(&connection)
-                        } else {
-                            Ok(Vec::new())
-                        }
-                    });
-            let _ = done.send(read.map_err(|error| failed(&error)));
-        })
-        .map_err(|error| failed(&error))?;
-    answer.await.map_err(|error| failed(&error))?
-}
-
-/// Every stored record, in store order.
-fn all_records(connection: &Connection) -> rusqlite::Result<Vec<StoredRecord>> {
-    let mut select =
-        connection.prepare("SELECT sync_id, sync_name, records FROM batches ORDER BY seq")?;
-    let mut rows = select.query([])?;
-    let mut records = Vec::new();
-    while let Some(row) = rows.next()? {
-        let sync_id: String = row.get(0)?;
-        let sync_name: String = row.get(1)?;
-        for record in decode_records(row, 2)? {
-            records.push(StoredRecord {
-                sync_id: sync_id.clone(),
-                sync_name: sync_name.clone(),
-                key: record.key().map(str::to_owned),
-                hash: record.hash().to_owned(),
-                fields: record.fields().to_owned(),
-            });
-        }
+    fn record_stream(&self) -> RecordStream<'_> {
+        // A connection of its own, so a long read never holds the writer up.
+        record_stream(&self.path)
     }
-    Ok(records)
 }
 
 #[cfg(test)]
@@ -1117,7 +1107,7 @@ mod tests {
     /// What `dump` reads through its own read-only connection is what the sink holds, while
     /// the sink is open and writing.
     #[tokio::test(flavor = "multi_thread")]
-    async fn read_records_gives_what_the_sink_holds() {
+    async fn record_stream_gives_what_the_sink_holds() {
         let path = scratch("read").join("records.db");
         let sink = SqliteSink::open(&path, Identity::key_field("id"), Durability::Process)
             .await
@@ -1125,7 +1115,7 @@ mod tests {
         let sync = fresh_sync_id();
         let stored = batch(&sync, &[("a", r#"{"id":1}"#), ("b", r#"{ "id" : 2.50 }"#)]);
         assert_eq!(sink.store(&stored).await.unwrap().stored, 2);
-        let read = read_records(&path).await.unwrap();
+        let read = record_stream(&path).collect().await.unwrap();
         assert_eq!(read, sink.records().await.unwrap());
         assert_eq!(read[1].key.as_deref(), Some("2.50"));
         assert_eq!(read[1].fields, r#"{ "id" : 2.50 }"#);
@@ -1139,19 +1129,20 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         assert!(!wal.exists(), "the WAL outlived the sink");
-        assert_eq!(read_records(&path).await.unwrap(), read);
+        assert_eq!(record_stream(&path).collect().await.unwrap(), read);
         // A file no sink wrote to holds no records; one of the earlier layout is refused.
         let empty = path.with_extension("empty");
         std::fs::write(&empty, b"").unwrap();
-        assert!(read_records(&empty).await.unwrap().is_empty());
+        assert!(record_stream(&empty).collect().await.unwrap().is_empty());
         let earlier = path.with_extension("earlier");
         Connection::open(&earlier)
             .unwrap()
             .execute_batch("CREATE TABLE identities (x); CREATE TABLE records (y);")
             .unwrap();
-        let error = read_records(&earlier).await.unwrap_err();
+        let error = record_stream(&earlier).collect().await.unwrap_err();
         assert!(error.to_string().contains("earlier version"), "{error}");
-        let missing = read_records(&path.with_extension("missing"))
+        let missing = record_stream(&path.with_extension("missing"))
+            .collect()
             .await
             .unwrap_err();
         assert!(missing.to_string().contains("reading records"), "{missing}");
@@ -1230,5 +1221,182 @@ mod tests {
                 "{hash}"
             );
         }
+    }
+
+    /// The bytes of `path`, and whether SQLite's -wal and -shm files are beside it.
+    fn file_state(path: &Path) -> (Vec<u8>, bool) {
+        let beside = ["db-wal", "db-shm"]
+            .iter()
+            .any(|extension| path.with_extension(extension).exists());
+        (std::fs::read(path).unwrap(), beside)
+    }
+
+    /// Makes `path` unwritable until dropped, even for root, whom permissions do not stop (CI
+    /// runs as root): with `chattr +i`, or else with permissions; never silently writable.
+    struct WriteProtected(PathBuf);
+
+    impl WriteProtected {
+        fn new(path: &Path) -> Self {
+            let immutable = std::process::Command::new("chattr")
+                .arg("+i")
+                .arg(path)
+                .status()
+                .is_ok_and(|status| status.success());
+            if !immutable {
+                let mut permissions = std::fs::metadata(path).unwrap().permissions();
+                permissions.set_readonly(true);
+                std::fs::set_permissions(path, permissions).unwrap();
+            }
+            let protected = Self(path.to_owned());
+            let writable = if path.is_dir() {
+                std::fs::write(path.join("probe"), b"").is_ok()
+            } else {
+                std::fs::OpenOptions::new().append(true).open(path).is_ok()
+            };
+            assert!(
+                !writable,
+                "neither `chattr +i` nor permissions make {} unwritable here",
+                path.display()
+            );
+            protected
+        }
+    }
+
+    impl Drop for WriteProtected {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("chattr")
+                .arg("-i")
+                .arg(&self.0)
+                .status();
+            if let Ok(metadata) = std::fs::metadata(&self.0) {
+                let mut permissions = metadata.permissions();
+                #[allow(clippy::permissions_set_readonly_false)] // Undoes `new`, in a scratch dir.
+                permissions.set_readonly(false);
+                let _ = std::fs::set_permissions(&self.0, permissions);
+            }
+        }
+    }
+
+    /// A file of this sink's, closed (its WAL folded in and removed), in a scratch directory.
+    async fn closed_sink_file(name: &str) -> PathBuf {
+        let (sink, path) = fresh_sink(name).await;
+        let one = batch(&fresh_sync_id(), &[("h", r#"{"n":1}"#)]);
+        assert_eq!(sink.store(&one).await.unwrap().stored, 1);
+        drop(sink);
+        for _ in 0..100 {
+            if !file_state(&path).1 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(!file_state(&path).1, "the sink left its WAL behind");
+        path
+    }
+
+    /// Another application's database is refused by the writer, by `dump`'s read-only
+    /// connection and by the checkpoint thread's, and none of them changes a byte of it or
+    /// starts a WAL beside it.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn another_applications_file_is_refused_and_left_as_it_was() {
+        let path = scratch("foreign").join("app.db");
+        Connection::open(&path)
+            .unwrap()
+            .execute_batch("CREATE TABLE users (id INTEGER PRIMARY KEY, email TEXT);")
+            .unwrap();
+        let before = file_state(&path);
+        let error = SqliteSink::open(&path, Identity::hash(), Durability::Process)
+            .await
+            .unwrap_err();
+        assert!(error.to_string().contains("another application"), "{error}");
+        let error = record_stream(&path).collect().await.unwrap_err();
+        assert!(error.to_string().contains("another application"), "{error}");
+        let error = file::open(&path, Access::Write).unwrap_err();
+        assert!(error.to_string().contains("another application"), "{error}");
+        assert_eq!(file_state(&path), before);
+        assert!(!before.1);
+    }
+
+    /// A file of today's layout from before files were marked is recognised by its tables,
+    /// read as it is by `dump`, and marked by the writer; a new file is marked at once.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_file_of_this_layout_without_the_mark_is_kept_and_marked() {
+        let dir = scratch("unmarked");
+        let application_id = |path: &Path| -> i32 {
+            Connection::open(path)
+                .unwrap()
+                .query_row("PRAGMA application_id", [], |row| row.get(0))
+                .unwrap()
+        };
+        let new = closed_sink_file("unmarked-new").await;
+        assert_eq!(application_id(&new), APPLICATION_ID);
+        let path = dir.join("records.db");
+        Connection::open(&path)
+            .unwrap()
+            .execute_batch(&format!(
+                "{SCHEMA} INSERT INTO batches (sync_id, sync_name, records)
+                 VALUES ('s', 'n', '[[null,\"old\",{{}}]]');"
+            ))
+            .unwrap();
+        let read = record_stream(&path).collect().await.unwrap();
+        assert_eq!(read.len(), 1);
+        assert_eq!(application_id(&path), 0, "dump marked the file");
+        let sink = SqliteSink::open(&path, Identity::hash(), Durability::Process)
+            .await
+            .unwrap();
+        assert_eq!(sink.records().await.unwrap(), read);
+        assert_eq!(application_id(&path), APPLICATION_ID);
+    }
+
+    /// A file the sink cannot write is refused at open, untouched, rather than opened
+    /// read-only without a word; so is one in a directory where its WAL cannot be created.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_file_that_cannot_be_written_is_refused_at_open_and_left_as_it_was() {
+        let path = closed_sink_file("read-only").await;
+        let before = file_state(&path);
+        {
+            let _protected = WriteProtected::new(&path);
+            let error = SqliteSink::open(&path, Identity::hash(), Durability::Process)
+                .await
+                .unwrap_err();
+            assert!(error.to_string().contains("is read-only"), "{error}");
+        }
+        assert_eq!(file_state(&path), before);
+        let _protected = WriteProtected::new(path.parent().unwrap());
+        let error = SqliteSink::open(&path, Identity::hash(), Durability::Process)
+            .await
+            .unwrap_err();
+        assert!(error.to_string().contains("writable?"), "{error}");
+        assert_eq!(file_state(&path), before);
+    }
+
+    /// A full disk (SQLite's page limit, here) refuses the batches and makes the sink not
+    /// ready; the first batch stored once there is room makes it ready again.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_full_disk_makes_the_sink_not_ready_until_a_write_succeeds() {
+        let (sink, _) = fresh_sink("full-disk").await;
+        let limit = |pages: Option<i64>| {
+            sink.run("limiting the file", move |connection| {
+                let pages = match pages {
+                    Some(pages) => pages,
+                    None => connection.query_row("PRAGMA page_count", [], |row| row.get(0))?,
+                };
+                connection.pragma_update(None, "max_page_count", pages)
+            })
+        };
+        limit(None).await.unwrap();
+        let sync = fresh_sync_id();
+        let large = format!(r#"{{"text":"{}"}}"#, "x".repeat(20_000));
+        let refused = batch(&sync, &[("big", &large)]);
+        let error = sink.store(&refused).await.unwrap_err();
+        assert!(error.to_string().contains("full"), "{error}");
+        let error = sink.ready().await.unwrap_err();
+        assert!(error.to_string().contains("full"), "{error}");
+        limit(Some(1 << 30)).await.unwrap();
+        assert!(
+            sink.ready().await.is_err(),
+            "ready before any write succeeded"
+        );
+        assert_eq!(sink.store(&refused).await.unwrap().stored, 1);
+        sink.ready().await.unwrap();
     }
 }
