@@ -393,7 +393,8 @@ located_rejection!(
 );
 
 /// A record's `fields` hold a number that the record type would change: an integer beyond 64
-/// bits, or a decimal with more digits than an `f64` keeps (422 `inexact_number`).
+/// bits, a decimal with more digits than an `f64` keeps, or one beyond its range (`1e400`,
+/// `1e-400`) (422 `inexact_number`).
 ///
 /// Only record types that build numbers ([`Fields`](crate::Fields), your own types) are checked;
 /// [`RawFields`](crate::RawFields), the default, keeps every number's text exactly. The `path`

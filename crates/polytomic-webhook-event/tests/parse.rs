@@ -584,6 +584,28 @@ async fn numbers_are_never_silently_changed() {
     assert_eq!(batch.records()[0].fields()["b"], 18446744073709551615_u64);
 }
 
+/// Issue #24: numbers beyond a float's range are valid JSON that a float cannot hold, so they
+/// are inexact (422 with their path) for record types that build numbers, not malformed; the
+/// default `RawFields` keeps their text.
+#[tokio::test]
+async fn numbers_beyond_the_float_range_are_inexact_not_malformed() {
+    #[derive(Debug, serde::Deserialize)]
+    struct Measured {
+        #[allow(dead_code)] // Only whether it is built matters.
+        n: f64,
+    }
+    for number in ["1e400", "-1e400", "1.7976931348623159e308"] {
+        let body = envelope(&format!(
+            r#"[{{"hash":"h","fields":{{"n":1.5}}}},{{"hash":"h","fields":{{"a":"x","n":{number}}}}}]"#
+        ));
+        let batch: SyncRecords = parse_sync_records(body.as_bytes(), &config()).unwrap();
+        assert_eq!(batch.records()[1].fields().get("n").unwrap().get(), number);
+        let path = Some("object.records[1].fields.n");
+        assert_rejects::<Fields>(&body, &config(), 422, "inexact_number", path).await;
+        assert_rejects::<Measured>(&body, &config(), 422, "inexact_number", path).await;
+    }
+}
+
 /// Found by fuzzing: serde_json does not check the UTF-8 of strings it skips, so invalid bytes
 /// inside an unknown member were accepted. JSON text must be UTF-8 throughout.
 #[test]
