@@ -24,6 +24,12 @@
 //! less, are charged the same. The adapter keeps its state on the stack; a charge is one
 //! `Cell` update.
 //!
+//! The adapter also counts how deep it is, the objects and arrays around the value it reads
+//! from the body's top (serde_json counts too, but only to its own limit, and not at all in what
+//! it skims). An object or array past [`EventConfig::max_depth`](crate::EventConfig::max_depth)
+//! fails the parse as it opens; a value the target skips (`IgnoredAny`) or keeps as raw text is
+//! scanned for its nesting by the reader that crosses its text.
+//!
 //! For scale: an ordinary record of 13 fields, about 335 bytes of JSON, is charged about
 //! 3.8 KB (11x its text) and really takes about 2.3 KB as counted by the allocator, before
 //! malloc's own overhead; the hostile `{"":0}` element is charged 832 bytes for its 8.
@@ -37,10 +43,61 @@ use serde::de::{
     VariantAccess, Visitor,
 };
 use serde_json::Value;
+use serde_json::value::RawValue;
+
+/// The deepest nesting serde_json builds: its recursion limit of 128 refuses the 128th object
+/// or array open at once. [`EventConfig::max_depth`](crate::EventConfig::max_depth) can lower it
+/// for every record type, not raise it.
+pub(crate) const MAX_DEPTH: usize = 127;
+
+/// The error message of nesting past the depth limit; the slow path finds where it is.
+pub(crate) const TOO_DEEP: &str = "objects and arrays are nested deeper than the limit";
+
+/// The error for nesting past the depth limit.
+pub(crate) fn too_deep_error<E: de::Error>() -> E {
+    E::custom(TOO_DEEP)
+}
+
+thread_local! {
+    /// How many levels of objects and arrays the raw value read next may hold, its own
+    /// included: what the depth limit leaves below where it sits. The readers of raw text
+    /// (`RawFields`, `RawJson`) check it while they scan that text anyway; outside a parse it is
+    /// serde_json's own limit.
+    static ROOM: Cell<usize> = const { Cell::new(MAX_DEPTH) };
+}
+
+/// Sets the room of the raw values read while it lives (see [`ROOM`]), and restores the
+/// previous room when dropped.
+pub(crate) struct RoomGuard {
+    previous: usize,
+}
+
+impl RoomGuard {
+    pub(crate) fn enter(room: usize) -> Self {
+        Self {
+            previous: ROOM.replace(room),
+        }
+    }
+}
+
+impl Drop for RoomGuard {
+    fn drop(&mut self) {
+        ROOM.set(self.previous);
+    }
+}
+
+/// The room of the raw value being read (see [`ROOM`]).
+pub(crate) fn room() -> usize {
+    ROOM.get()
+}
+
+/// Checks the text of a value the target skipped against the room left where it sits; `top`
+/// when it is the record's `fields` themselves, which must still be an object.
+pub(crate) type SkippedCheck = fn(text: &str, room: usize, top: bool) -> Result<(), String>;
 
 /// The newtype name through which serde_json hands out raw text (`&RawValue`, which `RawFields`
 /// reads); stable since serde_json 1.0.29, and exercised by every test of `RawFields`.
-const RAW_VALUE_TOKEN: &str = "$serde_json::private::RawValue";
+pub(crate) const RAW_VALUE_TOKEN: &str = "$serde_json::private::RawValue";
 
 /// Whether a newtype of this name is raw text: a view of the body, nothing built, and read by the
 /// deserializer underneath any adapter.
@@ -98,6 +155,9 @@ pub(crate) struct Budget {
     exceeded: Cell<bool>,
     /// Whether a float was built, and whether one came out zero or subnormal (see `numbers`).
     floats: Cell<Floats>,
+    /// The most objects and arrays open at once, counted from the body's top.
+    max_depth: usize,
+    skipped: SkippedCheck,
 }
 
 /// The floats a parse built, for the exact-number check.
@@ -118,7 +178,32 @@ impl Budget {
             remaining: Cell::new(limit),
             exceeded: Cell::new(false),
             floats: Cell::new(Floats::None),
+            max_depth: MAX_DEPTH,
+            skipped: |_, _, _| Ok(()),
         }
+    }
+
+    /// The budget with at most `max_depth` objects and arrays open at once (no more than
+    /// serde_json's own limit), values the target skips checked by `skipped`. (Without, only
+    /// what is built is counted: the module is also compiled alone, into a test, without the
+    /// scans of raw text.)
+    pub(crate) fn with_depth(mut self, max_depth: usize, skipped: SkippedCheck) -> Self {
+        self.max_depth = max_depth.min(MAX_DEPTH);
+        self.skipped = skipped;
+        self
+    }
+
+    /// How many levels a value below `depth` open objects and arrays may still open.
+    fn room(&self, depth: usize) -> usize {
+        self.max_depth.saturating_sub(depth)
+    }
+
+    /// Fails an object or array that would be the `depth`th open at once, past the limit.
+    fn open<E: de::Error>(&self, depth: usize) -> Result<(), E> {
+        if depth > self.max_depth {
+            return Err(too_deep_error());
+        }
+        Ok(())
     }
 
     /// The floats built so far.
@@ -153,14 +238,25 @@ impl Budget {
     }
 }
 
-/// Deserializes `T` from `deserializer`, charging `budget` for what it builds (see the module
-/// documentation). Apart from the charges, `T` sees exactly what `deserializer` produces.
-pub(crate) fn deserialize_within<'de, T, D>(deserializer: D, budget: &Budget) -> Result<T, D::Error>
+/// Deserializes `T` from `deserializer`, which reads a value inside `depth` objects and arrays
+/// of the body, charging `budget` for what it builds and refusing nesting past its depth limit
+/// (see the module documentation). Apart from that, `T` sees exactly what `deserializer`
+/// produces.
+pub(crate) fn deserialize_within<'de, T, D>(
+    deserializer: D,
+    budget: &Budget,
+    depth: usize,
+) -> Result<T, D::Error>
 where
     T: Deserialize<'de>,
     D: Deserializer<'de>,
 {
-    T::deserialize(Charged::new(deserializer, budget))
+    T::deserialize(Charged {
+        inner: deserializer,
+        budget,
+        depth,
+        top: true,
+    })
 }
 
 /// The adapter. Wrapping a deserializer, a visitor, a seed or an enum accessor, it forwards
@@ -169,11 +265,21 @@ where
 struct Charged<'b, X> {
     inner: X,
     budget: &'b Budget,
+    /// The objects and arrays open around the value, from the body's top.
+    depth: usize,
+    /// Whether this is the value `T` itself (a record's `fields`), not one inside it.
+    top: bool,
 }
 
 impl<'b, X> Charged<'b, X> {
-    fn new(inner: X, budget: &'b Budget) -> Self {
-        Self { inner, budget }
+    /// The adapter of a value inside `depth` open objects and arrays, below the top.
+    fn new(inner: X, budget: &'b Budget, depth: usize) -> Self {
+        Self {
+            inner,
+            budget,
+            depth,
+            top: false,
+        }
     }
 
     fn note_float(&self, value: f64) {
@@ -187,7 +293,12 @@ impl<'b, X> Charged<'b, X> {
     }
 
     fn wrap<Y>(&self, inner: Y) -> Charged<'b, Y> {
-        Charged::new(inner, self.budget)
+        Charged {
+            inner,
+            budget: self.budget,
+            depth: self.depth,
+            top: self.top,
+        }
     }
 }
 
@@ -246,16 +357,24 @@ impl<'de, D: Deserializer<'de>> Deserializer<'de> for Charged<'_, D> {
         visitor: V,
     ) -> Result<V::Value, D::Error> {
         if is_raw_text(name) {
-            // Raw text (`RawFields`) is a view of the body: nothing is built.
+            // Raw text (`RawFields`) is a view of the body: nothing is built. Its reader checks
+            // its nesting against the room left here, while it scans the text anyway.
+            let _room = RoomGuard::enter(self.budget.room(self.depth));
             return self.inner.deserialize_newtype_struct(name, visitor);
         }
         let visitor = self.wrap(visitor);
         self.inner.deserialize_newtype_struct(name, visitor)
     }
 
-    // A skipped value builds nothing, so nothing below it is charged.
+    // A skipped value builds nothing, so nothing below it is charged; serde_json skims it
+    // without counting its depth, so its text is scanned for that.
     fn deserialize_ignored_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, D::Error> {
-        self.inner.deserialize_ignored_any(visitor)
+        let raw = <&'de RawValue>::deserialize(self.inner)?;
+        // The fields themselves (`top`) must still be an object with every name once.
+        (self.budget.skipped)(raw.get(), self.budget.room(self.depth), self.top)
+            .map_err(de::Error::custom)?;
+        // What serde_json's own `deserialize_ignored_any` hands the visitor.
+        visitor.visit_unit()
     }
 
     fn is_human_readable(&self) -> bool {
@@ -353,23 +472,31 @@ impl<'de, V: Visitor<'de>> Visitor<'de> for Charged<'_, V> {
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<V::Value, A::Error> {
+        let depth = self.depth + 1;
+        self.budget.open(depth)?;
         self.inner.visit_seq(ChargedSeq {
             inner: seq,
             budget: self.budget,
             started: false,
+            depth,
         })
     }
 
     fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<V::Value, A::Error> {
+        let depth = self.depth + 1;
+        self.budget.open(depth)?;
         self.inner.visit_map(ChargedMap {
             inner: map,
             budget: self.budget,
             room: 0,
+            depth,
         })
     }
 
     fn visit_enum<A: EnumAccess<'de>>(self, data: A) -> Result<V::Value, A::Error> {
-        let data = self.wrap(data);
+        // `{"Variant": value}`: the value is inside the object. (A unit variant written as a
+        // string has nothing inside to count.)
+        let data = Charged::new(data, self.budget, self.depth + 1);
         self.inner.visit_enum(data)
     }
 }
@@ -391,9 +518,9 @@ impl<'de, 'b, A: EnumAccess<'de>> EnumAccess<'de> for Charged<'b, A> {
         self,
         seed: S,
     ) -> Result<(S::Value, Self::Variant), A::Error> {
-        let budget = self.budget;
-        let (value, variant) = self.inner.variant_seed(Charged::new(seed, budget))?;
-        Ok((value, Charged::new(variant, budget)))
+        let (budget, depth) = (self.budget, self.depth);
+        let (value, variant) = self.inner.variant_seed(Charged::new(seed, budget, depth))?;
+        Ok((value, Charged::new(variant, budget, depth)))
     }
 }
 
@@ -429,6 +556,8 @@ struct ChargedSeq<'b, A> {
     inner: A,
     budget: &'b Budget,
     started: bool,
+    /// The objects and arrays open around the elements, this one included.
+    depth: usize,
 }
 
 impl<'de, A: SeqAccess<'de>> SeqAccess<'de> for ChargedSeq<'_, A> {
@@ -440,7 +569,7 @@ impl<'de, A: SeqAccess<'de>> SeqAccess<'de> for ChargedSeq<'_, A> {
     ) -> Result<Option<S::Value>, A::Error> {
         let element = self
             .inner
-            .next_element_seed(Charged::new(seed, self.budget))?;
+            .next_element_seed(Charged::new(seed, self.budget, self.depth))?;
         if element.is_some() {
             let bytes = if self.started {
                 SEQ_EACH
@@ -464,6 +593,8 @@ struct ChargedMap<'b, A> {
     budget: &'b Budget,
     /// Entries that fit in the nodes charged so far.
     room: usize,
+    /// The objects and arrays open around the entries, this one included.
+    depth: usize,
 }
 
 impl<'de, A: MapAccess<'de>> MapAccess<'de> for ChargedMap<'_, A> {
@@ -473,7 +604,9 @@ impl<'de, A: MapAccess<'de>> MapAccess<'de> for ChargedMap<'_, A> {
         &mut self,
         seed: K,
     ) -> Result<Option<K::Value>, A::Error> {
-        let key = self.inner.next_key_seed(Charged::new(seed, self.budget))?;
+        let key = self
+            .inner
+            .next_key_seed(Charged::new(seed, self.budget, self.depth))?;
         if key.is_some() {
             if self.room == 0 {
                 self.budget.charge(MAP_NODE_BLOCK)?;
@@ -485,7 +618,8 @@ impl<'de, A: MapAccess<'de>> MapAccess<'de> for ChargedMap<'_, A> {
     }
 
     fn next_value_seed<S: DeserializeSeed<'de>>(&mut self, seed: S) -> Result<S::Value, A::Error> {
-        self.inner.next_value_seed(Charged::new(seed, self.budget))
+        self.inner
+            .next_value_seed(Charged::new(seed, self.budget, self.depth))
     }
 
     fn size_hint(&self) -> Option<usize> {
@@ -513,7 +647,7 @@ mod tests {
     ) -> (Result<T, serde_json::Error>, Budget) {
         let budget = Budget::new(limit);
         let mut deserializer = serde_json::Deserializer::from_str(json);
-        let parsed = deserialize_within(&mut deserializer, &budget).and_then(|value| {
+        let parsed = deserialize_within(&mut deserializer, &budget, 0).and_then(|value| {
             deserializer.end()?;
             Ok(value)
         });

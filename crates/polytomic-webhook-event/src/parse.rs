@@ -13,7 +13,7 @@ use crate::config::{EventConfig, UnknownEventPolicy};
 use crate::de::{Context, EnvelopeSeed, Failure, FailureKind, Segment};
 use crate::event::{PolytomicEvent, SyncRecords};
 use crate::numbers::may_hold_inexact;
-use crate::raw::{SourceGuard, duplicate_name};
+use crate::raw::{MAX_DEPTH, SourceGuard, TOO_DEEP, duplicate_name, too_deep_at};
 use crate::rejection::{
     BodyTooLarge, DuplicateFieldName, EventRejection, FieldNameCollision, InexactNumber,
     InvalidEnvelope, InvalidJson, InvalidRecordFields, TooLargeLimit, TooManyRecords, UnknownEvent,
@@ -253,6 +253,14 @@ fn explain<T: DeserializeOwned>(
     failure: Failure,
 ) -> EventRejection {
     SLOW_PATH_RUNS.with(|runs| runs.set(runs.get() + 1));
+    if is_too_deep(&error) {
+        // Found while reading a part, or by serde_json itself; located over the whole body,
+        // the way the limit counts.
+        let limit = config.max_depth.min(MAX_DEPTH);
+        if let Some(at) = too_deep_at(body, limit) {
+            return InvalidJson::too_deep(limit, body, at).into();
+        }
+    }
     if is_out_of_range(&error) {
         // Valid JSON that no float holds (`1e400`): serde_json refuses to build it, which is
         // the inexact-number case, so the pass that checks numbers finds and locates it.
@@ -319,6 +327,13 @@ fn explain<T: DeserializeOwned>(
 /// The 422 `inexact_number` rejection for the record member `name` that `failure` located.
 fn inexact_number(failure: &Failure, name: &str) -> EventRejection {
     InexactNumber::new(format!("{}.{name}", render(&failure.path))).into()
+}
+
+/// Whether the parse stopped at nesting past the depth limit: this crate's, or serde_json's own.
+fn is_too_deep(error: &serde_json::Error) -> bool {
+    let text = error.to_string();
+    let text = strip_position(&text);
+    text == TOO_DEEP || (error.classify() == Category::Syntax && text == "recursion limit exceeded")
 }
 
 /// Whether serde_json refused a number because no float holds it: a syntax error to serde_json,
