@@ -43,7 +43,6 @@ use serde::de::{
     VariantAccess, Visitor,
 };
 use serde_json::Value;
-use serde_json::value::RawValue;
 
 /// The deepest nesting serde_json builds: its recursion limit of 128 refuses the 128th object
 /// or array open at once. [`EventConfig::max_depth`](crate::EventConfig::max_depth) can lower it
@@ -105,6 +104,72 @@ pub(crate) fn is_raw_text(name: &str) -> bool {
     name == RAW_VALUE_TOKEN
 }
 
+/// Reads a value's raw text as `&'de RawValue` does (serde_json hands it to this visitor as a
+/// one-member map, under [`RAW_VALUE_TOKEN`]), and checks it
+/// with `F` while still inside the call: the room a reader above set for it (see `ROOM`) is
+/// only in force until the call returns.
+/// The text may also come owned (from a `serde_json::Value`, or a reader), and is then copied
+/// by whoever keeps it.
+pub(crate) struct RawText<F>(pub(crate) F);
+
+impl<'de, T, F: FnOnce(&str) -> Result<T, String>> Visitor<'de> for RawText<F> {
+    type Value = T;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any valid JSON value")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<T, A::Error> {
+        if map.next_key::<de::IgnoredAny>()?.is_none() {
+            return Err(de::Error::invalid_type(de::Unexpected::Map, &self));
+        }
+        map.next_value_seed(TextSeed(self.0))
+    }
+}
+
+/// The string serde_json hands a [`RawText`] as the map's value, given to `F`.
+struct TextSeed<F>(F);
+
+impl<'de, T, F: FnOnce(&str) -> Result<T, String>> DeserializeSeed<'de> for TextSeed<F> {
+    type Value = T;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<T, D::Error> {
+        deserializer.deserialize_str(self)
+    }
+}
+
+impl<T, F: FnOnce(&str) -> Result<T, String>> Visitor<'_> for TextSeed<F> {
+    type Value = T;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("the raw text of a JSON value")
+    }
+
+    fn visit_str<E: de::Error>(self, text: &str) -> Result<T, E> {
+        (self.0)(text).map_err(E::custom)
+    }
+}
+
+/// Skips one value, checking its text with `F` where the deserializer can give it (serde_json,
+/// and its `Value`); other formats skip it unchecked, as they did nothing of JSON's nesting.
+pub(crate) struct SkipText<F>(pub(crate) F);
+
+impl<'de, F: FnOnce(&str) -> Result<(), String>> Visitor<'de> for SkipText<F> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any valid JSON value")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<(), A::Error> {
+        RawText(self.0).visit_map(map)
+    }
+
+    fn visit_newtype_struct<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        de::IgnoredAny::deserialize(deserializer).map(|_| ())
+    }
+}
+
 /// The heap a `BTreeMap<String, Value>` node takes: an internal node, the larger kind (a leaf is
 /// 632 bytes), as `peak_alloc` counts it on 64-bit targets. `tests/budget_heap.rs` checks it
 /// against real maps.
@@ -158,6 +223,11 @@ pub(crate) struct Budget {
     /// The most objects and arrays open at once, counted from the body's top.
     max_depth: usize,
     skipped: SkippedCheck,
+    /// The objects and arrays open around the value being read, from the body's top; kept here
+    /// rather than in each adapter, so that only opening and closing one costs anything.
+    depth: Cell<usize>,
+    /// `depth` at the record type's own value (a record's `fields`).
+    top: Cell<usize>,
 }
 
 /// The floats a parse built, for the exact-number check.
@@ -180,6 +250,8 @@ impl Budget {
             floats: Cell::new(Floats::None),
             max_depth: MAX_DEPTH,
             skipped: |_, _, _| Ok(()),
+            depth: Cell::new(0),
+            top: Cell::new(0),
         }
     }
 
@@ -193,17 +265,22 @@ impl Budget {
         self
     }
 
-    /// How many levels a value below `depth` open objects and arrays may still open.
-    fn room(&self, depth: usize) -> usize {
-        self.max_depth.saturating_sub(depth)
+    /// How many levels the value being read may still open.
+    fn room(&self) -> usize {
+        self.max_depth.saturating_sub(self.depth.get())
     }
 
-    /// Fails an object or array that would be the `depth`th open at once, past the limit.
-    fn open<E: de::Error>(&self, depth: usize) -> Result<(), E> {
-        if depth > self.max_depth {
+    /// Runs `read` inside one more object or array, failed before it starts past the limit.
+    #[inline]
+    fn nested<T, E: de::Error>(&self, read: impl FnOnce() -> Result<T, E>) -> Result<T, E> {
+        let depth = self.depth.get();
+        if depth >= self.max_depth {
             return Err(too_deep_error());
         }
-        Ok(())
+        self.depth.set(depth + 1);
+        let result = read();
+        self.depth.set(depth);
+        result
     }
 
     /// The floats built so far.
@@ -251,12 +328,9 @@ where
     T: Deserialize<'de>,
     D: Deserializer<'de>,
 {
-    T::deserialize(Charged {
-        inner: deserializer,
-        budget,
-        depth,
-        top: true,
-    })
+    budget.depth.set(depth);
+    budget.top.set(depth);
+    T::deserialize(Charged::new(deserializer, budget))
 }
 
 /// The adapter. Wrapping a deserializer, a visitor, a seed or an enum accessor, it forwards
@@ -265,21 +339,11 @@ where
 struct Charged<'b, X> {
     inner: X,
     budget: &'b Budget,
-    /// The objects and arrays open around the value, from the body's top.
-    depth: usize,
-    /// Whether this is the value `T` itself (a record's `fields`), not one inside it.
-    top: bool,
 }
 
 impl<'b, X> Charged<'b, X> {
-    /// The adapter of a value inside `depth` open objects and arrays, below the top.
-    fn new(inner: X, budget: &'b Budget, depth: usize) -> Self {
-        Self {
-            inner,
-            budget,
-            depth,
-            top: false,
-        }
+    fn new(inner: X, budget: &'b Budget) -> Self {
+        Self { inner, budget }
     }
 
     fn note_float(&self, value: f64) {
@@ -293,12 +357,7 @@ impl<'b, X> Charged<'b, X> {
     }
 
     fn wrap<Y>(&self, inner: Y) -> Charged<'b, Y> {
-        Charged {
-            inner,
-            budget: self.budget,
-            depth: self.depth,
-            top: self.top,
-        }
+        Charged::new(inner, self.budget)
     }
 }
 
@@ -359,7 +418,7 @@ impl<'de, D: Deserializer<'de>> Deserializer<'de> for Charged<'_, D> {
         if is_raw_text(name) {
             // Raw text (`RawFields`) is a view of the body: nothing is built. Its reader checks
             // its nesting against the room left here, while it scans the text anyway.
-            let _room = RoomGuard::enter(self.budget.room(self.depth));
+            let _room = RoomGuard::enter(self.budget.room());
             return self.inner.deserialize_newtype_struct(name, visitor);
         }
         let visitor = self.wrap(visitor);
@@ -369,10 +428,14 @@ impl<'de, D: Deserializer<'de>> Deserializer<'de> for Charged<'_, D> {
     // A skipped value builds nothing, so nothing below it is charged; serde_json skims it
     // without counting its depth, so its text is scanned for that.
     fn deserialize_ignored_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, D::Error> {
-        let raw = <&'de RawValue>::deserialize(self.inner)?;
+        let budget = self.budget;
+        let (check, room) = (budget.skipped, budget.room());
+        let top = budget.depth.get() == budget.top.get();
         // The fields themselves (`top`) must still be an object with every name once.
-        (self.budget.skipped)(raw.get(), self.budget.room(self.depth), self.top)
-            .map_err(de::Error::custom)?;
+        self.inner.deserialize_newtype_struct(
+            RAW_VALUE_TOKEN,
+            SkipText(|text: &str| check(text, room, top)),
+        )?;
         // What serde_json's own `deserialize_ignored_any` hands the visitor.
         visitor.visit_unit()
     }
@@ -472,32 +535,32 @@ impl<'de, V: Visitor<'de>> Visitor<'de> for Charged<'_, V> {
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<V::Value, A::Error> {
-        let depth = self.depth + 1;
-        self.budget.open(depth)?;
-        self.inner.visit_seq(ChargedSeq {
-            inner: seq,
-            budget: self.budget,
-            started: false,
-            depth,
+        let budget = self.budget;
+        budget.nested(|| {
+            self.inner.visit_seq(ChargedSeq {
+                inner: seq,
+                budget,
+                started: false,
+            })
         })
     }
 
     fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<V::Value, A::Error> {
-        let depth = self.depth + 1;
-        self.budget.open(depth)?;
-        self.inner.visit_map(ChargedMap {
-            inner: map,
-            budget: self.budget,
-            room: 0,
-            depth,
+        let budget = self.budget;
+        budget.nested(|| {
+            self.inner.visit_map(ChargedMap {
+                inner: map,
+                budget,
+                room: 0,
+            })
         })
     }
 
     fn visit_enum<A: EnumAccess<'de>>(self, data: A) -> Result<V::Value, A::Error> {
-        // `{"Variant": value}`: the value is inside the object. (A unit variant written as a
-        // string has nothing inside to count.)
-        let data = Charged::new(data, self.budget, self.depth + 1);
-        self.inner.visit_enum(data)
+        // `{"Variant": value}`, an object as serde_json counts it. (A unit variant written as
+        // a string is counted as one too, which matters only at the deepest level allowed.)
+        let data = self.wrap(data);
+        self.budget.nested(|| self.inner.visit_enum(data))
     }
 }
 
@@ -518,9 +581,9 @@ impl<'de, 'b, A: EnumAccess<'de>> EnumAccess<'de> for Charged<'b, A> {
         self,
         seed: S,
     ) -> Result<(S::Value, Self::Variant), A::Error> {
-        let (budget, depth) = (self.budget, self.depth);
-        let (value, variant) = self.inner.variant_seed(Charged::new(seed, budget, depth))?;
-        Ok((value, Charged::new(variant, budget, depth)))
+        let budget = self.budget;
+        let (value, variant) = self.inner.variant_seed(Charged::new(seed, budget))?;
+        Ok((value, Charged::new(variant, budget)))
     }
 }
 
@@ -556,8 +619,6 @@ struct ChargedSeq<'b, A> {
     inner: A,
     budget: &'b Budget,
     started: bool,
-    /// The objects and arrays open around the elements, this one included.
-    depth: usize,
 }
 
 impl<'de, A: SeqAccess<'de>> SeqAccess<'de> for ChargedSeq<'_, A> {
@@ -569,7 +630,7 @@ impl<'de, A: SeqAccess<'de>> SeqAccess<'de> for ChargedSeq<'_, A> {
     ) -> Result<Option<S::Value>, A::Error> {
         let element = self
             .inner
-            .next_element_seed(Charged::new(seed, self.budget, self.depth))?;
+            .next_element_seed(Charged::new(seed, self.budget))?;
         if element.is_some() {
             let bytes = if self.started {
                 SEQ_EACH
@@ -593,8 +654,6 @@ struct ChargedMap<'b, A> {
     budget: &'b Budget,
     /// Entries that fit in the nodes charged so far.
     room: usize,
-    /// The objects and arrays open around the entries, this one included.
-    depth: usize,
 }
 
 impl<'de, A: MapAccess<'de>> MapAccess<'de> for ChargedMap<'_, A> {
@@ -604,9 +663,7 @@ impl<'de, A: MapAccess<'de>> MapAccess<'de> for ChargedMap<'_, A> {
         &mut self,
         seed: K,
     ) -> Result<Option<K::Value>, A::Error> {
-        let key = self
-            .inner
-            .next_key_seed(Charged::new(seed, self.budget, self.depth))?;
+        let key = self.inner.next_key_seed(Charged::new(seed, self.budget))?;
         if key.is_some() {
             if self.room == 0 {
                 self.budget.charge(MAP_NODE_BLOCK)?;
@@ -618,8 +675,7 @@ impl<'de, A: MapAccess<'de>> MapAccess<'de> for ChargedMap<'_, A> {
     }
 
     fn next_value_seed<S: DeserializeSeed<'de>>(&mut self, seed: S) -> Result<S::Value, A::Error> {
-        self.inner
-            .next_value_seed(Charged::new(seed, self.budget, self.depth))
+        self.inner.next_value_seed(Charged::new(seed, self.budget))
     }
 
     fn size_hint(&self) -> Option<usize> {

@@ -24,7 +24,7 @@ thread_local! {
 }
 
 pub(crate) use crate::budget::{MAX_DEPTH, RoomGuard, TOO_DEEP};
-use crate::budget::{room, too_deep_error};
+use crate::budget::{RawText, SkipText, room, too_deep_error};
 
 /// The index of the first `{` or `[` in `text` (one JSON value, or a whole body) that opens
 /// more than `room` levels, if any. One pass, no recursion: strings are crossed as
@@ -76,8 +76,11 @@ impl<'de> de::DeserializeSeed<'de> for Skip {
     type Value = ();
 
     fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
-        let raw = <&'de RawValue>::deserialize(deserializer)?;
-        refuse_too_deep_raw(raw.get(), self.0)
+        let room = self.0;
+        deserializer.deserialize_newtype_struct(
+            crate::budget::RAW_VALUE_TOKEN,
+            SkipText(|text: &str| check_skipped(text, room, false)),
+        )
     }
 }
 
@@ -259,7 +262,7 @@ impl<'de> Deserialize<'de> for RawJson {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         deserializer.deserialize_newtype_struct(
             crate::budget::RAW_VALUE_TOKEN,
-            RawText(|text: &'de str| {
+            RawText(|text: &str| {
                 refuse_too_deep_raw::<de::value::Error>(text, room()).map_err(|e| e.to_string())?;
                 refuse_lone_surrogate::<de::value::Error>(text).map_err(|e| e.to_string())?;
                 Ok(Self(share(text)))
@@ -271,8 +274,10 @@ impl<'de> Deserialize<'de> for RawJson {
 /// A record's `fields` kept as its validated JSON text: the default record type.
 ///
 /// What the extractor checked: the text is a JSON object whose member names are all different,
-/// and no string in it holds half a surrogate pair as a `\u` escape (so serde_json can read
-/// every string back).
+/// no string in it holds half a surrogate pair as a `\u` escape (so serde_json can read
+/// every string back), and it nests no deeper than
+/// [`EventConfig::max_depth`](crate::EventConfig::max_depth) allows (so serde_json can read it
+/// as a `Value`).
 /// Nothing else is built: no map, no strings, no numbers. The text is a view of the decoded
 /// body's buffer (one reference-counted handle per record, no copy), and every number in it is
 /// exactly as Polytomic sent it. Use it to:
@@ -437,33 +442,11 @@ impl<'de> Deserialize<'de> for RawFields {
         // text, which costs far less than handing each member through serde.
         deserializer.deserialize_newtype_struct(
             crate::budget::RAW_VALUE_TOKEN,
-            RawText(|text: &'de str| {
+            RawText(|text: &str| {
                 check_object(text, room())?;
                 Ok(Self(RawJson(share(text))))
             }),
         )
-    }
-}
-
-/// Reads a value's raw text as `&'de RawValue` does (serde_json hands it to this visitor as a
-/// one-member map, under [`RAW_VALUE_TOKEN`](crate::budget::RAW_VALUE_TOKEN)), and checks it
-/// with `F` while still inside the call: the room a reader above set for it (see [`ROOM`]) is
-/// only in force until the call returns.
-struct RawText<F>(F);
-
-impl<'de, T, F: FnOnce(&'de str) -> Result<T, String>> Visitor<'de> for RawText<F> {
-    type Value = T;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("any valid JSON value")
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<T, A::Error> {
-        if map.next_key::<de::IgnoredAny>()?.is_none() {
-            return Err(de::Error::invalid_type(de::Unexpected::Map, &self));
-        }
-        let text: &'de str = map.next_value()?;
-        (self.0)(text).map_err(de::Error::custom)
     }
 }
 
