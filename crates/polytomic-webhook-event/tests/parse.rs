@@ -675,6 +675,23 @@ async fn nesting_past_the_limit_is_invalid_json_for_every_record_type() {
     parse_sync_records::<Measured>(within.as_bytes(), &lower).unwrap();
     // A higher limit than serde_json's counts as serde_json's.
     assert_too_deep(&fields(123), &config().max_depth(1000), 127).await;
+    // A record type that skips the fields whole still has them checked as `RawFields` are.
+    type Skipped = serde::de::IgnoredAny;
+    parse_sync_records::<Skipped>(at_the_limit.as_bytes(), &config()).unwrap();
+    for (body, code) in [
+        (fields(123), "invalid_json"),
+        (
+            envelope(r#"[{"hash":"h","fields":[1]}]"#),
+            "invalid_envelope",
+        ),
+        (
+            envelope(r#"[{"hash":"h","fields":{"a":1,"a":2}}]"#),
+            "duplicate_field_name",
+        ),
+    ] {
+        let rejection = parse_sync_records::<Skipped>(body.as_bytes(), &config()).unwrap_err();
+        assert_eq!(rejection.code(), code, "{rejection}");
+    }
 
     // Everywhere else in the body that is skimmed or kept raw.
     let deep = nested(200);
