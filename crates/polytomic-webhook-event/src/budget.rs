@@ -24,6 +24,12 @@
 //! less, are charged the same. The adapter keeps its state on the stack; a charge is one
 //! `Cell` update.
 //!
+//! The adapter also counts how deep it is, the objects and arrays around the value it reads
+//! from the body's top (serde_json counts too, but only to its own limit, and not at all in what
+//! it skims). An object or array past [`EventConfig::max_depth`](crate::EventConfig::max_depth)
+//! fails the parse as it opens; a value the target skips (`IgnoredAny`) or keeps as raw text is
+//! scanned for its nesting by the reader that crosses its text.
+//!
 //! For scale: an ordinary record of 13 fields, about 335 bytes of JSON, is charged about
 //! 3.8 KB (11x its text) and really takes about 2.3 KB as counted by the allocator, before
 //! malloc's own overhead; the hostile `{"":0}` element is charged 832 bytes for its 8.
@@ -38,14 +44,130 @@ use serde::de::{
 };
 use serde_json::Value;
 
+/// The deepest nesting serde_json builds: its recursion limit of 128 refuses the 128th object
+/// or array open at once. [`EventConfig::max_depth`](crate::EventConfig::max_depth) can lower it
+/// for every record type, not raise it.
+pub(crate) const MAX_DEPTH: usize = 127;
+
+/// The error message of nesting past the depth limit; the slow path finds where it is.
+pub(crate) const TOO_DEEP: &str = "objects and arrays are nested deeper than the limit";
+
+/// The error for nesting past the depth limit.
+pub(crate) fn too_deep_error<E: de::Error>() -> E {
+    E::custom(TOO_DEEP)
+}
+
+thread_local! {
+    /// How many levels of objects and arrays the raw value read next may hold, its own
+    /// included: what the depth limit leaves below where it sits. The readers of raw text
+    /// (`RawFields`, `RawJson`) check it while they scan that text anyway; outside a parse it is
+    /// serde_json's own limit.
+    static ROOM: Cell<usize> = const { Cell::new(MAX_DEPTH) };
+}
+
+/// Sets the room of the raw values read while it lives (see [`ROOM`]), and restores the
+/// previous room when dropped.
+pub(crate) struct RoomGuard {
+    previous: usize,
+}
+
+impl RoomGuard {
+    pub(crate) fn enter(room: usize) -> Self {
+        Self {
+            previous: ROOM.replace(room),
+        }
+    }
+}
+
+impl Drop for RoomGuard {
+    fn drop(&mut self) {
+        ROOM.set(self.previous);
+    }
+}
+
+/// The room of the raw value being read (see [`ROOM`]).
+pub(crate) fn room() -> usize {
+    ROOM.get()
+}
+
+/// Checks the text of a value the target skipped against the room left where it sits; `top`
+/// when it is the record's `fields` themselves, which must still be an object.
+pub(crate) type SkippedCheck = fn(text: &str, room: usize, top: bool) -> Result<(), String>;
+
 /// The newtype name through which serde_json hands out raw text (`&RawValue`, which `RawFields`
 /// reads); stable since serde_json 1.0.29, and exercised by every test of `RawFields`.
-const RAW_VALUE_TOKEN: &str = "$serde_json::private::RawValue";
+pub(crate) const RAW_VALUE_TOKEN: &str = "$serde_json::private::RawValue";
 
 /// Whether a newtype of this name is raw text: a view of the body, nothing built, and read by the
 /// deserializer underneath any adapter.
 pub(crate) fn is_raw_text(name: &str) -> bool {
     name == RAW_VALUE_TOKEN
+}
+
+/// Reads a value's raw text as `&'de RawValue` does (serde_json hands it to this visitor as a
+/// one-member map, under [`RAW_VALUE_TOKEN`]), and checks it
+/// with `F` while still inside the call: the room a reader above set for it (see `ROOM`) is
+/// only in force until the call returns.
+/// The text may also come owned (from a `serde_json::Value`, or a reader), and is then copied
+/// by whoever keeps it.
+pub(crate) struct RawText<F>(pub(crate) F);
+
+impl<'de, T, F: FnOnce(&str) -> Result<T, String>> Visitor<'de> for RawText<F> {
+    type Value = T;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any valid JSON value")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<T, A::Error> {
+        if map.next_key::<de::IgnoredAny>()?.is_none() {
+            return Err(de::Error::invalid_type(de::Unexpected::Map, &self));
+        }
+        map.next_value_seed(TextSeed(self.0))
+    }
+}
+
+/// The string serde_json hands a [`RawText`] as the map's value, given to `F`.
+struct TextSeed<F>(F);
+
+impl<'de, T, F: FnOnce(&str) -> Result<T, String>> DeserializeSeed<'de> for TextSeed<F> {
+    type Value = T;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<T, D::Error> {
+        deserializer.deserialize_str(self)
+    }
+}
+
+impl<T, F: FnOnce(&str) -> Result<T, String>> Visitor<'_> for TextSeed<F> {
+    type Value = T;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("the raw text of a JSON value")
+    }
+
+    fn visit_str<E: de::Error>(self, text: &str) -> Result<T, E> {
+        (self.0)(text).map_err(E::custom)
+    }
+}
+
+/// Skips one value, checking its text with `F` where the deserializer can give it (serde_json,
+/// and its `Value`); other formats skip it unchecked, as they did nothing of JSON's nesting.
+pub(crate) struct SkipText<F>(pub(crate) F);
+
+impl<'de, F: FnOnce(&str) -> Result<(), String>> Visitor<'de> for SkipText<F> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any valid JSON value")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<(), A::Error> {
+        RawText(self.0).visit_map(map)
+    }
+
+    fn visit_newtype_struct<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        de::IgnoredAny::deserialize(deserializer).map(|_| ())
+    }
 }
 
 /// The heap a `BTreeMap<String, Value>` node takes: an internal node, the larger kind (a leaf is
@@ -98,6 +220,14 @@ pub(crate) struct Budget {
     exceeded: Cell<bool>,
     /// Whether a float was built, and whether one came out zero or subnormal (see `numbers`).
     floats: Cell<Floats>,
+    /// The most objects and arrays open at once, counted from the body's top.
+    max_depth: usize,
+    skipped: SkippedCheck,
+    /// The objects and arrays open around the value being read, from the body's top; kept here
+    /// rather than in each adapter, so that only opening and closing one costs anything.
+    depth: Cell<usize>,
+    /// `depth` at the record type's own value (a record's `fields`).
+    top: Cell<usize>,
 }
 
 /// The floats a parse built, for the exact-number check.
@@ -118,7 +248,39 @@ impl Budget {
             remaining: Cell::new(limit),
             exceeded: Cell::new(false),
             floats: Cell::new(Floats::None),
+            max_depth: MAX_DEPTH,
+            skipped: |_, _, _| Ok(()),
+            depth: Cell::new(0),
+            top: Cell::new(0),
         }
+    }
+
+    /// The budget with at most `max_depth` objects and arrays open at once (no more than
+    /// serde_json's own limit), values the target skips checked by `skipped`. (Without, only
+    /// what is built is counted: the module is also compiled alone, into a test, without the
+    /// scans of raw text.)
+    pub(crate) fn with_depth(mut self, max_depth: usize, skipped: SkippedCheck) -> Self {
+        self.max_depth = max_depth.min(MAX_DEPTH);
+        self.skipped = skipped;
+        self
+    }
+
+    /// How many levels the value being read may still open.
+    fn room(&self) -> usize {
+        self.max_depth.saturating_sub(self.depth.get())
+    }
+
+    /// Runs `read` inside one more object or array, failed before it starts past the limit.
+    #[inline]
+    fn nested<T, E: de::Error>(&self, read: impl FnOnce() -> Result<T, E>) -> Result<T, E> {
+        let depth = self.depth.get();
+        if depth >= self.max_depth {
+            return Err(too_deep_error());
+        }
+        self.depth.set(depth + 1);
+        let result = read();
+        self.depth.set(depth);
+        result
     }
 
     /// The floats built so far.
@@ -153,13 +315,21 @@ impl Budget {
     }
 }
 
-/// Deserializes `T` from `deserializer`, charging `budget` for what it builds (see the module
-/// documentation). Apart from the charges, `T` sees exactly what `deserializer` produces.
-pub(crate) fn deserialize_within<'de, T, D>(deserializer: D, budget: &Budget) -> Result<T, D::Error>
+/// Deserializes `T` from `deserializer`, which reads a value inside `depth` objects and arrays
+/// of the body, charging `budget` for what it builds and refusing nesting past its depth limit
+/// (see the module documentation). Apart from that, `T` sees exactly what `deserializer`
+/// produces.
+pub(crate) fn deserialize_within<'de, T, D>(
+    deserializer: D,
+    budget: &Budget,
+    depth: usize,
+) -> Result<T, D::Error>
 where
     T: Deserialize<'de>,
     D: Deserializer<'de>,
 {
+    budget.depth.set(depth);
+    budget.top.set(depth);
     T::deserialize(Charged::new(deserializer, budget))
 }
 
@@ -246,16 +416,28 @@ impl<'de, D: Deserializer<'de>> Deserializer<'de> for Charged<'_, D> {
         visitor: V,
     ) -> Result<V::Value, D::Error> {
         if is_raw_text(name) {
-            // Raw text (`RawFields`) is a view of the body: nothing is built.
+            // Raw text (`RawFields`) is a view of the body: nothing is built. Its reader checks
+            // its nesting against the room left here, while it scans the text anyway.
+            let _room = RoomGuard::enter(self.budget.room());
             return self.inner.deserialize_newtype_struct(name, visitor);
         }
         let visitor = self.wrap(visitor);
         self.inner.deserialize_newtype_struct(name, visitor)
     }
 
-    // A skipped value builds nothing, so nothing below it is charged.
+    // A skipped value builds nothing, so nothing below it is charged; serde_json skims it
+    // without counting its depth, so its text is scanned for that.
     fn deserialize_ignored_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, D::Error> {
-        self.inner.deserialize_ignored_any(visitor)
+        let budget = self.budget;
+        let (check, room) = (budget.skipped, budget.room());
+        let top = budget.depth.get() == budget.top.get();
+        // The fields themselves (`top`) must still be an object with every name once.
+        self.inner.deserialize_newtype_struct(
+            RAW_VALUE_TOKEN,
+            SkipText(|text: &str| check(text, room, top)),
+        )?;
+        // What serde_json's own `deserialize_ignored_any` hands the visitor.
+        visitor.visit_unit()
     }
 
     fn is_human_readable(&self) -> bool {
@@ -353,24 +535,32 @@ impl<'de, V: Visitor<'de>> Visitor<'de> for Charged<'_, V> {
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<V::Value, A::Error> {
-        self.inner.visit_seq(ChargedSeq {
-            inner: seq,
-            budget: self.budget,
-            started: false,
+        let budget = self.budget;
+        budget.nested(|| {
+            self.inner.visit_seq(ChargedSeq {
+                inner: seq,
+                budget,
+                started: false,
+            })
         })
     }
 
     fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<V::Value, A::Error> {
-        self.inner.visit_map(ChargedMap {
-            inner: map,
-            budget: self.budget,
-            room: 0,
+        let budget = self.budget;
+        budget.nested(|| {
+            self.inner.visit_map(ChargedMap {
+                inner: map,
+                budget,
+                room: 0,
+            })
         })
     }
 
     fn visit_enum<A: EnumAccess<'de>>(self, data: A) -> Result<V::Value, A::Error> {
+        // `{"Variant": value}`, an object as serde_json counts it. (A unit variant written as
+        // a string is counted as one too, which matters only at the deepest level allowed.)
         let data = self.wrap(data);
-        self.inner.visit_enum(data)
+        self.budget.nested(|| self.inner.visit_enum(data))
     }
 }
 
@@ -513,7 +703,7 @@ mod tests {
     ) -> (Result<T, serde_json::Error>, Budget) {
         let budget = Budget::new(limit);
         let mut deserializer = serde_json::Deserializer::from_str(json);
-        let parsed = deserialize_within(&mut deserializer, &budget).and_then(|value| {
+        let parsed = deserialize_within(&mut deserializer, &budget, 0).and_then(|value| {
             deserializer.end()?;
             Ok(value)
         });

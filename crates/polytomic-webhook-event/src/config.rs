@@ -60,6 +60,28 @@ pub struct EventConfig {
     /// An ordinary record of 13 fields (about 335 bytes of JSON) is estimated at about 3.8 KB,
     /// so the default admits a batch of some 67,000 such records (10,000 take 38 MB).
     pub max_heap_bytes: usize,
+    /// Most objects and arrays open at once, counted over the whole body from its top level:
+    /// the envelope is the first, `object` the second, `records` the third, a record the
+    /// fourth and its `fields` the fifth, so a record's fields may nest `max_depth - 5` levels
+    /// below themselves. More is a 400 `invalid_json` at the `{` or `[` that passes the limit,
+    /// for every record type alike, [`RawFields`](crate::RawFields) (whose text is scanned, as
+    /// is any value skipped, and an unknown event's object) as much as the types that build.
+    ///
+    /// Default 127, serde_json's own limit (its recursion limit of 128 refuses the 128th level),
+    /// which also caps this value: a larger one counts as 127, since serde_json stops there
+    /// for record types that build. Lower it for consumers that nest less deeply.
+    ///
+    /// ```
+    /// use polytomic_webhook_event::{EventConfig, parse};
+    ///
+    /// let body = br#"{"event":"sync.records","object":{"id":"1ea8f90a-b22e-4218-86d5-c3c109e1fbb7",
+    ///     "name":"n","records":[{"hash":"h","fields":{"a":[[1]]}}]}}"#;
+    /// assert!(parse::<polytomic_webhook_event::RawFields>(body, &EventConfig::default()).is_ok());
+    /// let error = parse::<polytomic_webhook_event::RawFields>(body, &EventConfig::default().max_depth(6))
+    ///     .unwrap_err();
+    /// assert_eq!((error.status().as_u16(), error.code()), (400, "invalid_json"));
+    /// ```
+    pub max_depth: usize,
 }
 
 impl Default for EventConfig {
@@ -71,6 +93,7 @@ impl Default for EventConfig {
             normalize_field_names: false,
             unknown_events: UnknownEventPolicy::Acknowledge,
             max_heap_bytes: crate::budget::DEFAULT_LIMIT,
+            max_depth: crate::raw::MAX_DEPTH,
         }
     }
 }
@@ -108,6 +131,13 @@ impl EventConfig {
     #[must_use]
     pub fn max_heap_bytes(mut self, max: usize) -> Self {
         self.max_heap_bytes = max;
+        self
+    }
+
+    /// Sets [`max_depth`](Self::max_depth).
+    #[must_use]
+    pub fn max_depth(mut self, max: usize) -> Self {
+        self.max_depth = max;
         self
     }
 

@@ -28,8 +28,18 @@ use crate::config::EventConfig;
 use crate::event::{PolytomicEvent, Record, RecordHash, SYNC_RECORDS, SyncId, SyncRecords};
 use crate::normalize::{Collision, normalize_fields};
 use crate::numbers::inexact_member;
-use crate::raw::{NameSeed, Names, RawFields, RawJson, duplicate_error, source_len};
+use crate::raw::{
+    MAX_DEPTH, NameSeed, Names, RawFields, RawJson, RoomGuard, Skip, duplicate_error,
+    refuse_too_deep_raw, source_len,
+};
 use crate::sanitize::strip_position;
+
+/// The objects and arrays open around a member of the envelope (`{"event":…}`), of the batch
+/// (`{"object":{…}}`) and of a record (`…"records":[{…}]`), counted from the body's top as the
+/// depth limit counts them: a record's `fields` sit inside four, so they are the fifth level.
+const IN_ENVELOPE: usize = 1;
+const IN_BATCH: usize = 2;
+const IN_RECORD: usize = 4;
 
 thread_local! {
     static TRACKED_PARSES: Cell<usize> = const { Cell::new(0) };
@@ -94,7 +104,8 @@ impl<'c> Context<'c> {
         Self {
             config,
             track_fields,
-            budget: Budget::new(config.max_heap_bytes),
+            budget: Budget::new(config.max_heap_bytes)
+                .with_depth(config.max_depth, crate::raw::check_skipped),
             check_numbers: false,
             failure: RefCell::new(Failure::default()),
         }
@@ -109,6 +120,11 @@ impl<'c> Context<'c> {
     /// The floats the records' types built.
     pub(crate) fn floats(&self) -> Floats {
         self.budget.floats()
+    }
+
+    /// How many levels a value inside `depth` open objects and arrays may still open.
+    fn room(&self, depth: usize) -> usize {
+        self.config.max_depth.min(MAX_DEPTH).saturating_sub(depth)
     }
 
     pub(crate) fn into_failure(self) -> Failure {
@@ -193,11 +209,14 @@ impl<'de, T: DeserializeOwned> Visitor<'de> for EnvelopeSeed<'_, '_, T> {
                             map.next_value_seed(BatchSeed::new(cx)),
                         )?);
                     } else {
-                        raw = Some(cx.at(Segment::Key("object"), map.next_value())?);
+                        let object: &RawValue = cx.at(Segment::Key("object"), map.next_value())?;
+                        // Kept raw, or read again below: serde_json counted no depth in it.
+                        refuse_too_deep_raw(object.get(), cx.room(IN_ENVELOPE))?;
+                        raw = Some(object);
                     }
                 }
                 _ => {
-                    map.next_value::<IgnoredAny>()?;
+                    map.next_value_seed(Skip(cx.room(IN_ENVELOPE)))?;
                 }
             }
         }
@@ -293,10 +312,11 @@ impl<'de, T: DeserializeOwned> Visitor<'de> for BatchSeed<'_, '_, T> {
                     if metadata.is_some() {
                         return Err(A::Error::duplicate_field("metadata"));
                     }
+                    let _room = RoomGuard::enter(cx.room(IN_BATCH));
                     metadata = Some(cx.at(Segment::Key("metadata"), map.next_value())?);
                 }
                 _ => {
-                    map.next_value::<IgnoredAny>()?;
+                    map.next_value_seed(Skip(cx.room(IN_BATCH)))?;
                 }
             }
         }
@@ -437,7 +457,7 @@ impl<'de, T: DeserializeOwned> Visitor<'de> for RecordSeed<'_, '_, T> {
                     fields = Some(cx.at(Segment::Key("fields"), map.next_value_seed(seed))?);
                 }
                 _ => {
-                    map.next_value::<IgnoredAny>()?;
+                    map.next_value_seed(Skip(cx.room(IN_RECORD)))?;
                 }
             }
         }
@@ -489,13 +509,13 @@ impl<'de, T: DeserializeOwned> FieldsSeed<'_, '_, T> {
         } else if cx.track_fields {
             let mut track = serde_path_to_error::Track::new();
             let tracked = serde_path_to_error::Deserializer::new(object, &mut track);
-            let result = deserialize_within(tracked, &cx.budget);
+            let result = deserialize_within(tracked, &cx.budget, IN_RECORD);
             if result.is_err() && is_object.get() {
                 cx.record_fields_failed(Some(track.path().to_string()));
             }
             result
         } else {
-            deserialize_within(object, &cx.budget).inspect_err(|_| {
+            deserialize_within(object, &cx.budget, IN_RECORD).inspect_err(|_| {
                 if is_object.get() {
                     cx.record_fields_failed(None);
                 }
@@ -514,7 +534,7 @@ fn normalized_fields<'de, T: DeserializeOwned, D: Deserializer<'de>>(
     cx: &Context<'_>,
     object: D,
 ) -> Result<T, D::Error> {
-    let fields: Map<String, Value> = deserialize_within(object, &cx.budget)?;
+    let fields: Map<String, Value> = deserialize_within(object, &cx.budget, IN_RECORD)?;
     let fields = normalize_fields(fields).map_err(|collision| {
         let error = D::Error::custom(format_args!(
             "the field names `{}` and `{}` both normalise to `{}`",
@@ -528,10 +548,10 @@ fn normalized_fields<'de, T: DeserializeOwned, D: Deserializer<'de>>(
     let result = if cx.track_fields {
         let mut track = serde_path_to_error::Track::new();
         let tracked = serde_path_to_error::Deserializer::new(&mut deserializer, &mut track);
-        deserialize_within(tracked, &cx.budget)
+        deserialize_within(tracked, &cx.budget, IN_RECORD)
             .inspect_err(|_| cx.record_fields_failed(Some(track.path().to_string())))
     } else {
-        deserialize_within(&mut deserializer, &cx.budget)
+        deserialize_within(&mut deserializer, &cx.budget, IN_RECORD)
             .inspect_err(|_| cx.record_fields_failed(None))
     };
     result.map_err(|error| D::Error::custom(strip_position(&error.to_string())))

@@ -75,7 +75,8 @@
 //! - The body fits every limit: axum's `DefaultBodyLimit`, honoured exactly as axum's own
 //!   extractors do; the decompression layer's limits, whose [`BodyStats`] extension tells which
 //!   fired; and [`EventConfig::max_body_bytes`] (else 413 `body_too_large`).
-//! - The body is JSON (else 400 `invalid_json` with line and column) and a valid envelope
+//! - The body is JSON, with objects and arrays nested at most [`EventConfig::max_depth`] deep
+//!   anywhere in it (else 400 `invalid_json` with line and column), and a valid envelope
 //!   (else 422 `invalid_envelope` with the JSON `path` of the first problem). The sync id is a
 //!   UUID unless [`EventConfig::require_uuid_sync_id`] is off; `metadata` may be absent or
 //!   `null` but otherwise must be an object; every record needs `hash` and an object `fields`.

@@ -5,7 +5,9 @@
 //! `0.1000000000000000055511151231257827` would become `0.1`, silently. [`RawFields`] keeps the
 //! text and has no such problem; for record types that build numbers ([`Fields`], your own
 //! types), a batch whose fields hold a number that an `f64` does not give back exactly is
-//! refused with 422 `inexact_number`.
+//! refused with 422 `inexact_number`. A number beyond an `f64`'s range (`1e400`) is not
+//! rounded but refused by serde_json itself, as if it were malformed; the slow path then runs
+//! the pass that checks numbers, which locates it like any other inexact number.
 //!
 //! Checking costs nothing on most batches. While records are built, the heap budget's adapter
 //! notes whether any float was made at all. Only then is the body scanned, cheaply, for text that

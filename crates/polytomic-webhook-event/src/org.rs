@@ -47,7 +47,7 @@ use serde_json::value::RawValue;
 
 use crate::extract::buffer;
 use crate::parse::{is_malformed, message, not_utf8, syntax_error};
-use crate::raw::{RawJson, SourceGuard};
+use crate::raw::{MAX_DEPTH, RawJson, RoomGuard, SourceGuard};
 use crate::rejection::{EventRejection, InvalidEnvelope, InvalidJson};
 
 /// The type of an organisation event: the ten Polytomic documents, or any other name.
@@ -412,8 +412,12 @@ pub(crate) fn parse_org_event_shared<T: DeserializeOwned>(
     if !text.trim_start().starts_with('{') {
         return Err(not_an_object(&text));
     }
+    // The payload is a member of the envelope: what serde_json's limit leaves it, as if it
+    // were read as a type.
+    let room = RoomGuard::enter(MAX_DEPTH - 1);
     let envelope: Envelope<String, OrgEventType, T> =
         serde_json::from_str(&text).map_err(|error| explain::<T>(&text, error))?;
+    drop(room);
     let span = tracing::Span::current();
     if !span.is_disabled() {
         span.record("event_id", envelope.id.as_str());
@@ -652,18 +656,23 @@ mod tests {
 
     #[test]
     fn deep_nesting_is_bounded_and_never_overflows_the_stack() {
-        let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
-        // Kept raw, the payload is only scanned (serde_json does that without recursion)...
-        let event = parse_org_event::<RawPayload>(body("sync.failed", &deep).as_bytes()).unwrap();
-        // ...and reading it as a type stops at serde_json's nesting limit.
-        let error = event
+        let nested = |depth: usize| format!("{}{}", "[".repeat(depth), "]".repeat(depth));
+        let deep = nested(100_000);
+        // Kept raw, the payload is scanned without recursion, to the limit serde_json sets when
+        // it reads one as a type: 127 levels from the body's top, the envelope the first.
+        for payload in [deep.clone(), nested(MAX_DEPTH)] {
+            let body = body("sync.failed", &payload);
+            let raw = parse_org_event::<RawPayload>(body.as_bytes()).unwrap_err();
+            let typed = parse_org_event::<serde_json::Value>(body.as_bytes()).unwrap_err();
+            assert_eq!((raw.code(), typed.code()), ("invalid_json", "invalid_json"));
+        }
+        let event =
+            parse_org_event::<RawPayload>(body("sync.failed", &nested(MAX_DEPTH - 1)).as_bytes())
+                .unwrap();
+        event
             .payload()
             .deserialize_as::<serde_json::Value>()
-            .unwrap_err();
-        assert_eq!(error.code(), "invalid_envelope");
-        let typed = parse_org_event::<serde_json::Value>(body("sync.failed", &deep).as_bytes())
-            .unwrap_err();
-        assert_eq!(typed.code(), "invalid_json");
+            .unwrap();
         // The envelope itself nested deep: not an object.
         for (body, code) in [
             (deep.clone(), "invalid_envelope"),

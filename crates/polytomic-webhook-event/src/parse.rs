@@ -13,12 +13,12 @@ use crate::config::{EventConfig, UnknownEventPolicy};
 use crate::de::{Context, EnvelopeSeed, Failure, FailureKind, Segment};
 use crate::event::{PolytomicEvent, SyncRecords};
 use crate::numbers::may_hold_inexact;
-use crate::raw::{SourceGuard, duplicate_name};
+use crate::raw::{MAX_DEPTH, SourceGuard, TOO_DEEP, duplicate_name, too_deep_at};
 use crate::rejection::{
     BodyTooLarge, DuplicateFieldName, EventRejection, FieldNameCollision, InexactNumber,
     InvalidEnvelope, InvalidJson, InvalidRecordFields, TooLargeLimit, TooManyRecords, UnknownEvent,
 };
-use crate::sanitize::sanitize;
+use crate::sanitize::{sanitize, strip_position};
 
 /// Parses and validates a delivery body, for use without axum.
 ///
@@ -253,6 +253,25 @@ fn explain<T: DeserializeOwned>(
     failure: Failure,
 ) -> EventRejection {
     SLOW_PATH_RUNS.with(|runs| runs.set(runs.get() + 1));
+    if is_too_deep(&error) {
+        // Found while reading a part, or by serde_json itself; located over the whole body,
+        // the way the limit counts.
+        let limit = config.max_depth.min(MAX_DEPTH);
+        if let Some(at) = too_deep_at(body, limit) {
+            return InvalidJson::too_deep(limit, body, at).into();
+        }
+    }
+    if is_out_of_range(&error) {
+        // Valid JSON that no float holds (`1e400`): serde_json refuses to build it, which is
+        // the inexact-number case, so the pass that checks numbers finds and locates it.
+        let cx = Context::new(config, false).checking_numbers();
+        let mut deserializer = serde_json::Deserializer::from_slice(body);
+        let checked = EnvelopeSeed::<T>::new(&cx).deserialize(&mut deserializer);
+        let failure = cx.into_failure();
+        if let (Err(_), FailureKind::InexactNumber(name)) = (checked, &failure.kind) {
+            return inexact_number(&failure, name);
+        }
+    }
     if is_malformed(&error) {
         return InvalidJson::new(error).into();
     }
@@ -262,9 +281,7 @@ fn explain<T: DeserializeOwned>(
             let limit = u64::try_from(config.max_heap_bytes).unwrap_or(u64::MAX);
             return BodyTooLarge::new(TooLargeLimit::Heap(limit)).into();
         }
-        FailureKind::InexactNumber(ref name) => {
-            return InexactNumber::new(format!("{}.{name}", render(&failure.path))).into();
-        }
+        FailureKind::InexactNumber(ref name) => return inexact_number(&failure, name),
         _ => {}
     }
     // serde stops at the first error, which may be a data error in front of a syntax error;
@@ -305,6 +322,25 @@ fn explain<T: DeserializeOwned>(
             InvalidEnvelope::new(render(&failure.path), message(&error)).into()
         }
     }
+}
+
+/// The 422 `inexact_number` rejection for the record member `name` that `failure` located.
+fn inexact_number(failure: &Failure, name: &str) -> EventRejection {
+    InexactNumber::new(format!("{}.{name}", render(&failure.path))).into()
+}
+
+/// Whether the parse stopped at nesting past the depth limit: this crate's, or serde_json's own.
+fn is_too_deep(error: &serde_json::Error) -> bool {
+    let text = error.to_string();
+    let text = strip_position(&text);
+    text == TOO_DEEP || (error.classify() == Category::Syntax && text == "recursion limit exceeded")
+}
+
+/// Whether serde_json refused a number because no float holds it: a syntax error to serde_json,
+/// but valid JSON (RFC 8259 sets no range).
+fn is_out_of_range(error: &serde_json::Error) -> bool {
+    error.classify() == Category::Syntax
+        && strip_position(&error.to_string()) == "number out of range"
 }
 
 pub(crate) fn is_malformed(error: &serde_json::Error) -> bool {

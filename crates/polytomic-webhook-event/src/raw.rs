@@ -23,6 +23,67 @@ thread_local! {
     static SOURCE: RefCell<Option<ByteString>> = const { RefCell::new(None) };
 }
 
+pub(crate) use crate::budget::{MAX_DEPTH, RoomGuard, TOO_DEEP};
+use crate::budget::{RawText, SkipText, room, too_deep_error};
+
+/// The index of the first `{` or `[` in `text` (one JSON value, or a whole body) that opens
+/// more than `room` levels, if any. One pass, no recursion: strings are crossed as
+/// [`string_end`] crosses them. On text that is not valid JSON it finds garbage, never panics.
+pub(crate) fn too_deep_at(text: &[u8], room: usize) -> Option<usize> {
+    let mut depth = 0_usize;
+    let mut surrogate = false;
+    let mut at = 0;
+    while let Some(&byte) = text.get(at) {
+        match byte {
+            b'"' => at = string_end(text, at + 1, &mut surrogate).0,
+            b'{' | b'[' => {
+                depth += 1;
+                if depth > room {
+                    return Some(at);
+                }
+            }
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+        at += 1;
+    }
+    None
+}
+
+/// The check of a value the record type skipped (see
+/// [`SkippedCheck`](crate::budget::SkippedCheck)): its nesting, and for the fields themselves
+/// what `RawFields` checks.
+pub(crate) fn check_skipped(text: &str, room: usize, top: bool) -> Result<(), String> {
+    if top {
+        return check_object(text, room);
+    }
+    refuse_too_deep_raw::<de::value::Error>(text, room).map_err(|error| error.to_string())
+}
+
+/// Refuses `text` (one JSON value) when it nests more than `room` levels.
+pub(crate) fn refuse_too_deep_raw<E: de::Error>(text: &str, room: usize) -> Result<(), E> {
+    match too_deep_at(text.as_bytes(), room) {
+        Some(_) => Err(too_deep_error()),
+        None => Ok(()),
+    }
+}
+
+/// Skips one value whatever it is, as `IgnoredAny` does, refusing nesting past the room left
+/// where it sits (`IgnoredAny` counts no depth).
+pub(crate) struct Skip(pub(crate) usize);
+
+impl<'de> de::DeserializeSeed<'de> for Skip {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        let room = self.0;
+        deserializer.deserialize_newtype_struct(
+            crate::budget::RAW_VALUE_TOKEN,
+            SkipText(|text: &str| check_skipped(text, room, false)),
+        )
+    }
+}
+
 /// Registers the body a parse reads, so raw values cut from it share its buffer; restores the
 /// previous registration (parses do not nest in practice, but a handler could call one from a
 /// `Deserialize` impl) when dropped.
@@ -118,7 +179,8 @@ impl RawJson {
 }
 
 impl RawJson {
-    /// Keeps `raw`, refusing a lone surrogate escape as the parsers that decode strings do.
+    /// Keeps `raw`, refusing a lone surrogate escape as the parsers that decode strings do. Its
+    /// nesting is the caller's to check.
     pub(crate) fn from_raw<E: de::Error>(raw: &RawValue) -> Result<Self, E> {
         refuse_lone_surrogate(raw.get())?;
         Ok(Self(share(raw.get())))
@@ -128,9 +190,10 @@ impl RawJson {
 impl FromStr for RawJson {
     type Err = serde_json::Error;
 
-    /// Validates `text` as one JSON value.
+    /// Validates `text` as one JSON value, nested no deeper than serde_json reads.
     fn from_str(text: &str) -> Result<Self, Self::Err> {
         let raw: &RawValue = serde_json::from_str(text)?;
+        refuse_too_deep_raw(raw.get(), MAX_DEPTH)?;
         refuse_lone_surrogate(raw.get())?;
         Ok(Self(ByteString::from(raw.get())))
     }
@@ -197,16 +260,24 @@ fn serialize_text<S: Serializer>(text: &str, serializer: S) -> Result<S::Ok, S::
 impl<'de> Deserialize<'de> for RawJson {
     /// Needs borrowed JSON text (`serde_json::from_str` / `from_slice`), as `&RawValue` does.
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let raw = <&'de RawValue>::deserialize(deserializer)?;
-        Self::from_raw(raw)
+        deserializer.deserialize_newtype_struct(
+            crate::budget::RAW_VALUE_TOKEN,
+            RawText(|text: &str| {
+                refuse_too_deep_raw::<de::value::Error>(text, room()).map_err(|e| e.to_string())?;
+                refuse_lone_surrogate::<de::value::Error>(text).map_err(|e| e.to_string())?;
+                Ok(Self(share(text)))
+            }),
+        )
     }
 }
 
 /// A record's `fields` kept as its validated JSON text: the default record type.
 ///
 /// What the extractor checked: the text is a JSON object whose member names are all different,
-/// and no string in it holds half a surrogate pair as a `\u` escape (so serde_json can read
-/// every string back).
+/// no string in it holds half a surrogate pair as a `\u` escape (so serde_json can read
+/// every string back), and it nests no deeper than
+/// [`EventConfig::max_depth`](crate::EventConfig::max_depth) allows (so serde_json can read it
+/// as a `Value`).
 /// Nothing else is built: no map, no strings, no numbers. The text is a view of the decoded
 /// body's buffer (one reference-counted handle per record, no copy), and every number in it is
 /// exactly as Polytomic sent it. Use it to:
@@ -317,7 +388,7 @@ impl RawFields {
 
     /// Validates `text` (an object, every name once) and keeps it.
     fn validate(text: ByteString) -> Result<Self, serde_json::Error> {
-        check_object(&text).map_err(de::Error::custom)?;
+        check_object(&text, MAX_DEPTH).map_err(de::Error::custom)?;
         Ok(Self(RawJson(text)))
     }
 }
@@ -369,9 +440,13 @@ impl<'de> Deserialize<'de> for RawFields {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         // serde_json skims the value once (validating it); the names are then read off its
         // text, which costs far less than handing each member through serde.
-        let raw = <&'de RawValue>::deserialize(deserializer)?;
-        check_object(raw.get()).map_err(de::Error::custom)?;
-        Ok(Self(RawJson(share(raw.get()))))
+        deserializer.deserialize_newtype_struct(
+            crate::budget::RAW_VALUE_TOKEN,
+            RawText(|text: &str| {
+                check_object(text, room())?;
+                Ok(Self(RawJson(share(text))))
+            }),
+        )
     }
 }
 
@@ -436,9 +511,10 @@ impl fmt::Display for FieldsError {
 
 impl std::error::Error for FieldsError {}
 
-/// Checks that `text` (one valid JSON value) is an object whose member names are all different
-/// and whose strings hold no lone surrogate escape.
-fn check_object(text: &str) -> Result<(), String> {
+/// Checks that `text` (one valid JSON value) is an object whose member names are all different,
+/// whose strings hold no lone surrogate escape, and which nests at most `room` levels of
+/// objects and arrays, its own included.
+pub(crate) fn check_object(text: &str, room: usize) -> Result<(), String> {
     let kind = match text.as_bytes().first() {
         Some(b'{') => None,
         Some(b'[') => Some("an array"),
@@ -451,24 +527,39 @@ fn check_object(text: &str) -> Result<(), String> {
         return Err(format!("invalid type: {kind}, expected a JSON object"));
     }
     let mut surrogate = false;
-    if names_differ_quick(text.as_bytes(), &mut surrogate) == Some(true) {
+    // The nesting below the object's members, measured by the scans that cross them anyway.
+    let mut deepest = 0;
+    if names_differ_quick(text.as_bytes(), &mut surrogate, &mut deepest) == Some(true) {
+        refuse_too_deep(deepest, room)?;
         return refuse_lone_surrogate_if(surrogate, text);
     }
     // A name given twice, or an object the quick check leaves to this one: every name decoded.
     let mut names = Names::default();
     let mut duplicate = None;
     surrogate = false;
-    for_each_name(text, &mut surrogate, |name| {
+    deepest = 0;
+    for_each_name(text, &mut surrogate, &mut deepest, |name| {
         if duplicate.is_none() {
             duplicate = names.insert(name).err();
         }
     });
+    // Nesting past the limit is malformed JSON (400), which outranks what the names show.
+    refuse_too_deep(deepest, room)?;
     // A name with a lone surrogate decodes to nothing, so that is told first.
     refuse_lone_surrogate_if(surrogate, text)?;
     match duplicate.or_else(|| names.finish().err()) {
         Some(name) => Err(DuplicateName(&name).to_string()),
         None => Ok(()),
     }
+}
+
+/// Refuses an object whose members nest `deepest` levels when it has `room` for its own.
+#[inline]
+fn refuse_too_deep(deepest: usize, room: usize) -> Result<(), String> {
+    if deepest >= room {
+        return Err(TOO_DEEP.to_owned());
+    }
+    Ok(())
 }
 
 /// [`refuse_lone_surrogate`], run only when the scan saw an escape that may need it.
@@ -531,7 +622,12 @@ fn lone_surrogate(text: &[u8]) -> Option<usize> {
 /// an array needs its nesting followed. Strings, which make up most of a record, are crossed
 /// eight bytes at a time. On text that is not a valid object it stops early or visits garbage
 /// names, but never panics or loops.
-fn for_each_name<'a>(object: &'a str, surrogate: &mut bool, mut visit: impl FnMut(Cow<'a, str>)) {
+fn for_each_name<'a>(
+    object: &'a str,
+    surrogate: &mut bool,
+    deepest: &mut usize,
+    mut visit: impl FnMut(Cow<'a, str>),
+) {
     let bytes = object.as_bytes();
     let mut at = skip_space(bytes, 1); // past the `{`
     while bytes.get(at) == Some(&b'"') {
@@ -547,7 +643,7 @@ fn for_each_name<'a>(object: &'a str, surrogate: &mut bool, mut visit: impl FnMu
         });
         // The colon, then the value.
         at = skip_space(bytes, skip_space(bytes, end + 1) + 1);
-        at = skip_space(bytes, value_end(bytes, at, surrogate));
+        at = skip_space(bytes, value_end(bytes, at, surrogate, deepest));
         if bytes.get(at) != Some(&b',') {
             return;
         }
@@ -566,7 +662,7 @@ const QUICK_NAMES: usize = 16;
 /// Each name is read as the string scan reads it, eight bytes at a time; the first eight bytes
 /// and the length pick one bit of a 64-bit filter, and only a name whose bit is already set is
 /// compared with the names before it. Sets `surrogate` as [`string_end`] does.
-fn names_differ_quick(object: &[u8], surrogate: &mut bool) -> Option<bool> {
+fn names_differ_quick(object: &[u8], surrogate: &mut bool, deepest: &mut usize) -> Option<bool> {
     let mut seen = [(0_usize, 0_usize); QUICK_NAMES];
     let mut count = 0;
     let mut filter = 0_u64;
@@ -604,7 +700,7 @@ fn names_differ_quick(object: &[u8], surrogate: &mut bool) -> Option<bool> {
         if object.get(at) != Some(&b':') {
             at = skip_space(object, at);
         }
-        at = value_end(object, skip_space(object, at + 1), surrogate);
+        at = value_end(object, skip_space(object, at + 1), surrogate, deepest);
         if object.get(at) != Some(&b',') {
             at = skip_space(object, at);
             if object.get(at) != Some(&b',') {
@@ -627,12 +723,12 @@ fn skip_space(bytes: &[u8], mut at: usize) -> usize {
 }
 
 /// The index just past the valid JSON value that starts at `at` (see [`string_end`] for
-/// `surrogate`).
+/// `surrogate`, [`nested_end`] for `deepest`).
 #[inline(always)]
-fn value_end(bytes: &[u8], at: usize, surrogate: &mut bool) -> usize {
+fn value_end(bytes: &[u8], at: usize, surrogate: &mut bool, deepest: &mut usize) -> usize {
     match bytes.get(at) {
         Some(b'"') => string_end(bytes, at + 1, surrogate).0 + 1,
-        Some(b'{' | b'[') => nested_end(bytes, at, surrogate),
+        Some(b'{' | b'[') => nested_end(bytes, at, surrogate, deepest),
         // A number, `true`, `false` or `null`: it ends where the member does.
         _ => scalar_end(bytes, at),
     }
@@ -660,16 +756,22 @@ fn scalar_end(bytes: &[u8], mut at: usize) -> usize {
     at
 }
 
-/// The index just past the object or array that opens at `at`.
-fn nested_end(bytes: &[u8], mut at: usize, surrogate: &mut bool) -> usize {
+/// The index just past the object or array that opens at `at`. Raises `deepest` to the levels
+/// it nests, its own included.
+fn nested_end(bytes: &[u8], mut at: usize, surrogate: &mut bool, deepest: &mut usize) -> usize {
     let mut depth = 0_usize;
+    let mut most = 0;
     while let Some(&byte) = bytes.get(at) {
         match byte {
             b'"' => at = string_end(bytes, at + 1, surrogate).0,
-            b'{' | b'[' => depth += 1,
+            b'{' | b'[' => {
+                depth += 1;
+                most = most.max(depth);
+            }
             b'}' | b']' => {
                 depth = depth.saturating_sub(1);
                 if depth == 0 {
+                    *deepest = (*deepest).max(most);
                     return at + 1;
                 }
             }
@@ -677,6 +779,7 @@ fn nested_end(bytes: &[u8], mut at: usize, surrogate: &mut bool) -> usize {
         }
         at += 1;
     }
+    *deepest = (*deepest).max(most);
     bytes.len()
 }
 
@@ -941,7 +1044,9 @@ mod tests {
     /// The names `for_each_name` visits, in order.
     fn names_of(object: &str) -> Vec<String> {
         let mut names = Vec::new();
-        for_each_name(object, &mut false, |name| names.push(name.into_owned()));
+        for_each_name(object, &mut false, &mut 0, |name| {
+            names.push(name.into_owned());
+        });
         names
     }
 
@@ -995,18 +1100,18 @@ mod tests {
 
     #[test]
     fn the_quick_check_decides_only_what_it_can() {
-        let quick = |object: &str| names_differ_quick(object.as_bytes(), &mut false);
+        let quick = |object: &str| names_differ_quick(object.as_bytes(), &mut false, &mut 0);
         // Names shorter than, as long as and longer than the eight bytes read at once; two
         // that share those eight bytes and their length differ only after them.
         let distinct = r#"{"z":"5","id":1,"abcdefgh":2,"abcdefgh-one":[3],"abcdefgh-two":{"x":4}}"#;
         assert_eq!(quick(distinct), Some(true));
-        assert_eq!(check_object(distinct), Ok(()));
+        assert_eq!(check_object(distinct, MAX_DEPTH), Ok(()));
         for twice in [
             r#"{"id":1,"email":"a","id":2,"tail":0}"#,
             r#"{"abcdefgh-one":1,"abcdefgh-one":2,"tail":0}"#,
         ] {
             assert_eq!(quick(twice), Some(false), "{twice}");
-            assert!(check_object(twice).is_err(), "{twice}");
+            assert!(check_object(twice, MAX_DEPTH).is_err(), "{twice}");
         }
         // Left to the full check: escapes, many names, a name too near the end.
         let escaped = r#"{"a":1,"\u0062":2,"tail":0}"#;
@@ -1016,7 +1121,7 @@ mod tests {
         let many = format!("{{{many}\"tail\":0}}");
         for object in [escaped, &many, r#"{"a":1}"#] {
             assert_eq!(quick(object), None, "{object}");
-            assert_eq!(check_object(object), Ok(()), "{object}");
+            assert_eq!(check_object(object, MAX_DEPTH), Ok(()), "{object}");
         }
     }
 
@@ -1035,7 +1140,11 @@ mod tests {
             "}".repeat(depth)
         );
         assert_eq!(names_of(&object), ["a", "a"]);
-        assert!(check_object(&object).is_err());
+        assert!(
+            check_object(&object, usize::MAX)
+                .unwrap_err()
+                .contains("twice")
+        );
     }
 
     #[test]
@@ -1057,7 +1166,7 @@ mod tests {
             "{ ",
         ] {
             let _ = names_of(text);
-            let _ = check_object(text);
+            let _ = check_object(text, MAX_DEPTH);
         }
     }
 
@@ -1189,7 +1298,7 @@ mod tests {
                 prop_assert_eq!(&reference_names(&text), &expected, "the generator: {}", text);
                 prop_assert_eq!(&names_of(&text), &expected, "{}", text);
                 let unique = expected.iter().collect::<HashSet<_>>().len() == expected.len();
-                prop_assert_eq!(check_object(&text).is_ok(), unique, "{}", text);
+                prop_assert_eq!(check_object(&text, MAX_DEPTH).is_ok(), unique, "{}", text);
             }
 
             /// Strings of surrogate escapes, pairs and backslashes in any order: the raw check
@@ -1209,7 +1318,7 @@ mod tests {
                     format!(r#"{{"a":{{"b":{string}}}}}"#)
                 };
                 let decodes = serde_json::from_str::<serde_json::Value>(&text).is_ok();
-                prop_assert_eq!(check_object(&text).is_ok(), decodes, "{}", text);
+                prop_assert_eq!(check_object(&text, MAX_DEPTH).is_ok(), decodes, "{}", text);
             }
         }
     }
@@ -1234,7 +1343,11 @@ mod tests {
                 serde_json::from_str::<serde_json::Value>(text).is_err(),
                 "{text}"
             );
-            assert_eq!(check_object(text), Err(LONE_SURROGATE.to_owned()), "{text}");
+            assert_eq!(
+                check_object(text, MAX_DEPTH),
+                Err(LONE_SURROGATE.to_owned()),
+                "{text}"
+            );
             assert!(text.parse::<RawFields>().is_err(), "{text}");
             assert!(text.parse::<RawJson>().is_err(), "{text}");
         }
@@ -1252,7 +1365,7 @@ mod tests {
                 serde_json::from_str::<serde_json::Value>(text).is_ok(),
                 "{text}"
             );
-            assert_eq!(check_object(text), Ok(()), "{text}");
+            assert_eq!(check_object(text, MAX_DEPTH), Ok(()), "{text}");
             assert!(text.parse::<RawFields>().is_ok(), "{text}");
             assert!(text.parse::<RawJson>().is_ok(), "{text}");
         }

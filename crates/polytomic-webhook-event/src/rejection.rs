@@ -190,7 +190,8 @@ __define_rejection!(BodyTimeout: REQUEST_TIMEOUT, "body_timeout", source = sourc
     problem = Self::with_members);
 
 /// The body is not well-formed JSON: a syntax error, invalid UTF-8, trailing data, truncation,
-/// or nesting deeper than `serde_json` allows (400 `invalid_json`).
+/// or objects and arrays nested deeper than [`EventConfig::max_depth`](crate::EventConfig::max_depth)
+/// allows, whatever the record type (400 `invalid_json`).
 ///
 /// The `detail` gives the line and column; `line` and `column` members carry them too.
 ///
@@ -205,26 +206,63 @@ __define_rejection!(BodyTimeout: REQUEST_TIMEOUT, "body_timeout", source = sourc
 #[derive(Debug)]
 pub struct InvalidJson {
     source: serde_json::Error,
+    line: usize,
+    column: usize,
 }
 
 impl InvalidJson {
     pub(crate) fn new(source: serde_json::Error) -> Self {
-        Self { source }
+        let (line, column) = (source.line(), source.column());
+        Self {
+            source,
+            line,
+            column,
+        }
+    }
+
+    /// Nesting past `limit` levels, at the `{` or `[` at byte `at` of `body`: located as
+    /// serde_json locates its own errors (lines counted by `\n`, columns in bytes).
+    pub(crate) fn too_deep(limit: usize, body: &[u8], at: usize) -> Self {
+        let before = &body[..at];
+        let line_start = before
+            .iter()
+            .rposition(|&byte| byte == b'\n')
+            .map_or(0, |newline| newline + 1);
+        let line = 1 + before[..line_start]
+            .iter()
+            .filter(|&&byte| byte == b'\n')
+            .count();
+        Self {
+            source: serde::de::Error::custom(format_args!(
+                "objects and arrays nested more than {limit} deep"
+            )),
+            line,
+            column: at - line_start + 1,
+        }
     }
 
     /// The line (1-based) where the JSON stops being valid.
     pub fn line(&self) -> usize {
-        self.source.line()
+        self.line
     }
 
     /// The column (1-based) where the JSON stops being valid.
     pub fn column(&self) -> usize {
-        self.source.column()
+        self.column
     }
 
     fn detail(&self) -> String {
-        // serde_json's message ends with "at line L column C".
-        format!("the request body is not valid JSON: {}", self.source)
+        // serde_json's message ends with "at line L column C", which is said here for every
+        // error alike (a custom one, with line 0, has no place).
+        let text = self.source.to_string();
+        let message = crate::sanitize::strip_position(&text);
+        if self.line == 0 {
+            return format!("the request body is not valid JSON: {message}");
+        }
+        format!(
+            "the request body is not valid JSON: {message} at line {} column {}",
+            self.line, self.column
+        )
     }
 
     fn with_members(&self, problem: Problem) -> Problem {
@@ -393,7 +431,8 @@ located_rejection!(
 );
 
 /// A record's `fields` hold a number that the record type would change: an integer beyond 64
-/// bits, or a decimal with more digits than an `f64` keeps (422 `inexact_number`).
+/// bits, a decimal with more digits than an `f64` keeps, or one beyond its range (`1e400`,
+/// `1e-400`) (422 `inexact_number`).
 ///
 /// Only record types that build numbers ([`Fields`](crate::Fields), your own types) are checked;
 /// [`RawFields`](crate::RawFields), the default, keeps every number's text exactly. The `path`

@@ -54,6 +54,7 @@ fn is_value_free(text: &str) -> bool {
         "the field names `",
         "number out of range",
         "recursion limit exceeded",
+        "objects and arrays are nested deeper",
         "invalid number",
         "expected `",
         "expected value",

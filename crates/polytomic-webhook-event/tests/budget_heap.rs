@@ -45,7 +45,7 @@ fn measure<'de, T: Deserialize<'de>>(json: &'de str, limit: usize) -> Measured<T
     let mut deserializer = serde_json::Deserializer::from_str(json);
     let before = HEAP.current_usage();
     HEAP.reset_peak_usage();
-    let parsed = deserialize_within(&mut deserializer, &budget);
+    let parsed = deserialize_within(&mut deserializer, &budget, 0);
     let peak = HEAP.peak_usage() - before;
     let retained = HEAP.current_usage().saturating_sub(before);
     Measured {
@@ -256,7 +256,7 @@ fn time_the_adapter() {
         let start = Instant::now();
         let budget = Budget::new(DEFAULT_LIMIT);
         let mut deserializer = serde_json::Deserializer::from_str(black_box(&json));
-        black_box(deserialize_within::<Vec<Record>, _>(&mut deserializer, &budget).unwrap());
+        black_box(deserialize_within::<Vec<Record>, _>(&mut deserializer, &budget, 0).unwrap());
         within.push(start.elapsed());
     }
     let median = |times: &mut Vec<Duration>| {

@@ -584,6 +584,170 @@ async fn numbers_are_never_silently_changed() {
     assert_eq!(batch.records()[0].fields()["b"], 18446744073709551615_u64);
 }
 
+/// Issue #24: numbers beyond a float's range are valid JSON that a float cannot hold, so they
+/// are inexact (422 with their path) for record types that build numbers, not malformed; the
+/// default `RawFields` keeps their text.
+#[tokio::test]
+async fn numbers_beyond_the_float_range_are_inexact_not_malformed() {
+    for number in ["1e400", "-1e400", "1.7976931348623159e308"] {
+        let body = envelope(&format!(
+            r#"[{{"hash":"h","fields":{{"n":1.5}}}},{{"hash":"h","fields":{{"a":"x","n":{number}}}}}]"#
+        ));
+        let batch: SyncRecords = parse_sync_records(body.as_bytes(), &config()).unwrap();
+        assert_eq!(batch.records()[1].fields().get("n").unwrap().get(), number);
+        let path = Some("object.records[1].fields.n");
+        assert_rejects::<Fields>(&body, &config(), 422, "inexact_number", path).await;
+        assert_rejects::<Measured>(&body, &config(), 422, "inexact_number", path).await;
+    }
+}
+
+/// A record type that skips what it does not name: the nesting of skipped members counts too.
+#[derive(Debug, serde::Deserialize)]
+struct Measured {
+    #[allow(dead_code)] // Only whether it is built matters.
+    n: f64,
+}
+
+/// Objects and arrays nested `depth` deep.
+fn nested(depth: usize) -> String {
+    format!("{}{}", "[".repeat(depth), "]".repeat(depth))
+}
+
+/// The 1-based column of the first `[` or `{` past `limit` levels of a one-line body without
+/// brackets in its strings: the reference the rejections are held to.
+fn column_past(body: &str, limit: usize) -> u64 {
+    let mut depth = 0;
+    for (at, byte) in body.bytes().enumerate() {
+        match byte {
+            b'[' | b'{' => depth += 1,
+            b']' | b'}' => depth -= 1,
+            _ => {}
+        }
+        if depth > limit {
+            return at as u64 + 1;
+        }
+    }
+    panic!("nested within {limit}: {body}");
+}
+
+/// Asserts 400 `invalid_json` at the first bracket past `limit`, for every record type.
+async fn assert_too_deep(body: &str, config: &EventConfig, limit: usize) {
+    let column = column_past(body, limit);
+    for rejection in [
+        parse_sync_records::<RawFields>(body.as_bytes(), config).unwrap_err(),
+        parse_sync_records::<Fields>(body.as_bytes(), config).unwrap_err(),
+        parse_sync_records::<Measured>(body.as_bytes(), config).unwrap_err(),
+    ] {
+        let reply = answer(rejection.into_response()).await;
+        reply.assert_problem(400, "invalid_json");
+        assert_eq!(reply.body["line"], 1, "{}", reply.body);
+        assert_eq!(reply.body["column"], column, "{}", reply.body);
+    }
+}
+
+/// Issue #24: nesting is limited over the whole body for every record type, `RawFields`
+/// (whose text serde_json skims without counting) as much as those that build: the 128th level
+/// is refused where serde_json refuses it, the 127th passes, and a lower limit is honoured.
+#[tokio::test]
+async fn nesting_past_the_limit_is_invalid_json_for_every_record_type() {
+    // A record's fields are the fifth level: their members may nest 122 more.
+    let fields = |depth: usize| {
+        envelope(&format!(
+            r#"[{{"hash":"h","fields":{{"n":1}}}},{{"hash":"h","fields":{{"n":1,"a":{}}}}}]"#,
+            nested(depth)
+        ))
+    };
+    assert_too_deep(&fields(200), &config(), 127).await;
+    assert_too_deep(&fields(123), &config(), 127).await;
+    let at_the_limit = fields(122);
+    parse_sync_records::<RawFields>(at_the_limit.as_bytes(), &config()).unwrap();
+    parse_sync_records::<Fields>(at_the_limit.as_bytes(), &config()).unwrap();
+    parse_sync_records::<Measured>(at_the_limit.as_bytes(), &config()).unwrap();
+    // serde_json itself stops there when it builds the whole body.
+    assert!(serde_json::from_str::<serde_json::Value>(&fields(123)).is_err());
+    serde_json::from_str::<serde_json::Value>(&at_the_limit).unwrap();
+
+    let lower = config().max_depth(10);
+    assert_too_deep(&fields(6), &lower, 10).await;
+    let within = fields(5);
+    parse_sync_records::<RawFields>(within.as_bytes(), &lower).unwrap();
+    parse_sync_records::<Fields>(within.as_bytes(), &lower).unwrap();
+    parse_sync_records::<Measured>(within.as_bytes(), &lower).unwrap();
+    // A higher limit than serde_json's counts as serde_json's.
+    assert_too_deep(&fields(123), &config().max_depth(1000), 127).await;
+    // A record type that skips the fields whole still has them checked as `RawFields` are.
+    type Skipped = serde::de::IgnoredAny;
+    parse_sync_records::<Skipped>(at_the_limit.as_bytes(), &config()).unwrap();
+    for (body, code) in [
+        (fields(123), "invalid_json"),
+        (
+            envelope(r#"[{"hash":"h","fields":[1]}]"#),
+            "invalid_envelope",
+        ),
+        (
+            envelope(r#"[{"hash":"h","fields":{"a":1,"a":2}}]"#),
+            "duplicate_field_name",
+        ),
+    ] {
+        let rejection = parse_sync_records::<Skipped>(body.as_bytes(), &config()).unwrap_err();
+        assert_eq!(rejection.code(), code, "{rejection}");
+    }
+
+    // Everywhere else in the body that is skimmed or kept raw.
+    let deep = nested(200);
+    let batch = |extra: &str| {
+        format!(
+            r#"{{"id":"{SYNC_ID}","name":"n","records":[{{"hash":"h","fields":{{"n":1}},"x":{extra}}}]}}"#
+        )
+    };
+    for body in [
+        format!(
+            r#"{{"event":"sync.records","x":{deep},"object":{}}}"#,
+            batch("1")
+        ),
+        format!(r#"{{"event":"sync.records","object":{}}}"#, batch(&deep)),
+        format!(
+            r#"{{"event":"sync.records","object":{{"id":"{SYNC_ID}","name":"n","records":[],"x":{deep}}}}}"#
+        ),
+        format!(
+            r#"{{"event":"sync.records","object":{{"id":"{SYNC_ID}","name":"n","records":[],"metadata":{{"m":{deep}}}}}}}"#
+        ),
+        format!(r#"{{"object":{},"event":"sync.records"}}"#, batch(&deep)),
+    ] {
+        assert_too_deep(&body, &config(), 127).await;
+    }
+    let unknown = format!(r#"{{"event":"sync.other","object":{{"a":{deep}}}}}"#);
+    let rejection = parse::<RawFields>(unknown.as_bytes(), &config()).unwrap_err();
+    assert_eq!(
+        (rejection.status().as_u16(), rejection.code()),
+        (400, "invalid_json")
+    );
+}
+
+/// Issue #24: 15 million levels (30 MB) in a record's fields are refused for every record type
+/// without recursion (no stack overflow) and in time linear in the body. (`RawFields` takes
+/// nearly all of the test's time, serde_json skimming the 30 MB unoptimised.)
+#[test]
+fn fifteen_million_levels_are_refused_without_recursion() {
+    let depth = 15_000_000;
+    let body = envelope(&format!(
+        r#"[{{"hash":"h","fields":{{"n":{}}}}}]"#,
+        nested(depth)
+    ));
+    let config = config().max_body_bytes(64 << 20);
+    let column = column_past(&body, 127);
+    for rejection in [
+        parse_sync_records::<RawFields>(body.as_bytes(), &config).unwrap_err(),
+        parse_sync_records::<Fields>(body.as_bytes(), &config).unwrap_err(),
+        parse_sync_records::<Measured>(body.as_bytes(), &config).unwrap_err(),
+    ] {
+        let EventRejection::InvalidJson(error) = rejection else {
+            panic!("invalid_json: {rejection}");
+        };
+        assert_eq!((error.line(), error.column() as u64), (1, column));
+    }
+}
+
 /// Found by fuzzing: serde_json does not check the UTF-8 of strings it skips, so invalid bytes
 /// inside an unknown member were accepted. JSON text must be UTF-8 throughout.
 #[test]
