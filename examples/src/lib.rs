@@ -48,6 +48,7 @@ use polytomic_webhook::readiness::Readiness;
 pub use polytomic_webhook::server::{HEADER_READ_TIMEOUT, ServeOptions, serve, shutdown_signal};
 use tokio::net::TcpListener;
 use tower::{ServiceBuilder, service_fn};
+use tower_http::add_extension::AddExtensionLayer;
 use tower_http::catch_panic::CatchPanicLayer;
 
 pub use startup::listen_addr;
@@ -69,7 +70,8 @@ pub type EventSink = Arc<dyn Fn(&PolytomicOrgEvent) -> Result<(), StoreError> + 
 
 /// `POST /webhooks/polytomic/events`: the signature-checking layer, then deduplication by
 /// event id in `store`, then the `sink`. Merge it into [`receiver_app`]'s router. The route
-/// gets its own bound of `limits.max_in_flight` deliveries in flight.
+/// gets its own bound of `limits.max_in_flight` events in flight, counted once an event's
+/// signature has matched, and its own drain budget.
 ///
 /// One process can use a [`MemoryEventIdStore`]; replicas behind one address need a shared
 /// store such as `polytomic_webhook_store::RedisEventIdStore`, or a retry that reaches another
@@ -93,12 +95,18 @@ pub fn events_router<St: EventIdStore>(
     limits: &ServerLimits,
     store: St,
 ) -> Router {
+    let in_flight = InFlightLimitLayer::new(limits);
     Router::new()
         .route(EVENTS_PATH, post(receive_event))
         .route_layer(CatchPanicLayer::custom(handler_panicked))
         .route_layer(DedupLayer::new(store))
+        // Inside the Events layer, which reads the body to verify its signature: only an event
+        // whose signature matched takes a place, so a sender without the secret trickling a
+        // body holds none.
+        .route_layer(in_flight.clone())
         .route_layer(layer)
-        .route_layer(InFlightLimitLayer::new(limits))
+        // The Events layer's refusals from the head drain within the route's drain budget.
+        .route_layer(AddExtensionLayer::new(in_flight.drain_budget()))
         .with_state(sink)
 }
 

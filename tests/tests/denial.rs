@@ -86,3 +86,77 @@ async fn wrong_secret_clients_trickling_bodies_hold_no_place_a_genuine_delivery_
         trickler.abort();
     }
 }
+
+/// The receiver's router with its Events route, both with `limits`.
+async fn start_with_events(limits: ServerLimits) -> SocketAddr {
+    use polytomic_webhook::dedup::MemoryEventIdStore;
+    use polytomic_webhook::prelude::*;
+
+    let ops = examples::Ops {
+        limits,
+        ..examples::Ops::default()
+    };
+    let events = PolytomicOrgEventsLayer::new(
+        PolytomicOrgEventsConfig::default().secrets(SigningSecrets::new(EVENTS_SECRET).unwrap()),
+    )
+    .unwrap();
+    let sink: examples::Sink = Arc::new(|_| Ok(()));
+    let app =
+        examples::receiver_app_with(layer(config()), sink, &ops).merge(examples::events_router(
+            events,
+            Arc::new(|_| Ok(())),
+            &ops.limits,
+            MemoryEventIdStore::new(1000),
+        ));
+    serve_axum(app).await
+}
+
+const EVENTS_SECRET: &str = "e2e-events-secret";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_with_a_wrong_signature_trickling_bodies_hold_no_place_a_genuine_event_needs() {
+    use polytomic_webhook::testing::EventDelivery;
+
+    let addr = start_with_events(ServerLimits::default().max_in_flight(16)).await;
+    // A well-formed signature (of another body, under another secret): only the whole body
+    // can show it is wrong, so each trickler is read, never refused from its head.
+    let (headers, _) = EventDelivery::new("sync.completed")
+        .secret("not-the-secret")
+        .encode();
+    let signature = headers["polytomic-signature"].to_str().unwrap().to_owned();
+    let tricklers: Vec<_> = (0..100)
+        .map(|_| {
+            let signature = signature.clone();
+            tokio::spawn(async move {
+                let mut stream = TcpStream::connect(addr).await.unwrap();
+                let head = format!(
+                    "POST {} HTTP/1.1\r\nHost: {addr}\r\nPolytomic-Signature: {signature}\r\n\
+                     Content-Type: application/json\r\nContent-Length: 1000000\r\n\r\n",
+                    examples::EVENTS_PATH,
+                );
+                stream.write_all(head.as_bytes()).await.unwrap();
+                while stream.write_all(b" ").await.is_ok() {
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for sent in 0..25 {
+        let started = Instant::now();
+        let event = EventDelivery::new("sync.completed")
+            .id(format!("genuine-{sent}"))
+            .secret(EVENTS_SECRET)
+            .encode();
+        let request = encoded_to(addr, examples::EVENTS_PATH, event);
+        let reply = tokio::time::timeout(Duration::from_secs(1), send(addr, request))
+            .await
+            .unwrap_or_else(|_| panic!("genuine event {sent} was not answered within 1 s"));
+        assert_eq!(reply.status, 200, "{reply:?}");
+        assert!(started.elapsed() < Duration::from_secs(1));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for trickler in tricklers {
+        trickler.abort();
+    }
+}

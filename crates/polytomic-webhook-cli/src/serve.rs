@@ -19,8 +19,8 @@ use axum::routing::{get, post};
 use clap::Args;
 use polytomic_webhook::handler_panicked;
 use polytomic_webhook::limit::{
-    DEFAULT_MAX_DECODED_IN_FLIGHT, DEFAULT_MAX_IN_FLIGHT, DEFAULT_QUEUE_WAIT, DecodedBudgetLayer,
-    InFlightLimitLayer, ServerLimits,
+    DEFAULT_DRAIN_TIME, DEFAULT_MAX_DECODED_IN_FLIGHT, DEFAULT_MAX_DRAINING, DEFAULT_MAX_IN_FLIGHT,
+    DEFAULT_QUEUE_WAIT, DecodedBudgetLayer, InFlightLimitLayer, ServerLimits,
 };
 use polytomic_webhook::metrics::{
     PrometheusHandle, install_prometheus_recorder, prometheus_answer,
@@ -28,7 +28,7 @@ use polytomic_webhook::metrics::{
 use polytomic_webhook::prelude::*;
 use polytomic_webhook::problem::{Problem, ProblemCode};
 use polytomic_webhook::readiness::{NOT_READY, Readiness};
-use polytomic_webhook::server::{ServeOptions, serve, shutdown_signal};
+use polytomic_webhook::server::{MAX_CONNECTIONS, ServeOptions, serve, shutdown_signal};
 use polytomic_webhook_store::lines::{LineOutput, batch_line};
 use polytomic_webhook_store::{Durability, Identity, Sink, SinkUrl, store};
 use tower::util::MapResponseLayer;
@@ -142,6 +142,24 @@ pub(crate) struct ServeArgs {
     #[arg(long, env = "POLYTOMIC_WEBHOOK_MAX_DECODED_IN_FLIGHT", value_name = "BYTES",
           default_value_t = DEFAULT_MAX_DECODED_IN_FLIGHT)]
     max_decoded_in_flight: u64,
+
+    /// Most refused bodies read and thrown away at once (so that a client still sending hears
+    /// its 401); a refusal beyond it is answered at once and its connection closed. A refused
+    /// delivery gives its --max-in-flight place back before its body is drained.
+    #[arg(long, env = "POLYTOMIC_WEBHOOK_MAX_DRAINING", default_value_t = DEFAULT_MAX_DRAINING,
+          value_name = "N", value_parser = at_least_one)]
+    max_draining: usize,
+
+    /// The longest one refused body is drained before its refusal is sent.
+    #[arg(long, env = "POLYTOMIC_WEBHOOK_DRAIN_MS", value_name = "MS",
+          default_value_t = u64::try_from(DEFAULT_DRAIN_TIME.as_millis()).unwrap_or(u64::MAX))]
+    drain_ms: u64,
+
+    /// Most connections open at once; past it new connections wait to be accepted. Any
+    /// connection with no request in progress for 10 s is closed.
+    #[arg(long, env = "POLYTOMIC_WEBHOOK_MAX_CONNECTIONS", default_value_t = MAX_CONNECTIONS,
+          value_name = "N", value_parser = at_least_one)]
+    max_connections: usize,
 
     /// Serve GET /metrics (Prometheus text) on this address instead of --addr.
     #[arg(long, env = "POLYTOMIC_WEBHOOK_METRICS_ADDR", value_name = "ADDR")]
@@ -295,7 +313,9 @@ pub(crate) async fn run(args: ServeArgs) -> ExitCode {
         limits: ServerLimits::default()
             .max_in_flight(args.max_in_flight)
             .queue_wait(Duration::from_millis(args.queue_wait_ms))
-            .max_decoded_in_flight(args.max_decoded_in_flight),
+            .max_decoded_in_flight(args.max_decoded_in_flight)
+            .max_draining(args.max_draining)
+            .drain_time(Duration::from_millis(args.drain_ms)),
         ..ops
     };
     let app = app(&receiver, &args.path, layer, ops);
@@ -327,7 +347,8 @@ pub(crate) async fn run(args: ServeArgs) -> ExitCode {
         }
     };
     let started = Instant::now();
-    serve(listener, app, ServeOptions::default(), shutdown).await;
+    let options = ServeOptions::default().max_connections(args.max_connections);
+    serve(listener, app, options, shutdown).await;
     if failed.load(Ordering::SeqCst) {
         return ExitCode::from(EXIT_FAILED);
     }

@@ -56,7 +56,10 @@ use tower_service::Service;
 use crate::drain::Drain;
 use crate::metrics::Outcome;
 use crate::timeout::TimeoutBody;
-use polytomic_webhook_core::drain::{DrainBudget, HeldPlace};
+/// The server-wide bound on draining refused bodies that [`InFlightLimitLayer`] puts in each
+/// request ([`InFlightLimitLayer::drain_budget`]).
+pub use polytomic_webhook_core::drain::DrainBudget;
+use polytomic_webhook_core::drain::HeldPlace;
 
 /// The problem `code` of a delivery refused because the server is at one of its bounds.
 pub const OVERLOADED: &str = "overloaded";
@@ -219,6 +222,13 @@ impl InFlightLimitLayer {
     pub fn drain_limit(mut self, bytes: u64) -> Self {
         self.drain_limit = bytes;
         self
+    }
+
+    /// The drain budget this layer puts in each request (shared by its clones), for a layer
+    /// that refuses requests before they reach this one: put it in their extensions (with
+    /// tower-http's `AddExtensionLayer`, say) and their drains count against the same budget.
+    pub fn drain_budget(&self) -> DrainBudget {
+        self.drains.clone()
     }
 }
 
