@@ -28,7 +28,7 @@
 //!   waits `POLYTOMIC_WEBHOOK_QUEUE_WAIT_MS` (1000) for a place, then gets 503 `overloaded`.
 //! - `POLYTOMIC_WEBHOOK_MAX_DECODED_IN_FLIGHT`: most decoded bytes all deliveries hold at
 //!   once (256 MiB); a delivery that would pass it is stopped and gets 503 `overloaded`.
-//! - `POLYTOMIC_WEBHOOK_MAX_DRAINING`: most refused bodies read and thrown away at once (32),
+//! - `POLYTOMIC_WEBHOOK_MAX_DRAINING`: most refused bodies read and thrown away at once (64),
 //!   each for at most `POLYTOMIC_WEBHOOK_DRAIN_MS` (5000); a refusal beyond it is answered at
 //!   once and its connection closed. A refused delivery holds no in-flight place.
 //! - `POLYTOMIC_WEBHOOK_MAX_CONNECTIONS`: most connections open at once (4096); past it new

@@ -99,7 +99,7 @@ pub fn server_limits() -> Result<ServerLimits, StartupError> {
     if let Some(bytes) = number_var(MAX_DECODED_IN_FLIGHT_VAR, 0, "268435456")? {
         limits = limits.max_decoded_in_flight(bytes);
     }
-    if let Some(max) = number_var(MAX_DRAINING_VAR, 1, "32")? {
+    if let Some(max) = number_var(MAX_DRAINING_VAR, 1, "64")? {
         limits = limits.max_draining(usize::try_from(max).unwrap_or(usize::MAX));
     }
     if let Some(ms) = number_var(DRAIN_MS_VAR, 0, "5000")? {

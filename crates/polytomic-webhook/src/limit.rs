@@ -99,10 +99,12 @@ pub struct ServerLimits {
     pub drain_time: Duration,
 }
 
-/// The default [`ServerLimits::max_draining`]: 32. Refusals of honest senders (a secret being
-/// rotated, a clock that drifted) are rare, and each drain of a sender that is sending ends in
-/// milliseconds; what the bound stops is senders without the secret that trickle.
-pub const DEFAULT_MAX_DRAINING: usize = 32;
+/// The default [`ServerLimits::max_draining`]: 64, as many as the deliveries in flight. A
+/// drain buffers nothing, and one of a sender that is sending ends in milliseconds, so honest
+/// senders refused together (a secret being rotated, a clock that drifted: 50 at once in the
+/// tests) all hear their 401 on a connection that stays usable; what the bound stops is
+/// senders without the secret that trickle.
+pub const DEFAULT_MAX_DRAINING: usize = 64;
 
 /// The default [`ServerLimits::drain_time`]: 5 seconds, long enough to read a few megabytes
 /// from a slow honest sender, short enough that a trickler holds its drain briefly.
