@@ -18,7 +18,6 @@
 //! webhook here.
 
 use std::error::Error;
-use std::sync::Arc;
 
 use examples::{init_logging, listen_addr, serve_hyper, shutdown_signal, startup};
 use polytomic_webhook::prelude::*;
@@ -36,7 +35,7 @@ async fn main() -> Result<(), Box<dyn Error>> {
     serve_hyper(
         listener,
         layer,
-        Arc::new(|batch| {
+        examples::sync_sink(|batch| {
             tracing::info!(records = batch.len(), "stored a batch");
             Ok(())
         }),

@@ -58,7 +58,7 @@
 use std::error::Error;
 use std::net::SocketAddr;
 use std::process::ExitCode;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 
 use examples::startup::{
     self, EVENTS_REDIS_URL_VAR, EVENTS_SECRET_VAR, METRICS_ADDR_VAR, PREVIOUS_SECRET_VAR,
@@ -72,7 +72,8 @@ use examples::{
 use polytomic_webhook::dedup::MemoryEventIdStore;
 use polytomic_webhook::metrics::install_prometheus_recorder;
 use polytomic_webhook::prelude::*;
-use polytomic_webhook_store::lines::{LineOutput, batch_line};
+use polytomic_webhook::readiness::Readiness;
+use polytomic_webhook_store::lines::{LineOutput, LineWriter, batch_line};
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -104,11 +105,14 @@ async fn run() -> Result<(), Box<dyn Error>> {
     let limits = startup::server_limits()?;
     let serve_options = startup::serve_options()?;
 
-    let out = stdout_lines()?;
+    let out = stdout_lines(startup::output_wait()?)?;
     let listener = startup::bind(listen_addr()?).await?;
     let addr = listener.local_addr()?;
+    let ready = out.clone();
     let mut ops = Ops {
         limits,
+        // 503 while stdout takes no line (its reader stopped reading).
+        readiness: Readiness::new(move || std::future::ready(ready.is_ready())),
         ..Ops::default()
     };
     match metrics_addr {
@@ -133,17 +137,17 @@ async fn run() -> Result<(), Box<dyn Error>> {
     let shutdown = shutdown_signal();
     tracing::info!("listening on http://{addr}{WEBHOOK_PATH}");
 
-    let mut app = receiver_app_with(layer, print_batch(Arc::clone(&out)), &ops);
+    let mut app = receiver_app_with(layer, print_batch(out.clone()), &ops);
     match events {
         Some(events) => {
             let router = match event_ids {
                 Some(store) => {
                     tracing::info!("event ids are shared through {EVENTS_REDIS_URL_VAR}");
-                    events_router(events, print_event(Arc::clone(&out)), &ops.limits, store)
+                    events_router(events, print_event(out.clone()), &ops.limits, store)
                 }
                 None => {
                     let store = MemoryEventIdStore::new(REMEMBERED_EVENT_IDS);
-                    events_router(events, print_event(Arc::clone(&out)), &ops.limits, store)
+                    events_router(events, print_event(out.clone()), &ops.limits, store)
                 }
             };
             app = app.merge(router);
@@ -159,34 +163,36 @@ async fn run() -> Result<(), Box<dyn Error>> {
 
 /// Writes each new event as one JSON line, like [`print_batch`]; an event that cannot be
 /// written is answered 503, so Polytomic sends it again.
-fn print_event(out: Arc<Mutex<LineOutput>>) -> EventSink {
+fn print_event(out: LineWriter) -> EventSink {
     Arc::new(move |event| {
-        let mut line = event_line(event)?;
-        line.push(b'\n');
-        print_line(&out, &line)
+        let line = event_line(event).map(|mut line| {
+            line.push(b'\n');
+            line
+        });
+        print_line(out.clone(), line)
     })
 }
 
 /// Writes each batch as one compact JSON line and flushes it, so a reader downstream sees it
 /// at once. A batch that cannot be written is answered 503 `batch_not_stored`, never
 /// acknowledged.
-fn print_batch(out: Arc<Mutex<LineOutput>>) -> Sink {
-    Arc::new(move |batch| print_line(&out, &batch_line(batch)?))
+fn print_batch(out: LineWriter) -> Sink {
+    Arc::new(move |batch| print_line(out.clone(), batch_line(batch)))
 }
 
-/// One write of the whole line under the lock, so concurrent deliveries never interleave
-/// within a line; a line stopped half-way is cut off again (or, on a pipe, the next one starts
-/// on a fresh line).
-fn print_line(out: &Mutex<LineOutput>, line: &[u8]) -> Result<(), examples::StoreError> {
-    out.lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .append(line)?;
-    Ok(())
+/// Hands the line to stdout's writer thread, which writes each line whole, so concurrent
+/// deliveries never interleave within a line; the delivery waits for it without holding a
+/// runtime worker, at most `POLYTOMIC_WEBHOOK_OUTPUT_WAIT_MS`.
+fn print_line(out: LineWriter, line: serde_json::Result<Vec<u8>>) -> examples::SinkFuture<'static> {
+    Box::pin(async move {
+        out.append(line?).await?;
+        Ok(())
+    })
 }
 
-/// Standard output as a line output; a partial last line left in the file it is appended to
-/// (by a process killed while writing it) is cut off first.
-fn stdout_lines() -> Result<Arc<Mutex<LineOutput>>, Box<dyn Error>> {
+/// Standard output's line writer; a partial last line left in the file it is appended to (by
+/// a process killed while writing it) is cut off first.
+fn stdout_lines(wait: std::time::Duration) -> Result<LineWriter, Box<dyn Error>> {
     let out = LineOutput::stdout().map_err(|error| format!("cannot use stdout: {error}"))?;
     if out.repaired() > 0 {
         tracing::warn!(
@@ -194,7 +200,8 @@ fn stdout_lines() -> Result<Arc<Mutex<LineOutput>>, Box<dyn Error>> {
             "stdout's file ended in a partial line, never acknowledged; cut it off"
         );
     }
-    Ok(Arc::new(Mutex::new(out)))
+    Ok(LineWriter::spawn(out, wait)
+        .map_err(|error| format!("cannot start stdout's writer: {error}"))?)
 }
 
 /// The configured secrets, or a freshly made-up one (returned too, so it can be shown).

@@ -15,7 +15,6 @@
 //! logged with their record count; see the `receiver` example for printing them.
 
 use std::error::Error;
-use std::sync::Arc;
 
 use examples::{
     ServeOptions, WEBHOOK_PATH, init_logging, listen_addr, serve, shutdown_signal, startup,
@@ -30,7 +29,7 @@ async fn main() -> Result<(), Box<dyn Error>> {
     let layer = PolytomicWebhookLayer::new(PolytomicWebhookConfig::default().secret(secret))?;
     let (app, _health) = tonic_gateway(
         layer,
-        Arc::new(|batch| {
+        examples::sync_sink(|batch| {
             tracing::info!(records = batch.len(), "stored a batch");
             Ok(())
         }),

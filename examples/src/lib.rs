@@ -28,6 +28,7 @@ pub mod startup;
 use std::convert::Infallible;
 use std::future::Future;
 use std::io;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use axum::Router;
@@ -46,6 +47,7 @@ use polytomic_webhook::prelude::*;
 use polytomic_webhook::problem::Problem;
 use polytomic_webhook::readiness::Readiness;
 pub use polytomic_webhook::server::{HEADER_READ_TIMEOUT, ServeOptions, serve, shutdown_signal};
+use polytomic_webhook_store::lines::NotWritten;
 use tokio::net::TcpListener;
 use tower::{ServiceBuilder, service_fn};
 use tower_http::add_extension::AddExtensionLayer;
@@ -65,8 +67,25 @@ pub const REMEMBERED_EVENT_IDS: usize = 100_000;
 
 /// What the application does with each new organisation event (a retry of a handled one never
 /// reaches it). `Ok` is answered 200; an error 503 `event_not_stored`, so Polytomic sends the
-/// event again.
-pub type EventSink = Arc<dyn Fn(&PolytomicOrgEvent) -> Result<(), StoreError> + Send + Sync>;
+/// event again. Like a [`Sink`], it returns a future, so that it can wait (for a line writer,
+/// a store) without blocking a runtime worker; [`sync_event_sink`] wraps a quick `Fn`.
+pub type EventSink = Arc<dyn for<'a> Fn(&'a PolytomicOrgEvent) -> SinkFuture<'a> + Send + Sync>;
+
+/// An [`EventSink`] whose work is done at once, in `store` (which must not block: it runs on a
+/// runtime worker).
+///
+/// ```
+/// let sink = examples::sync_event_sink(|event| {
+///     eprintln!("event {}", event.id());
+///     Ok(())
+/// });
+/// ```
+pub fn sync_event_sink<F>(store: F) -> EventSink
+where
+    F: Fn(&PolytomicOrgEvent) -> Result<(), StoreError> + Send + Sync + 'static,
+{
+    Arc::new(move |event| Box::pin(std::future::ready(store(event))))
+}
 
 /// `POST /webhooks/polytomic/events`: the signature-checking layer, then deduplication by
 /// event id in `store`, then the `sink`. Merge it into [`receiver_app`]'s router. The route
@@ -78,7 +97,6 @@ pub type EventSink = Arc<dyn Fn(&PolytomicOrgEvent) -> Result<(), StoreError> + 
 /// replica runs the handler again.
 ///
 /// ```
-/// use std::sync::Arc;
 /// use polytomic_webhook::dedup::MemoryEventIdStore;
 /// use polytomic_webhook::prelude::*;
 ///
@@ -86,7 +104,8 @@ pub type EventSink = Arc<dyn Fn(&PolytomicOrgEvent) -> Result<(), StoreError> + 
 ///     .secrets(SigningSecrets::new("the-events-secret")?);
 /// let layer = PolytomicOrgEventsLayer::new(config)?;
 /// let store = MemoryEventIdStore::new(examples::REMEMBERED_EVENT_IDS);
-/// let events = examples::events_router(layer, Arc::new(|_| Ok(())), &Default::default(), store);
+/// let sink = examples::sync_event_sink(|_| Ok(()));
+/// let events = examples::events_router(layer, sink, &Default::default(), store);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub fn events_router<St: EventIdStore>(
@@ -111,7 +130,7 @@ pub fn events_router<St: EventIdStore>(
 }
 
 async fn receive_event(State(sink): State<EventSink>, event: PolytomicOrgEvent) -> Response {
-    match sink(&event) {
+    match sink(&event).await {
         Ok(()) => (
             [(http::header::CONTENT_TYPE, "application/json")],
             r#"{"accepted":true}"#,
@@ -171,15 +190,40 @@ pub fn event_line(event: &PolytomicOrgEvent) -> Result<Vec<u8>, serde_json::Erro
 /// and before the answer is sent: `Ok` is answered 200, an error (the batch could not be kept)
 /// 503 `batch_not_stored`, so a batch is acknowledged only once the sink has stored it.
 ///
+/// It returns a future, so that a sink that waits (for a line writer's thread, a store) does
+/// not block a runtime worker meanwhile; [`sync_sink`] wraps a quick `Fn`.
+///
 /// ```
 /// use std::sync::Arc;
 ///
 /// let sink: examples::Sink = Arc::new(|batch| {
+///     let records = batch.len();
+///     Box::pin(async move {
+///         eprintln!("{records} records");
+///         Ok(())
+///     })
+/// });
+/// ```
+pub type Sink = Arc<dyn for<'a> Fn(&'a SyncRecords) -> SinkFuture<'a> + Send + Sync>;
+
+/// The future a [`Sink`] or an [`EventSink`] returns: `Ok` once the batch or event is kept.
+pub type SinkFuture<'a> = Pin<Box<dyn Future<Output = Result<(), StoreError>> + Send + 'a>>;
+
+/// A [`Sink`] whose work is done at once, in `store` (which must not block: it runs on a
+/// runtime worker).
+///
+/// ```
+/// let sink = examples::sync_sink(|batch| {
 ///     eprintln!("{} records", batch.len());
 ///     Ok(())
 /// });
 /// ```
-pub type Sink = Arc<dyn Fn(&SyncRecords) -> Result<(), StoreError> + Send + Sync>;
+pub fn sync_sink<F>(store: F) -> Sink
+where
+    F: Fn(&SyncRecords) -> Result<(), StoreError> + Send + Sync + 'static,
+{
+    Arc::new(move |batch| Box::pin(std::future::ready(store(batch))))
+}
 
 /// Why a [`Sink`] could not store a batch; it goes to the log, never to the sender.
 pub type StoreError = Box<dyn std::error::Error + Send + Sync>;
@@ -195,13 +239,12 @@ pub type StoreError = Box<dyn std::error::Error + Send + Sync>;
 /// records each connection's peer address for an allowlist.
 ///
 /// ```
-/// use std::sync::Arc;
 /// use polytomic_webhook::prelude::*;
 ///
 /// let layer = PolytomicWebhookLayer::new(
 ///     PolytomicWebhookConfig::default().secret(Secret::new("the-connection-secret")?),
 /// )?;
-/// let app = examples::receiver_app(layer, Arc::new(|_batch| Ok(())));
+/// let app = examples::receiver_app(layer, examples::sync_sink(|_batch| Ok(())));
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub fn receiver_app(layer: PolytomicWebhookLayer, sink: Sink) -> Router {
@@ -268,17 +311,21 @@ fn webhook_router(layer: PolytomicWebhookLayer, sink: Sink, limits: &ServerLimit
 /// The handler runs only for a valid `sync.records` batch: every refusal has been answered by
 /// the layer or the extractor before.
 async fn receive(State(sink): State<Sink>, batch: SyncRecords) -> Response {
-    store(&sink, &batch)
+    store(&sink, &batch).await
 }
 
 /// Hands the batch to the sink: 200 once it is stored, 503 `batch_not_stored` when it could not
-/// be, so that Polytomic counts the batch as failed rather than delivered.
-fn store(sink: &Sink, batch: &SyncRecords) -> Response {
-    match sink(batch) {
+/// be, so that Polytomic counts the batch as failed rather than delivered. A line writer's
+/// error gives its own answer, which says when the line may still appear.
+async fn store(sink: &Sink, batch: &SyncRecords) -> Response {
+    match sink(batch).await {
         Ok(()) => Ack::from(batch).into_response(),
         Err(error) => {
             tracing::error!(%error, "cannot store a batch");
-            NotStored.into_response()
+            match error.downcast_ref::<NotWritten>() {
+                Some(not_written) => not_written.problem().into_response(),
+                None => NotStored.into_response(),
+            }
         }
     }
 }
@@ -295,13 +342,12 @@ async fn healthz() -> &'static str {
 /// the overall status (service name `""`) starts as `SERVING`.
 ///
 /// ```
-/// use std::sync::Arc;
 /// use polytomic_webhook::prelude::*;
 ///
 /// let layer = PolytomicWebhookLayer::new(
 ///     PolytomicWebhookConfig::default().secret(Secret::new("the-connection-secret")?),
 /// )?;
-/// let (app, _health) = examples::tonic_gateway(layer, Arc::new(|_batch| Ok(())));
+/// let (app, _health) = examples::tonic_gateway(layer, examples::sync_sink(|_batch| Ok(())));
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub fn tonic_gateway(
@@ -350,7 +396,7 @@ where
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     Ok(match read(request).await {
-        Ok(batch) => store(&sink, &batch),
+        Ok(batch) => store(&sink, &batch).await,
         Err(rejection) => rejection.into_response(),
     })
 }

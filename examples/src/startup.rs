@@ -79,6 +79,10 @@ pub const MAX_DRAINING_VAR: &str = "POLYTOMIC_WEBHOOK_MAX_DRAINING";
 /// The variable holding how long, in milliseconds, one refused body may be drained.
 pub const DRAIN_MS_VAR: &str = "POLYTOMIC_WEBHOOK_DRAIN_MS";
 
+/// The variable holding how long, in milliseconds, a batch waits for its stdout line to be
+/// written before it is answered 503.
+pub const OUTPUT_WAIT_MS_VAR: &str = "POLYTOMIC_WEBHOOK_OUTPUT_WAIT_MS";
+
 /// The variable holding the most connections open at once.
 pub const MAX_CONNECTIONS_VAR: &str = "POLYTOMIC_WEBHOOK_MAX_CONNECTIONS";
 
@@ -106,6 +110,20 @@ pub fn server_limits() -> Result<ServerLimits, StartupError> {
         limits = limits.drain_time(Duration::from_millis(ms));
     }
     Ok(limits)
+}
+
+/// How long a line waits for the output's writer: [`OUTPUT_WAIT_MS_VAR`], else the library's
+/// default ([`DEFAULT_WAIT`](polytomic_webhook_store::lines::DEFAULT_WAIT), 5 s).
+///
+/// ```
+/// let wait = examples::startup::output_wait()?;
+/// # Ok::<(), examples::startup::StartupError>(())
+/// ```
+pub fn output_wait() -> Result<Duration, StartupError> {
+    Ok(number_var(OUTPUT_WAIT_MS_VAR, 0, "5000")?.map_or(
+        polytomic_webhook_store::lines::DEFAULT_WAIT,
+        Duration::from_millis,
+    ))
 }
 
 /// The connection bounds of the server loop: the library's defaults, changed by each variable

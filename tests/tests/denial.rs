@@ -67,7 +67,7 @@ async fn wrong_secret_clients_trickling_bodies_hold_no_place_a_genuine_delivery_
         limits: ServerLimits::default().max_in_flight(DEFAULT_MAX_DRAINING / 2),
         ..examples::Ops::default()
     };
-    let sink: examples::Sink = Arc::new(|_| Ok(()));
+    let sink: examples::Sink = examples::sync_sink(|_| Ok(()));
     let addr = serve_axum(examples::receiver_app_with(layer(config()), sink, &ops)).await;
     let answered = Arc::new(AtomicUsize::new(0));
     let tricklers: Vec<_> = (0..100)
@@ -100,11 +100,11 @@ async fn start_with_events(limits: ServerLimits) -> SocketAddr {
         PolytomicOrgEventsConfig::default().secrets(SigningSecrets::new(EVENTS_SECRET).unwrap()),
     )
     .unwrap();
-    let sink: examples::Sink = Arc::new(|_| Ok(()));
+    let sink: examples::Sink = examples::sync_sink(|_| Ok(()));
     let app =
         examples::receiver_app_with(layer(config()), sink, &ops).merge(examples::events_router(
             events,
-            Arc::new(|_| Ok(())),
+            examples::sync_event_sink(|_| Ok(())),
             &ops.limits,
             MemoryEventIdStore::new(1000),
         ));

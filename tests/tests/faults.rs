@@ -278,8 +278,9 @@ async fn a_panicking_handler_in_the_receiver_example_gets_500_and_the_server_kee
 #[tokio::test]
 async fn a_batch_the_sink_could_not_store_gets_503_batch_not_stored_not_200() {
     let _serial = SERIAL.lock().await;
-    let failing: examples::Sink =
-        Arc::new(|_batch: &SyncRecords| Err(io::Error::from(io::ErrorKind::StorageFull).into()));
+    let failing: examples::Sink = examples::sync_sink(|_batch: &SyncRecords| {
+        Err(io::Error::from(io::ErrorKind::StorageFull).into())
+    });
     let (replies, logs) = capture_logs(async {
         let axum_addr = serve_axum(examples::receiver_app(
             layer(config()),

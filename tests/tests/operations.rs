@@ -81,7 +81,7 @@ impl Holding {
         let (entered_tx, entered) = std::sync::mpsc::channel::<()>();
         let (release, released) = std::sync::mpsc::channel::<()>();
         let (entered_tx, released) = (Mutex::new(entered_tx), Mutex::new(released));
-        let sink: examples::Sink = Arc::new(move |batch| {
+        let sink: examples::Sink = examples::sync_sink(move |batch| {
             if marker(batch) == r#""hold""# {
                 entered_tx.lock().unwrap().send(()).unwrap();
                 // The sink is synchronous, so it waits on a runtime worker: `block_in_place`

@@ -29,7 +29,7 @@ use polytomic_webhook::prelude::*;
 use polytomic_webhook::problem::{Problem, ProblemCode};
 use polytomic_webhook::readiness::{NOT_READY, Readiness};
 use polytomic_webhook::server::{MAX_CONNECTIONS, ServeOptions, serve, shutdown_signal};
-use polytomic_webhook_store::lines::{LineOutput, batch_line};
+use polytomic_webhook_store::lines::{DEFAULT_WAIT, LineOutput, LineWriter, batch_line};
 use polytomic_webhook_store::{Durability, Identity, Sink, SinkUrl, store};
 use tower::util::MapResponseLayer;
 use tower_http::catch_panic::CatchPanicLayer;
@@ -102,6 +102,14 @@ pub(crate) struct ServeArgs {
     /// Append accepted batches to this file instead of standard output.
     #[arg(long, value_name = "FILE")]
     out: Option<PathBuf>,
+
+    /// How long a batch waits for its line to be written (a reader of --out or standard
+    /// output that stopped reading, a slow disk) before it is answered 503
+    /// `batch_not_stored`; a line whose write had not started by then is never written.
+    /// /readyz answers 503 while the output takes no line.
+    #[arg(long, env = "POLYTOMIC_WEBHOOK_OUTPUT_WAIT_MS", value_name = "MS",
+          default_value_t = u64::try_from(DEFAULT_WAIT.as_millis()).unwrap_or(u64::MAX))]
+    output_wait_ms: u64,
 
     /// Make each batch durable on disk (fsync) before answering 200; needs --out FILE or a
     /// `sqlite:` sink.
@@ -210,18 +218,21 @@ struct Receiver {
 
 /// Where accepted batches go.
 enum Destination {
-    /// One line per batch.
-    Lines(Mutex<LineOutput>),
+    /// One line per batch, written by a thread of its own.
+    Lines(LineWriter),
     /// Each record once per change.
     Sink(Arc<dyn Sink>),
 }
 
 impl Destination {
-    /// What `/readyz` asks: a sink must answer its cheap check; a file is always ready (a
-    /// write that fails is answered 503 `batch_not_stored` on its own).
+    /// What `/readyz` asks: a sink must answer its cheap check; a line output must be open
+    /// and taking lines (a write that fails is answered 503 `batch_not_stored` on its own).
     fn readiness(&self) -> Readiness {
         match self {
-            Self::Lines(_) => Readiness::always(),
+            Self::Lines(writer) => {
+                let writer = writer.clone();
+                Readiness::new(move || std::future::ready(writer.is_ready()))
+            }
             Self::Sink(sink) => {
                 let sink = Arc::clone(sink);
                 Readiness::new(move || {
@@ -253,7 +264,7 @@ pub(crate) async fn run(args: ServeArgs) -> ExitCode {
     // A sink is opened once listening (below); an output file at once, which is quick.
     let opened = match sink_plan(&args) {
         Ok(Some(plan)) => Ok(Ok(plan)),
-        Ok(None) => open_output(&args).map(|out| Err(Destination::Lines(Mutex::new(out)))),
+        Ok(None) => open_output(&args).map(|out| Err(Destination::Lines(out))),
         Err(usage) => Err(usage),
     };
     let (sink, destination) = match opened {
@@ -324,12 +335,23 @@ pub(crate) async fn run(args: ServeArgs) -> ExitCode {
     let shutdown = shutdown_signal();
     eprintln!("{NAME}: listening on http://{bound}{}", args.path);
     let failed = Arc::new(AtomicBool::new(false));
-    let opening = sink.map(|plan| {
-        eprintln!(
-            "{NAME}: opening the sink; deliveries and /readyz are answered 503 until it is open"
-        );
-        tokio::spawn(open_sink(plan, Arc::clone(&receiver), Arc::clone(&failed)))
-    });
+    let opening = match (sink, receiver.destination.get()) {
+        (Some(plan), _) => {
+            eprintln!(
+                "{NAME}: opening the sink; deliveries and /readyz are answered 503 until it is open"
+            );
+            Some(tokio::spawn(open_sink(
+                plan,
+                Arc::clone(&receiver),
+                Arc::clone(&failed),
+            )))
+        }
+        (None, Some(Destination::Lines(writer))) => Some(tokio::spawn(output_opened(
+            writer.clone(),
+            Arc::clone(&failed),
+        ))),
+        (None, _) => None,
+    };
     // A sink that cannot be opened stops the server as a signal would.
     let shutdown = async move {
         let open_failed = async {
@@ -380,6 +402,19 @@ async fn open_sink(plan: SinkPlan, receiver: Arc<Receiver>, failed: Arc<AtomicBo
         }
         Err(error) => {
             eprintln!("{NAME}: cannot open the sink: {error}");
+            failed.store(true, Ordering::SeqCst);
+            false
+        }
+    }
+}
+
+/// Waits until the writer's output is open (a FIFO opens once it has a reader); `false` (with
+/// `failed` set) when it cannot be opened.
+async fn output_opened(writer: LineWriter, failed: Arc<AtomicBool>) -> bool {
+    match writer.opened().await {
+        Ok(()) => true,
+        Err(error) => {
+            eprintln!("{NAME}: cannot open the output: {error}");
             failed.store(true, Ordering::SeqCst);
             false
         }
@@ -441,17 +476,28 @@ async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, ExitCode> {
     })
 }
 
-/// The output --out names (standard output when absent or `-`), or the message and exit status
-/// for one that cannot be used. A regular file left with a partial last line (a process killed
-/// while writing it) is cut back to its last whole line first.
-fn open_output(args: &ServeArgs) -> Result<LineOutput, (String, u8)> {
+/// The writer of the output --out names (standard output when absent or `-`), or the message
+/// and exit status for one that cannot be used. A regular file left with a partial last line
+/// (a process killed while writing it) is cut back to its last whole line first. A FIFO is
+/// opened by the writer thread, so that `serve` listens while it waits for a reader.
+fn open_output(args: &ServeArgs) -> Result<LineWriter, (String, u8)> {
+    let wait = Duration::from_millis(args.output_wait_ms);
+    let spawn = |output: LineOutput| {
+        LineWriter::spawn(output, wait).map_err(|error| {
+            (
+                format!("cannot start the output's writer: {error}"),
+                EXIT_FAILED,
+            )
+        })
+    };
     let Some(path) = args.out.as_ref().filter(|path| path.as_os_str() != "-") else {
         if args.fsync {
             return Err(("--fsync needs --out FILE".to_owned(), EXIT_USAGE));
         }
         return LineOutput::stdout()
             .map(warn_repaired("standard output"))
-            .map_err(|error| (format!("cannot use standard output: {error}"), EXIT_FAILED));
+            .map_err(|error| (format!("cannot use standard output: {error}"), EXIT_FAILED))
+            .and_then(spawn);
     };
     let cannot = |error: io::Error| {
         (
@@ -459,6 +505,32 @@ fn open_output(args: &ServeArgs) -> Result<LineOutput, (String, u8)> {
             EXIT_FAILED,
         )
     };
+    let not_a_file = |path: &std::path::Path| {
+        (
+            format!(
+                "--fsync needs a regular file, and {} is not one",
+                path.display()
+            ),
+            EXIT_USAGE,
+        )
+    };
+    if is_fifo(path) {
+        if args.fsync {
+            return Err(not_a_file(path));
+        }
+        eprintln!(
+            "{NAME}: {} is a FIFO: waiting for a reader to open it; deliveries wait and              /readyz answers 503 until one does",
+            path.display()
+        );
+        let fifo = path.clone();
+        // Write-only, so that the open waits for a reader and a reader that goes away is a
+        // failed write (503), not lines piling up unread.
+        return LineWriter::opening(
+            move || LineOutput::pipe(OpenOptions::new().append(true).open(fifo)?),
+            wait,
+        )
+        .map_err(cannot);
+    }
     let file = OpenOptions::new()
         .create(true)
         .append(true)
@@ -468,20 +540,29 @@ fn open_output(args: &ServeArgs) -> Result<LineOutput, (String, u8)> {
     let is_file = file.metadata().map_err(cannot)?.is_file();
     if !is_file {
         if args.fsync {
-            return Err((
-                format!(
-                    "--fsync needs a regular file, and {} is not one",
-                    path.display()
-                ),
-                EXIT_USAGE,
-            ));
+            return Err(not_a_file(path));
         }
-        return Ok(LineOutput::stream(Box::new(file)));
+        return LineOutput::pipe(file).map_err(cannot).and_then(spawn);
     }
     let mut reader = file.try_clone().map_err(cannot)?;
     LineOutput::file(file, &mut reader, args.fsync)
         .map(warn_repaired(&path.display().to_string()))
         .map_err(cannot)
+        .and_then(spawn)
+}
+
+/// Whether `path` names a FIFO (opening one for writing waits for a reader).
+fn is_fifo(path: &std::path::Path) -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt;
+        std::fs::metadata(path).is_ok_and(|meta| meta.file_type().is_fifo())
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = path;
+        false
+    }
 }
 
 /// Passes `output` on, saying on stderr what was cut from its end.
@@ -555,8 +636,14 @@ async fn receive(State(receiver): State<Arc<Receiver>>, batch: SyncRecords) -> R
         return loading();
     };
     let mut response = match destination {
-        Destination::Lines(out) => match Receiver::write(out, &batch) {
-            Ok(()) => Ack::from(&batch).into_response(),
+        Destination::Lines(writer) => match batch_line(&batch) {
+            Ok(line) => match writer.append(line).await {
+                Ok(()) => Ack::from(&batch).into_response(),
+                Err(error) => {
+                    eprintln!("{NAME}: cannot write a batch: {error}");
+                    return error.into_response();
+                }
+            },
             Err(error) => {
                 eprintln!("{NAME}: cannot write a batch: {error}");
                 return NotStored.into_response();
@@ -587,15 +674,6 @@ impl Receiver {
             None => loading(),
             Some(destination) => destination.readiness().answer().await,
         }
-    }
-
-    /// Appends the batch as one line. A short blocking write under a lock: batches are small,
-    /// and holding the lock keeps lines whole when deliveries arrive concurrently.
-    fn write(out: &Mutex<LineOutput>, batch: &SyncRecords) -> io::Result<()> {
-        let line = batch_line(batch)?;
-        out.lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .append(&line)
     }
 
     fn count_refusal(&self, response: &Response) {
@@ -736,10 +814,13 @@ mod tests {
 
     fn receiver_on(disk: &Disk, fsync: bool) -> Router {
         let receiver = Arc::new(Receiver {
-            destination: OnceLock::from(Destination::Lines(Mutex::new(LineOutput::append_file(
-                Box::new(disk.clone()),
-                fsync,
-            )))),
+            destination: OnceLock::from(Destination::Lines(
+                LineWriter::spawn(
+                    LineOutput::append_file(Box::new(disk.clone()), fsync),
+                    DEFAULT_WAIT,
+                )
+                .unwrap(),
+            )),
             counts: Mutex::new(Counts::default()),
         });
         let config = PolytomicWebhookConfig::default().secret(Secret::new(SECRET).unwrap());

@@ -11,13 +11,26 @@
 //!   write that stopped half-way starts with a newline, so it is never glued onto the
 //!   fragment.
 //!
+//! A [`LineWriter`] runs a `LineOutput` on a thread of its own, so that a consumer that stops
+//! reading blocks that thread, never a runtime worker: a delivery hands its line over and waits
+//! at most a set time ([`DEFAULT_WAIT`]) for the write, and a line whose wait ran out before
+//! its write started is never written.
+//!
 //! `serve --out` and the receiver example write through it; it lives here, next to the sinks,
 //! because both already depend on this crate.
 
+use std::fmt;
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::time::{Duration, Instant};
 
+use axum_core::response::{IntoResponse, Response};
+use http::StatusCode;
+use polytomic_webhook_core::Problem;
 use polytomic_webhook_event::SyncRecords;
+use tokio::sync::{mpsc, oneshot, watch};
 
 /// `batch` as one line of JSON, newline included: `{"id":…,"name":…,"records":[{"hash":…,
 /// "fields":{…}}],"metadata":{…}}`, the shape `SyncRecords` serializes to, with the fields and
@@ -131,11 +144,13 @@ enum Kind {
     Stream {
         out: Box<dyn Write + Send>,
         mid_line: bool,
+        /// The same descriptor as `out`, when it is one, to wait until it can take a line.
+        polled: Option<File>,
     },
 }
 
-impl std::fmt::Debug for LineOutput {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+impl fmt::Debug for LineOutput {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let kind = match self.kind {
             Kind::File { .. } => "file",
             Kind::Stream { .. } => "stream",
@@ -178,9 +193,26 @@ impl LineOutput {
             kind: Kind::Stream {
                 out,
                 mid_line: false,
+                polled: None,
             },
             repaired: 0,
         }
+    }
+
+    /// A stream that is a descriptor (a pipe, a FIFO, a terminal): like
+    /// [`stream`](Self::stream), and a [`LineWriter`] can wait until it takes a line, so
+    /// that a line is given up whole, never half-way, when the reader stops.
+    ///
+    /// # Errors
+    ///
+    /// When the descriptor cannot be duplicated.
+    pub fn pipe(file: File) -> io::Result<Self> {
+        let polled = Some(file.try_clone()?);
+        let mut output = Self::stream(Box::new(file));
+        if let Kind::Stream { polled: slot, .. } = &mut output.kind {
+            *slot = polled;
+        }
+        Ok(output)
     }
 
     /// Standard output, unbuffered: as a regular file (repaired at the start) when it is
@@ -205,7 +237,7 @@ impl LineOutput {
                     }
                     return Ok(Self::append_file(Box::new(file), false));
                 }
-                return Ok(Self::stream(Box::new(file)));
+                return Self::pipe(file);
             }
         }
         Ok(Self::stream(Box::new(io::stdout())))
@@ -230,8 +262,14 @@ impl LineOutput {
     /// When the line could not be written whole: on a file it is cut off again; on a stream
     /// the next line starts on a fresh line.
     pub fn append(&mut self, line: &[u8]) -> io::Result<()> {
+        self.write_line(line).map(drop)
+    }
+
+    /// [`append`](Self::append); on a file, the length it had before, to cut the line off
+    /// again with [`take_back`](Self::take_back).
+    fn write_line(&mut self, line: &[u8]) -> io::Result<Option<u64>> {
         match &mut self.kind {
-            Kind::Stream { out, mid_line } => {
+            Kind::Stream { out, mid_line, .. } => {
                 let prefixed;
                 let data = if *mid_line {
                     prefixed = [b"\n", line].concat();
@@ -239,7 +277,8 @@ impl LineOutput {
                 } else {
                     line
                 };
-                write_counted(&mut **out, data, mid_line).and_then(|()| out.flush())
+                write_counted(&mut **out, data, mid_line).and_then(|()| out.flush())?;
+                Ok(None)
             }
             Kind::File {
                 file,
@@ -257,7 +296,7 @@ impl LineOutput {
                     .and_then(|()| file.flush())
                     .and_then(|()| if *fsync { file.sync_data() } else { Ok(()) });
                 let Err(error) = written else {
-                    return Ok(());
+                    return Ok(Some(before));
                 };
                 match file.set_len(before) {
                     Ok(()) => Err(error),
@@ -274,6 +313,477 @@ impl LineOutput {
                 }
             }
         }
+    }
+
+    /// Cuts a file back to `before` (a line written whole but given up meanwhile); after a
+    /// failure to, nothing more is written, as after a partial line.
+    fn take_back(&mut self, before: u64) {
+        if let Kind::File {
+            file,
+            fsync,
+            broken,
+        } = &mut self.kind
+        {
+            let cut = file
+                .set_len(before)
+                .and_then(|()| if *fsync { file.sync_data() } else { Ok(()) });
+            *broken |= cut.is_err();
+        }
+    }
+
+    /// Waits until the output can take the first bytes of a line without blocking, until
+    /// `deadline` at the latest; `false` when it could not by then. Only a [`pipe`](Self::pipe)
+    /// can be waited for: anything else counts as ready.
+    fn writable_by(&self, deadline: Instant) -> io::Result<bool> {
+        #[cfg(unix)]
+        if let Kind::Stream {
+            polled: Some(file), ..
+        } = &self.kind
+        {
+            use rustix::event::{PollFd, PollFlags, Timespec, poll};
+            loop {
+                let left = deadline.saturating_duration_since(Instant::now());
+                let timeout = Timespec::try_from(left).map_err(io::Error::other)?;
+                // Linux reports a pipe writable when a whole page (PIPE_BUF, 4096 bytes) is
+                // free, and a write of up to PIPE_BUF bytes is atomic: a line that fits is
+                // then written whole at once. A longer one may still block part-way.
+                let mut fds = [PollFd::new(file, PollFlags::OUT)];
+                match poll(&mut fds, Some(&timeout)) {
+                    Ok(0) => return Ok(false),
+                    // Writable, or an error or hang-up that the write itself reports.
+                    Ok(_) => return Ok(true),
+                    Err(rustix::io::Errno::INTR) => {}
+                    Err(error) => return Err(error.into()),
+                }
+            }
+        }
+        let _ = deadline;
+        Ok(true)
+    }
+}
+
+/// How long a delivery waits by default for its line to be written before it is answered
+/// 503 `batch_not_stored`: far above a healthy write (microseconds), and short enough that a
+/// stopped reader holds a delivery's place for seconds, not until its client gives up.
+pub const DEFAULT_WAIT: Duration = Duration::from_secs(5);
+
+/// How many lines wait at most for the writer thread; a delivery beyond them waits (within
+/// its wait) for a place. Above the default number of deliveries in flight, so that a healthy
+/// output never makes one wait for a place.
+pub const QUEUE: usize = 256;
+
+/// A [`LineOutput`] on a dedicated thread, behind a bounded queue: [`append`](Self::append)
+/// hands a line over and waits for the thread's result, at most [`wait`](Self::wait), so a
+/// runtime worker never blocks on a full pipe or a slow disk. Clones share the thread; it ends
+/// when the last clone is dropped.
+///
+/// A line is acknowledged (`Ok`) only once it is written whole, and on a file with `fsync`
+/// on disk, exactly as [`LineOutput::append`]. When the wait runs out first:
+///
+/// - a line whose write has not started is never written (on a [`pipe`](LineOutput::pipe),
+///   the thread waits until the pipe can take it, and gives it up at its deadline);
+/// - a line being written on a file is cut off again once its write returns;
+/// - a line being written on a stream cannot be taken back: it may still appear, whole,
+///   once the reader resumes, and the [`NotWritten`] answer says so.
+///
+/// While a line has been given up and the output has not taken one since (or, for a pipe,
+/// still cannot), [`is_ready`](Self::is_ready) is `false`: a `/readyz` built on it answers
+/// 503 while the output is stalled.
+///
+/// ```
+/// use std::time::Duration;
+/// use polytomic_webhook_store::lines::{LineOutput, LineWriter};
+///
+/// # tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap().block_on(async {
+/// let writer = LineWriter::spawn(LineOutput::stream(Box::new(std::io::sink())), Duration::from_secs(5))?;
+/// writer.append(b"{\"a\":1}\n".to_vec()).await?;
+/// assert!(writer.is_ready());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// # }).unwrap();
+/// ```
+#[derive(Clone)]
+pub struct LineWriter {
+    jobs: mpsc::Sender<Job>,
+    shared: Arc<Shared>,
+    opened: watch::Receiver<Opening>,
+    wait: Duration,
+}
+
+/// What the writer thread and the deliveries share.
+#[derive(Default)]
+struct Shared {
+    /// The output is open (a FIFO waits for a reader first).
+    open: AtomicBool,
+    /// The output is a file, so a line given up during its write is cut off again.
+    is_file: AtomicBool,
+    /// A line was given up at its deadline, and the output has taken none since.
+    stalled: AtomicBool,
+}
+
+#[derive(Clone)]
+enum Opening {
+    Pending,
+    Open,
+    Failed(String),
+}
+
+/// One line handed to the thread.
+struct Job {
+    line: Vec<u8>,
+    deadline: Instant,
+    state: Arc<AtomicU8>,
+    done: oneshot::Sender<io::Result<()>>,
+}
+
+/// A job's state: queued (or waiting for the output) and still cancellable; being written;
+/// finished; given up by its delivery or at its deadline.
+const QUEUED: u8 = 0;
+const WRITING: u8 = 1;
+const DONE: u8 = 2;
+const GIVEN_UP: u8 = 3;
+
+impl fmt::Debug for LineWriter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LineWriter")
+            .field("wait", &self.wait)
+            .field("ready", &self.is_ready())
+            .finish_non_exhaustive()
+    }
+}
+
+impl LineWriter {
+    /// Starts the writer thread over `output`; each line waits at most `wait`.
+    ///
+    /// # Errors
+    ///
+    /// When the thread cannot be started.
+    pub fn spawn(output: LineOutput, wait: Duration) -> io::Result<Self> {
+        Self::opening(move || Ok(output), wait)
+    }
+
+    /// Starts the writer thread, which first calls `open` for its output: a FIFO's open
+    /// waits for a reader, and waits there rather than at start-up. Until it returns, the
+    /// writer is not ready and lines wait (within their wait) to be written;
+    /// [`opened`](Self::opened) says when it returned, and how.
+    ///
+    /// # Errors
+    ///
+    /// When the thread cannot be started.
+    pub fn opening<F>(open: F, wait: Duration) -> io::Result<Self>
+    where
+        F: FnOnce() -> io::Result<LineOutput> + Send + 'static,
+    {
+        let (jobs, queue) = mpsc::channel(QUEUE);
+        let shared = Arc::new(Shared::default());
+        let (opening, opened) = watch::channel(Opening::Pending);
+        let thread = Arc::clone(&shared);
+        std::thread::Builder::new()
+            .name("line-writer".to_owned())
+            .spawn(move || match open() {
+                Ok(output) => {
+                    thread.is_file.store(output.is_file(), Ordering::SeqCst);
+                    thread.open.store(true, Ordering::SeqCst);
+                    opening.send_replace(Opening::Open);
+                    write_lines(output, queue, &thread);
+                }
+                Err(error) => {
+                    opening.send_replace(Opening::Failed(error.to_string()));
+                }
+            })?;
+        Ok(Self {
+            jobs,
+            shared,
+            opened,
+            wait,
+        })
+    }
+
+    /// How long a line waits at most.
+    pub fn wait(&self) -> Duration {
+        self.wait
+    }
+
+    /// Waits until the output is open; the error when it could not be opened.
+    ///
+    /// # Errors
+    ///
+    /// The error of the `open` given to [`opening`](Self::opening).
+    pub async fn opened(&self) -> io::Result<()> {
+        let mut opened = self.opened.clone();
+        let state = opened
+            .wait_for(|state| !matches!(state, Opening::Pending))
+            .await
+            .map(|state| state.clone())
+            .unwrap_or(Opening::Failed("the writer thread stopped".to_owned()));
+        match state {
+            Opening::Failed(error) => Err(io::Error::other(error)),
+            Opening::Open | Opening::Pending => Ok(()),
+        }
+    }
+
+    /// Whether a line handed over now is expected to be written: the output is open and not
+    /// stalled (no line given up since it last took one).
+    pub fn is_ready(&self) -> bool {
+        self.shared.open.load(Ordering::SeqCst) && !self.shared.stalled.load(Ordering::SeqCst)
+    }
+
+    /// Hands `line` (which ends in a newline) to the writer thread and waits for it to be
+    /// written whole, at most [`wait`](Self::wait).
+    ///
+    /// # Errors
+    ///
+    /// When the line could not be written (see [`LineOutput::append`]), or the wait ran out
+    /// first (see the type's documentation for what then happens to the line).
+    pub async fn append(&self, line: Vec<u8>) -> Result<(), NotWritten> {
+        let deadline = Instant::now() + self.wait;
+        let state = Arc::new(AtomicU8::new(QUEUED));
+        let (done, mut result) = oneshot::channel();
+        let job = Job {
+            line,
+            deadline,
+            state: Arc::clone(&state),
+            done,
+        };
+        let until = tokio::time::Instant::from_std(deadline);
+        match tokio::time::timeout_at(until, self.jobs.send(job)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => return Err(self.stopped()),
+            Err(_) => return Err(self.gave_up(false)),
+        }
+        match tokio::time::timeout_at(until, &mut result).await {
+            Ok(Ok(written)) => written.map_err(|error| NotWritten(Why::Failed(error))),
+            // Dropped unanswered: given up by the thread at its deadline, or the thread ended.
+            Ok(Err(_)) => Err(match state.load(Ordering::SeqCst) {
+                GIVEN_UP => self.gave_up(false),
+                _ => self.stopped(),
+            }),
+            Err(_) => {
+                let started = match state.compare_exchange(
+                    QUEUED,
+                    GIVEN_UP,
+                    Ordering::SeqCst,
+                    Ordering::SeqCst,
+                ) {
+                    Ok(_) | Err(GIVEN_UP) => false,
+                    Err(_) => {
+                        match state.compare_exchange(
+                            WRITING,
+                            GIVEN_UP,
+                            Ordering::SeqCst,
+                            Ordering::SeqCst,
+                        ) {
+                            Ok(_) => true,
+                            // Finished just now: its result is on its way.
+                            Err(_) => {
+                                return match result.await {
+                                    Ok(written) => {
+                                        written.map_err(|error| NotWritten(Why::Failed(error)))
+                                    }
+                                    Err(_) => Err(self.stopped()),
+                                };
+                            }
+                        }
+                    }
+                };
+                Err(self.gave_up(started))
+            }
+        }
+    }
+
+    fn gave_up(&self, started: bool) -> NotWritten {
+        self.shared.stalled.store(true, Ordering::SeqCst);
+        NotWritten(Why::Waited {
+            wait: self.wait,
+            open: self.shared.open.load(Ordering::SeqCst),
+            may_appear: started && !self.shared.is_file.load(Ordering::SeqCst),
+        })
+    }
+
+    fn stopped(&self) -> NotWritten {
+        let why = match &*self.opened.borrow() {
+            Opening::Failed(error) => format!("the output could not be opened: {error}"),
+            Opening::Open | Opening::Pending => "the writer thread stopped".to_owned(),
+        };
+        NotWritten(Why::Stopped(why))
+    }
+}
+
+/// The writer thread's loop, until every [`LineWriter`] is dropped.
+fn write_lines(mut output: LineOutput, mut queue: mpsc::Receiver<Job>, shared: &Shared) {
+    while let Some(job) = next_job(&output, &mut queue, shared) {
+        write_job(&mut output, job, shared);
+    }
+}
+
+/// The next line to write. While stalled, the thread also watches the output, so that readiness
+/// comes back once it can take a line again, even if no delivery arrives meanwhile.
+fn next_job(output: &LineOutput, queue: &mut mpsc::Receiver<Job>, shared: &Shared) -> Option<Job> {
+    const LOOK_AGAIN: Duration = Duration::from_millis(50);
+    loop {
+        if shared.stalled.load(Ordering::SeqCst)
+            && output.writable_by(Instant::now()).unwrap_or(false)
+        {
+            shared.stalled.store(false, Ordering::SeqCst);
+        }
+        if !shared.stalled.load(Ordering::SeqCst) {
+            return queue.blocking_recv();
+        }
+        match queue.try_recv() {
+            Ok(job) => return Some(job),
+            Err(mpsc::error::TryRecvError::Empty) => std::thread::sleep(LOOK_AGAIN),
+            Err(mpsc::error::TryRecvError::Disconnected) => return None,
+        }
+    }
+}
+
+fn write_job(output: &mut LineOutput, job: Job, shared: &Shared) {
+    if job.state.load(Ordering::SeqCst) != QUEUED {
+        return;
+    }
+    match output.writable_by(job.deadline) {
+        Ok(true) => {}
+        Ok(false) => {
+            // Never started: dropping `done` tells the delivery it was not written.
+            job.state.store(GIVEN_UP, Ordering::SeqCst);
+            shared.stalled.store(true, Ordering::SeqCst);
+            return;
+        }
+        Err(error) => {
+            let _ = job.done.send(Err(error));
+            return;
+        }
+    }
+    // The last moment the line can be given up whole: from here on it is being written.
+    if job
+        .state
+        .compare_exchange(QUEUED, WRITING, Ordering::SeqCst, Ordering::SeqCst)
+        .is_err()
+    {
+        return;
+    }
+    let written = output.write_line(&job.line);
+    let finished = job
+        .state
+        .compare_exchange(WRITING, DONE, Ordering::SeqCst, Ordering::SeqCst)
+        .is_ok();
+    match written {
+        Ok(before) => {
+            shared.stalled.store(false, Ordering::SeqCst);
+            if finished {
+                let _ = job.done.send(Ok(()));
+            } else if let Some(before) = before {
+                // Given up while it was written: its delivery was answered 503, so it must
+                // not stay in the file.
+                output.take_back(before);
+            }
+        }
+        Err(error) => {
+            let _ = job.done.send(Err(error));
+        }
+    }
+}
+
+/// Why [`LineWriter::append`] did not write a line. Its answer
+/// ([`problem`](Self::problem)) is 503 `batch_not_stored`; its `Display` is for the log.
+///
+/// ```
+/// use std::time::Duration;
+/// use polytomic_webhook_store::lines::{LineOutput, LineWriter};
+///
+/// # tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap().block_on(async {
+/// let full = std::fs::OpenOptions::new().write(true).open("/dev/full")?;
+/// let writer = LineWriter::spawn(LineOutput::stream(Box::new(full)), Duration::from_secs(5))?;
+/// let error = writer.append(b"{}\n".to_vec()).await.unwrap_err();
+/// assert_eq!(error.problem().code(), "batch_not_stored");
+/// assert!(!error.may_appear());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// # }).unwrap();
+/// ```
+#[derive(Debug)]
+pub struct NotWritten(Why);
+
+#[derive(Debug)]
+enum Why {
+    /// The write failed; the line was cut off (file) or the next starts on a fresh line.
+    Failed(io::Error),
+    /// The wait ran out.
+    Waited {
+        wait: Duration,
+        open: bool,
+        may_appear: bool,
+    },
+    /// No writer thread to write it.
+    Stopped(String),
+}
+
+impl NotWritten {
+    /// Whether the line may still appear in the output: it was being written to a stream when
+    /// its wait ran out, and a stream cannot take it back.
+    pub fn may_appear(&self) -> bool {
+        matches!(
+            self.0,
+            Why::Waited {
+                may_appear: true,
+                ..
+            }
+        )
+    }
+
+    /// The answer: 503 `batch_not_stored`, whose detail says when the line may still appear.
+    pub fn problem(&self) -> Problem {
+        let detail = if self.may_appear() {
+            "The receiver's output stopped taking lines while this batch was being written: \
+             the batch is not acknowledged, but its line may still appear in the output once \
+             the output's reader resumes. Send it again later."
+        } else {
+            "The receiver could not write this batch to its output, so it was not kept. Send it \
+             again later."
+        };
+        Problem::new(StatusCode::SERVICE_UNAVAILABLE, "batch_not_stored", detail)
+    }
+}
+
+impl fmt::Display for NotWritten {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.0 {
+            Why::Failed(error) => error.fmt(f),
+            Why::Waited { wait, open, .. } if !open => write!(
+                f,
+                "the output is not open yet (a FIFO waits for a reader): the line waited {} ms \
+                 and was not written",
+                wait.as_millis()
+            ),
+            Why::Waited {
+                wait, may_appear, ..
+            } => {
+                write!(
+                    f,
+                    "the output took no line for {} ms (its reader stopped reading?): ",
+                    wait.as_millis()
+                )?;
+                f.write_str(if *may_appear {
+                    "this line was being written and may still appear once it reads again"
+                } else {
+                    "this line was not written"
+                })
+            }
+            Why::Stopped(why) => f.write_str(why),
+        }
+    }
+}
+
+impl std::error::Error for NotWritten {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match &self.0 {
+            Why::Failed(error) => Some(error),
+            Why::Waited { .. } | Why::Stopped(_) => None,
+        }
+    }
+}
+
+impl IntoResponse for NotWritten {
+    fn into_response(self) -> Response {
+        self.problem().into_response()
     }
 }
 

@@ -94,7 +94,7 @@ pub struct Received(Arc<Mutex<Vec<SyncRecords>>>);
 impl Received {
     pub fn sink(&self) -> examples::Sink {
         let received = self.clone();
-        Arc::new(move |batch: &SyncRecords| {
+        examples::sync_sink(move |batch: &SyncRecords| {
             received.0.lock().unwrap().push(batch.clone());
             Ok(())
         })
@@ -559,7 +559,7 @@ pub fn marker(batch: &SyncRecords) -> &str {
 /// The receiver example's router with `ops`, on `127.0.0.1:0`. Its sink stores nothing and
 /// acts on the first record's `marker`: `fail` cannot be stored, `panic` panics.
 pub async fn start_marked(ops: &examples::Ops) -> SocketAddr {
-    let sink: examples::Sink = Arc::new(|batch| match marker(batch) {
+    let sink: examples::Sink = examples::sync_sink(|batch| match marker(batch) {
         r#""fail""# => Err("the test sink refuses this batch".into()),
         r#""panic""# => panic!("the test sink panics"),
         _ => Ok(()),
