@@ -334,6 +334,13 @@ pub(crate) async fn run(args: ServeArgs) -> ExitCode {
     // Before saying so: a signal sent on seeing that line must meet the handler.
     let shutdown = shutdown_signal();
     eprintln!("{NAME}: listening on http://{bound}{}", args.path);
+    if let Some(fifo) = args.out.as_deref().filter(|path| is_fifo(path)) {
+        eprintln!(
+            "{NAME}: {} is a FIFO: waiting for a reader to open it; until one does, deliveries \
+             wait and /readyz answers 503",
+            fifo.display()
+        );
+    }
     let failed = Arc::new(AtomicBool::new(false));
     let opening = match (sink, receiver.destination.get()) {
         (Some(plan), _) => {
@@ -518,10 +525,6 @@ fn open_output(args: &ServeArgs) -> Result<LineWriter, (String, u8)> {
         if args.fsync {
             return Err(not_a_file(path));
         }
-        eprintln!(
-            "{NAME}: {} is a FIFO: waiting for a reader to open it; deliveries wait and              /readyz answers 503 until one does",
-            path.display()
-        );
         let fifo = path.clone();
         // Write-only, so that the open waits for a reader and a reader that goes away is a
         // failed write (503), not lines piling up unread.

@@ -1068,6 +1068,10 @@ fn http_request(
     head.push_str("\r\n");
     stream.write_all(head.as_bytes()).unwrap();
     stream.write_all(body).unwrap();
+    // A server that never answers fails the test instead of hanging it.
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .unwrap();
     let mut answer = String::new();
     stream.read_to_string(&mut answer).unwrap();
     let status = answer[9..12].parse().unwrap();
@@ -1422,4 +1426,192 @@ fn send_event_sends_the_payload_numbers_as_written_and_refuses_a_name_given_twic
         "{message}"
     );
     assert_eq!(seen.lock().unwrap().len(), 2);
+}
+
+/// A delivery whose one record carries `marker` and enough padding that its line nearly fills
+/// a pipe's page (PIPE_BUF, 4096 bytes): a pipe takes it whole or not at all, and a few dozen
+/// fill a pipe.
+fn padded_delivery(marker: usize) -> String {
+    serde_json::json!({"event": "sync.records", "object": {
+    "id": sync_id(0), "name": "Stalled", "records": [
+        {"hash": format!("h{marker}"), "fields": {"marker": marker, "pad": "x".repeat(3000)}}
+    ]}})
+    .to_string()
+}
+
+/// `f`'s result and how long it took.
+fn timed<T>(f: impl FnOnce() -> T) -> (T, std::time::Duration) {
+    let started = std::time::Instant::now();
+    let result = f();
+    (result, started.elapsed())
+}
+
+/// The problem `code` of an answer's body.
+fn problem_code(body: &str) -> Value {
+    serde_json::from_str::<Value>(body).map_or(Value::Null, |problem| problem["code"].clone())
+}
+
+/// The markers of the lines `text` holds, in order.
+fn markers_of(text: &str) -> Vec<usize> {
+    one_document_per_line(text)
+        .iter()
+        .map(|batch| {
+            usize::try_from(batch["records"][0]["fields"]["marker"].as_u64().unwrap()).unwrap()
+        })
+        .collect()
+}
+
+/// A FIFO at `path`, made with mkfifo(1).
+#[cfg(unix)]
+fn mkfifo(path: &std::path::Path) {
+    assert!(Command::new("mkfifo").arg(path).status().unwrap().success());
+}
+
+/// The output wait the stall tests give `serve`, short to keep them fast.
+const OUTPUT_WAIT: std::time::Duration = std::time::Duration::from_millis(1000);
+/// How much later than its wait a refused delivery may be answered, and how long an
+/// operations route may take: generous on a loaded CI machine.
+const MARGIN: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// `serve --out FIFO` listens before anyone reads the FIFO: `/readyz` answers 503 and a
+/// delivery 503 `batch_not_stored` after the output wait (never written, even once a reader
+/// comes), then, with a reader, 200 and its line.
+#[cfg(unix)]
+#[test]
+fn serve_out_fifo_listens_at_once_and_is_ready_once_a_reader_opens_it() {
+    let dir = scratch("fifo");
+    let fifo = dir.join("batches.fifo");
+    mkfifo(&fifo);
+    let wait = OUTPUT_WAIT.as_millis().to_string();
+    let serve = Serve::start(&fifo, &["--output-wait-ms", &wait]);
+    let base = serve.url.trim_end_matches("/webhooks/polytomic").to_owned();
+    let (status, body) = http_get(&format!("{base}/readyz"));
+    assert_eq!(
+        (status, problem_code(&body)),
+        (503, Value::from("not_ready")),
+        "{body}"
+    );
+    let ((status, body), took) = timed(|| post_json(&serve.url, padded_delivery(0).as_bytes()));
+    assert_eq!(
+        (status, problem_code(&body)),
+        (503, Value::from("batch_not_stored")),
+        "{body}"
+    );
+    assert!(took < OUTPUT_WAIT + MARGIN, "answered after {took:?}");
+
+    let reader = std::thread::spawn(move || std::fs::read_to_string(fifo).unwrap());
+    let serve = serve.ready();
+    let (status, body) = post_json(&serve.url, padded_delivery(1).as_bytes());
+    assert_eq!(status, 200, "{body}");
+    let summary = serve.interrupt();
+    assert!(
+        summary.contains("is a FIFO: waiting for a reader"),
+        "{summary}"
+    );
+    assert_eq!(markers_of(&reader.join().unwrap()), [1]);
+}
+
+/// A reader of `serve --out` that stops reading: once the pipe is full, each delivery is
+/// answered 503 `batch_not_stored` within the output wait, while `/healthz`, `/metrics` and
+/// `/readyz` (503) answer within a second; once it reads again, deliveries are 200 again and
+/// the output holds exactly the acknowledged lines.
+#[cfg(unix)]
+#[test]
+fn serve_with_a_stalled_out_reader_answers_503_in_time_and_keeps_serving() {
+    let dir = scratch("stalled");
+    let fifo = dir.join("batches.fifo");
+    mkfifo(&fifo);
+    let wait = OUTPUT_WAIT.as_millis().to_string();
+    let serve = Serve::start(&fifo, &["--output-wait-ms", &wait]);
+    let base = serve.url.trim_end_matches("/webhooks/polytomic").to_owned();
+    // Opened, never read until the end.
+    let (opened, open) = std::sync::mpsc::channel();
+    let (resume, resumed) = std::sync::mpsc::channel::<()>();
+    let reader = std::thread::spawn(move || {
+        let mut file = std::fs::File::open(fifo).unwrap();
+        opened.send(()).unwrap();
+        resumed.recv().unwrap();
+        let mut text = String::new();
+        file.read_to_string(&mut text).unwrap();
+        text
+    });
+    open.recv().unwrap();
+    let serve = serve.ready();
+
+    let mut acknowledged = Vec::new();
+    let took = loop {
+        let marker = acknowledged.len();
+        assert!(marker < 10_000, "the pipe never filled");
+        let ((status, body), took) =
+            timed(|| post_json(&serve.url, padded_delivery(marker).as_bytes()));
+        if status == 200 {
+            acknowledged.push(marker);
+            continue;
+        }
+        assert_eq!(
+            (status, problem_code(&body)),
+            (503, Value::from("batch_not_stored")),
+            "{body}"
+        );
+        break took;
+    };
+    assert!(
+        took < OUTPUT_WAIT + MARGIN,
+        "the first refusal took {took:?}"
+    );
+
+    // Stalled: a delivery every 100 ms, each refused in time, while the operations routes
+    // answer within a second.
+    let senders: Vec<_> = (0..10)
+        .map(|k| {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            let url = serve.url.clone();
+            std::thread::spawn(move || {
+                timed(|| post_json(&url, padded_delivery(20_000 + k).as_bytes()))
+            })
+        })
+        .collect();
+    let mut slowest = std::time::Duration::ZERO;
+    for (path, expected) in [("/healthz", 200), ("/metrics", 200), ("/readyz", 503)] {
+        let ((status, body), took) = timed(|| http_get(&format!("{base}{path}")));
+        assert_eq!(status, expected, "{path}: {body}");
+        assert!(took < MARGIN, "{path} took {took:?}");
+        slowest = slowest.max(took);
+    }
+    let mut refusals = Vec::new();
+    for sender in senders {
+        let ((status, body), took) = sender.join().unwrap();
+        refusals.push(took);
+        assert_eq!(
+            (status, problem_code(&body)),
+            (503, Value::from("batch_not_stored")),
+            "{body}"
+        );
+        assert!(took < OUTPUT_WAIT + MARGIN, "a refusal took {took:?}");
+    }
+
+    // Figures for the README, not assertions.
+    eprintln!(
+        "stalled: {} lines fitted; operations routes answered within {slowest:?}; refusals \
+         took {:?}..{:?} (wait {OUTPUT_WAIT:?})",
+        acknowledged.len(),
+        refusals.iter().min().unwrap(),
+        refusals.iter().max().unwrap(),
+    );
+    resume.send(()).unwrap();
+    let serve = serve.ready();
+    for marker in 30_000..30_010 {
+        let ((status, body), took) =
+            timed(|| post_json(&serve.url, padded_delivery(marker).as_bytes()));
+        assert_eq!(status, 200, "{body}");
+        assert!(took < MARGIN, "a delivery took {took:?}");
+        acknowledged.push(marker);
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let summary = serve.interrupt();
+    assert!(
+        summary.contains("refused 11: 503 batch_not_stored"),
+        "{summary}"
+    );
+    assert_eq!(markers_of(&reader.join().unwrap()), acknowledged);
 }

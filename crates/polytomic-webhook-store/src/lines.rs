@@ -845,8 +845,8 @@ mod tests {
 
     /// A stream that takes `room` bytes and then fails, as a full pipe's reader that went away.
     struct Filling {
-        data: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
-        room: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+        data: Arc<std::sync::Mutex<Vec<u8>>>,
+        room: Arc<std::sync::atomic::AtomicUsize>,
     }
 
     impl Write for Filling {
@@ -870,11 +870,11 @@ mod tests {
     #[test]
     fn on_a_stream_the_line_after_a_torn_one_starts_on_a_fresh_line() {
         use std::sync::atomic::{AtomicUsize, Ordering};
-        let data = std::sync::Arc::default();
-        let room = std::sync::Arc::new(AtomicUsize::new(12));
+        let data = Arc::default();
+        let room = Arc::new(AtomicUsize::new(12));
         let mut out = LineOutput::stream(Box::new(Filling {
-            data: std::sync::Arc::clone(&data),
-            room: std::sync::Arc::clone(&room),
+            data: Arc::clone(&data),
+            room: Arc::clone(&room),
         }));
         out.append(b"{\"n\":1}\n").unwrap();
         assert!(out.append(b"{\"n\":2}\n").is_err(), "only 4 bytes fit");
@@ -887,5 +887,158 @@ mod tests {
             String::from_utf8(data.lock().unwrap().clone()).unwrap(),
             "{\"n\":1}\n{\"n\"\n{\"n\":4}\n{\"n\":5}\n"
         );
+    }
+
+    /// A line of `n` that fits in PIPE_BUF, so a pipe takes it whole or not at all.
+    fn numbered(n: usize) -> Vec<u8> {
+        format!("{{\"n\":{n},\"pad\":\"{}\"}}\n", "x".repeat(3000)).into_bytes()
+    }
+
+    fn numbers(data: &[u8]) -> Vec<usize> {
+        std::str::from_utf8(data)
+            .unwrap()
+            .lines()
+            .map(|line| {
+                serde_json::from_str::<serde_json::Value>(line).unwrap()["n"]
+                    .as_u64()
+                    .unwrap() as usize
+            })
+            .collect()
+    }
+
+    async fn until_ready(writer: &LineWriter) {
+        let started = Instant::now();
+        while !writer.is_ready() {
+            assert!(
+                started.elapsed() < Duration::from_secs(5),
+                "never ready again"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    #[cfg(unix)]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_pipe_nobody_reads_gives_lines_up_whole_and_takes_them_again_once_read() {
+        let (read_end, write_end) = rustix::pipe::pipe().unwrap();
+        let wait = Duration::from_millis(200);
+        let writer =
+            LineWriter::spawn(LineOutput::pipe(File::from(write_end)).unwrap(), wait).unwrap();
+        let mut acknowledged = Vec::new();
+        let refused = loop {
+            let n = acknowledged.len() + 1;
+            assert!(n < 10_000, "the pipe never filled");
+            match writer.append(numbered(n)).await {
+                Ok(()) => acknowledged.push(n),
+                Err(refused) => break refused,
+            }
+        };
+        assert!(!refused.may_appear(), "{refused}");
+        assert_eq!(refused.problem().code(), "batch_not_stored");
+        assert!(!writer.is_ready(), "stalled");
+        // Lines queued behind it wait their own wait, and are given up too.
+        let started = Instant::now();
+        let queued: Vec<_> = (0..3)
+            .map(|k| {
+                let writer = writer.clone();
+                tokio::spawn(async move { writer.append(numbered(20_000 + k)).await })
+            })
+            .collect();
+        for answer in queued {
+            assert!(!answer.await.unwrap().unwrap_err().may_appear());
+        }
+        assert!(
+            started.elapsed() < wait * 3,
+            "each waited its own wait, not in turn"
+        );
+
+        let mut read_end = File::from(read_end);
+        let reader = std::thread::spawn(move || {
+            let mut all = Vec::new();
+            read_end.read_to_end(&mut all).unwrap();
+            all
+        });
+        // Ready again once the pipe can take a line, without a delivery to show it.
+        until_ready(&writer).await;
+        writer.append(numbered(30_000)).await.unwrap();
+        acknowledged.push(30_000);
+        drop(writer);
+        assert_eq!(numbers(&reader.join().unwrap()), acknowledged);
+    }
+
+    /// A file or stream whose writes wait until it is opened: a disk that hangs, a reader that
+    /// stopped.
+    #[derive(Clone, Default)]
+    struct Gate {
+        data: Arc<std::sync::Mutex<Vec<u8>>>,
+        open: Arc<(std::sync::Mutex<bool>, std::sync::Condvar)>,
+    }
+
+    impl Gate {
+        fn release(&self) {
+            *self.open.0.lock().unwrap() = true;
+            self.open.1.notify_all();
+        }
+    }
+
+    impl Write for Gate {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            let (open, opened) = &*self.open;
+            drop(
+                opened
+                    .wait_while(open.lock().unwrap(), |open| !*open)
+                    .unwrap(),
+            );
+            self.data.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl AppendFile for Gate {
+        fn size(&self) -> io::Result<u64> {
+            Ok(self.data.lock().unwrap().len() as u64)
+        }
+
+        fn set_len(&mut self, len: u64) -> io::Result<()> {
+            self.data
+                .lock()
+                .unwrap()
+                .truncate(usize::try_from(len).unwrap());
+            Ok(())
+        }
+
+        fn sync_data(&self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_line_given_up_during_its_write_is_cut_off_a_file_and_said_to_maybe_appear_on_a_stream()
+     {
+        for is_file in [true, false] {
+            let gate = Gate::default();
+            let output = if is_file {
+                LineOutput::append_file(Box::new(gate.clone()), true)
+            } else {
+                LineOutput::stream(Box::new(gate.clone()))
+            };
+            let writer = LineWriter::spawn(output, Duration::from_millis(100)).unwrap();
+            let refused = writer.append(numbered(1)).await.unwrap_err();
+            assert_eq!(refused.may_appear(), !is_file, "{refused}");
+            assert!(!writer.is_ready());
+            gate.release();
+            until_ready(&writer).await;
+            writer.append(numbered(2)).await.unwrap();
+            let expected: &[usize] = if is_file { &[2] } else { &[1, 2] };
+            assert_eq!(
+                numbers(&gate.data.lock().unwrap()),
+                expected,
+                "file: {is_file}"
+            );
+        }
     }
 }
