@@ -749,3 +749,120 @@ async fn three_hundred_concurrent_gzip_bombs_are_all_answered_within_the_decoded
         .assert_accepted(2);
     receiver.terminate();
 }
+
+/// A delivery whose one record carries `marker` and enough padding that its stdout line nearly
+/// fills a pipe's page (PIPE_BUF, 4096 bytes): a pipe takes it whole or not at all.
+fn padded(addr: SocketAddr, marker: usize) -> Request<ClientBody> {
+    let delivery = polytomic_webhook::testing::Delivery::new()
+        .secret(SECRET)
+        .record_json(serde_json::json!({"marker": marker, "pad": "x".repeat(3000)}));
+    encoded(addr, delivery.encode())
+}
+
+/// `request`'s answer and how long it took; panics after `bound`.
+async fn answered_within(
+    addr: SocketAddr,
+    request: Request<ClientBody>,
+    bound: Duration,
+) -> (Reply, Duration) {
+    let started = std::time::Instant::now();
+    let reply = tokio::time::timeout(bound, send(addr, request))
+        .await
+        .unwrap_or_else(|_| panic!("not answered within {bound:?}"));
+    (reply, started.elapsed())
+}
+
+/// A stdout reader that stops reading: once the pipe is full, deliveries are answered 503
+/// `batch_not_stored` within `POLYTOMIC_WEBHOOK_OUTPUT_WAIT_MS`, while `/healthz`, `/metrics`
+/// and `/readyz` (503) answer within a second; once it reads again, deliveries are 200 again
+/// and stdout holds exactly the acknowledged lines.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stdout_reader_that_stops_reading_gets_503_in_time_and_the_receiver_keeps_answering() {
+    const WAIT: Duration = Duration::from_millis(1000);
+    const MARGIN: Duration = Duration::from_secs(1);
+    let mut receiver = Receiver::spawn(receiver_command(SECRET).env(
+        "POLYTOMIC_WEBHOOK_OUTPUT_WAIT_MS",
+        WAIT.as_millis().to_string(),
+    ));
+    let addr = receiver.addr;
+    let marker_of = |line: &str| {
+        let batch: serde_json::Value = serde_json::from_str(line).unwrap();
+        usize::try_from(batch["records"][0]["fields"]["marker"].as_u64().unwrap()).unwrap()
+    };
+
+    // Nobody reads stdout: the pipe fills.
+    let mut acknowledged = Vec::new();
+    let first_refusal = loop {
+        let marker = acknowledged.len();
+        assert!(marker < 10_000, "the pipe never filled");
+        let (reply, took) = answered_within(addr, padded(addr, marker), WAIT + MARGIN).await;
+        if reply.status == StatusCode::OK {
+            acknowledged.push(marker);
+            continue;
+        }
+        reply.assert_problem(StatusCode::SERVICE_UNAVAILABLE, "batch_not_stored");
+        break took;
+    };
+    assert!(
+        first_refusal >= WAIT,
+        "refused before its wait: {first_refusal:?}"
+    );
+
+    // Stalled: a delivery every 100 ms, each refused in time, while the operations routes
+    // answer within a second.
+    let mut refusals = Vec::new();
+    for k in 0..10 {
+        refusals.push(tokio::spawn(answered_within(
+            addr,
+            padded(addr, 20_000 + k),
+            WAIT + MARGIN,
+        )));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    readyz_becomes(addr, StatusCode::SERVICE_UNAVAILABLE).await;
+    let mut slowest = Duration::ZERO;
+    for (path, status) in [("/healthz", 200), ("/metrics", 200), ("/readyz", 503)] {
+        let get = Request::get(path)
+            .header("host", addr.to_string())
+            .body(full(""))
+            .unwrap();
+        let (reply, took) = answered_within(addr, get, MARGIN).await;
+        assert_eq!(reply.status, status, "{path}: {reply:?}");
+        slowest = slowest.max(took);
+    }
+    let mut took = Vec::new();
+    for refusal in refusals {
+        let (reply, answered) = refusal.await.unwrap();
+        reply.assert_problem(StatusCode::SERVICE_UNAVAILABLE, "batch_not_stored");
+        took.push(answered);
+    }
+    // Figures for the README, not assertions.
+    eprintln!(
+        "stalled stdout: {} lines fitted; operations routes within {slowest:?}; refusals took \
+         {:?}..{:?} (wait {WAIT:?})",
+        acknowledged.len(),
+        took.iter().min().unwrap(),
+        took.iter().max().unwrap(),
+    );
+
+    // The reader resumes.
+    let mut stdout = receiver.child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        stdout.read_to_string(&mut text).unwrap();
+        text
+    });
+    readyz_becomes(addr, StatusCode::OK).await;
+    for marker in 30_000..30_010 {
+        let (reply, _) = answered_within(addr, padded(addr, marker), MARGIN).await;
+        reply.assert_accepted(1);
+        acknowledged.push(marker);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    receiver.terminate();
+    let text = reader.join().unwrap();
+    assert_eq!(
+        text.lines().map(marker_of).collect::<Vec<_>>(),
+        acknowledged
+    );
+}
