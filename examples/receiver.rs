@@ -33,6 +33,10 @@
 //!   once and its connection closed. A refused delivery holds no in-flight place.
 //! - `POLYTOMIC_WEBHOOK_MAX_CONNECTIONS`: most connections open at once (4096); past it new
 //!   connections wait to be accepted.
+//! - `POLYTOMIC_WEBHOOK_OUTPUT_WAIT_MS`: how long a batch (or event) waits for its stdout line
+//!   to be written (5000); then it gets 503, and `GET /readyz` answers 503 until stdout takes a
+//!   line again. Lines are written on a thread of their own, so a reader that stops reading
+//!   never stalls the server.
 //! - `RUST_LOG`: log filter, `info` by default. Logs go to stderr, one line per delivery.
 //!
 //! Everything else uses the library defaults (timestamps up to five minutes old or one minute

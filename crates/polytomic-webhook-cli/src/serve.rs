@@ -49,7 +49,11 @@ use crate::{EXIT_FAILED, EXIT_USAGE, NAME, WEBHOOK_PATH, batches, plural};
         `batch_not_stored`, and a partial line is cut off again, so the file stays JSON Lines \
         (on a pipe, the next line starts on a fresh line); a file that ends in a partial line \
         (a serve killed while writing it) is cut back to its last whole line at start-up, with \
-        a warning. --fsync also waits until the line is on disk. Refusals are problem+json \
+        a warning. --fsync also waits until the line is on disk. Lines are written on a \
+        thread of their own: a batch whose line is not written within --output-wait-ms (a \
+        reader that stopped reading) is answered 503 `batch_not_stored`, its line never \
+        written if its write had not started, and GET /readyz answers 503 until the output \
+        takes lines again; --out FIFO listens at once and opens the FIFO when a reader does. Refusals are problem+json \
         answers. GET /healthz answers 200 while the process serves, GET /readyz 200 while \
         the receiver can take deliveries, and \
         GET /metrics the delivery metrics in Prometheus's text format (on --metrics-addr \

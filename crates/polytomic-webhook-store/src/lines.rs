@@ -899,9 +899,8 @@ mod tests {
             .unwrap()
             .lines()
             .map(|line| {
-                serde_json::from_str::<serde_json::Value>(line).unwrap()["n"]
-                    .as_u64()
-                    .unwrap() as usize
+                let n = serde_json::from_str::<serde_json::Value>(line).unwrap()["n"].as_u64();
+                usize::try_from(n.unwrap()).unwrap()
             })
             .collect()
     }
@@ -1029,6 +1028,9 @@ mod tests {
             let writer = LineWriter::spawn(output, Duration::from_millis(100)).unwrap();
             let refused = writer.append(numbered(1)).await.unwrap_err();
             assert_eq!(refused.may_appear(), !is_file, "{refused}");
+            let problem = refused.problem();
+            assert_eq!(problem.code(), "batch_not_stored");
+            assert_eq!(problem.detail().contains("may still appear"), !is_file);
             assert!(!writer.is_ready());
             gate.release();
             until_ready(&writer).await;
