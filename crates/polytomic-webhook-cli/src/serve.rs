@@ -217,6 +217,9 @@ struct Receiver {
     /// Empty while a sink is being opened (SQLite reads every identity it holds first):
     /// deliveries and `/readyz` are answered 503 `not_ready` until then.
     destination: OnceLock<Destination>,
+    /// The destination's readiness, made once: it keeps the probe's last result, so that the
+    /// probe runs at most once a second however many requests ask.
+    readiness: OnceLock<Readiness>,
     counts: Mutex<Counts>,
 }
 
@@ -296,6 +299,7 @@ pub(crate) async fn run(args: ServeArgs) -> ExitCode {
     };
     let receiver = Arc::new(Receiver {
         destination,
+        readiness: OnceLock::new(),
         counts: Mutex::new(Counts::default()),
     });
     let listener = match bind(args.addr).await {
@@ -679,7 +683,12 @@ impl Receiver {
     async fn readyz(&self) -> Response {
         match self.destination.get() {
             None => loading(),
-            Some(destination) => destination.readiness().answer().await,
+            Some(destination) => {
+                self.readiness
+                    .get_or_init(|| destination.readiness())
+                    .answer()
+                    .await
+            }
         }
     }
 
@@ -828,6 +837,7 @@ mod tests {
                 )
                 .unwrap(),
             )),
+            readiness: OnceLock::new(),
             counts: Mutex::new(Counts::default()),
         });
         let config = PolytomicWebhookConfig::default().secret(Secret::new(SECRET).unwrap());
@@ -940,5 +950,58 @@ mod tests {
             (StatusCode::SERVICE_UNAVAILABLE, Some("batch_not_stored"))
         );
         assert_eq!(disk.state().data.len(), 10);
+    }
+
+    /// A sink that counts its readiness checks.
+    #[derive(Default)]
+    struct CountedSink {
+        inner: polytomic_webhook_store::MemorySink,
+        checks: std::sync::atomic::AtomicUsize,
+    }
+
+    impl Sink for CountedSink {
+        fn store<'a>(
+            &'a self,
+            batch: &'a SyncRecords,
+        ) -> polytomic_webhook_store::SinkFuture<'a, polytomic_webhook_store::Stored> {
+            self.inner.store(batch)
+        }
+
+        fn ready(&self) -> polytomic_webhook_store::SinkFuture<'_, ()> {
+            self.checks.fetch_add(1, Ordering::SeqCst);
+            self.inner.ready()
+        }
+
+        fn records(
+            &self,
+        ) -> polytomic_webhook_store::SinkFuture<'_, Vec<polytomic_webhook_store::StoredRecord>>
+        {
+            self.inner.records()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_flood_of_readyz_checks_the_sink_once() {
+        let sink = Arc::new(CountedSink::default());
+        let receiver = Arc::new(Receiver {
+            destination: OnceLock::from(Destination::Sink(Arc::clone(&sink) as Arc<dyn Sink>)),
+            readiness: OnceLock::new(),
+            counts: Mutex::new(Counts::default()),
+        });
+        let config = PolytomicWebhookConfig::default().secret(Secret::new(SECRET).unwrap());
+        let app = app(
+            &receiver,
+            WEBHOOK_PATH,
+            PolytomicWebhookLayer::new(config).unwrap(),
+            Ops::default(),
+        );
+        for _ in 0..100 {
+            let request = axum::http::Request::get("/readyz")
+                .body(axum::body::Body::empty())
+                .unwrap();
+            let answer = app.clone().oneshot(request).await.unwrap();
+            assert_eq!(answer.status(), StatusCode::OK);
+        }
+        assert_eq!(sink.checks.load(Ordering::SeqCst), 1);
     }
 }
