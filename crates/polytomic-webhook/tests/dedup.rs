@@ -14,7 +14,7 @@ use axum::routing::post;
 use http::StatusCode;
 use http_body_util::BodyExt;
 use polytomic_webhook::dedup::{
-    DedupLayer, EventIdStore, MemoryEventIdStore, Reservation, StoreError,
+    DedupLayer, EventIdStore, LeaseToken, MemoryEventIdStore, Reservation, StoreError,
 };
 use polytomic_webhook::prelude::*;
 use polytomic_webhook::testing::{EventDelivery, capture_logs};
@@ -150,20 +150,24 @@ impl Gate {
     }
 }
 
-#[tokio::test]
-async fn a_duplicate_during_a_run_is_told_to_retry_and_is_not_lost_if_the_run_fails() {
-    let runs = Arc::new(AtomicUsize::new(0));
-    let gate = Arc::new(Gate::default());
-    let fail = Arc::new(AtomicBool::new(true));
-    let app = {
-        let (runs, gate, fail) = (runs.clone(), gate.clone(), fail.clone());
+/// A handler that counts its runs, waits at the gate, then fails while `fail` is set.
+#[derive(Clone, Default)]
+struct Gated {
+    runs: Arc<AtomicUsize>,
+    gate: Arc<Gate>,
+    fail: Arc<AtomicBool>,
+}
+
+impl Gated {
+    fn app(&self) -> Router {
+        let this = self.clone();
         Router::new()
             .route(
                 ROUTE,
                 post(move |_event: PolytomicOrgEvent| async move {
-                    runs.fetch_add(1, Ordering::SeqCst);
-                    gate.wait().await;
-                    if fail.load(Ordering::SeqCst) {
+                    this.runs.fetch_add(1, Ordering::SeqCst);
+                    this.gate.wait().await;
+                    if this.fail.load(Ordering::SeqCst) {
                         StatusCode::SERVICE_UNAVAILABLE
                     } else {
                         StatusCode::OK
@@ -172,21 +176,34 @@ async fn a_duplicate_during_a_run_is_told_to_retry_and_is_not_lost_if_the_run_fa
             )
             .layer(DedupLayer::new(MemoryEventIdStore::new(10)))
             .layer(events_layer())
-    };
+    }
+
+    /// Polls `delivery` until it is inside the handler, waiting at the gate.
+    async fn enter<F: Future>(&self, mut delivery: std::pin::Pin<&mut F>) {
+        for _ in 0..100 {
+            if self.runs.load(Ordering::SeqCst) == 1 {
+                break;
+            }
+            poll_fn(|cx| {
+                assert!(delivery.as_mut().poll(cx).is_pending());
+                Poll::Ready(())
+            })
+            .await;
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(self.runs.load(Ordering::SeqCst), 1);
+    }
+}
+
+#[tokio::test]
+async fn a_duplicate_during_a_run_is_told_to_retry_and_is_not_lost_if_the_run_fails() {
+    let gated = Gated::default();
+    gated.fail.store(true, Ordering::SeqCst);
+    let (runs, gate, fail) = (&gated.runs, &gated.gate, &gated.fail);
+    let app = gated.app();
     // The first delivery enters the handler and waits there.
     let mut first = pin!(app.clone().oneshot(delivery().build()));
-    for _ in 0..100 {
-        if runs.load(Ordering::SeqCst) == 1 {
-            break;
-        }
-        poll_fn(|cx| {
-            assert!(first.as_mut().poll(cx).is_pending());
-            Poll::Ready(())
-        })
-        .await;
-        tokio::task::yield_now().await;
-    }
-    assert_eq!(runs.load(Ordering::SeqCst), 1);
+    gated.enter(first.as_mut()).await;
     // A retry meanwhile is not acknowledged: Polytomic will try it again.
     let response = app.clone().oneshot(delivery().build()).await.unwrap();
     assert_eq!(response.status(), StatusCode::CONFLICT);
@@ -210,19 +227,52 @@ async fn a_duplicate_during_a_run_is_told_to_retry_and_is_not_lost_if_the_run_fa
     assert_eq!(runs.load(Ordering::SeqCst), 2);
 }
 
+/// A client that goes away while the handler runs drops the delivery's future: its lease is
+/// released (in the background) rather than held until it runs out, so the retry runs the
+/// handler.
+#[tokio::test]
+async fn a_delivery_dropped_while_its_handler_runs_lets_the_retry_through() {
+    let gated = Gated::default();
+    let app = gated.app();
+    let mut first = Box::pin(app.clone().oneshot(delivery().build()));
+    gated.enter(first.as_mut()).await;
+    drop(first);
+    gated.gate.open();
+    // The release is a task of its own: let it run.
+    let mut answer = send(&app, delivery()).await;
+    for _ in 0..100 {
+        if answer.0 != StatusCode::CONFLICT {
+            break;
+        }
+        tokio::task::yield_now().await;
+        answer = send(&app, delivery()).await;
+    }
+    assert_eq!(answer, (StatusCode::OK, String::new()));
+    assert_eq!(gated.runs.load(Ordering::SeqCst), 2);
+    assert_eq!(
+        send(&app, delivery()).await.1,
+        r#"{"duplicate":true}"#.to_owned()
+    );
+}
+
 /// A store that cannot be reached.
 struct Down;
 
 impl EventIdStore for Down {
-    async fn reserve(&self, _: &str, _: Duration) -> Result<Reservation, StoreError> {
+    async fn reserve(
+        &self,
+        _: &str,
+        _: &LeaseToken,
+        _: Duration,
+    ) -> Result<Reservation, StoreError> {
         Err(StoreError::new("connection refused"))
     }
 
-    async fn commit(&self, _: &str, _: Duration) -> Result<(), StoreError> {
+    async fn commit(&self, _: &str, _: &LeaseToken, _: Duration) -> Result<bool, StoreError> {
         Err(StoreError::new("connection refused"))
     }
 
-    async fn release(&self, _: &str) -> Result<(), StoreError> {
+    async fn release(&self, _: &str, _: &LeaseToken) -> Result<bool, StoreError> {
         Err(StoreError::new("connection refused"))
     }
 }
