@@ -320,6 +320,19 @@ pub fn events_secrets_from(
 
 /// Where the receiver remembers which events it handled, from [`EVENTS_STORE_VAR`] or
 /// [`EVENTS_REDIS_URL_VAR`] (at most one of them).
+///
+/// ```
+/// use examples::startup::EventsStore;
+///
+/// fn describe(store: &EventsStore) -> &'static str {
+///     match store {
+///         EventsStore::Memory => "this process only",
+///         EventsStore::Sqlite(_) => "a file, across restarts",
+///         EventsStore::Redis(_) => "shared by the replicas",
+///     }
+/// }
+/// assert_eq!(describe(&EventsStore::Memory), "this process only");
+/// ```
 #[derive(Debug)]
 pub enum EventsStore {
     /// Neither variable set: this process's memory, forgotten when it restarts.

@@ -166,7 +166,8 @@ pub async fn leases_and_ttls_run_out(store: &impl EventIdStore) {
     }
 }
 
-/// A store's backend that a test can pause and resume.
+/// A store's backend that a test can pause and resume: a [`StallingStore`] (see its example),
+/// or a Redis sent `SIGSTOP` and `SIGCONT`.
 pub trait Stall: Send + Sync {
     /// From now on, the store answers nothing.
     fn stall(&self);
@@ -176,7 +177,31 @@ pub trait Stall: Send + Sync {
 
 /// Any store, made pausable as a Redis is: an operation called while it is stalled takes
 /// effect once it resumes, even if its caller has given up on it by then (a timed-out or
-/// dropped future), just as a paused Redis runs the commands it had received.
+/// dropped future), just as a paused Redis runs the commands it had received. Its operations
+/// run on tasks of their own, so it needs a tokio runtime.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// use std::time::Duration;
+/// use polytomic_webhook::dedup::{EventIdStore, LeaseToken, MemoryEventIdStore, Reservation};
+/// use polytomic_webhook::testing::event_ids::{Stall, StallingStore};
+///
+/// let store = StallingStore::new(MemoryEventIdStore::new(10));
+/// let token = LeaseToken::random().unwrap();
+/// store.stall();
+/// let late = tokio::time::timeout(
+///     Duration::from_millis(50),
+///     store.reserve("evt", &token, Duration::from_secs(60)),
+/// );
+/// assert!(late.await.is_err()); // no answer while stalled; the caller gives up
+/// store.resume();
+/// // The reservation took effect all the same.
+/// let other = LeaseToken::random().unwrap();
+/// let answer = store.reserve("evt", &other, Duration::from_secs(60)).await.unwrap();
+/// assert_eq!(answer, Reservation::InProgress);
+/// # }
+/// ```
 #[derive(Debug)]
 pub struct StallingStore<St> {
     inner: Arc<St>,
