@@ -17,6 +17,7 @@ use polytomic_webhook::dedup::{
     DedupLayer, EventIdStore, LeaseToken, MemoryEventIdStore, Reservation, StoreError,
 };
 use polytomic_webhook::prelude::*;
+use polytomic_webhook::testing::event_ids::{Stall, StallingStore};
 use polytomic_webhook::testing::{EventDelivery, capture_logs};
 use tower::ServiceExt;
 
@@ -253,6 +254,39 @@ async fn a_delivery_dropped_while_its_handler_runs_lets_the_retry_through() {
         send(&app, delivery()).await.1,
         r#"{"duplicate":true}"#.to_owned()
     );
+}
+
+/// At most `max_pending` leases wait for a background release: past it, a lease is left to run
+/// out by itself, so a store that fails for every delivery cannot pile up background work.
+#[tokio::test]
+async fn past_max_pending_a_lease_is_left_to_run_out() {
+    let store = Arc::new(StallingStore::new(MemoryEventIdStore::new(10)));
+    let handler = Handler::default();
+    let dedup = DedupLayer::shared(Arc::clone(&store))
+        .store_timeout(Duration::from_millis(200))
+        .max_pending(1);
+    let app = handler.app(dedup);
+    store.stall();
+    let (a, b) = tokio::join!(
+        send(&app, delivery().id("evt-a")),
+        send(&app, delivery().id("evt-b"))
+    );
+    for (status, body) in [a, b] {
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(body.contains("event_store_unavailable"), "{body}");
+    }
+    store.resume();
+    // Time for the background retries (100, 200, 400 ms…) to land, as in the issue's "2 s
+    // after the store is back".
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut answers = vec![
+        send(&app, delivery().id("evt-a")).await.0,
+        send(&app, delivery().id("evt-b")).await.0,
+    ];
+    answers.sort();
+    // One lease was released; the other still holds its id (for the two-minute lease).
+    assert_eq!(answers, [StatusCode::OK, StatusCode::CONFLICT]);
+    assert_eq!(handler.runs.load(Ordering::SeqCst), 1);
 }
 
 /// A store that cannot be reached.
