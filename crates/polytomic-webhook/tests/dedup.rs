@@ -267,10 +267,14 @@ async fn past_max_pending_a_lease_is_left_to_run_out() {
         .max_pending(1);
     let app = handler.app(dedup);
     store.stall();
-    let (a, b) = tokio::join!(
-        send(&app, delivery().id("evt-a")),
-        send(&app, delivery().id("evt-b"))
-    );
+    let ((a, b), logs) = capture_logs(async {
+        tokio::join!(
+            send(&app, delivery().id("evt-a")),
+            send(&app, delivery().id("evt-b"))
+        )
+    })
+    .await;
+    assert!(logs.contains("too many event leases"), "{logs}");
     for (status, body) in [a, b] {
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
         assert!(body.contains("event_store_unavailable"), "{body}");
