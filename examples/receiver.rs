@@ -21,6 +21,10 @@
 //!   each process remembers the last 100,000 ids in memory. A value that is blank, not a
 //!   Redis URL, or a Redis that cannot be reached at start-up stops the example (the message
 //!   never shows the URL, which may hold a password).
+//! - `POLYTOMIC_EVENTS_STORE`: `sqlite:PATH`, a SQLite file of its own where one receiver keeps
+//!   its event ids, so that an event handled before a restart is still a duplicate after it.
+//!   Not in that form, a file that is not the store's, or set beside
+//!   `POLYTOMIC_EVENTS_REDIS_URL`: the example does not start.
 //! - `POLYTOMIC_WEBHOOK_ADDR`: where to listen, `127.0.0.1:3000` by default.
 //! - `POLYTOMIC_WEBHOOK_METRICS_ADDR`: serve `GET /metrics` on this address instead of the
 //!   webhook's port (where it is by default).
@@ -65,8 +69,8 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use examples::startup::{
-    self, EVENTS_REDIS_URL_VAR, EVENTS_SECRET_VAR, METRICS_ADDR_VAR, PREVIOUS_SECRET_VAR,
-    SECRET_VAR,
+    self, EVENTS_REDIS_URL_VAR, EVENTS_SECRET_VAR, EVENTS_STORE_VAR, EventsStore, METRICS_ADDR_VAR,
+    PREVIOUS_SECRET_VAR, SECRET_VAR,
 };
 use examples::{
     EVENTS_PATH, EventSink, Ops, REMEMBERED_EVENT_IDS, ServeOptions, Sink, WEBHOOK_PATH,
@@ -144,14 +148,19 @@ async fn run() -> Result<(), Box<dyn Error>> {
     let mut app = receiver_app_with(layer, print_batch(out.clone()), &ops);
     match events {
         Some(events) => {
+            let sink = print_event(out.clone());
             let router = match event_ids {
-                Some(store) => {
+                EventsStore::Redis(store) => {
                     tracing::info!("event ids are shared through {EVENTS_REDIS_URL_VAR}");
-                    events_router(events, print_event(out.clone()), &ops.limits, store)
+                    events_router(events, sink, &ops.limits, store)
                 }
-                None => {
+                EventsStore::Sqlite(store) => {
+                    tracing::info!("event ids are kept in the file {EVENTS_STORE_VAR} names");
+                    events_router(events, sink, &ops.limits, store)
+                }
+                EventsStore::Memory => {
                     let store = MemoryEventIdStore::new(REMEMBERED_EVENT_IDS);
-                    events_router(events, print_event(out.clone()), &ops.limits, store)
+                    events_router(events, sink, &ops.limits, store)
                 }
             };
             app = app.merge(router);

@@ -11,7 +11,7 @@ use std::time::Duration;
 use polytomic_webhook::limit::ServerLimits;
 use polytomic_webhook::prelude::*;
 use polytomic_webhook::server::ServeOptions;
-use polytomic_webhook_store::RedisEventIdStore;
+use polytomic_webhook_store::{RedisEventIdStore, SqliteEventIdStore};
 use tokio::net::TcpListener;
 
 /// The variable holding the address the examples listen on.
@@ -31,6 +31,10 @@ pub const EVENTS_PREVIOUS_SECRET_VAR: &str = "POLYTOMIC_EVENTS_PREVIOUS_SECRET";
 
 /// The variable with the URL of a Redis where replicas of the receiver share event ids.
 pub const EVENTS_REDIS_URL_VAR: &str = "POLYTOMIC_EVENTS_REDIS_URL";
+
+/// The variable naming a file where one receiver keeps its event ids across restarts:
+/// `sqlite:PATH`.
+pub const EVENTS_STORE_VAR: &str = "POLYTOMIC_EVENTS_STORE";
 
 /// Where the examples listen when [`ADDR_VAR`] is unset.
 pub const DEFAULT_ADDR: SocketAddr =
@@ -332,16 +336,87 @@ pub fn events_secrets_from(
     Ok(Some(secrets))
 }
 
-/// The shared event id store named by [`EVENTS_REDIS_URL_VAR`], connected; `None` when the
-/// variable is not set (each process then remembers its own ids). A value that is blank, not
-/// a Redis URL, or a Redis that cannot be reached is an error that never shows the value: the
-/// URL may carry a password.
-pub async fn events_store() -> Result<Option<RedisEventIdStore>, StartupError> {
+/// Where the receiver remembers which events it handled, from [`EVENTS_STORE_VAR`] or
+/// [`EVENTS_REDIS_URL_VAR`] (at most one of them).
+///
+/// ```
+/// use examples::startup::EventsStore;
+///
+/// fn describe(store: &EventsStore) -> &'static str {
+///     match store {
+///         EventsStore::Memory => "this process only",
+///         EventsStore::Sqlite(_) => "a file, across restarts",
+///         EventsStore::Redis(_) => "shared by the replicas",
+///     }
+/// }
+/// assert_eq!(describe(&EventsStore::Memory), "this process only");
+/// ```
+#[derive(Debug)]
+pub enum EventsStore {
+    /// Neither variable set: this process's memory, forgotten when it restarts.
+    Memory,
+    /// [`EVENTS_STORE_VAR`] `=sqlite:PATH`: a file of its own, kept across restarts.
+    Sqlite(SqliteEventIdStore),
+    /// [`EVENTS_REDIS_URL_VAR`]: a Redis shared by every replica.
+    Redis(RedisEventIdStore),
+}
+
+/// The event id store the variables name, opened or connected. A value that is blank, not in
+/// the expected form, or names a file or Redis that cannot be used is an error naming the
+/// variable; a Redis URL is never shown (it may carry a password).
+pub async fn events_store() -> Result<EventsStore, StartupError> {
+    let expected_file = "sqlite:PATH, a file of the event-id store's own";
+    let file = var_value(EVENTS_STORE_VAR, expected_file)?;
+    let redis = var_value(EVENTS_REDIS_URL_VAR, "a Redis URL")?;
+    match (file, redis) {
+        (Some(_), Some(_)) => Err(StartupError(format!(
+            "{EVENTS_STORE_VAR} and {EVENTS_REDIS_URL_VAR} are both set. Expected one event id \
+             store. Fix: unset one of them."
+        ))),
+        (Some(value), None) => {
+            let path = sqlite_events_path(&value)?;
+            SqliteEventIdStore::open(path)
+                .await
+                .map(EventsStore::Sqlite)
+                .map_err(|error| {
+                    StartupError(format!(
+                        "{EVENTS_STORE_VAR}={value:?} cannot be used: {error}. Fix: give it a \
+                         file of its own in a writable directory."
+                    ))
+                })
+        }
+        (None, Some(url)) => redis_events_store(&url).await.map(EventsStore::Redis),
+        (None, None) => Ok(EventsStore::Memory),
+    }
+}
+
+/// The path in an [`EVENTS_STORE_VAR`] value, `sqlite:PATH`.
+///
+/// ```
+/// let path = examples::startup::sqlite_events_path("sqlite:/var/lib/receiver/event-ids.db")?;
+/// assert_eq!(path, std::path::Path::new("/var/lib/receiver/event-ids.db"));
+/// assert!(examples::startup::sqlite_events_path("redis://127.0.0.1").is_err());
+/// assert!(examples::startup::sqlite_events_path("sqlite:").is_err());
+/// # Ok::<(), examples::startup::StartupError>(())
+/// ```
+pub fn sqlite_events_path(value: &str) -> Result<std::path::PathBuf, StartupError> {
+    match value.trim().strip_prefix("sqlite:") {
+        Some(path) if !path.is_empty() => Ok(path.into()),
+        _ => Err(StartupError(format!(
+            "{EVENTS_STORE_VAR}={value:?} is not a store. Expected sqlite:PATH, such as \
+             sqlite:/var/lib/receiver/event-ids.db. Fix: set {EVENTS_STORE_VAR} to that form, \
+             use {EVENTS_REDIS_URL_VAR} for Redis, or unset it to remember event ids in this \
+             process only."
+        ))),
+    }
+}
+
+/// The shared event id store at the Redis `url` of [`EVENTS_REDIS_URL_VAR`], connected; a
+/// value that is blank, not a Redis URL, or a Redis that cannot be reached is an error that
+/// never shows the value.
+async fn redis_events_store(url: &str) -> Result<RedisEventIdStore, StartupError> {
     let name = EVENTS_REDIS_URL_VAR;
     let expected = "a Redis URL such as redis://127.0.0.1:6379";
-    let Some(url) = var_value(name, expected)? else {
-        return Ok(None);
-    };
     if url.trim().is_empty() {
         return Err(StartupError(format!(
             "{name} is set but empty. Expected {expected}, shared by every replica. Fix: set \
@@ -350,7 +425,6 @@ pub async fn events_store() -> Result<Option<RedisEventIdStore>, StartupError> {
     }
     RedisEventIdStore::connect(url.trim())
         .await
-        .map(Some)
         .map_err(|error| {
             StartupError(format!(
                 "{name} (value not shown) cannot be used: {error}. Expected {expected}, \

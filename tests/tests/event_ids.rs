@@ -1,71 +1,35 @@
 //! The event id stores behind `DedupLayer`: the in-memory one and `RedisEventIdStore` pass the
-//! same suite, and the Redis one keeps its lease and TTL through Redis's own expiry.
+//! shared suite (`polytomic_webhook::testing::event_ids`; the SQLite one passes it in its own
+//! crate), stuck reservations included, and the Redis one keeps its lease and TTL through
+//! Redis's own expiry.
 
 #![allow(clippy::unwrap_used)] // Test code: a failed unwrap is a failed test.
 
 mod support;
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use polytomic_webhook::dedup::{EventIdStore, MemoryEventIdStore, Reservation};
+use polytomic_webhook::dedup::{EventIdStore, LeaseToken, MemoryEventIdStore, Reservation};
+use polytomic_webhook::testing::event_ids::{self, Stall, StallingStore};
 use polytomic_webhook_store::RedisEventIdStore;
 use support::RedisServer;
 
 const LEASE: Duration = Duration::from_secs(60);
 const TTL: Duration = Duration::from_secs(3600);
 
-/// What every store must do, on ids no other test uses: a claim excludes other deliveries,
-/// a commit makes the id a duplicate, a release frees a claim but never a handled id, and ids
-/// do not affect each other.
-async fn check_event_id_store(store: &impl EventIdStore) {
-    assert_eq!(
-        store.reserve("a", LEASE).await.unwrap(),
-        Reservation::Claimed
-    );
-    assert_eq!(
-        store.reserve("a", LEASE).await.unwrap(),
-        Reservation::InProgress
-    );
-    assert_eq!(
-        store.reserve("b", LEASE).await.unwrap(),
-        Reservation::Claimed
-    );
+/// The issue's figure: longer than the Redis client's 5 s response timeout.
+const PAUSE: Duration = Duration::from_secs(6);
 
-    store.release("a").await.unwrap();
-    assert_eq!(
-        store.reserve("a", LEASE).await.unwrap(),
-        Reservation::Claimed
-    );
-    store.commit("a", TTL).await.unwrap();
-    assert_eq!(store.reserve("a", LEASE).await.unwrap(), Reservation::Done);
-    store.release("a").await.unwrap();
-    assert_eq!(store.reserve("a", LEASE).await.unwrap(), Reservation::Done);
-
-    // "b" is still held: the other id's commit and releases did not touch it.
-    assert_eq!(
-        store.reserve("b", LEASE).await.unwrap(),
-        Reservation::InProgress
-    );
-    // Releasing an id nobody holds is harmless.
-    store.release("never-reserved").await.unwrap();
-    assert_eq!(
-        store.reserve("never-reserved", LEASE).await.unwrap(),
-        Reservation::Claimed
-    );
-    // Ids are compared whole, whatever they contain.
-    assert_eq!(
-        store.reserve("a\"b:{c}*", LEASE).await.unwrap(),
-        Reservation::Claimed
-    );
-    assert_eq!(
-        store.reserve("a\"b:{c}", LEASE).await.unwrap(),
-        Reservation::Claimed
-    );
+fn token() -> LeaseToken {
+    LeaseToken::random().unwrap()
 }
 
 #[tokio::test]
 async fn the_memory_store_passes_the_shared_suite() {
-    check_event_id_store(&MemoryEventIdStore::new(100)).await;
+    let store = MemoryEventIdStore::new(100);
+    event_ids::check_event_id_store(&store).await;
+    event_ids::leases_and_ttls_run_out(&store).await;
 }
 
 #[tokio::test]
@@ -74,7 +38,43 @@ async fn the_redis_store_passes_the_shared_suite() {
         return;
     };
     let store = RedisEventIdStore::connect(&redis.url()).await.unwrap();
-    check_event_id_store(&store).await;
+    event_ids::check_event_id_store(&store).await;
+    event_ids::leases_and_ttls_run_out(&store).await;
+}
+
+/// The test's own redis-server, paused with SIGSTOP.
+struct Paused<'a>(&'a RedisServer);
+
+impl Stall for Paused<'_> {
+    fn stall(&self) {
+        self.0.pause();
+    }
+
+    fn resume(&self) {
+        self.0.resume();
+    }
+}
+
+/// Redis paused 6 s during a reservation (its reply timed out, and the command ran when Redis
+/// resumed), and a client that went away meanwhile: 2 s after Redis resumes, each retry
+/// reaches the handler exactly once. The memory store, which cannot be paused, is wrapped in
+/// one that stalls as Redis does, and passes the same case at the same time (to keep the
+/// test's wall time at one pause).
+#[tokio::test]
+async fn the_memory_and_redis_stores_release_stalled_reservations() {
+    let memory = Arc::new(StallingStore::new(MemoryEventIdStore::new(100)));
+    let memory_case =
+        event_ids::stalled_reservations_are_released(Arc::clone(&memory), &*memory, PAUSE);
+    let Some(redis) =
+        RedisServer::start("the_memory_and_redis_stores_release_stalled_reservations")
+    else {
+        memory_case.await;
+        return;
+    };
+    let store = Arc::new(RedisEventIdStore::connect(&redis.url()).await.unwrap());
+    let paused = Paused(&redis);
+    let redis_case = event_ids::stalled_reservations_are_released(store, &paused, PAUSE);
+    tokio::join!(memory_case, redis_case);
 }
 
 #[tokio::test]
@@ -84,49 +84,27 @@ async fn two_redis_stores_on_one_redis_agree_and_prefixes_keep_stores_apart() {
     };
     let one = RedisEventIdStore::connect(&redis.url()).await.unwrap();
     let two = RedisEventIdStore::connect(&redis.url()).await.unwrap();
-    assert_eq!(one.reserve("e", LEASE).await.unwrap(), Reservation::Claimed);
+    let (first, second) = (token(), token());
     assert_eq!(
-        two.reserve("e", LEASE).await.unwrap(),
+        one.reserve("e", &first, LEASE).await.unwrap(),
+        Reservation::Claimed
+    );
+    assert_eq!(
+        two.reserve("e", &second, LEASE).await.unwrap(),
         Reservation::InProgress
     );
-    one.commit("e", TTL).await.unwrap();
-    assert_eq!(two.reserve("e", LEASE).await.unwrap(), Reservation::Done);
+    assert!(one.commit("e", &first, TTL).await.unwrap());
+    assert_eq!(
+        two.reserve("e", &second, LEASE).await.unwrap(),
+        Reservation::Done
+    );
 
     let staging = RedisEventIdStore::connect(&redis.url())
         .await
         .unwrap()
         .prefix("staging:event:");
     assert_eq!(
-        staging.reserve("e", LEASE).await.unwrap(),
-        Reservation::Claimed
-    );
-}
-
-/// Expiry is Redis's own: the bounds only make sure the key had time to expire.
-#[tokio::test]
-async fn a_redis_lease_runs_out_by_itself_and_a_handled_id_is_forgotten_after_its_ttl() {
-    let Some(redis) = RedisServer::start("a_redis_lease_runs_out_by_itself") else {
-        return;
-    };
-    let store = RedisEventIdStore::connect(&redis.url()).await.unwrap();
-    let short = Duration::from_millis(200);
-    assert_eq!(
-        store.reserve("l", short).await.unwrap(),
-        Reservation::Claimed
-    );
-    assert_eq!(
-        store.reserve("t", LEASE).await.unwrap(),
-        Reservation::Claimed
-    );
-    store.commit("t", short).await.unwrap();
-    assert_eq!(store.reserve("t", LEASE).await.unwrap(), Reservation::Done);
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    assert_eq!(
-        store.reserve("l", LEASE).await.unwrap(),
-        Reservation::Claimed
-    );
-    assert_eq!(
-        store.reserve("t", LEASE).await.unwrap(),
+        staging.reserve("e", &second, LEASE).await.unwrap(),
         Reservation::Claimed
     );
 }
@@ -141,10 +119,19 @@ async fn an_unreachable_redis_fails_every_operation_without_showing_the_password
     let url = redis.url().replace("redis://", "redis://:hunter2-secret@");
     let store = RedisEventIdStore::connect(&redis.url()).await.unwrap();
     redis.stop();
+    let token = token();
     let errors = [
-        store.reserve("x", LEASE).await.unwrap_err().to_string(),
-        store.commit("x", TTL).await.unwrap_err().to_string(),
-        store.release("x").await.unwrap_err().to_string(),
+        store
+            .reserve("x", &token, LEASE)
+            .await
+            .unwrap_err()
+            .to_string(),
+        store
+            .commit("x", &token, TTL)
+            .await
+            .unwrap_err()
+            .to_string(),
+        store.release("x", &token).await.unwrap_err().to_string(),
     ];
     for error in &errors {
         assert!(error.contains("event id"), "{error}");

@@ -50,6 +50,7 @@ fn receiver_command_in(mut command: Command, secret: &str) -> Command {
         .env_remove("POLYTOMIC_EVENTS_SECRET")
         .env_remove("POLYTOMIC_EVENTS_PREVIOUS_SECRET")
         .env_remove("POLYTOMIC_EVENTS_REDIS_URL")
+        .env_remove("POLYTOMIC_EVENTS_STORE")
         // Port 0: the receiver picks a free port and logs it, so there is no race for one.
         .env("POLYTOMIC_WEBHOOK_ADDR", "127.0.0.1:0")
         .env("RUST_LOG", "info")
@@ -621,6 +622,40 @@ async fn two_replicas_sharing_redis_print_an_event_delivered_six_times_once() {
         "{ids:?}"
     );
     assert_eq!(ids.len(), 2, "{ids:?}");
+}
+
+/// Issue 23's "done when": with `POLYTOMIC_EVENTS_STORE=sqlite:PATH`, an event handled before
+/// a restart, replayed after it, is answered `{"duplicate":true}` and not printed again.
+#[tokio::test]
+async fn a_replay_after_a_restart_with_the_sqlite_id_store_is_a_duplicate() {
+    let dir = std::env::temp_dir().join(format!("receiver-event-ids-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let store = format!("sqlite:{}", dir.join("event-ids.db").display());
+    let start = || {
+        Receiver::spawn(
+            receiver_command(SECRET)
+                .env("POLYTOMIC_EVENTS_SECRET", "events-current")
+                .env("POLYTOMIC_EVENTS_STORE", &store),
+        )
+    };
+    let first = start();
+    let reply = send(first.addr, event(first.addr, "evt-kept", "events-current")).await;
+    assert_eq!(reply.status, StatusCode::OK, "{reply:?}");
+    let (stdout, _) = first.terminate();
+    assert_eq!(stdout.lines().count(), 1, "{stdout}");
+
+    let second = start();
+    let reply = send(
+        second.addr,
+        event(second.addr, "evt-kept", "events-current"),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK, "{reply:?}");
+    assert_eq!(reply.json(), serde_json::json!({"duplicate": true}));
+    let (stdout, _) = second.terminate();
+    assert_eq!(stdout, "");
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[tokio::test]

@@ -26,6 +26,7 @@ fn refuses_to_start_without(env: &[(&str, &str)], unset: &[&str]) -> String {
         .env_remove("POLYTOMIC_EVENTS_SECRET")
         .env_remove("POLYTOMIC_EVENTS_PREVIOUS_SECRET")
         .env_remove("POLYTOMIC_EVENTS_REDIS_URL")
+        .env_remove("POLYTOMIC_EVENTS_STORE")
         .env("POLYTOMIC_WEBHOOK_ADDR", "127.0.0.1:0")
         .env("RUST_LOG", "info")
         .stdin(Stdio::null())
@@ -231,6 +232,46 @@ fn an_unusable_events_redis_url_is_an_error_that_hides_the_url() {
         let message = stderr.lines().next().unwrap();
         assert!(!message.contains("  "), "{message}");
     }
+}
+
+/// `POLYTOMIC_EVENTS_STORE` not in the `sqlite:PATH` form, naming a file that is not the
+/// store's, or set beside `POLYTOMIC_EVENTS_REDIS_URL` stops the receiver with a message
+/// naming the variable; the foreign file is left as it was.
+#[test]
+fn an_unusable_events_store_is_an_error() {
+    let dir = std::env::temp_dir().join(format!("receiver-events-store-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let foreign = dir.join("notes.txt");
+    std::fs::write(&foreign, "not a database, and not the store's to change").unwrap();
+    let foreign_store = format!("sqlite:{}", foreign.display());
+    for (env, says) in [
+        (
+            vec![("POLYTOMIC_EVENTS_STORE", "/var/lib/ids.db")],
+            "sqlite:PATH",
+        ),
+        (vec![("POLYTOMIC_EVENTS_STORE", "sqlite:")], "sqlite:PATH"),
+        (
+            vec![("POLYTOMIC_EVENTS_STORE", foreign_store.as_str())],
+            "cannot be used",
+        ),
+        (
+            vec![
+                ("POLYTOMIC_EVENTS_STORE", "sqlite:ids.db"),
+                ("POLYTOMIC_EVENTS_REDIS_URL", "redis://127.0.0.1:1"),
+            ],
+            "both set",
+        ),
+    ] {
+        let mut env = env;
+        env.push(("POLYTOMIC_EVENTS_SECRET", "events-secret"));
+        let stderr = refuses_to_start(&env);
+        assert_says(&stderr, &["POLYTOMIC_EVENTS_STORE", says, "Fix: "]);
+    }
+    assert_eq!(
+        std::fs::read_to_string(&foreign).unwrap(),
+        "not a database, and not the store's to change"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]

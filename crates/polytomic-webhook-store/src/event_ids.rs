@@ -3,9 +3,9 @@
 
 use std::time::Duration;
 
-use polytomic_webhook::dedup::{EventIdStore, Reservation, StoreError};
+use polytomic_webhook::dedup::{EventIdStore, LeaseToken, Reservation, StoreError};
+use redis::Script;
 use redis::aio::ConnectionManager;
-use redis::{AsyncCommands, Script};
 
 use crate::SinkError;
 use crate::redis::{connect, redis_error};
@@ -13,11 +13,37 @@ use crate::redis::{connect, redis_error};
 /// The key prefix used unless [`RedisEventIdStore::prefix`] sets another.
 pub const DEFAULT_EVENT_PREFIX: &str = "polytomic:event:";
 
-const PENDING: &str = "pending";
 const DONE: &str = "done";
 
-/// Deletes the key only while it still says `pending`: a `GET` then `DEL` from the client
-/// could delete the `done` that another replica wrote in between.
+/// Claims the key for the token unless it holds `done` or another token: one script, so that
+/// no key can expire, or be written by another replica, between the read and the write.
+const RESERVE_SCRIPT: &str = r"
+local state = redis.call('GET', KEYS[1])
+if not state then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 'claimed'
+end
+if state == ARGV[1] then
+  return 'claimed'
+end
+if state == 'done' then
+  return 'done'
+end
+return 'in_progress'
+";
+
+/// Marks the key `done` only while it holds the token: a lease that ran out, and was perhaps
+/// taken by another delivery since, is left alone.
+const COMMIT_SCRIPT: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('SET', KEYS[1], 'done', 'PX', ARGV[2])
+  return 1
+end
+return 0
+";
+
+/// Deletes the key only while it holds the token: a `GET` then `DEL` from the client could
+/// delete the `done`, or the lease, that another replica wrote in between.
 const RELEASE_SCRIPT: &str = r"
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   return redis.call('DEL', KEYS[1])
@@ -28,23 +54,37 @@ return 0
 /// An [`EventIdStore`] in Redis (2.6.12 or later), for a receiver running as several replicas:
 /// a retry that reaches another replica is still recognised.
 ///
-/// Each event id is one string key, `PREFIX` + id, holding `pending` while a delivery's
-/// handler runs and `done` once it succeeded, with Redis's own expiry as the lease and the
-/// TTL:
+/// Each event id is one string key, `PREFIX` + id, holding the [`LeaseToken`] of the delivery
+/// whose handler runs (32 hex digits) and `done` once it succeeded, with Redis's own expiry as
+/// the lease and the TTL. Each operation is one Lua script, atomic in Redis:
 ///
 /// | operation | Redis |
 /// |---|---|
-/// | `reserve` | `SET key pending NX PX lease`; if the key exists, `GET key` tells `done` from `pending` |
-/// | `commit` | `SET key done PX ttl` |
-/// | `release` | a script that deletes the key only while it holds `pending` |
+/// | `reserve` | `SET key token PX lease` when the key is absent; else its value tells `done`, this token (claimed) and another token (in progress) apart |
+/// | `commit` | `SET key done PX ttl`, only while the key holds the token |
+/// | `release` | `DEL key`, only while the key holds the token |
 ///
-/// Every command touches a single key, so the keys need no hash tag for Redis Cluster. The
-/// store connects to one endpoint and reconnects by itself; while Redis cannot be reached
-/// each operation fails, which [`DedupLayer`](polytomic_webhook::dedup::DedupLayer) answers
-/// 503 `event_store_unavailable`. No error or `Debug` output shows the URL.
+/// Every script touches a single key, so the keys need no hash tag for Redis Cluster. The
+/// store connects to one endpoint and reconnects by itself; each command waits at most 5 s
+/// for its answer. While Redis cannot be reached each operation fails, which
+/// [`DedupLayer`](polytomic_webhook::dedup::DedupLayer) answers 503
+/// `event_store_unavailable`, releasing the lease once Redis is back. No error or `Debug`
+/// output shows the URL.
+///
+/// ```no_run
+/// use polytomic_webhook::dedup::DedupLayer;
+/// use polytomic_webhook_store::RedisEventIdStore;
+///
+/// # async fn run() -> Result<(), polytomic_webhook_store::SinkError> {
+/// let store = RedisEventIdStore::connect("redis://127.0.0.1:6379").await?;
+/// let dedup = DedupLayer::new(store.prefix("staging:event:"));
+/// # Ok(()) }
+/// ```
 #[derive(Clone)]
 pub struct RedisEventIdStore {
     connection: ConnectionManager,
+    reserve: Script,
+    commit: Script,
     release: Script,
     prefix: String,
 }
@@ -64,6 +104,8 @@ impl RedisEventIdStore {
     pub async fn connect(url: &str) -> Result<Self, SinkError> {
         Ok(Self {
             connection: connect(url).await?,
+            reserve: Script::new(RESERVE_SCRIPT),
+            commit: Script::new(COMMIT_SCRIPT),
             release: Script::new(RELEASE_SCRIPT),
             prefix: DEFAULT_EVENT_PREFIX.to_owned(),
         })
@@ -80,51 +122,50 @@ impl RedisEventIdStore {
         format!("{}{id}", self.prefix)
     }
 
-    async fn reserve_id(&self, id: &str, lease: Duration) -> Result<Reservation, StoreError> {
-        let key = self.key(id);
+    async fn reserve_id(
+        &self,
+        id: &str,
+        token: &LeaseToken,
+        lease: Duration,
+    ) -> Result<Reservation, StoreError> {
         let mut connection = self.connection.clone();
-        let options = redis::SetOptions::default()
-            .conditional_set(redis::ExistenceCheck::NX)
-            .with_expiration(redis::SetExpiry::PX(millis(lease)));
-        // The key can expire between a refused `SET` and the `GET`; one more try then claims
-        // it. Should it expire again, the delivery is told to retry rather than loop.
-        for _ in 0..2 {
-            let claimed: Option<String> = connection
-                .set_options(&key, PENDING, options)
-                .await
-                .map_err(|error| failed("reserving an event id", &error))?;
-            if claimed.is_some() {
-                return Ok(Reservation::Claimed);
-            }
-            let state: Option<String> = connection
-                .get(&key)
-                .await
-                .map_err(|error| failed("reading an event id", &error))?;
-            match state.as_deref() {
-                Some(DONE) => return Ok(Reservation::Done),
-                Some(_) => return Ok(Reservation::InProgress),
-                None => {}
-            }
+        let state: String = self
+            .reserve
+            .key(self.key(id))
+            .arg(token.to_string())
+            .arg(millis(lease))
+            .invoke_async(&mut connection)
+            .await
+            .map_err(|error| failed("reserving an event id", &error))?;
+        match state.as_str() {
+            "claimed" => Ok(Reservation::Claimed),
+            DONE => Ok(Reservation::Done),
+            _ => Ok(Reservation::InProgress),
         }
-        Ok(Reservation::InProgress)
     }
 
-    async fn commit_id(&self, id: &str, ttl: Duration) -> Result<(), StoreError> {
+    async fn commit_id(
+        &self,
+        id: &str,
+        token: &LeaseToken,
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
         let mut connection = self.connection.clone();
-        let options =
-            redis::SetOptions::default().with_expiration(redis::SetExpiry::PX(millis(ttl)));
-        connection
-            .set_options::<_, _, ()>(self.key(id), DONE, options)
+        self.commit
+            .key(self.key(id))
+            .arg(token.to_string())
+            .arg(millis(ttl))
+            .invoke_async::<bool>(&mut connection)
             .await
             .map_err(|error| failed("committing an event id", &error))
     }
 
-    async fn release_id(&self, id: &str) -> Result<(), StoreError> {
+    async fn release_id(&self, id: &str, token: &LeaseToken) -> Result<bool, StoreError> {
         let mut connection = self.connection.clone();
         self.release
             .key(self.key(id))
-            .arg(PENDING)
-            .invoke_async::<()>(&mut connection)
+            .arg(token.to_string())
+            .invoke_async::<bool>(&mut connection)
             .await
             .map_err(|error| failed("releasing an event id", &error))
     }
@@ -146,20 +187,26 @@ impl EventIdStore for RedisEventIdStore {
     fn reserve(
         &self,
         id: &str,
+        token: &LeaseToken,
         lease: Duration,
     ) -> impl Future<Output = Result<Reservation, StoreError>> + Send {
-        self.reserve_id(id, lease)
+        self.reserve_id(id, token, lease)
     }
 
     fn commit(
         &self,
         id: &str,
+        token: &LeaseToken,
         ttl: Duration,
-    ) -> impl Future<Output = Result<(), StoreError>> + Send {
-        self.commit_id(id, ttl)
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send {
+        self.commit_id(id, token, ttl)
     }
 
-    fn release(&self, id: &str) -> impl Future<Output = Result<(), StoreError>> + Send {
-        self.release_id(id)
+    fn release(
+        &self,
+        id: &str,
+        token: &LeaseToken,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send {
+        self.release_id(id, token)
     }
 }

@@ -26,9 +26,11 @@
 //! when the sink failed, so Polytomic never sees a 2xx for a batch that was not kept.
 //! [`StoreService`] is the same as a ready tower service.
 //!
-//! With the `redis` feature the crate also has `RedisEventIdStore`: the organisation-event id
-//! store of `polytomic_webhook::dedup` kept in Redis, so that replicas handle each event once
-//! between them.
+//! The crate also has two stores for the organisation-event ids of `polytomic_webhook::dedup`:
+//! `SqliteEventIdStore` (feature `sqlite`: one file of its own, so that a receiver recognises
+//! a handled event after it restarts) and `RedisEventIdStore` (feature `redis`: shared, so
+//! that replicas handle each event once between them). Both pass the shared suite of
+//! `polytomic_webhook::testing::event_ids`.
 //!
 //! For a receiver that writes lines instead of storing records, [`lines`] writes each batch as
 //! one compact JSON line and appends it so that every acknowledged line stays readable: a line
@@ -86,7 +88,7 @@ pub use memory::MemorySink;
 pub use redis::{DEFAULT_STREAM, RedisSink};
 pub use service::{SinkUnavailable, StoreAck, StoreService, store};
 #[cfg(feature = "sqlite")]
-pub use sqlite::SqliteSink;
+pub use sqlite::{SqliteEventIdStore, SqliteSink};
 pub use url::{SinkUrl, SinkUrlError};
 
 /// The future a [`Sink`] method returns: boxed, so that sinks can be chosen at run time

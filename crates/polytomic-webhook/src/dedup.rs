@@ -7,16 +7,30 @@
 //!
 //! 1. it reads the envelope's `id` (a delivery without one goes to the handler, whose extractor
 //!    refuses it with the usual problem);
-//! 2. it **reserves** the id in the store for a short lease. If the id was already handled, the
+//! 2. it **reserves** the id in the store for a short lease, writing a random [`LeaseToken`]
+//!    of its own. If the id was already handled, the
 //!    delivery is answered `200 {"duplicate":true}` and the handler does not run. If another
 //!    delivery of the same id holds the lease right now, the answer is `409` with the problem
 //!    code `event_in_progress`: not a 2xx, so Polytomic tries again later, and the event is not
 //!    lost if the handler that holds the lease fails;
 //! 3. otherwise it runs the handler. Only a 2xx answer **commits** the id (kept for the
 //!    configured TTL); any other answer, or an error, **releases** it, so the retry runs the
-//!    handler again;
-//! 4. if the store cannot be reached, the answer is `503` with the problem code
-//!    `event_store_unavailable`: the handler does not run unchecked, and Polytomic retries.
+//!    handler again. Both present the token: a delivery commits or frees its own lease only,
+//!    never one another delivery took after its own ran out;
+//! 4. if the store cannot be reached or does not answer within the store timeout (5 s by
+//!    default), the answer is `503` with the problem code `event_store_unavailable`: the
+//!    handler does not run unchecked, and Polytomic retries.
+//!
+//! **A lease never outlives its delivery's answer.** A reservation whose call failed or timed
+//! out may still take effect (a Redis that was paused runs the command it had received when
+//! it resumes); a delivery whose future is dropped (its client went away) never gets to
+//! commit or release. In both cases, and when a commit or release itself fails, the lease is
+//! handed to a background task that tries again (100 ms, then twice as long each time up to
+//! 1 s) until the store answers, or until the lease would have run out anyway; a lease whose
+//! reservation got no answer is released as soon as it is found. So once the store is back,
+//! the next retry of a delivery answered 503 reaches the handler. At most
+//! [`DedupLayer::max_pending`] leases (1,024 by default) wait for that task at once; past
+//! that, one is left to run out. This needs a tokio runtime, which any server has.
 //!
 //! If the process dies while the handler runs, the lease expires by itself and a later retry
 //! goes through. Choose the lease longer than the handler ever takes, and shorter than
@@ -46,15 +60,20 @@
 //!
 //! # Sharing the store between replicas
 //!
-//! [`MemoryEventIdStore`] only deduplicates within one process. Several replicas need a shared
-//! store: `RedisEventIdStore`, in the `polytomic-webhook-store` crate (feature `redis`), maps
-//! [`EventIdStore`]'s three operations onto Redis as follows:
+//! [`MemoryEventIdStore`] only deduplicates within one process, and forgets when it restarts.
+//! The `polytomic-webhook-store` crate has two more: `SqliteEventIdStore` (feature `sqlite`:
+//! one file, kept across restarts, on one machine) and `RedisEventIdStore` (feature `redis`:
+//! shared by replicas), which maps [`EventIdStore`]'s three operations onto Redis as follows,
+//! each a Lua script so that it is atomic:
 //!
 //! | operation | Redis |
 //! |---|---|
-//! | `reserve(id, lease)` | `SET key pending NX PX lease`; when that fails, `GET key` tells `done` from `pending` |
-//! | `commit(id, ttl)` | `SET key done PX ttl` |
-//! | `release(id)` | `DEL key` when it still holds `pending` (a small script, to stay atomic) |
+//! | `reserve(id, token, lease)` | `SET key token PX lease` when the key is absent; else its value tells `done`, this token (claimed), or another token (in progress) |
+//! | `commit(id, token, ttl)` | `SET key done PX ttl` only while the key holds `token` |
+//! | `release(id, token)` | `DEL key` only while it holds `token` |
+//!
+//! `polytomic_webhook::testing::event_ids` (feature `testing`) is the suite every store here
+//! passes; run it against a store of your own.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -75,8 +94,14 @@ use polytomic_webhook_core::body::BoxError;
 use polytomic_webhook_core::response::ResponseBody;
 use polytomic_webhook_event::{EventConfig, EventRejection};
 use serde::Deserialize;
+use tokio::sync::Semaphore;
 use tower_layer::Layer;
 use tower_service::Service;
+
+mod lease;
+
+pub use lease::LeaseToken;
+use lease::{Lease, Owed, timed};
 
 use crate::events::{EventBody, EventsFuture};
 use crate::service::take_ready;
@@ -84,8 +109,8 @@ use crate::service::take_ready;
 /// What [`EventIdStore::reserve`] found.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Reservation {
-    /// The id was free: this delivery holds it until it commits or releases it, or the lease
-    /// runs out.
+    /// The id was free (or already held under this very token): this delivery holds it until
+    /// it commits or releases it, or the lease runs out.
     Claimed,
     /// Another delivery of the same id holds an unexpired lease.
     InProgress,
@@ -118,25 +143,36 @@ impl std::error::Error for StoreError {
 
 /// Where [`DedupLayer`] remembers event ids; see the [module docs](self) for the protocol and
 /// how it maps onto Redis. Each operation must be atomic with respect to the others for the
-/// same id.
+/// same id, and the token compared whole: `polytomic_webhook::testing::event_ids` (feature
+/// `testing`) checks a store for all of it.
 pub trait EventIdStore: Send + Sync + 'static {
-    /// Claims `id` for `lease` unless it is held or done.
+    /// Claims `id` for `lease`, writing `token`, unless another token holds an unexpired
+    /// lease on it ([`Reservation::InProgress`]) or it is done. `token` holding it already
+    /// answers [`Reservation::Claimed`] again.
     fn reserve(
         &self,
         id: &str,
+        token: &LeaseToken,
         lease: Duration,
     ) -> impl Future<Output = Result<Reservation, StoreError>> + Send;
 
-    /// Marks a claimed `id` as handled, for `ttl`.
+    /// Marks `id` as handled, for `ttl`, if `token` still holds its lease; `Ok(false)`, with
+    /// nothing changed, if it does not (the lease ran out, or was never taken).
     fn commit(
         &self,
         id: &str,
+        token: &LeaseToken,
         ttl: Duration,
-    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
 
-    /// Gives up a claim on `id`, so that the next delivery of it runs the handler. Does
-    /// nothing to an id that is done.
-    fn release(&self, id: &str) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Gives up `token`'s lease on `id`, so that the next delivery of it runs the handler;
+    /// `Ok(false)`, with nothing changed, if `token` does not hold it (a done id, another
+    /// delivery's lease, none).
+    fn release(
+        &self,
+        id: &str,
+        token: &LeaseToken,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
 }
 
 /// An in-process [`EventIdStore`]: at most `capacity` ids, each forgotten after its TTL.
@@ -151,14 +187,16 @@ pub trait EventIdStore: Send + Sync + 'static {
 /// ```
 /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
 /// use std::time::Duration;
-/// use polytomic_webhook::dedup::{EventIdStore, MemoryEventIdStore, Reservation};
+/// use polytomic_webhook::dedup::{EventIdStore, LeaseToken, MemoryEventIdStore, Reservation};
 ///
 /// let store = MemoryEventIdStore::new(1_000);
+/// let (mine, theirs) = (LeaseToken::random().unwrap(), LeaseToken::random().unwrap());
 /// let lease = Duration::from_secs(60);
-/// assert_eq!(store.reserve("evt-1", lease).await.unwrap(), Reservation::Claimed);
-/// assert_eq!(store.reserve("evt-1", lease).await.unwrap(), Reservation::InProgress);
-/// store.commit("evt-1", Duration::from_secs(3600)).await.unwrap();
-/// assert_eq!(store.reserve("evt-1", lease).await.unwrap(), Reservation::Done);
+/// assert_eq!(store.reserve("evt-1", &mine, lease).await.unwrap(), Reservation::Claimed);
+/// assert_eq!(store.reserve("evt-1", &theirs, lease).await.unwrap(), Reservation::InProgress);
+/// assert!(!store.release("evt-1", &theirs).await.unwrap()); // not theirs to free
+/// assert!(store.commit("evt-1", &mine, Duration::from_secs(3600)).await.unwrap());
+/// assert_eq!(store.reserve("evt-1", &theirs, lease).await.unwrap(), Reservation::Done);
 /// # });
 /// ```
 pub struct MemoryEventIdStore<C = SystemClock> {
@@ -169,8 +207,15 @@ pub struct MemoryEventIdStore<C = SystemClock> {
 
 #[derive(Clone, Copy, Debug)]
 struct Entry {
-    done: bool,
+    /// `None` once handled; the holder's token while its lease runs.
+    held_by: Option<LeaseToken>,
     expires: DateTime<Utc>,
+}
+
+impl Entry {
+    fn done(&self) -> bool {
+        self.held_by.is_none()
+    }
 }
 
 impl MemoryEventIdStore {
@@ -211,14 +256,19 @@ impl<C> MemoryEventIdStore<C> {
 }
 
 impl<C: Clock> MemoryEventIdStore<C> {
-    fn reserve_now(&self, id: &str, lease: Duration) -> Result<Reservation, StoreError> {
+    fn reserve_now(
+        &self,
+        id: &str,
+        token: &LeaseToken,
+        lease: Duration,
+    ) -> Result<Reservation, StoreError> {
         let now = self.clock.now();
         let mut entries = self.lock();
         if let Some(entry) = entries.get(id).filter(|entry| entry.expires > now) {
-            return Ok(if entry.done {
-                Reservation::Done
-            } else {
-                Reservation::InProgress
+            return Ok(match entry.held_by {
+                None => Reservation::Done,
+                Some(holder) if holder == *token => Reservation::Claimed,
+                Some(_) => Reservation::InProgress,
             });
         }
         if !entries.contains_key(id) && entries.len() >= self.capacity {
@@ -226,7 +276,7 @@ impl<C: Clock> MemoryEventIdStore<C> {
             if entries.len() >= self.capacity {
                 let oldest = entries
                     .iter()
-                    .filter(|(_, entry)| entry.done)
+                    .filter(|(_, entry)| entry.done())
                     .min_by_key(|(_, entry)| entry.expires)
                     .map(|(id, _)| id.clone());
                 let Some(oldest) = oldest else {
@@ -238,28 +288,43 @@ impl<C: Clock> MemoryEventIdStore<C> {
         entries.insert(
             id.to_owned(),
             Entry {
-                done: false,
+                held_by: Some(*token),
                 expires: later(now, lease),
             },
         );
         Ok(Reservation::Claimed)
     }
 
-    fn commit_now(&self, id: &str, ttl: Duration) {
-        let expires = later(self.clock.now(), ttl);
-        if let Some(entry) = self.lock().get_mut(id) {
-            *entry = Entry {
-                done: true,
-                expires,
-            };
-        }
+    /// Whether `token` holds an unexpired lease on `id` in `entries`.
+    fn holds(&self, entries: &HashMap<String, Entry>, id: &str, token: &LeaseToken) -> bool {
+        let now = self.clock.now();
+        entries
+            .get(id)
+            .is_some_and(|entry| entry.held_by == Some(*token) && entry.expires > now)
     }
 
-    fn release_now(&self, id: &str) {
+    fn commit_now(&self, id: &str, token: &LeaseToken, ttl: Duration) -> bool {
         let mut entries = self.lock();
-        if entries.get(id).is_some_and(|entry| !entry.done) {
+        if !self.holds(&entries, id, token) {
+            return false;
+        }
+        entries.insert(
+            id.to_owned(),
+            Entry {
+                held_by: None,
+                expires: later(self.clock.now(), ttl),
+            },
+        );
+        true
+    }
+
+    fn release_now(&self, id: &str, token: &LeaseToken) -> bool {
+        let mut entries = self.lock();
+        let holds = self.holds(&entries, id, token);
+        if holds {
             entries.remove(id);
         }
+        holds
     }
 }
 
@@ -274,23 +339,27 @@ impl<C: Clock + Send + Sync + 'static> EventIdStore for MemoryEventIdStore<C> {
     fn reserve(
         &self,
         id: &str,
+        token: &LeaseToken,
         lease: Duration,
     ) -> impl Future<Output = Result<Reservation, StoreError>> + Send {
-        std::future::ready(self.reserve_now(id, lease))
+        std::future::ready(self.reserve_now(id, token, lease))
     }
 
     fn commit(
         &self,
         id: &str,
+        token: &LeaseToken,
         ttl: Duration,
-    ) -> impl Future<Output = Result<(), StoreError>> + Send {
-        self.commit_now(id, ttl);
-        std::future::ready(Ok(()))
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send {
+        std::future::ready(Ok(self.commit_now(id, token, ttl)))
     }
 
-    fn release(&self, id: &str) -> impl Future<Output = Result<(), StoreError>> + Send {
-        self.release_now(id);
-        std::future::ready(Ok(()))
+    fn release(
+        &self,
+        id: &str,
+        token: &LeaseToken,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send {
+        std::future::ready(Ok(self.release_now(id, token)))
     }
 }
 
@@ -314,10 +383,18 @@ pub struct DedupLayer<St> {
     store: Arc<St>,
     lease: Duration,
     ttl: Duration,
+    store_timeout: Duration,
+    /// One permit per lease the background may be settling at once.
+    pending: Arc<Semaphore>,
+    max_pending: usize,
 }
 
+/// [`DedupLayer::max_pending`]'s default.
+const MAX_PENDING: usize = 1024;
+
 impl<St: EventIdStore> DedupLayer<St> {
-    /// Dedups through `store`, with a two-minute lease and a seven-day TTL.
+    /// Dedups through `store`, with a two-minute lease, a seven-day TTL and a five-second store
+    /// timeout.
     ///
     /// Seven days outlasts any retry schedule by far; with a bounded store, capacity, not the
     /// TTL, is what limits how far back a duplicate is recognised.
@@ -331,6 +408,9 @@ impl<St: EventIdStore> DedupLayer<St> {
             store,
             lease: Duration::from_secs(120),
             ttl: Duration::from_secs(7 * 24 * 3600),
+            store_timeout: Duration::from_secs(5),
+            pending: Arc::new(Semaphore::new(MAX_PENDING)),
+            max_pending: MAX_PENDING,
         }
     }
 
@@ -345,6 +425,22 @@ impl<St: EventIdStore> DedupLayer<St> {
         self.ttl = ttl;
         self
     }
+
+    /// How long a delivery waits for each answer of the store (5 s by default); past it the
+    /// delivery is answered 503 `event_store_unavailable` and its lease released in the
+    /// background.
+    pub fn store_timeout(mut self, timeout: Duration) -> Self {
+        self.store_timeout = timeout;
+        self
+    }
+
+    /// How many leases may wait at once for the background task to commit or release them
+    /// (1,024 by default); see the [module docs](self).
+    pub fn max_pending(mut self, leases: usize) -> Self {
+        self.pending = Arc::new(Semaphore::new(leases.min(Semaphore::MAX_PERMITS)));
+        self.max_pending = leases;
+        self
+    }
 }
 
 impl<St> Clone for DedupLayer<St> {
@@ -353,6 +449,9 @@ impl<St> Clone for DedupLayer<St> {
             store: Arc::clone(&self.store),
             lease: self.lease,
             ttl: self.ttl,
+            store_timeout: self.store_timeout,
+            pending: Arc::clone(&self.pending),
+            max_pending: self.max_pending,
         }
     }
 }
@@ -363,6 +462,8 @@ impl<St: fmt::Debug> fmt::Debug for DedupLayer<St> {
             .field("store", &self.store)
             .field("lease", &self.lease)
             .field("ttl", &self.ttl)
+            .field("store_timeout", &self.store_timeout)
+            .field("max_pending", &self.max_pending)
             .finish()
     }
 }
@@ -462,24 +563,32 @@ where
     };
     // A duplicate never reaches the extractor, which would otherwise name the event.
     tracing::Span::current().record("event_id", id.as_str());
-    match layer.store.reserve(&id, layer.lease).await {
-        Ok(Reservation::Claimed) => {}
-        Ok(Reservation::Done) => return Ok(duplicate()),
-        Ok(Reservation::InProgress) => return Ok(in_progress(layer.lease)),
+    let token = match LeaseToken::random() {
+        Ok(token) => token,
+        Err(error) => return Ok(store_unavailable(&error)),
+    };
+    // From here on, whatever stops this future (an error, a timeout, a client gone) leaves
+    // nothing held: the lease's drop settles what is still owed.
+    let mut lease = Lease::new(&layer, id, token);
+    let reserved = layer.store.reserve(lease.id(), lease.token(), layer.lease);
+    match timed(layer.store_timeout, reserved).await {
+        Ok(Reservation::Claimed) => lease.owe(Owed::Release),
+        Ok(Reservation::Done) => {
+            lease.owe(Owed::Nothing);
+            return Ok(duplicate());
+        }
+        Ok(Reservation::InProgress) => {
+            lease.owe(Owed::Nothing);
+            return Ok(in_progress(layer.lease));
+        }
         Err(error) => return Ok(store_unavailable(&error)),
     }
     let result = call(&mut inner, request).await;
     let handled = matches!(&result, Ok(response) if response.status().is_success());
-    let settled = if handled {
-        layer.store.commit(&id, layer.ttl).await
-    } else {
-        layer.store.release(&id).await
-    };
-    if let Err(error) = settled {
-        // The handler's answer stands: a failed commit means a later duplicate may run the
-        // handler again (at least once), a failed release that retries wait for the lease.
-        tracing::warn!(%error, handled, "could not record the event id's outcome");
-    }
+    // The handler's answer stands either way; what cannot be recorded now is retried in the
+    // background.
+    lease.owe(if handled { Owed::Commit } else { Owed::Release });
+    lease.settle().await;
     result
 }
 
@@ -549,6 +658,8 @@ mod tests {
 
     const LEASE: Duration = Duration::from_secs(60);
     const TTL: Duration = Duration::from_secs(3600);
+    const MINE: LeaseToken = LeaseToken::from_bytes([1; 16]);
+    const THEIRS: LeaseToken = LeaseToken::from_bytes([2; 16]);
 
     /// A store on a clock the test moves by hand.
     fn store(capacity: usize) -> (MemoryEventIdStore<impl Clock>, Arc<AtomicI64>) {
@@ -563,72 +674,113 @@ mod tests {
     #[test]
     fn a_handled_id_is_a_duplicate_until_its_ttl_runs_out() {
         let (store, clock) = store(10);
-        assert_eq!(store.reserve_now("a", LEASE).unwrap(), Reservation::Claimed);
-        store.commit_now("a", TTL);
-        assert_eq!(store.reserve_now("a", LEASE).unwrap(), Reservation::Done);
+        assert_eq!(
+            store.reserve_now("a", &MINE, LEASE).unwrap(),
+            Reservation::Claimed
+        );
+        assert!(store.commit_now("a", &MINE, TTL));
+        assert_eq!(
+            store.reserve_now("a", &MINE, LEASE).unwrap(),
+            Reservation::Done
+        );
         clock.fetch_add(3599, Ordering::SeqCst);
-        assert_eq!(store.reserve_now("a", LEASE).unwrap(), Reservation::Done);
+        assert_eq!(
+            store.reserve_now("a", &MINE, LEASE).unwrap(),
+            Reservation::Done
+        );
         clock.fetch_add(1, Ordering::SeqCst);
-        assert_eq!(store.reserve_now("a", LEASE).unwrap(), Reservation::Claimed);
+        assert_eq!(
+            store.reserve_now("a", &MINE, LEASE).unwrap(),
+            Reservation::Claimed
+        );
     }
 
     #[test]
     fn a_lease_that_is_never_settled_runs_out() {
         let (store, clock) = store(10);
-        assert_eq!(store.reserve_now("a", LEASE).unwrap(), Reservation::Claimed);
         assert_eq!(
-            store.reserve_now("a", LEASE).unwrap(),
+            store.reserve_now("a", &MINE, LEASE).unwrap(),
+            Reservation::Claimed
+        );
+        assert_eq!(
+            store.reserve_now("a", &THEIRS, LEASE).unwrap(),
             Reservation::InProgress
         );
         clock.fetch_add(60, Ordering::SeqCst);
-        assert_eq!(store.reserve_now("a", LEASE).unwrap(), Reservation::Claimed);
+        assert_eq!(
+            store.reserve_now("a", &MINE, LEASE).unwrap(),
+            Reservation::Claimed
+        );
     }
 
     #[test]
     fn release_frees_a_claim_but_never_a_handled_id() {
         let (store, _) = store(10);
-        store.reserve_now("a", LEASE).unwrap();
-        store.release_now("a");
-        assert_eq!(store.reserve_now("a", LEASE).unwrap(), Reservation::Claimed);
-        store.commit_now("a", TTL);
-        store.release_now("a");
-        assert_eq!(store.reserve_now("a", LEASE).unwrap(), Reservation::Done);
+        store.reserve_now("a", &MINE, LEASE).unwrap();
+        assert!(!store.release_now("a", &THEIRS));
+        assert!(store.release_now("a", &MINE));
+        assert_eq!(
+            store.reserve_now("a", &THEIRS, LEASE).unwrap(),
+            Reservation::Claimed
+        );
+        assert!(!store.commit_now("a", &MINE, TTL));
+        assert!(store.commit_now("a", &THEIRS, TTL));
+        assert!(!store.release_now("a", &THEIRS));
+        assert_eq!(
+            store.reserve_now("a", &MINE, LEASE).unwrap(),
+            Reservation::Done
+        );
     }
 
     #[test]
     fn capacity_is_kept_by_forgetting_the_oldest_handled_id() {
         let (store, clock) = store(3);
         for id in ["a", "b", "c"] {
-            store.reserve_now(id, LEASE).unwrap();
-            store.commit_now(id, TTL);
+            store.reserve_now(id, &MINE, LEASE).unwrap();
+            assert!(store.commit_now(id, &MINE, TTL));
             clock.fetch_add(1, Ordering::SeqCst);
         }
-        assert_eq!(store.reserve_now("d", LEASE).unwrap(), Reservation::Claimed);
+        assert_eq!(
+            store.reserve_now("d", &MINE, LEASE).unwrap(),
+            Reservation::Claimed
+        );
         assert_eq!(store.len(), 3);
         // "a" expired first, so it went; the others are still known.
-        assert_eq!(store.reserve_now("b", LEASE).unwrap(), Reservation::Done);
-        assert_eq!(store.reserve_now("c", LEASE).unwrap(), Reservation::Done);
         assert_eq!(
-            store.reserve_now("d", LEASE).unwrap(),
+            store.reserve_now("b", &MINE, LEASE).unwrap(),
+            Reservation::Done
+        );
+        assert_eq!(
+            store.reserve_now("c", &MINE, LEASE).unwrap(),
+            Reservation::Done
+        );
+        assert_eq!(
+            store.reserve_now("d", &THEIRS, LEASE).unwrap(),
             Reservation::InProgress
         );
-        assert_eq!(store.reserve_now("a", LEASE).unwrap(), Reservation::Claimed);
+        assert_eq!(
+            store.reserve_now("a", &MINE, LEASE).unwrap(),
+            Reservation::Claimed
+        );
         assert_eq!(store.len(), 3);
     }
 
     #[test]
     fn ids_being_handled_are_never_evicted() {
         let (store, clock) = store(2);
-        store.reserve_now("a", LEASE).unwrap();
-        store.reserve_now("b", LEASE).unwrap();
-        assert!(store.reserve_now("c", LEASE).is_err());
+        store.reserve_now("a", &MINE, LEASE).unwrap();
+        store.reserve_now("b", &MINE, LEASE).unwrap();
+        assert!(store.reserve_now("c", &MINE, LEASE).is_err());
         assert_eq!(
-            store.reserve_now("a", LEASE).unwrap(),
+            store.reserve_now("a", &THEIRS, LEASE).unwrap(),
             Reservation::InProgress
         );
         // Once a lease runs out, its slot can be reused.
         clock.fetch_add(60, Ordering::SeqCst);
-        assert_eq!(store.reserve_now("c", LEASE).unwrap(), Reservation::Claimed);
+        assert_eq!(
+            store.reserve_now("c", &MINE, LEASE).unwrap(),
+            Reservation::Claimed
+        );
     }
 
     #[test]

@@ -69,6 +69,8 @@
 //! deterministic (equal fields, equal hash) but it is **not** Polytomic's algorithm: never
 //! compare it with hashes Polytomic sent.
 
+pub mod event_ids;
+
 use std::io::Write;
 
 use axum_core::body::Body;

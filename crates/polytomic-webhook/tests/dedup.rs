@@ -14,9 +14,10 @@ use axum::routing::post;
 use http::StatusCode;
 use http_body_util::BodyExt;
 use polytomic_webhook::dedup::{
-    DedupLayer, EventIdStore, MemoryEventIdStore, Reservation, StoreError,
+    DedupLayer, EventIdStore, LeaseToken, MemoryEventIdStore, Reservation, StoreError,
 };
 use polytomic_webhook::prelude::*;
+use polytomic_webhook::testing::event_ids::{Stall, StallingStore};
 use polytomic_webhook::testing::{EventDelivery, capture_logs};
 use tower::ServiceExt;
 
@@ -150,20 +151,24 @@ impl Gate {
     }
 }
 
-#[tokio::test]
-async fn a_duplicate_during_a_run_is_told_to_retry_and_is_not_lost_if_the_run_fails() {
-    let runs = Arc::new(AtomicUsize::new(0));
-    let gate = Arc::new(Gate::default());
-    let fail = Arc::new(AtomicBool::new(true));
-    let app = {
-        let (runs, gate, fail) = (runs.clone(), gate.clone(), fail.clone());
+/// A handler that counts its runs, waits at the gate, then fails while `fail` is set.
+#[derive(Clone, Default)]
+struct Gated {
+    runs: Arc<AtomicUsize>,
+    gate: Arc<Gate>,
+    fail: Arc<AtomicBool>,
+}
+
+impl Gated {
+    fn app(&self) -> Router {
+        let this = self.clone();
         Router::new()
             .route(
                 ROUTE,
                 post(move |_event: PolytomicOrgEvent| async move {
-                    runs.fetch_add(1, Ordering::SeqCst);
-                    gate.wait().await;
-                    if fail.load(Ordering::SeqCst) {
+                    this.runs.fetch_add(1, Ordering::SeqCst);
+                    this.gate.wait().await;
+                    if this.fail.load(Ordering::SeqCst) {
                         StatusCode::SERVICE_UNAVAILABLE
                     } else {
                         StatusCode::OK
@@ -172,21 +177,34 @@ async fn a_duplicate_during_a_run_is_told_to_retry_and_is_not_lost_if_the_run_fa
             )
             .layer(DedupLayer::new(MemoryEventIdStore::new(10)))
             .layer(events_layer())
-    };
+    }
+
+    /// Polls `delivery` until it is inside the handler, waiting at the gate.
+    async fn enter<F: Future>(&self, mut delivery: std::pin::Pin<&mut F>) {
+        for _ in 0..100 {
+            if self.runs.load(Ordering::SeqCst) == 1 {
+                break;
+            }
+            poll_fn(|cx| {
+                assert!(delivery.as_mut().poll(cx).is_pending());
+                Poll::Ready(())
+            })
+            .await;
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(self.runs.load(Ordering::SeqCst), 1);
+    }
+}
+
+#[tokio::test]
+async fn a_duplicate_during_a_run_is_told_to_retry_and_is_not_lost_if_the_run_fails() {
+    let gated = Gated::default();
+    gated.fail.store(true, Ordering::SeqCst);
+    let (runs, gate, fail) = (&gated.runs, &gated.gate, &gated.fail);
+    let app = gated.app();
     // The first delivery enters the handler and waits there.
     let mut first = pin!(app.clone().oneshot(delivery().build()));
-    for _ in 0..100 {
-        if runs.load(Ordering::SeqCst) == 1 {
-            break;
-        }
-        poll_fn(|cx| {
-            assert!(first.as_mut().poll(cx).is_pending());
-            Poll::Ready(())
-        })
-        .await;
-        tokio::task::yield_now().await;
-    }
-    assert_eq!(runs.load(Ordering::SeqCst), 1);
+    gated.enter(first.as_mut()).await;
     // A retry meanwhile is not acknowledged: Polytomic will try it again.
     let response = app.clone().oneshot(delivery().build()).await.unwrap();
     assert_eq!(response.status(), StatusCode::CONFLICT);
@@ -210,19 +228,89 @@ async fn a_duplicate_during_a_run_is_told_to_retry_and_is_not_lost_if_the_run_fa
     assert_eq!(runs.load(Ordering::SeqCst), 2);
 }
 
+/// A client that goes away while the handler runs drops the delivery's future: its lease is
+/// released (in the background) rather than held until it runs out, so the retry runs the
+/// handler.
+#[tokio::test]
+async fn a_delivery_dropped_while_its_handler_runs_lets_the_retry_through() {
+    let gated = Gated::default();
+    let app = gated.app();
+    let mut first = Box::pin(app.clone().oneshot(delivery().build()));
+    gated.enter(first.as_mut()).await;
+    drop(first);
+    gated.gate.open();
+    // The release is a task of its own: let it run.
+    let mut answer = send(&app, delivery()).await;
+    for _ in 0..100 {
+        if answer.0 != StatusCode::CONFLICT {
+            break;
+        }
+        tokio::task::yield_now().await;
+        answer = send(&app, delivery()).await;
+    }
+    assert_eq!(answer, (StatusCode::OK, String::new()));
+    assert_eq!(gated.runs.load(Ordering::SeqCst), 2);
+    assert_eq!(
+        send(&app, delivery()).await.1,
+        r#"{"duplicate":true}"#.to_owned()
+    );
+}
+
+/// At most `max_pending` leases wait for a background release: past it, a lease is left to run
+/// out by itself, so a store that fails for every delivery cannot pile up background work.
+#[tokio::test]
+async fn past_max_pending_a_lease_is_left_to_run_out() {
+    let store = Arc::new(StallingStore::new(MemoryEventIdStore::new(10)));
+    let handler = Handler::default();
+    let dedup = DedupLayer::shared(Arc::clone(&store))
+        .store_timeout(Duration::from_millis(200))
+        .max_pending(1);
+    let app = handler.app(dedup);
+    store.stall();
+    let ((a, b), logs) = capture_logs(async {
+        tokio::join!(
+            send(&app, delivery().id("evt-a")),
+            send(&app, delivery().id("evt-b"))
+        )
+    })
+    .await;
+    assert!(logs.contains("too many event leases"), "{logs}");
+    for (status, body) in [a, b] {
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(body.contains("event_store_unavailable"), "{body}");
+    }
+    store.resume();
+    // Time for the background retries (100, 200, 400 ms…) to land, as in the issue's "2 s
+    // after the store is back".
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut answers = vec![
+        send(&app, delivery().id("evt-a")).await.0,
+        send(&app, delivery().id("evt-b")).await.0,
+    ];
+    answers.sort();
+    // One lease was released; the other still holds its id (for the two-minute lease).
+    assert_eq!(answers, [StatusCode::OK, StatusCode::CONFLICT]);
+    assert_eq!(handler.runs.load(Ordering::SeqCst), 1);
+}
+
 /// A store that cannot be reached.
 struct Down;
 
 impl EventIdStore for Down {
-    async fn reserve(&self, _: &str, _: Duration) -> Result<Reservation, StoreError> {
+    async fn reserve(
+        &self,
+        _: &str,
+        _: &LeaseToken,
+        _: Duration,
+    ) -> Result<Reservation, StoreError> {
         Err(StoreError::new("connection refused"))
     }
 
-    async fn commit(&self, _: &str, _: Duration) -> Result<(), StoreError> {
+    async fn commit(&self, _: &str, _: &LeaseToken, _: Duration) -> Result<bool, StoreError> {
         Err(StoreError::new("connection refused"))
     }
 
-    async fn release(&self, _: &str) -> Result<(), StoreError> {
+    async fn release(&self, _: &str, _: &LeaseToken) -> Result<bool, StoreError> {
         Err(StoreError::new("connection refused"))
     }
 }

@@ -518,6 +518,25 @@ impl RedisServer {
         let _ = self.child.wait();
     }
 
+    /// Pauses the server (SIGSTOP): connections stay open, and what they send waits, to be
+    /// run once it is [`resume`](Self::resume)d, as with a Redis stalled by its host.
+    #[cfg(unix)]
+    pub fn pause(&self) {
+        self.signal(rustix::process::Signal::STOP);
+    }
+
+    /// Lets a [`pause`](Self::pause)d server run again (SIGCONT).
+    #[cfg(unix)]
+    pub fn resume(&self) {
+        self.signal(rustix::process::Signal::CONT);
+    }
+
+    #[cfg(unix)]
+    fn signal(&self, signal: rustix::process::Signal) {
+        let pid = rustix::process::Pid::from_raw(i32::try_from(self.child.id()).unwrap()).unwrap();
+        rustix::process::kill_process(pid, signal).unwrap();
+    }
+
     /// Starts it again on the same port (empty: it keeps nothing).
     pub fn restart(&mut self) {
         self.stop();

@@ -34,6 +34,16 @@ pub(super) enum Layout {
 /// Opens `path` for `access`, and refuses, having written nothing to it, a file this sink
 /// cannot write (for [`Access::Write`]) or one that is not its own.
 pub(super) fn open(path: &Path, access: Access) -> rusqlite::Result<(Connection, Layout)> {
+    open_as(path, access, layout)
+}
+
+/// [`open`] for a file whose owner `layout` recognises (it only reads, and errs for a file
+/// that is not its own): the sink's, or the event-id store's.
+pub(super) fn open_as<L>(
+    path: &Path,
+    access: Access,
+    layout: impl FnOnce(&Connection) -> rusqlite::Result<L>,
+) -> rusqlite::Result<(Connection, L)> {
     let connection = match access {
         Access::Write => Connection::open(path),
         Access::Read => Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY),

@@ -1,5 +1,6 @@
 //! [`SqliteSink`]: one SQLite file, for a receiver on one machine.
 
+mod event_ids;
 mod file;
 mod known;
 mod read;
@@ -18,6 +19,7 @@ use tokio::sync::oneshot;
 use crate::{
     Durability, Identity, RecordStream, Sink, SinkError, SinkFuture, Stored, StoredRecord,
 };
+pub use event_ids::SqliteEventIdStore;
 use file::{APPLICATION_ID, Access, Layout};
 use known::{Known, Undo};
 pub(crate) use read::record_stream;
@@ -680,7 +682,7 @@ impl Sink for SqliteSink {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     #![allow(clippy::unwrap_used)]
 
     use std::path::PathBuf;
@@ -689,7 +691,7 @@ mod tests {
     use crate::testing::{batch, check_sink, fresh_sync_id};
     use polytomic_webhook_event::SyncId;
 
-    fn scratch(name: &str) -> PathBuf {
+    pub(super) fn scratch(name: &str) -> PathBuf {
         let dir = std::env::temp_dir().join(format!(
             "polytomic-webhook-store-{}-{name}",
             std::process::id()
@@ -1224,7 +1226,7 @@ mod tests {
     }
 
     /// The bytes of `path`, and whether SQLite's -wal and -shm files are beside it.
-    fn file_state(path: &Path) -> (Vec<u8>, bool) {
+    pub(super) fn file_state(path: &Path) -> (Vec<u8>, bool) {
         let beside = ["db-wal", "db-shm"]
             .iter()
             .any(|extension| path.with_extension(extension).exists());
@@ -1278,7 +1280,7 @@ mod tests {
     }
 
     /// A file of this sink's, closed (its WAL folded in and removed), in a scratch directory.
-    async fn closed_sink_file(name: &str) -> PathBuf {
+    pub(super) async fn closed_sink_file(name: &str) -> PathBuf {
         let (sink, path) = fresh_sink(name).await;
         let one = batch(&fresh_sync_id(), &[("h", r#"{"n":1}"#)]);
         assert_eq!(sink.store(&one).await.unwrap().stored, 1);
