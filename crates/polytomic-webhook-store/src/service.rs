@@ -140,7 +140,8 @@ impl ErrorSource for SinkError {
 /// A ready tower service: extracts the [`SyncRecords`] batch, stores it, answers.
 ///
 /// Put it behind the webhook layer (which checks the secret, the timestamp and the body), for
-/// example with axum's `Router::route_service`. Requests that are not a valid batch get the
+/// example with axum's `Router::route_service`: like the extractor, it refuses a request that
+/// layer did not admit (500 `layer_missing`). Requests that are not a valid batch get the
 /// extractor's own answers; a sink failure is logged (the cause only, never a record) and
 /// answered 503 `sink_unavailable`.
 ///
@@ -230,10 +231,14 @@ mod tests {
             r#"{{"event":"sync.records","object":{{"id":"{}","name":"n","records":[{records}]}}}}"#,
             fresh_sync_id()
         );
-        http::Request::post("/")
+        let mut request = http::Request::post("/")
             .header(CONTENT_TYPE, "application/json")
             .body(Body::from(body))
-            .unwrap()
+            .unwrap();
+        // Stands for the composed layer this crate does not depend on: the service's extractor
+        // refuses a request no layer admitted.
+        polytomic_webhook_event::__private::admit_batch(request.extensions_mut());
+        request
     }
 
     async fn answer<S: Sink + ?Sized>(

@@ -371,6 +371,7 @@ impl EventChecks {
             parts.extensions.insert(info.stats().clone());
         }
         parts.extensions.insert(self.event.clone());
+        polytomic_webhook_event::__private::admit_org_event(&mut parts.extensions);
         let mut request = Request::from_parts(parts, Full::new(decoded));
         // The decompression limits bound the body already; axum's 2 MB default would otherwise
         // cut large deliveries short with a less precise answer.
