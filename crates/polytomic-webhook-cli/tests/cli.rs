@@ -1094,7 +1094,7 @@ fn serve_answers_readyz_and_metrics_on_its_port_or_metrics_on_their_own() {
     let (status, text) = http_get(&format!("{base}/metrics"));
     assert_eq!(status, 200);
     assert!(
-        text.contains(r#"polytomic_webhook_deliveries_total{outcome="accepted",code="none"} 1"#),
+        text.contains(r#"polytomic_webhook_deliveries_total{webhook="batch",outcome="accepted",code="none"} 1"#),
         "{text}"
     );
     assert!(

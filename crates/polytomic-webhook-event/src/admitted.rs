@@ -78,3 +78,9 @@ pub fn admit_batch(extensions: &mut Extensions) {
 pub fn admit_org_event(extensions: &mut Extensions) {
     extensions.insert(OrgEventAdmitted);
 }
+
+/// Whether the composed Events layer admitted the request: for a layer inside it, which must
+/// not count what that layer counts already.
+pub fn admitted_by_org_events_layer(extensions: &Extensions) -> bool {
+    extensions.get::<OrgEventAdmitted>().is_some()
+}

@@ -205,7 +205,10 @@ mod tests {
              (what `curl -d` sends"
         ));
         assert!(form.ends_with("(curl: -H 'Content-Type: application/json')"));
-        assert!(detail_for(b"Multipart/Form-Data; boundary=x").contains("multipart/form-data, a form type"));
+        assert!(
+            detail_for(b"Multipart/Form-Data; boundary=x")
+                .contains("multipart/form-data, a form type")
+        );
         assert_eq!(
             detail_for(b"Text/Plain; charset=utf-8"),
             "the request's Content-Type is text/plain, not JSON; send the body with \

@@ -155,6 +155,7 @@ pub use de::tracked_parses;
 pub use event::{
     Fields, InvalidSyncId, PolytomicEvent, Record, RecordHash, SYNC_RECORDS, SyncId, SyncRecords,
 };
+pub use extract::WithoutLayer;
 pub use normalize::normalize_field_name;
 pub use org::{CompletionCounts, OrgEventType, PolytomicOrgEvent, RawPayload, parse_org_event};
 #[cfg(feature = "testing")]
@@ -162,7 +163,6 @@ pub use org::{CompletionCounts, OrgEventType, PolytomicOrgEvent, RawPayload, par
 pub use parse::slow_path_runs;
 pub use parse::{parse, parse_sync_records};
 pub use raw::{FieldsError, RawFields, RawJson};
-pub use extract::WithoutLayer;
 pub use read::{
     BatchObserver, BatchSummary, read, read_event, read_event_without_layer, read_without_layer,
 };
@@ -172,6 +172,6 @@ pub use read::{
 /// marked here reaches the extractors as if the layer had authenticated it.
 #[doc(hidden)]
 pub mod __private {
-    pub use crate::admitted::{admit_batch, admit_org_event};
+    pub use crate::admitted::{admit_batch, admit_org_event, admitted_by_org_events_layer};
 }
 pub use rejection::EventRejection;

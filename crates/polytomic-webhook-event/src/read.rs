@@ -15,9 +15,9 @@ use crate::config::EventConfig;
 use crate::event::{PolytomicEvent, SyncId, SyncRecords};
 use crate::extract::check_content_type;
 use crate::parse::{only_sync_records, parse_shared};
-use crate::rejection::{BodyTooLarge, EventRejection, TooLargeLimit};
 #[cfg(doc)]
 use crate::rejection::LayerMissing;
+use crate::rejection::{BodyTooLarge, EventRejection, TooLargeLimit};
 
 /// Reads a `sync.records` delivery from a request: the [`SyncRecords`] extractor's work, for
 /// hyper, tonic or a plain tower `service_fn`.
@@ -95,9 +95,7 @@ where
 /// authenticated it (or a test, or a benchmark). Nothing here checks who sent the request.
 ///
 /// A request without an [`EventConfig`] extension is read under `EventConfig::default()`.
-pub async fn read_without_layer<T, B>(
-    request: Request<B>,
-) -> Result<SyncRecords<T>, EventRejection>
+pub async fn read_without_layer<T, B>(request: Request<B>) -> Result<SyncRecords<T>, EventRejection>
 where
     T: DeserializeOwned,
     B: Body,

@@ -97,9 +97,9 @@ impl UnsupportedMediaType {
             && essence.split_once('/').is_some_and(|(kind, subtype)| {
                 !kind.is_empty()
                     && !subtype.is_empty()
-                    && essence.bytes().all(|byte| {
-                        byte.is_ascii_alphanumeric() || b"/!#$&-^_.+".contains(&byte)
-                    })
+                    && essence
+                        .bytes()
+                        .all(|byte| byte.is_ascii_alphanumeric() || b"/!#$&-^_.+".contains(&byte))
             });
         Self {
             received: Received::Other(plain.then(|| essence.to_ascii_lowercase())),

@@ -32,10 +32,12 @@ struct User {
 fn app(calls: Arc<AtomicUsize>) -> Router {
     Router::new().route(
         "/",
-        post(move |WithoutLayer(batch): WithoutLayer<SyncRecords<User>>| async move {
-            calls.fetch_add(1, Ordering::SeqCst);
-            Ack::from(&batch)
-        }),
+        post(
+            move |WithoutLayer(batch): WithoutLayer<SyncRecords<User>>| async move {
+                calls.fetch_add(1, Ordering::SeqCst);
+                Ack::from(&batch)
+            },
+        ),
     )
 }
 
@@ -144,7 +146,12 @@ async fn content_type_must_be_json() {
         let reply = answer(response).await;
         reply.assert_problem(415, "unsupported_media_type");
         assert!(reply.detail().contains(received), "{}", reply.detail());
-        assert!(reply.detail().ends_with("application/json')") || reply.detail().ends_with("Content-Type: application/json"), "{}", reply.detail());
+        assert!(
+            reply.detail().ends_with("application/json')")
+                || reply.detail().ends_with("Content-Type: application/json"),
+            "{}",
+            reply.detail()
+        );
     }
     for content_type in ["application/json; charset=utf-8", "application/vnd.x+json"] {
         let req = http::Request::builder()
@@ -347,5 +354,7 @@ async fn every_extractor_refuses_a_request_no_layer_admitted_before_reading_it()
     assert_eq!(calls.load(Ordering::SeqCst), 0);
     // `WithoutLayer` reads the same failing body on purpose.
     let response = extract::<SyncRecords>(failing()).await.unwrap_err();
-    answer(response).await.assert_problem(400, "body_read_failed");
+    answer(response)
+        .await
+        .assert_problem(400, "body_read_failed");
 }

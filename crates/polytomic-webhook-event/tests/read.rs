@@ -48,7 +48,12 @@ fn relaxed_body() -> String {
 #[tokio::test]
 async fn a_request_without_event_config_is_read_under_the_defaults() {
     assert!(EventConfig::default().require_uuid_sync_id);
-    assert_problem(read_without_layer(full(relaxed_body())).await, 422, "invalid_envelope").await;
+    assert_problem(
+        read_without_layer(full(relaxed_body())).await,
+        422,
+        "invalid_envelope",
+    )
+    .await;
 
     let mut configured = full(relaxed_body());
     configured
@@ -60,7 +65,9 @@ async fn a_request_without_event_config_is_read_under_the_defaults() {
 
 #[tokio::test]
 async fn read_checks_the_content_type_and_parses_like_the_extractor() {
-    let batch = read_without_layer::<RawFields, _>(full(SAMPLE)).await.unwrap();
+    let batch = read_without_layer::<RawFields, _>(full(SAMPLE))
+        .await
+        .unwrap();
     assert_eq!(batch.id().as_str(), SYNC_ID);
     assert_eq!(batch.len(), 1);
     assert_eq!(
@@ -71,9 +78,19 @@ async fn read_checks_the_content_type_and_parses_like_the_extractor() {
     let mut text = full(SAMPLE);
     text.headers_mut()
         .insert("content-type", "text/plain".parse().unwrap());
-    assert_problem(read_without_layer(text).await, 415, "unsupported_media_type").await;
+    assert_problem(
+        read_without_layer(text).await,
+        415,
+        "unsupported_media_type",
+    )
+    .await;
 
-    assert_problem(read_without_layer(full("{\"event\":")).await, 400, "invalid_json").await;
+    assert_problem(
+        read_without_layer(full("{\"event\":")).await,
+        400,
+        "invalid_json",
+    )
+    .await;
 
     let mut small = full(SAMPLE);
     small
@@ -106,10 +123,14 @@ async fn unknown_events_are_refused_by_read_and_returned_by_read_event() {
         .insert(EventConfig::default().unknown_events(UnknownEventPolicy::Reject));
     assert_problem(read_without_layer(rejecting).await, 422, "unknown_event").await;
     // Acknowledged by default: a 200 answer, but still no batch.
-    let acknowledged = read_without_layer::<Fields, _>(full(unknown)).await.unwrap_err();
+    let acknowledged = read_without_layer::<Fields, _>(full(unknown))
+        .await
+        .unwrap_err();
     assert_eq!(acknowledged.into_response().status(), 200);
 
-    let event = read_event_without_layer::<Fields, _>(full(unknown)).await.unwrap();
+    let event = read_event_without_layer::<Fields, _>(full(unknown))
+        .await
+        .unwrap();
     assert!(matches!(event, PolytomicEvent::Unknown { ref event, .. } if event == "sync.other"));
 }
 
@@ -144,7 +165,9 @@ async fn the_observer_hears_of_each_accepted_batch_and_nothing_else() {
 
     let mut request = full(SAMPLE);
     let seen = observed(&mut request);
-    read_event_without_layer::<RawFields, _>(request).await.unwrap();
+    read_event_without_layer::<RawFields, _>(request)
+        .await
+        .unwrap();
     assert_eq!(*seen.lock().unwrap(), expected);
 
     let refused = envelope(r#"[{"hash":"h"}]"#);
@@ -169,7 +192,11 @@ async fn read_and_read_event_refuse_a_request_no_layer_admitted_without_reading_
     let rejection = read_event::<Fields, _>(failing()).await.unwrap_err();
     let reply = answer(rejection.into_response()).await;
     reply.assert_problem(500, "layer_missing");
-    assert!(reply.detail().contains("PolytomicWebhookLayer"), "{}", reply.detail());
+    assert!(
+        reply.detail().contains("PolytomicWebhookLayer"),
+        "{}",
+        reply.detail()
+    );
     // The same request, read on purpose: its body is read, and fails.
     assert_problem(read_without_layer(failing()).await, 400, "body_read_failed").await;
     // A client cannot admit its own request: no header stands for the layer.

@@ -673,8 +673,7 @@ async fn a_layer_before_its_route_fails_closed_for_both_extractors() {
     const EVENTS_SECRET: &str = "whsec-events";
     let events_layer = || {
         let secrets = SigningSecrets::new(EVENTS_SECRET).unwrap();
-        PolytomicOrgEventsLayer::new(PolytomicOrgEventsConfig::default().secrets(secrets))
-            .unwrap()
+        PolytomicOrgEventsLayer::new(PolytomicOrgEventsConfig::default().secrets(secrets)).unwrap()
     };
     let receive = post(|batch: SyncRecords| async move { Ack::from(&batch) });
     let receive_event = post(|_event: PolytomicOrgEvent| async { "ok" });
@@ -682,11 +681,16 @@ async fn a_layer_before_its_route_fails_closed_for_both_extractors() {
     let miswired = Router::new()
         .layer(layer())
         .route(BATCHES, receive.clone())
-        .merge(Router::new().layer(events_layer()).route(EVENTS, receive_event.clone()));
-    let wired = Router::new()
-        .route(BATCHES, receive)
-        .layer(layer())
-        .merge(Router::new().route(EVENTS, receive_event).route_layer(events_layer()));
+        .merge(
+            Router::new()
+                .layer(events_layer())
+                .route(EVENTS, receive_event.clone()),
+        );
+    let wired = Router::new().route(BATCHES, receive).layer(layer()).merge(
+        Router::new()
+            .route(EVENTS, receive_event)
+            .route_layer(events_layer()),
+    );
 
     let unauthenticated_batch = || {
         Delivery::new()

@@ -10,8 +10,8 @@ use axum_core::response::{IntoResponse, Response};
 use bytes::Bytes;
 use http_body::Frame;
 use http_body_util::BodyExt;
-use polytomic_webhook_event::WithoutLayer;
 use polytomic_webhook_core::body::BoxError;
+use polytomic_webhook_event::WithoutLayer;
 use serde_json::Value;
 
 /// The sample body of Polytomic's documentation, with the `...` placeholders removed.
