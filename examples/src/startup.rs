@@ -300,8 +300,8 @@ pub fn events_secrets_from(
 
 /// The shared event id store named by [`EVENTS_REDIS_URL_VAR`], connected; `None` when the
 /// variable is not set (each process then remembers its own ids). A value that is blank, not
-/// a Redis URL, or a Redis that cannot be reached is an error that never shows the value: the
-/// URL may carry a password.
+/// a Redis URL, or a Redis that cannot be reached is an error that never shows the URL (it may
+/// carry a password), only the address of a Redis it could not reach.
 pub async fn events_store() -> Result<Option<RedisEventIdStore>, StartupError> {
     let name = EVENTS_REDIS_URL_VAR;
     let expected = "a Redis URL such as redis://127.0.0.1:6379";
@@ -319,7 +319,7 @@ pub async fn events_store() -> Result<Option<RedisEventIdStore>, StartupError> {
         .map(Some)
         .map_err(|error| {
             StartupError(format!(
-                "{name} (value not shown) cannot be used: {error}. Expected {expected}, \
+                "{name} cannot be used: {error}. Expected {expected}, \
                  reachable from here. Fix: correct {name} or start that Redis, or unset it to \
                  remember event ids in this process only."
             ))

@@ -28,6 +28,7 @@ use http_body_util::BodyExt;
 use polytomic_webhook::auth::allowlist::{AllowlistConfig, SourceIpAllowlistLayer};
 use polytomic_webhook::auth::{BearerAuthLayer, DrainPolicy, FixedClock, PeerAddr};
 use polytomic_webhook::decompression::{DecompressionConfig, DecompressionLayer};
+use polytomic_webhook::event::WithoutLayer;
 use polytomic_webhook::prelude::*;
 use polytomic_webhook::testing::{BodyForm, Delivery, capture_logs};
 use polytomic_webhook::{PolytomicWebhook, TimeoutBody};

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::fs::OpenOptions;
 use std::io::{self, Write as _};
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -71,6 +71,7 @@ use crate::{EVENTS_PATH, EXIT_FAILED, EXIT_USAGE, NAME, WEBHOOK_PATH, batches, p
         polytomic-webhook serve --secret s3cret\n  \
         polytomic-webhook serve --secret s3cret --addr 0.0.0.0:8080 --out batches.jsonl\n  \
         polytomic-webhook serve --secret new-secret --previous-secret old-secret\n  \
+        polytomic-webhook serve --secret s3cret --events-secret whsec-events\n  \
         polytomic-webhook serve --secret s3cret --sink sqlite:records.db --key-field id\n\n\
         Exit status: 0 after Ctrl-C; 1 when the address cannot be bound, the output fails or \
         the sink cannot be opened; \
@@ -93,7 +94,7 @@ pub(crate) struct ServeArgs {
     previous_secret: Option<String>,
 
     /// The address to listen on: an IP address and a port (port 0 picks a free one).
-    #[arg(long, default_value = DEFAULT_ADDR, value_name = "ADDR", value_parser = listen_addr)]
+    #[arg(long, default_value_t = DEFAULT_ADDR, value_name = "ADDR", value_parser = listen_addr)]
     addr: SocketAddr,
 
     /// The path deliveries are POSTed to.
@@ -204,9 +205,8 @@ pub(crate) struct ServeArgs {
     events_redis_url: Option<String>,
 }
 
-/// Where `serve` listens unless --addr says otherwise; `send` and `send-event` post there by
-/// default.
-const DEFAULT_ADDR: &str = "127.0.0.1:8080";
+/// Where `serve` listens unless --addr says otherwise; `send-event` posts there by default.
+const DEFAULT_ADDR: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 8080);
 
 /// How many handled event ids `serve` remembers without --events-redis-url (the receiver
 /// example's figure).
@@ -214,8 +214,7 @@ const REMEMBERED_EVENT_IDS: usize = 100_000;
 
 /// An address to listen on, explained as the receiver example explains its variable.
 fn listen_addr(text: &str) -> Result<SocketAddr, String> {
-    let default = DEFAULT_ADDR.parse().map_err(|_| "bad default".to_owned())?;
-    polytomic_webhook::server::parse_listen_addr(text, default).map_err(|bad| {
+    polytomic_webhook::server::parse_listen_addr(text, DEFAULT_ADDR).map_err(|bad| {
         format!(
             "not an address to listen on: {}. Expected an IP address and a port, such as \
              {DEFAULT_ADDR}. Fix: use {}",

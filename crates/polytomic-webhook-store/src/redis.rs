@@ -379,16 +379,17 @@ fn escape_glob(text: &str) -> String {
     escaped
 }
 
-/// A Redis failure as a sink error: the kind and the cause (Redis's own message, or the
-/// system's for a connection: refused, timed out, no such host), which quote neither the URL
-/// nor a record.
+/// A Redis failure as a sink error: the cause (the kind and Redis's own message, or the
+/// system's words for a connection: refused, timed out, no such host), which quote neither
+/// the URL nor a record.
 pub(crate) fn redis_error(what: &str, error: &redis::RedisError) -> SinkError {
     let kind = error.kind();
     if let Some(detail) = error.detail() {
         return SinkError::from_cause(what, format_args!("{kind:?}: {detail}"));
     }
     match std::error::Error::source(error) {
-        Some(io) => SinkError::from_cause(what, format_args!("{kind:?}: {io}")),
+        // The system's words ("Connection refused"), which a person can act on.
+        Some(io) => SinkError::from_cause(what, io),
         None if error.is_timeout() => {
             SinkError::from_cause(what, format_args!("{kind:?}: timed out"))
         }
@@ -435,9 +436,7 @@ mod tests {
         let error = connect(&url).await.err().expect("nothing listens there");
         let message = error.to_string();
         assert!(
-            message.starts_with(&format!(
-                "connecting to Redis at 127.0.0.1:{port}: IoError: "
-            )),
+            message.starts_with(&format!("connecting to Redis at 127.0.0.1:{port}: ")),
             "{message}"
         );
         assert!(message.to_lowercase().contains("refused"), "{message}");
