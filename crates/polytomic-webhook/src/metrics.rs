@@ -16,9 +16,10 @@
 //!
 //! `webhook` is `batch` for `sync.records` deliveries ([`PolytomicWebhookLayer`]) and `events`
 //! for the organisation Events webhook ([`PolytomicOrgEventsLayer`]). [`describe`] (which
-//! `install_prometheus_recorder` calls) also registers every series above at zero, each
-//! `outcome` with the codes an alert is likely to name (`invalid_token`, `invalid_signature`,
-//! `overloaded`), so a scrape before the first delivery already shows them and alerts have data.
+//! `install_prometheus_recorder` calls) also registers every series above, at zero
+//! ([`BUILD_INFO`] at 1), each `outcome` with the codes an alert is likely to name
+//! (`invalid_token`, `invalid_signature`, `overloaded`), so a scrape before the first delivery
+//! already lists the series an alert reads.
 //!
 //! [`PolytomicWebhookLayer`]: crate::PolytomicWebhookLayer
 //! [`PolytomicOrgEventsLayer`]: crate::PolytomicOrgEventsLayer
