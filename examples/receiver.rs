@@ -74,14 +74,14 @@ use examples::startup::{
 };
 use examples::{
     EVENTS_PATH, EventSink, Ops, REMEMBERED_EVENT_IDS, ServeOptions, Sink, WEBHOOK_PATH,
-    event_line, events_router, init_logging, listen_addr, metrics_router, receiver_app_with, serve,
+    events_router, init_logging, listen_addr, metrics_router, receiver_app_with, serve,
     shutdown_signal,
 };
 use polytomic_webhook::dedup::MemoryEventIdStore;
 use polytomic_webhook::metrics::install_prometheus_recorder;
 use polytomic_webhook::prelude::*;
 use polytomic_webhook::readiness::Readiness;
-use polytomic_webhook_store::lines::{LineOutput, LineWriter, batch_line};
+use polytomic_webhook_store::lines::{LineOutput, LineWriter, batch_line, event_line};
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -177,13 +177,7 @@ async fn run() -> Result<(), Box<dyn Error>> {
 /// Writes each new event as one JSON line, like [`print_batch`]; an event that cannot be
 /// written is answered 503, so Polytomic sends it again.
 fn print_event(out: LineWriter) -> EventSink {
-    Arc::new(move |event| {
-        let line = event_line(event).map(|mut line| {
-            line.push(b'\n');
-            line
-        });
-        print_line(out.clone(), line)
-    })
+    Arc::new(move |event| print_line(out.clone(), event_line(event)))
 }
 
 /// Writes each batch as one compact JSON line and flushes it, so a reader downstream sees it

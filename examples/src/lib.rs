@@ -148,44 +148,6 @@ async fn receive_event(State(sink): State<EventSink>, event: PolytomicOrgEvent) 
     }
 }
 
-/// The stdout line for one event: `{"event_id":…,"type":…,"organization_id":…,
-/// "created_at":…,"payload":{…}}`, the payload as received but compact (its strings and
-/// numbers byte for byte, without the whitespace between tokens), so it is one line.
-///
-/// ```
-/// let event = polytomic_webhook::event::parse_org_event::<polytomic_webhook::event::RawPayload>(
-///     br#"{"id":"e1","organization_id":"o1","type":"sync.completed",
-///          "created_at":"2024-05-01T12:00:00Z","event":{
-///            "total_records": 7
-///          }}"#,
-/// )?;
-/// assert_eq!(
-///     String::from_utf8(examples::event_line(&event)?)?,
-///     r#"{"event_id":"e1","type":"sync.completed","organization_id":"o1","created_at":"2024-05-01T12:00:00Z","payload":{"total_records":7}}"#,
-/// );
-/// # Ok::<(), Box<dyn std::error::Error>>(())
-/// ```
-pub fn event_line(event: &PolytomicOrgEvent) -> Result<Vec<u8>, serde_json::Error> {
-    #[derive(serde::Serialize)]
-    struct Line<'a> {
-        event_id: &'a str,
-        #[serde(rename = "type")]
-        kind: &'a OrgEventType,
-        organization_id: &'a str,
-        created_at: chrono::DateTime<chrono::Utc>,
-        payload: Box<serde_json::value::RawValue>,
-    }
-    // Compact, so an indented payload still makes one line.
-    let payload: RawJson = event.payload().as_str().parse()?;
-    serde_json::to_vec(&Line {
-        event_id: event.id(),
-        kind: event.kind(),
-        organization_id: event.organization_id(),
-        created_at: event.created_at(),
-        payload: serde_json::value::RawValue::from_string(payload.compact().into_owned())?,
-    })
-}
-
 /// What the application does with each accepted batch. It runs after every check has passed
 /// and before the answer is sent: `Ok` is answered 200, an error (the batch could not be kept)
 /// 503 `batch_not_stored`, so a batch is acknowledged only once the sink has stored it.

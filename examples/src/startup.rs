@@ -206,31 +206,15 @@ pub fn parse_listen_addr(value: &str) -> Result<SocketAddr, StartupError> {
 }
 
 fn parse_addr(name: &str, value: &str, unset: &str) -> Result<SocketAddr, StartupError> {
-    let trimmed = value.trim();
-    if let Ok(addr) = trimmed.parse() {
-        return Ok(addr);
-    }
-    let port = DEFAULT_ADDR.port();
-    let (problem, suggestion) = if let Ok(ip) = trimmed.parse::<IpAddr>() {
-        ("the port is missing", SocketAddr::new(ip, port).to_string())
-    } else {
-        match trimmed.rsplit_once(':') {
-            Some(("", port)) => (
-                "the IP address is missing (0.0.0.0 listens on every interface)",
-                format!("127.0.0.1:{port}"),
-            ),
-            Some((_, port)) if port.parse::<u16>().is_ok() => (
-                "a host name is not looked up, only an IP address is accepted",
-                format!("127.0.0.1:{port}"),
-            ),
-            _ => ("it is not an IP address and port", DEFAULT_ADDR.to_string()),
-        }
-    };
-    Err(StartupError(format!(
-        "{name}={value:?} is not an address to listen on: {problem}. Expected an IP \
-         address and a port, such as {DEFAULT_ADDR}. Fix: set {name}={suggestion}, or \
-         {unset}."
-    )))
+    polytomic_webhook::server::parse_listen_addr(value, DEFAULT_ADDR).map_err(|bad| {
+        StartupError(format!(
+            "{name}={value:?} is not an address to listen on: {problem}. Expected an IP \
+             address and a port, such as {DEFAULT_ADDR}. Fix: set {name}={suggestion}, or \
+             {unset}.",
+            problem = bad.problem(),
+            suggestion = bad.suggestion(),
+        ))
+    })
 }
 
 /// The secret in the variable `name`, taken whole (a comma is part of it); `None` when it is
@@ -413,7 +397,8 @@ pub fn sqlite_events_path(value: &str) -> Result<std::path::PathBuf, StartupErro
 
 /// The shared event id store at the Redis `url` of [`EVENTS_REDIS_URL_VAR`], connected; a
 /// value that is blank, not a Redis URL, or a Redis that cannot be reached is an error that
-/// never shows the value.
+/// never shows the URL (it may carry a password), only the address of a Redis it could not
+/// reach.
 async fn redis_events_store(url: &str) -> Result<RedisEventIdStore, StartupError> {
     let name = EVENTS_REDIS_URL_VAR;
     let expected = "a Redis URL such as redis://127.0.0.1:6379";
@@ -427,7 +412,7 @@ async fn redis_events_store(url: &str) -> Result<RedisEventIdStore, StartupError
         .await
         .map_err(|error| {
             StartupError(format!(
-                "{name} (value not shown) cannot be used: {error}. Expected {expected}, \
+                "{name} cannot be used: {error}. Expected {expected}, \
                  reachable from here. Fix: correct {name} or start that Redis, or unset it to \
                  remember event ids in this process only."
             ))

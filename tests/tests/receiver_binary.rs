@@ -669,7 +669,7 @@ async fn metrics_are_on_the_webhook_port_unless_their_own_address_is_set() {
     assert_eq!(scrape.status, StatusCode::OK);
     let text = String::from_utf8(scrape.body.to_vec()).unwrap();
     assert!(
-        text.contains(r#"polytomic_webhook_deliveries_total{outcome="accepted",code="none"} 1"#),
+        text.contains(r#"polytomic_webhook_deliveries_total{webhook="batch",outcome="accepted",code="none"} 1"#),
         "{text}"
     );
     assert_eq!(get(addr, "/readyz").await.status, StatusCode::OK);
@@ -691,7 +691,7 @@ async fn metrics_are_on_the_webhook_port_unless_their_own_address_is_set() {
     assert_eq!(scrape.status, StatusCode::OK);
     assert!(
         String::from_utf8_lossy(&scrape.body)
-            .contains(r#"polytomic_webhook_deliveries_total{outcome="accepted",code="none"} 1"#),
+            .contains(r#"polytomic_webhook_deliveries_total{webhook="batch",outcome="accepted",code="none"} 1"#),
         "{scrape:?}"
     );
     receiver.terminate();

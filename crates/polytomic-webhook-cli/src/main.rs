@@ -38,6 +38,10 @@ const NAME: &str = "polytomic-webhook";
 /// and the README use too.
 const WEBHOOK_PATH: &str = "/webhooks/polytomic";
 
+/// Where `serve --events-secret` receives the organisation Events webhook and `send-event`
+/// posts unless told otherwise: the receiver example's path.
+const EVENTS_PATH: &str = "/webhooks/polytomic/events";
+
 /// The `User-Agent` of every delivery the tool sends or shows.
 const USER_AGENT: &str = concat!("polytomic-webhook-cli/", env!("CARGO_PKG_VERSION"));
 

@@ -3,8 +3,8 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::fs::OpenOptions;
-use std::io;
-use std::net::SocketAddr;
+use std::io::{self, Write as _};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -17,6 +17,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use clap::Args;
+use polytomic_webhook::dedup::{DedupLayer, EventIdStore, MemoryEventIdStore};
 use polytomic_webhook::handler_panicked;
 use polytomic_webhook::limit::{
     DEFAULT_DRAIN_TIME, DEFAULT_MAX_DECODED_IN_FLIGHT, DEFAULT_MAX_DRAINING, DEFAULT_MAX_IN_FLIGHT,
@@ -29,12 +30,14 @@ use polytomic_webhook::prelude::*;
 use polytomic_webhook::problem::{Problem, ProblemCode};
 use polytomic_webhook::readiness::{NOT_READY, Readiness};
 use polytomic_webhook::server::{MAX_CONNECTIONS, ServeOptions, serve, shutdown_signal};
-use polytomic_webhook_store::lines::{DEFAULT_WAIT, LineOutput, LineWriter, batch_line};
-use polytomic_webhook_store::{Durability, Identity, Sink, SinkUrl, store};
+use polytomic_webhook_store::lines::{
+    DEFAULT_WAIT, LineOutput, LineWriter, batch_line, event_line,
+};
+use polytomic_webhook_store::{Durability, Identity, RedisEventIdStore, Sink, SinkUrl, store};
 use tower::util::MapResponseLayer;
 use tower_http::catch_panic::CatchPanicLayer;
 
-use crate::{EXIT_FAILED, EXIT_USAGE, NAME, WEBHOOK_PATH, batches, plural};
+use crate::{EVENTS_PATH, EXIT_FAILED, EXIT_USAGE, NAME, WEBHOOK_PATH, batches, plural};
 
 #[derive(Args)]
 #[command(
@@ -74,6 +77,7 @@ use crate::{EXIT_FAILED, EXIT_USAGE, NAME, WEBHOOK_PATH, batches, plural};
         polytomic-webhook serve --secret s3cret\n  \
         polytomic-webhook serve --secret s3cret --addr 0.0.0.0:8080 --out batches.jsonl\n  \
         polytomic-webhook serve --secret new-secret --previous-secret old-secret\n  \
+        polytomic-webhook serve --secret s3cret --events-secret whsec-events\n  \
         polytomic-webhook serve --secret s3cret --sink sqlite:records.db --key-field id\n\n\
         Exit status: 0 after Ctrl-C; 1 when the address cannot be bound, the output fails or \
         the sink cannot be opened; \
@@ -95,8 +99,8 @@ pub(crate) struct ServeArgs {
     )]
     previous_secret: Option<String>,
 
-    /// The address to listen on (port 0 picks a free one).
-    #[arg(long, default_value = "127.0.0.1:8080", value_name = "ADDR")]
+    /// The address to listen on: an IP address and a port (port 0 picks a free one).
+    #[arg(long, default_value_t = DEFAULT_ADDR, value_name = "ADDR", value_parser = listen_addr)]
     addr: SocketAddr,
 
     /// The path deliveries are POSTed to.
@@ -174,8 +178,64 @@ pub(crate) struct ServeArgs {
     max_connections: usize,
 
     /// Serve GET /metrics (Prometheus text) on this address instead of --addr.
-    #[arg(long, env = "POLYTOMIC_WEBHOOK_METRICS_ADDR", value_name = "ADDR")]
+    #[arg(long, env = "POLYTOMIC_WEBHOOK_METRICS_ADDR", value_name = "ADDR",
+          value_parser = listen_addr)]
     metrics_addr: Option<SocketAddr>,
+
+    /// The signing secret of the organisation Events webhook: turns on its route,
+    /// POST /webhooks/polytomic/events (the receiver example's), where each event whose
+    /// Polytomic-Signature matches is written as one JSON line
+    /// (`{"event_id":…,"type":…,"organization_id":…,"created_at":…,"payload":{…}}`) with the
+    /// batches, once per event id.
+    #[arg(
+        long,
+        env = "POLYTOMIC_EVENTS_SECRET",
+        hide_env_values = true,
+        value_name = "SECRET"
+    )]
+    events_secret: Option<String>,
+
+    /// While rotating: the Events webhook's previous signing secret, accepted as well as
+    /// --events-secret.
+    #[arg(
+        long,
+        env = "POLYTOMIC_EVENTS_PREVIOUS_SECRET",
+        hide_env_values = true,
+        value_name = "SECRET",
+        requires = "events_secret"
+    )]
+    previous_events_secret: Option<String>,
+
+    /// With --events-secret: remember handled event ids in this Redis
+    /// (`redis://HOST:PORT[/DB]`), shared by every replica, instead of in this process (the
+    /// last 100,000).
+    #[arg(
+        long,
+        env = "POLYTOMIC_EVENTS_REDIS_URL",
+        hide_env_values = true,
+        value_name = "URL",
+        requires = "events_secret"
+    )]
+    events_redis_url: Option<String>,
+}
+
+/// Where `serve` listens unless --addr says otherwise; `send-event` posts there by default.
+const DEFAULT_ADDR: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 8080);
+
+/// How many handled event ids `serve` remembers without --events-redis-url (the receiver
+/// example's figure).
+const REMEMBERED_EVENT_IDS: usize = 100_000;
+
+/// An address to listen on, explained as the receiver example explains its variable.
+fn listen_addr(text: &str) -> Result<SocketAddr, String> {
+    polytomic_webhook::server::parse_listen_addr(text, DEFAULT_ADDR).map_err(|bad| {
+        format!(
+            "not an address to listen on: {}. Expected an IP address and a port, such as \
+             {DEFAULT_ADDR}. Fix: use {}",
+            bad.problem(),
+            bad.suggestion()
+        )
+    })
 }
 
 /// The routes `serve` answers besides the webhook's.
@@ -193,7 +253,7 @@ fn at_least_one(text: &str) -> Result<usize, String> {
 fn route_path(text: &str) -> Result<String, String> {
     if !text.starts_with('/') {
         Err(format!("the path must start with `/`, got `{text}`"))
-    } else if OPS_PATHS.contains(&text) {
+    } else if OPS_PATHS.contains(&text) || text == EVENTS_PATH {
         Err(format!("`{text}` is taken by the server's own route"))
     } else {
         Ok(text.to_owned())
@@ -210,6 +270,24 @@ fn secrets(args: &ServeArgs) -> Result<SecretSet, String> {
         Some(previous) => Secret::new(previous.as_str())
             .map(|previous| set.with(previous))
             .map_err(|error| format!("unusable --previous-secret: {error}")),
+    }
+}
+
+/// --events-secret, and --previous-events-secret while rotating; `None` without them.
+fn events_secrets(args: &ServeArgs) -> Result<Option<SigningSecrets>, String> {
+    let Some(current) = &args.events_secret else {
+        return Ok(None);
+    };
+    fn unusable(flag: &'static str) -> impl Fn(InvalidSecret) -> String {
+        move |error| format!("unusable {flag}: {error}")
+    }
+    let secrets = SigningSecrets::new(current.as_str()).map_err(unusable("--events-secret"))?;
+    match &args.previous_events_secret {
+        None => Ok(Some(secrets)),
+        Some(previous) => secrets
+            .with(previous.as_str())
+            .map(Some)
+            .map_err(unusable("--previous-events-secret")),
     }
 }
 
@@ -290,6 +368,31 @@ pub(crate) async fn run(args: ServeArgs) -> ExitCode {
             return ExitCode::from(EXIT_USAGE);
         }
     };
+    let events = match events_secrets(&args).and_then(|secrets| {
+        secrets
+            .map(|secrets| {
+                PolytomicOrgEventsLayer::new(PolytomicOrgEventsConfig::default().secrets(secrets))
+                    .map_err(|error| error.to_string())
+            })
+            .transpose()
+    }) {
+        Ok(events) => events,
+        Err(message) => {
+            eprintln!("{NAME}: {message}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    let event_ids = match &args.events_redis_url {
+        Some(url) => match RedisEventIdStore::connect(url).await {
+            Ok(store) => Some(store),
+            Err(error) => {
+                // The error names the address, never the URL (which may hold a password).
+                eprintln!("{NAME}: cannot use --events-redis-url: {error}");
+                return ExitCode::from(EXIT_FAILED);
+            }
+        },
+        None => None,
+    };
     let metrics = match install_prometheus_recorder() {
         Ok(handle) => handle,
         Err(error) => {
@@ -337,11 +440,25 @@ pub(crate) async fn run(args: ServeArgs) -> ExitCode {
             .drain_time(Duration::from_millis(args.drain_ms)),
         ..ops
     };
-    let app = app(&receiver, &args.path, layer, ops);
+    let mut app = app(&receiver, &args.path, layer, &ops);
     let bound = listener.local_addr().unwrap_or(args.addr);
+    if let Some(events) = events {
+        app = app.merge(match event_ids {
+            Some(store) => events_route(&receiver, events, &ops.limits, store),
+            None => events_route(
+                &receiver,
+                events,
+                &ops.limits,
+                MemoryEventIdStore::new(REMEMBERED_EVENT_IDS),
+            ),
+        });
+    }
     // Before saying so: a signal sent on seeing that line must meet the handler.
     let shutdown = shutdown_signal();
     eprintln!("{NAME}: listening on http://{bound}{}", args.path);
+    if args.events_secret.is_some() {
+        eprintln!("{NAME}: organisation events on http://{bound}{EVENTS_PATH}");
+    }
     if let Some(fifo) = args.out.as_deref().filter(|path| is_fifo(path)) {
         eprintln!(
             "{NAME}: {} is a FIFO: waiting for a reader to open it; until one does, deliveries \
@@ -601,7 +718,7 @@ struct Ops {
 
 /// The webhook route behind `layer`, answering from `receiver`; `GET /readyz`, and
 /// `GET /metrics` when `ops` has it, outside the layer.
-fn app(receiver: &Arc<Receiver>, path: &str, layer: PolytomicWebhookLayer, ops: Ops) -> Router {
+fn app(receiver: &Arc<Receiver>, path: &str, layer: PolytomicWebhookLayer, ops: &Ops) -> Router {
     let counted = Arc::clone(receiver);
     let ready = Arc::clone(receiver);
     let router = Router::new()
@@ -627,10 +744,79 @@ fn app(receiver: &Arc<Receiver>, path: &str, layer: PolytomicWebhookLayer, ops: 
                 async move { receiver.readyz().await }
             }),
         );
-    match ops.metrics {
-        Some(handle) => metrics_route(router, handle),
+    match &ops.metrics {
+        Some(handle) => metrics_route(router, handle.clone()),
         None => router,
     }
+}
+
+/// The Events route as the receiver example wires it: the Events layer checks the signature,
+/// then the in-flight bound (so only a signed event takes a place), then each event id once.
+fn events_route<St: EventIdStore>(
+    receiver: &Arc<Receiver>,
+    layer: PolytomicOrgEventsLayer,
+    limits: &ServerLimits,
+    store: St,
+) -> Router {
+    let in_flight = InFlightLimitLayer::new(limits);
+    Router::new()
+        .route(EVENTS_PATH, post(receive_event))
+        .route_layer(CatchPanicLayer::custom(handler_panicked))
+        .route_layer(DedupLayer::new(store))
+        .route_layer(in_flight.clone())
+        .route_layer(layer)
+        // The Events layer's refusals from the head drain within the route's drain budget.
+        .route_layer(axum::Extension(in_flight.drain_budget()))
+        .with_state(Arc::clone(receiver))
+}
+
+/// Writes the event as one line where the batches go (standard output with a sink), then
+/// acknowledges it; one that cannot be written is answered 503 `event_not_stored`, so
+/// Polytomic sends it again.
+async fn receive_event(
+    State(receiver): State<Arc<Receiver>>,
+    event: PolytomicOrgEvent,
+) -> Response {
+    let line = match event_line(&event) {
+        Ok(line) => line,
+        Err(error) => return event_not_stored(&error),
+    };
+    let written = match receiver.destination.get() {
+        Some(Destination::Lines(out)) => out.append(line).await.map_err(|error| error.to_string()),
+        // With a sink, events go to standard output, written off the runtime's workers and
+        // waited for no longer than a line output would be.
+        _ => {
+            let write = tokio::task::spawn_blocking(move || {
+                let mut stdout = io::stdout().lock();
+                stdout.write_all(&line).and_then(|()| stdout.flush())
+            });
+            match tokio::time::timeout(DEFAULT_WAIT, write).await {
+                Ok(Ok(Ok(()))) => Ok(()),
+                Ok(Ok(Err(error))) => Err(error.to_string()),
+                Ok(Err(error)) => Err(error.to_string()),
+                Err(_) => Err("standard output did not take the event in time".to_owned()),
+            }
+        }
+    };
+    match written {
+        Ok(()) => (
+            [(axum::http::header::CONTENT_TYPE, "application/json")],
+            r#"{"accepted":true}"#,
+        )
+            .into_response(),
+        Err(error) => event_not_stored(&error),
+    }
+}
+
+/// 503 `event_not_stored`, so Polytomic sends the event again.
+fn event_not_stored(error: &dyn std::fmt::Display) -> Response {
+    eprintln!("{NAME}: cannot write an event: {error}");
+    Problem::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "event_not_stored",
+        "The receiver could not write this event; send it again later.",
+    )
+    .into_response()
 }
 
 /// `router` with `GET /metrics` rendering `handle`.
@@ -845,7 +1031,7 @@ mod tests {
             &receiver,
             WEBHOOK_PATH,
             PolytomicWebhookLayer::new(config).unwrap(),
-            Ops::default(),
+            &Ops::default(),
         )
     }
 
@@ -993,7 +1179,7 @@ mod tests {
             &receiver,
             WEBHOOK_PATH,
             PolytomicWebhookLayer::new(config).unwrap(),
-            Ops::default(),
+            &Ops::default(),
         );
         for _ in 0..100 {
             let request = axum::http::Request::get("/readyz")

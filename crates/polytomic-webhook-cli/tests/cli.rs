@@ -1098,7 +1098,7 @@ fn serve_answers_readyz_and_metrics_on_its_port_or_metrics_on_their_own() {
     let (status, text) = http_get(&format!("{base}/metrics"));
     assert_eq!(status, 200);
     assert!(
-        text.contains(r#"polytomic_webhook_deliveries_total{outcome="accepted",code="none"} 1"#),
+        text.contains(r#"polytomic_webhook_deliveries_total{webhook="batch",outcome="accepted",code="none"} 1"#),
         "{text}"
     );
     assert!(
@@ -1614,4 +1614,109 @@ fn serve_with_a_stalled_out_reader_answers_503_in_time_and_keeps_serving() {
         "{summary}"
     );
     assert_eq!(markers_of(&reader.join().unwrap()), acknowledged);
+}
+
+/// `serve --events-secret` receives the organisation Events webhook where `send-event` posts
+/// by default. `serve` listens on a free port here, so the test changes only the port of
+/// send-event's default URL, and checks that default against serve's own default address.
+#[test]
+fn serve_with_an_events_secret_accepts_send_event_at_its_default_url() {
+    let help = |command: &str| {
+        let output = bin().args([command, "--help"]).output().unwrap();
+        String::from_utf8(output.stdout).unwrap()
+    };
+    let default_url = "http://127.0.0.1:8080/webhooks/polytomic/events";
+    assert!(
+        help("send-event").contains(default_url),
+        "{}",
+        help("send-event")
+    );
+    assert!(
+        help("serve").contains("[default: 127.0.0.1:8080]"),
+        "{}",
+        help("serve")
+    );
+
+    let dir = scratch("serve-events");
+    let out = dir.join("lines.jsonl");
+    let serve = Serve::start(&out, &["--events-secret", "whsec-serve"]);
+    let addr = serve
+        .url
+        .strip_prefix("http://")
+        .and_then(|rest| rest.strip_suffix("/webhooks/polytomic"))
+        .unwrap()
+        .to_owned();
+    let url = default_url.replace("127.0.0.1:8080", &addr);
+    let send = |secret: &str| {
+        bin()
+            .args([
+                "send-event",
+                "--type",
+                "sync.completed",
+                "--id",
+                "evt-serve-1",
+            ])
+            .args(["--url", &url, "--secret", secret])
+            .output()
+            .unwrap()
+    };
+    let first = send("whsec-serve");
+    assert!(first.status.success(), "{}", stderr(&first));
+    assert!(
+        stderr(&first).contains("accepted: HTTP 200"),
+        "{}",
+        stderr(&first)
+    );
+    let again = send("whsec-serve");
+    assert!(stderr(&again).contains("a duplicate"), "{}", stderr(&again));
+    let wrong = send("not-the-secret");
+    assert_eq!(wrong.status.code(), Some(1));
+    assert!(
+        stderr(&wrong).contains("invalid_signature"),
+        "{}",
+        stderr(&wrong)
+    );
+    let log = serve.interrupt();
+    assert!(
+        log.contains(&format!(
+            "organisation events on http://{addr}/webhooks/polytomic/events"
+        )),
+        "{log}"
+    );
+    // The one accepted event, as one line where the batches go.
+    let lines = one_document_per_line(&std::fs::read_to_string(&out).unwrap());
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert_eq!(lines[0]["event_id"], "evt-serve-1");
+    assert_eq!(lines[0]["type"], "sync.completed");
+}
+
+/// `--addr` explains a host name and a missing port as the receiver example explains its
+/// variable, with the address to use instead.
+#[test]
+fn serve_explains_an_addr_that_is_a_host_name_or_lacks_a_port() {
+    for (addr, problem, fix) in [
+        (
+            "localhost:8080",
+            "a host name is not looked up, only an IP address is accepted",
+            "Fix: use 127.0.0.1:8080",
+        ),
+        ("10.0.0.5", "the port is missing", "Fix: use 10.0.0.5:8080"),
+        (
+            ":9000",
+            "the IP address is missing (0.0.0.0 listens on every interface)",
+            "Fix: use 127.0.0.1:9000",
+        ),
+    ] {
+        let output = bin()
+            .args(["serve", "--secret", SECRET, "--addr", addr])
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(2), "{addr}");
+        let text = stderr(&output);
+        assert!(
+            text.contains(problem) && text.contains(fix),
+            "{addr}: {text}"
+        );
+        assert!(text.contains("such as 127.0.0.1:8080"), "{addr}: {text}");
+    }
 }

@@ -35,10 +35,18 @@
 //! - [`PolytomicOrgEvent<T>`](org::PolytomicOrgEvent): an event of the organisation Events
 //!   webhook (sync runs starting, failing, completing), a different envelope; see [`org`].
 //!
+//! The extractors parse only what the composed layer of the `polytomic-webhook` crate
+//! (`PolytomicWebhookLayer`, or `PolytomicOrgEventsLayer` for the Events webhook) admitted: a
+//! request that reached them any other way, such as through a router whose `.layer(...)` was
+//! written before the `.route(...)` it was meant to wrap, is refused with 500 `layer_missing`
+//! and an `error` log line that says how to fix the router. A pipeline that authenticates by
+//! itself says so with [`WithoutLayer`], [`read_without_layer`] or
+//! [`read_event_without_layer`].
+//!
 //! ```
 //! use axum::{Router, routing::post};
 //! use chrono::{DateTime, Utc};
-//! use polytomic_webhook_event::{Ack, SyncRecords};
+//! use polytomic_webhook_event::{Ack, SyncRecords, WithoutLayer};
 //!
 //! #[derive(serde::Deserialize)]
 //! struct User {
@@ -54,17 +62,25 @@
 //!     Ack::from(&batch)
 //! }
 //!
-//! let app: Router = Router::new().route("/polytomic", post(receive));
+//! // Without the layer, the extractor refuses every request.
+//! let unwrapped: Router = Router::new().route("/polytomic", post(receive));
+//! // A route that has authenticated the request by other means parses it on purpose.
+//! let explicit: Router = Router::new().route(
+//!     "/polytomic",
+//!     post(|WithoutLayer(batch): WithoutLayer<SyncRecords<User>>| receive(batch)),
+//! );
 //! # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
 //! # use tower::ServiceExt;
 //! # let body = r#"{"event":"sync.records","object":{"id":"1ea8f90a-b22e-4218-86d5-c3c109e1fbb7",
 //! #   "name":"Users","records":[{"hash":"b7421c6c57bd49f7",
 //! #   "fields":{"email":"nathan@polytomic.com","last_login":"2020-12-02T00:00:00Z"}}]}}"#;
-//! # let request = http::Request::post("/polytomic")
+//! # let request = || http::Request::post("/polytomic")
 //! #     .header("content-type", "application/json")
 //! #     .body(axum::body::Body::from(body))
 //! #     .unwrap();
-//! let response = app.oneshot(request).await.unwrap();
+//! let response = unwrapped.oneshot(request()).await.unwrap();
+//! assert_eq!(response.status(), 500); // code: layer_missing
+//! let response = explicit.oneshot(request()).await.unwrap();
 //! assert_eq!(response.status(), 200); // body: {"accepted":1}
 //! # });
 //! ```
@@ -104,14 +120,15 @@
 //! # Configuration
 //!
 //! [`EventConfig`] is read from the request's extensions (the composed layer inserts it). A
-//! request without one is read under `EventConfig::default()`, so the extractors also work in
-//! a router without the layer.
+//! request without one (read through [`WithoutLayer`] or [`read_without_layer`]) is read under
+//! `EventConfig::default()`.
 //!
 //! [`BodyStats`]: polytomic_webhook_core::body::BodyStats
 
 #![forbid(unsafe_code)]
 
 mod ack;
+mod admitted;
 mod budget;
 mod config;
 mod de;
@@ -138,6 +155,7 @@ pub use de::tracked_parses;
 pub use event::{
     Fields, InvalidSyncId, PolytomicEvent, Record, RecordHash, SYNC_RECORDS, SyncId, SyncRecords,
 };
+pub use extract::WithoutLayer;
 pub use normalize::normalize_field_name;
 pub use org::{CompletionCounts, OrgEventType, PolytomicOrgEvent, RawPayload, parse_org_event};
 #[cfg(feature = "testing")]
@@ -145,5 +163,15 @@ pub use org::{CompletionCounts, OrgEventType, PolytomicOrgEvent, RawPayload, par
 pub use parse::slow_path_runs;
 pub use parse::{parse, parse_sync_records};
 pub use raw::{FieldsError, RawFields, RawJson};
-pub use read::{BatchObserver, BatchSummary, read, read_event};
+pub use read::{
+    BatchObserver, BatchSummary, read, read_event, read_event_without_layer, read_without_layer,
+};
+
+/// Cross-crate internals for the `polytomic-webhook` crate's layers, in the manner of
+/// axum-core's own: not part of the API, and not to be called by other code, since a request
+/// marked here reaches the extractors as if the layer had authenticated it.
+#[doc(hidden)]
+pub mod __private {
+    pub use crate::admitted::{admit_batch, admit_org_event, admitted_by_org_events_layer};
+}
 pub use rejection::EventRejection;

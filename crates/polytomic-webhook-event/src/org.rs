@@ -45,6 +45,7 @@ use serde::de::{DeserializeOwned, IgnoredAny};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::value::RawValue;
 
+use crate::admitted::Gate;
 use crate::extract::buffer;
 use crate::parse::{is_malformed, message, not_utf8, syntax_error};
 use crate::raw::{MAX_DEPTH, RawJson, RoomGuard, SourceGuard};
@@ -281,7 +282,8 @@ pub struct CompletionCounts {
 ///
 /// As an axum extractor it checks the `Content-Type`, reads the body under the configured
 /// limits and parses it; see the [module docs](self). It does not check the signature: the
-/// composed events layer does that before the body reaches it.
+/// composed events layer does that before the body reaches it, and the extractor refuses
+/// (500 `layer_missing`) a request that layer did not admit.
 ///
 /// ```
 /// use axum::{Router, routing::post};
@@ -295,6 +297,8 @@ pub struct CompletionCounts {
 ///     "ok"
 /// }
 ///
+/// // Wrap the route in `PolytomicOrgEventsLayer` (the `polytomic-webhook` crate): without it,
+/// // every request is refused.
 /// let app: Router = Router::new().route("/webhooks/polytomic/events", post(receive));
 /// ```
 #[derive(Clone, Debug)]
@@ -371,6 +375,8 @@ where
     type Rejection = EventRejection;
 
     async fn from_request(req: Request, _state: &S) -> Result<Self, Self::Rejection> {
+        // Fails closed before the body is read: see `WithoutLayer` for the deliberate way round.
+        Gate::OrgEvents.require(req.extensions())?;
         let (_config, body) = buffer(req).await?;
         parse_org_event_shared(&body)
     }

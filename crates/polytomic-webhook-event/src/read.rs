@@ -10,10 +10,13 @@ use http_body_util::BodyExt;
 use polytomic_webhook_core::body::{BodyStats, BoxError};
 use serde::de::DeserializeOwned;
 
+use crate::admitted::Gate;
 use crate::config::EventConfig;
 use crate::event::{PolytomicEvent, SyncId, SyncRecords};
 use crate::extract::check_content_type;
 use crate::parse::{only_sync_records, parse_shared};
+#[cfg(doc)]
+use crate::rejection::LayerMissing;
 use crate::rejection::{BodyTooLarge, EventRejection, TooLargeLimit};
 
 /// Reads a `sync.records` delivery from a request: the [`SyncRecords`] extractor's work, for
@@ -26,10 +29,13 @@ use crate::rejection::{BodyTooLarge, EventRejection, TooLargeLimit};
 /// [`EventRejection::UnknownEvent`] answered as [`EventConfig::unknown_events`] says. Every
 /// rejection converts into its `application/problem+json` response.
 ///
+/// It reads only a request the composed layer (`PolytomicWebhookLayer`) admitted: any other is
+/// refused with [`LayerMissing`] (500 `layer_missing`) before its body is touched, and an
+/// `error` log line says how to fix the stack. Code that authenticates the request by itself
+/// calls [`read_without_layer`] instead.
+///
 /// The configuration is the request's [`EventConfig`] extension, which the composed layer
-/// attaches. A request without one is read under `EventConfig::default()`: that is what makes
-/// the extractor work in a router with no layer at all, so it is the documented behaviour rather
-/// than an error. axum's `DefaultBodyLimit` is an extractor matter; `read` does not look for it.
+/// attaches. axum's `DefaultBodyLimit` is an extractor matter; `read` does not look for it.
 ///
 /// When the request carries a [`BatchObserver`] (the composed layer puts one in), it is told
 /// the sync id, name and record count of the accepted batch.
@@ -37,14 +43,15 @@ use crate::rejection::{BodyTooLarge, EventRejection, TooLargeLimit};
 /// ```
 /// use std::convert::Infallible;
 /// use axum::response::{IntoResponse, Response};
-/// use polytomic_webhook_event::{Ack, RawFields, read};
+/// use polytomic_webhook_event::{Ack, RawFields, read, read_without_layer};
 ///
 /// async fn handle<B>(request: http::Request<B>) -> Result<Response, Infallible>
 /// where
 ///     B: http_body::Body,
 ///     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 /// {
-///     Ok(match read::<RawFields, _>(request).await {
+///     // This service has no layer in front (a real one would authenticate first).
+///     Ok(match read_without_layer::<RawFields, _>(request).await {
 ///         Ok(batch) => Ack::from(&batch).into_response(), // store the batch first
 ///         Err(rejection) => rejection.into_response(),
 ///     })
@@ -64,9 +71,31 @@ use crate::rejection::{BodyTooLarge, EventRejection, TooLargeLimit};
 ///     .body(http_body_util::Full::new(bytes::Bytes::from(body)))
 ///     .unwrap();
 /// assert_eq!(handle(request).await.unwrap().status(), 415);
+///
+/// // `read` itself refuses a request no layer admitted.
+/// let request = http::Request::post("/")
+///     .header("content-type", "application/json")
+///     .body(http_body_util::Full::new(bytes::Bytes::from(body)))
+///     .unwrap();
+/// let rejection = read::<RawFields, _>(request).await.unwrap_err();
+/// assert_eq!((rejection.status().as_u16(), rejection.code()), (500, "layer_missing"));
 /// # });
 /// ```
 pub async fn read<T, B>(request: Request<B>) -> Result<SyncRecords<T>, EventRejection>
+where
+    T: DeserializeOwned,
+    B: Body,
+    B::Error: Into<BoxError>,
+{
+    Gate::Batch.require(request.extensions())?;
+    read_without_layer(request).await
+}
+
+/// [`read`] for a request that no composed layer admitted: a pipeline of your own that has
+/// authenticated it (or a test, or a benchmark). Nothing here checks who sent the request.
+///
+/// A request without an [`EventConfig`] extension is read under `EventConfig::default()`.
+pub async fn read_without_layer<T, B>(request: Request<B>) -> Result<SyncRecords<T>, EventRejection>
 where
     T: DeserializeOwned,
     B: Body,
@@ -80,8 +109,22 @@ where
 /// work, for code without axum.
 ///
 /// Like [`read`], but an unknown event type is returned as [`PolytomicEvent::Unknown`] rather
-/// than refused.
+/// than refused. Like [`read`], it refuses a request the composed layer did not admit.
 pub async fn read_event<T, B>(request: Request<B>) -> Result<PolytomicEvent<T>, EventRejection>
+where
+    T: DeserializeOwned,
+    B: Body,
+    B::Error: Into<BoxError>,
+{
+    Gate::Batch.require(request.extensions())?;
+    read_event_without_layer(request).await
+}
+
+/// [`read_event`] for a request that no composed layer admitted, as [`read_without_layer`] is
+/// for [`read`]: nothing here checks who sent the request.
+pub async fn read_event_without_layer<T, B>(
+    request: Request<B>,
+) -> Result<PolytomicEvent<T>, EventRejection>
 where
     T: DeserializeOwned,
     B: Body,

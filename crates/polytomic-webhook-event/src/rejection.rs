@@ -18,6 +18,7 @@
 //! | 413 | `too_many_records` | [`TooManyRecords`] |
 //! | 422 | `field_name_collision` | [`FieldNameCollision`] (with `path`) |
 //! | 422 or 200 | `unknown_event` | [`UnknownEvent`] |
+//! | 500 | `layer_missing` | [`LayerMissing`] |
 //!
 //! [`UnknownEvent`] is the exception: under the default
 //! [`UnknownEventPolicy::Acknowledge`](crate::UnknownEventPolicy::Acknowledge) it answers
@@ -33,6 +34,8 @@ use http::header::{CONTENT_TYPE, HeaderValue};
 use polytomic_webhook_core::body::{BodyErrorKind, BodyStats, BoxError};
 use polytomic_webhook_core::problem::{Problem, bounded};
 use polytomic_webhook_core::{__composite_rejection, __define_rejection};
+
+use crate::admitted::Gate;
 
 /// Corrupt compressed data is answered with the decoding body's own error type.
 pub use polytomic_webhook_core::body::InvalidCompressedBody;
@@ -51,30 +54,129 @@ pub use polytomic_webhook_core::body::InvalidCompressedBody;
 /// ```
 #[derive(Debug)]
 pub struct UnsupportedMediaType {
-    missing: bool,
+    received: Received,
+}
+
+/// What the request said its body was, as far as the answer repeats it.
+#[derive(Debug)]
+enum Received {
+    Missing,
+    /// A form type: what `curl -d` sends unless told otherwise.
+    Form(&'static str),
+    /// Another type, by its essence when that is a plain media type.
+    Other(Option<String>),
 }
 
 impl UnsupportedMediaType {
     /// The request had no `Content-Type`.
     pub fn missing() -> Self {
-        Self { missing: true }
+        Self {
+            received: Received::Missing,
+        }
     }
 
     /// The request's `Content-Type` is not JSON.
     pub fn not_json() -> Self {
-        Self { missing: false }
+        Self {
+            received: Received::Other(None),
+        }
+    }
+
+    /// The request's `Content-Type` is `essence` (its type and subtype, parameters left out),
+    /// which is not JSON.
+    pub(crate) fn received(essence: &str) -> Self {
+        const FORMS: [&str; 2] = ["application/x-www-form-urlencoded", "multipart/form-data"];
+        if let Some(form) = FORMS.iter().find(|form| form.eq_ignore_ascii_case(essence)) {
+            return Self {
+                received: Received::Form(form),
+            };
+        }
+        // Repeated only when it looks like a media type: the answer never carries arbitrary text
+        // from the request.
+        let plain = essence.len() <= 100
+            && essence.split_once('/').is_some_and(|(kind, subtype)| {
+                !kind.is_empty()
+                    && !subtype.is_empty()
+                    && essence
+                        .bytes()
+                        .all(|byte| byte.is_ascii_alphanumeric() || b"/!#$&-^_.+".contains(&byte))
+            });
+        Self {
+            received: Received::Other(plain.then(|| essence.to_ascii_lowercase())),
+        }
     }
 
     fn detail(&self) -> String {
-        if self.missing {
-            "the request has no Content-Type; expected application/json".into()
-        } else {
-            "the request's Content-Type is not application/json".into()
+        const FIX: &str = "send the body with Content-Type: application/json";
+        match &self.received {
+            Received::Missing => format!("the request has no Content-Type; {FIX}"),
+            Received::Form(form) => format!(
+                "the request's Content-Type is {form}, a form type (what `curl -d` sends unless \
+                 told otherwise), not JSON; {FIX} (curl: -H 'Content-Type: application/json')"
+            ),
+            Received::Other(Some(essence)) => {
+                format!("the request's Content-Type is {essence}, not JSON; {FIX}")
+            }
+            Received::Other(None) => {
+                format!("the request's Content-Type is not a JSON media type; {FIX}")
+            }
         }
     }
 }
 
 __define_rejection!(UnsupportedMediaType: UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type");
+
+/// The extractor ran on a request the composed layer did not admit (500 `layer_missing`):
+/// the router is wired so that the layer does not wrap the route, and nothing authenticated
+/// the request.
+///
+/// The extractors fail closed rather than parse such a request; an `error` log line says how
+/// to fix the router. To parse without the layer on purpose (a pipeline of your own that
+/// authenticates first), use [`WithoutLayer`](crate::WithoutLayer),
+/// [`read_without_layer`](crate::read_without_layer) or
+/// [`read_event_without_layer`](crate::read_event_without_layer).
+///
+/// ```
+/// use axum::{Router, routing::post};
+/// use polytomic_webhook_event::{Ack, SyncRecords};
+/// use tower::ServiceExt;
+///
+/// async fn receive(batch: SyncRecords) -> Ack {
+///     Ack::from(&batch)
+/// }
+///
+/// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+/// // No layer admitted the request: refused, never parsed.
+/// let app: Router = Router::new().route("/", post(receive));
+/// let request = http::Request::post("/")
+///     .header("content-type", "application/json")
+///     .body(axum::body::Body::from("{}"))
+///     .unwrap();
+/// let response = app.oneshot(request).await.unwrap();
+/// assert_eq!(response.status(), 500);
+/// # });
+/// ```
+#[derive(Debug)]
+pub struct LayerMissing {
+    gate: Gate,
+}
+
+impl LayerMissing {
+    pub(crate) fn new(gate: Gate) -> Self {
+        Self { gate }
+    }
+
+    fn detail(&self) -> String {
+        let (_, layer, _) = self.gate.names();
+        format!(
+            "the server's route is not behind {layer}, so the request was not authenticated \
+             and is refused unread; the server's operator must put the layer around the route \
+             (its error log says how)"
+        )
+    }
+}
+
+__define_rejection!(LayerMissing: INTERNAL_SERVER_ERROR, "layer_missing");
 
 /// Which limit stopped a body (shared with the layers, so every 413 reads the same).
 pub use polytomic_webhook_core::body::TooLargeLimit;
@@ -757,6 +859,8 @@ __composite_rejection! {
         FieldNameCollision(FieldNameCollision),
         /// See [`UnknownEvent`].
         UnknownEvent(UnknownEvent),
+        /// See [`LayerMissing`].
+        LayerMissing(LayerMissing),
     }
 }
 

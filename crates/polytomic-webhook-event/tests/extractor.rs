@@ -18,7 +18,7 @@ use polytomic_webhook_core::body::{
     BodyLimit, BodyStats, InvalidCompressedBody, length_limit_error,
 };
 use polytomic_webhook_event::{
-    Ack, EventConfig, Fields, PolytomicEvent, SyncRecords, UnknownEventPolicy,
+    Ack, EventConfig, Fields, PolytomicEvent, SyncRecords, UnknownEventPolicy, WithoutLayer,
 };
 use tower::ServiceExt;
 
@@ -32,10 +32,12 @@ struct User {
 fn app(calls: Arc<AtomicUsize>) -> Router {
     Router::new().route(
         "/",
-        post(move |batch: SyncRecords<User>| async move {
-            calls.fetch_add(1, Ordering::SeqCst);
-            Ack::from(&batch)
-        }),
+        post(
+            move |WithoutLayer(batch): WithoutLayer<SyncRecords<User>>| async move {
+                calls.fetch_add(1, Ordering::SeqCst);
+                Ack::from(&batch)
+            },
+        ),
     )
 }
 
@@ -126,10 +128,14 @@ async fn polytomic_event_extractor_returns_unknown_events() {
 
 #[tokio::test]
 async fn content_type_must_be_json() {
-    for content_type in [
-        None,
-        Some("text/plain"),
-        Some("application/x-www-form-urlencoded"),
+    // The detail says what was received, so the sender knows what to change.
+    for (content_type, received) in [
+        (None, "has no Content-Type"),
+        (Some("text/plain"), "is text/plain, not JSON"),
+        (
+            Some("application/x-www-form-urlencoded"),
+            "is application/x-www-form-urlencoded, a form type (what `curl -d` sends",
+        ),
     ] {
         let mut builder = http::Request::builder().method("POST").uri("/");
         if let Some(content_type) = content_type {
@@ -137,9 +143,15 @@ async fn content_type_must_be_json() {
         }
         let req = builder.body(Body::from(SAMPLE)).unwrap();
         let response = extract::<SyncRecords>(req).await.unwrap_err();
-        answer(response)
-            .await
-            .assert_problem(415, "unsupported_media_type");
+        let reply = answer(response).await;
+        reply.assert_problem(415, "unsupported_media_type");
+        assert!(reply.detail().contains(received), "{}", reply.detail());
+        assert!(
+            reply.detail().ends_with("application/json')")
+                || reply.detail().ends_with("Content-Type: application/json"),
+            "{}",
+            reply.detail()
+        );
     }
     for content_type in ["application/json; charset=utf-8", "application/vnd.x+json"] {
         let req = http::Request::builder()
@@ -304,4 +316,45 @@ async fn parse_rejections_render_as_problems() {
     let reply = answer(extract::<SyncRecords<Fields>>(req).await.unwrap_err()).await;
     reply.assert_problem(422, "field_name_collision");
     assert_eq!(reply.path(), "object.records[0].fields");
+}
+
+#[tokio::test]
+async fn every_extractor_refuses_a_request_no_layer_admitted_before_reading_it() {
+    use polytomic_webhook_event::org::PolytomicOrgEvent;
+    // A body that fails at once: reading it would be answered 400 `body_read_failed`.
+    let failing = || streamed(vec![Err(io::Error::other("must not be read").into())]);
+    async fn refused<E: axum_core::extract::FromRequest<()>>(req: axum_core::extract::Request)
+    where
+        E::Rejection: axum_core::response::IntoResponse,
+    {
+        use axum_core::response::IntoResponse;
+        let Err(rejection) = E::from_request(req, &()).await else {
+            panic!("extracted without the layer");
+        };
+        let reply = answer(rejection.into_response()).await;
+        reply.assert_problem(500, "layer_missing");
+    }
+    refused::<SyncRecords>(failing()).await;
+    refused::<PolytomicEvent>(failing()).await;
+    refused::<PolytomicOrgEvent>(failing()).await;
+    // The handler of a router without the layer never runs, for a valid body too.
+    let calls = Arc::new(AtomicUsize::new(0));
+    let unwrapped = Router::new().route(
+        "/",
+        post({
+            let calls = Arc::clone(&calls);
+            move |batch: SyncRecords| async move {
+                calls.fetch_add(1, Ordering::SeqCst);
+                Ack::from(&batch)
+            }
+        }),
+    );
+    let reply = answer(unwrapped.oneshot(request(SAMPLE)).await.unwrap()).await;
+    reply.assert_problem(500, "layer_missing");
+    assert_eq!(calls.load(Ordering::SeqCst), 0);
+    // `WithoutLayer` reads the same failing body on purpose.
+    let response = extract::<SyncRecords>(failing()).await.unwrap_err();
+    answer(response)
+        .await
+        .assert_problem(400, "body_read_failed");
 }

@@ -29,7 +29,8 @@ use std::time::{Duration, Instant};
 use axum_core::response::{IntoResponse, Response};
 use http::StatusCode;
 use polytomic_webhook_core::Problem;
-use polytomic_webhook_event::SyncRecords;
+use polytomic_webhook_event::org::PolytomicOrgEvent;
+use polytomic_webhook_event::{RawJson, SyncRecords};
 use tokio::sync::{mpsc, oneshot, watch};
 
 /// `batch` as one line of JSON, newline included: `{"id":…,"name":…,"records":[{"hash":…,
@@ -78,6 +79,50 @@ pub fn batch_line(batch: &SyncRecords) -> serde_json::Result<Vec<u8>> {
     }
     line.extend_from_slice(b"],\"metadata\":");
     line.extend_from_slice(batch.metadata().compact().as_bytes());
+    line.extend_from_slice(b"}\n");
+    Ok(line)
+}
+
+/// One organisation event as one line of JSON, newline included: `{"event_id":…,"type":…,
+/// "organization_id":…,"created_at":…,"payload":{…}}`, the payload as received but compact
+/// (its strings and numbers byte for byte, without the whitespace between tokens), so it is
+/// one line. The receiver example and `serve --events-secret` print events so.
+///
+/// ```
+/// use polytomic_webhook_event::org::{RawPayload, parse_org_event};
+///
+/// let event = parse_org_event::<RawPayload>(
+///     br#"{"id":"e1","organization_id":"o1","type":"sync.completed",
+///          "created_at":"2024-05-01T12:00:00Z","event":{
+///            "total_records": 7
+///          }}"#,
+/// )?;
+/// assert_eq!(
+///     String::from_utf8(polytomic_webhook_store::lines::event_line(&event)?)?,
+///     "{\"event_id\":\"e1\",\"type\":\"sync.completed\",\"organization_id\":\"o1\",\
+///      \"created_at\":\"2024-05-01T12:00:00Z\",\"payload\":{\"total_records\":7}}\n",
+/// );
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+///
+/// # Errors
+///
+/// None in practice: the payload is JSON the parser validated, written into memory.
+pub fn event_line(event: &PolytomicOrgEvent) -> serde_json::Result<Vec<u8>> {
+    let payload: RawJson = event.payload().as_str().parse()?;
+    let payload = payload.compact();
+    let mut line = Vec::with_capacity(payload.len() + 256);
+    line.extend_from_slice(b"{\"event_id\":");
+    serde_json::to_writer(&mut line, event.id())?;
+    line.extend_from_slice(b",\"type\":");
+    serde_json::to_writer(&mut line, event.kind())?;
+    line.extend_from_slice(b",\"organization_id\":");
+    serde_json::to_writer(&mut line, event.organization_id())?;
+    line.extend_from_slice(b",\"created_at\":");
+    serde_json::to_writer(&mut line, &event.created_at())?;
+    // Validated JSON text without whitespace is still valid JSON: no re-parse needed.
+    line.extend_from_slice(b",\"payload\":");
+    line.extend_from_slice(payload.as_bytes());
     line.extend_from_slice(b"}\n");
     Ok(line)
 }

@@ -347,13 +347,18 @@ pub(crate) async fn connect(url: &str) -> Result<ConnectionManager, SinkError> {
     let client = redis::Client::open(url).map_err(|_| {
         SinkError::new("the Redis URL is not valid (see the redis crate's URL format)")
     })?;
+    // The host and port (or socket path) only: a password is in the URL's other part.
+    let connecting = format!(
+        "connecting to Redis at {}",
+        client.get_connection_info().addr
+    );
     let config = ConnectionManagerConfig::new()
         .set_connection_timeout(CONNECT_TIMEOUT)
         .set_response_timeout(RESPONSE_TIMEOUT)
         .set_number_of_retries(1);
     ConnectionManager::new_with_config(client, config)
         .await
-        .map_err(|error| redis_error("connecting to Redis", &error))
+        .map_err(|error| redis_error(&connecting, &error))
 }
 
 /// A stream entry id (`MILLISECONDS-SEQUENCE`) as numbers, to sort by.
@@ -374,12 +379,21 @@ fn escape_glob(text: &str) -> String {
     escaped
 }
 
-/// A Redis failure as a sink error: the kind and Redis's own message, which quote neither the
-/// URL nor a record.
+/// A Redis failure as a sink error: the cause (the kind and Redis's own message, or the
+/// system's words for a connection: refused, timed out, no such host), which quote neither
+/// the URL nor a record.
 pub(crate) fn redis_error(what: &str, error: &redis::RedisError) -> SinkError {
-    match error.detail() {
-        Some(detail) => SinkError::from_cause(what, format_args!("{:?}: {detail}", error.kind())),
-        None => SinkError::from_cause(what, format_args!("{:?}", error.kind())),
+    let kind = error.kind();
+    if let Some(detail) = error.detail() {
+        return SinkError::from_cause(what, format_args!("{kind:?}: {detail}"));
+    }
+    match std::error::Error::source(error) {
+        // The system's words ("Connection refused"), which a person can act on.
+        Some(io) => SinkError::from_cause(what, io),
+        None if error.is_timeout() => {
+            SinkError::from_cause(what, format_args!("{kind:?}: timed out"))
+        }
+        None => SinkError::from_cause(what, format_args!("{kind:?}")),
     }
 }
 
@@ -410,6 +424,24 @@ impl Sink for RedisSink {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn an_unreachable_redis_is_named_by_its_address_and_cause_never_its_password() {
+        // A port nothing listens on: bound, then released.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .map(|addr| addr.port())
+            .expect("a free port");
+        let url = format!("redis://:hunter2@127.0.0.1:{port}/0");
+        let error = connect(&url).await.err().expect("nothing listens there");
+        let message = error.to_string();
+        assert!(
+            message.starts_with(&format!("connecting to Redis at 127.0.0.1:{port}: ")),
+            "{message}"
+        );
+        assert!(message.to_lowercase().contains("refused"), "{message}");
+        assert!(!message.contains("hunter2"), "{message}");
+    }
 
     /// A stream whose entries read so far have these ids, with `name` and the id as each
     /// record's hash.

@@ -140,7 +140,8 @@ impl ErrorSource for SinkError {
 /// A ready tower service: extracts the [`SyncRecords`] batch, stores it, answers.
 ///
 /// Put it behind the webhook layer (which checks the secret, the timestamp and the body), for
-/// example with axum's `Router::route_service`. Requests that are not a valid batch get the
+/// example with axum's `Router::route_service`: like the extractor, it refuses a request that
+/// layer did not admit (500 `layer_missing`). Requests that are not a valid batch get the
 /// extractor's own answers; a sink failure is logged (the cause only, never a record) and
 /// answered 503 `sink_unavailable`.
 ///
@@ -230,10 +231,19 @@ mod tests {
             r#"{{"event":"sync.records","object":{{"id":"{}","name":"n","records":[{records}]}}}}"#,
             fresh_sync_id()
         );
-        http::Request::post("/")
+        admitted(body)
+    }
+
+    /// A JSON request with `body`, as the composed layer passes it on: the layer (which this
+    /// crate does not depend on) marks what it admitted, and the service's extractor refuses
+    /// anything else.
+    fn admitted(body: impl Into<Body>) -> Request {
+        let mut request = http::Request::post("/")
             .header(CONTENT_TYPE, "application/json")
-            .body(Body::from(body))
-            .unwrap()
+            .body(body.into())
+            .unwrap();
+        polytomic_webhook_event::__private::admit_batch(request.extensions_mut());
+        request
     }
 
     async fn answer<S: Sink + ?Sized>(
@@ -301,14 +311,18 @@ mod tests {
     async fn a_request_that_is_not_a_batch_gets_the_extractors_answer() {
         let sink = Arc::new(MemorySink::new(Identity::hash()));
         let mut service = StoreService::new(Arc::clone(&sink) as Arc<dyn Sink>);
-        let request = http::Request::post("/")
-            .header(CONTENT_TYPE, "application/json")
-            .body(Body::from("{not json"))
-            .unwrap();
-        let (status, _, body) = answer(&mut service, request).await;
+        let (status, _, body) = answer(&mut service, admitted("{not json")).await;
         assert_eq!(
             (status, body["code"].as_str()),
             (StatusCode::BAD_REQUEST, Some("invalid_json"))
+        );
+        // A valid batch that no layer admitted is refused, not stored.
+        let mut unadmitted = delivery(r#"{"hash":"a","fields":{"id":1}}"#);
+        *unadmitted.extensions_mut() = http::Extensions::new();
+        let (status, _, body) = answer(&mut service, unadmitted).await;
+        assert_eq!(
+            (status, body["code"].as_str()),
+            (StatusCode::INTERNAL_SERVER_ERROR, Some("layer_missing"))
         );
         assert!(sink.snapshot().is_empty());
     }

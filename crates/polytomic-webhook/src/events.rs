@@ -60,7 +60,7 @@ use crate::config::{ConfigError, DEFAULT_BODY_TIMEOUT, optional_secs};
 use crate::drain::Drain;
 use crate::future::{close_connection, finish};
 use crate::layer::{Refused, answer};
-use crate::metrics::InFlight;
+use crate::metrics::{InFlight, Webhook};
 use crate::service::{delivery_span, take_ready};
 use crate::timeout::TimeoutBody;
 
@@ -256,7 +256,7 @@ where
             checks.admit_head(request)
         };
         let task_span = span.clone();
-        let in_flight = InFlight::start();
+        let in_flight = InFlight::start(Webhook::Events);
         Box::pin(
             async move {
                 let (admitted, info) = match head {
@@ -279,7 +279,7 @@ where
                         result
                     }
                 };
-                finish(&task_span, started, info.as_ref(), &result);
+                finish(&task_span, Webhook::Events, started, info.as_ref(), &result);
                 drop(in_flight);
                 result
             }
@@ -371,6 +371,7 @@ impl EventChecks {
             parts.extensions.insert(info.stats().clone());
         }
         parts.extensions.insert(self.event.clone());
+        polytomic_webhook_event::__private::admit_org_event(&mut parts.extensions);
         let mut request = Request::from_parts(parts, Full::new(decoded));
         // The decompression limits bound the body already; axum's 2 MB default would otherwise
         // cut large deliveries short with a less precise answer.

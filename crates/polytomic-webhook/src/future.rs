@@ -17,7 +17,7 @@ use polytomic_webhook_event::BatchObserver;
 use tracing::Span;
 
 use crate::drain::Drain;
-use crate::metrics::{InFlight, Outcome};
+use crate::metrics::{InFlight, Outcome, Webhook};
 
 pin_project! {
     /// Response future of [`PolytomicWebhook`](crate::PolytomicWebhook).
@@ -58,7 +58,7 @@ impl<F, B> DeliveryFuture<F, B> {
             span,
             started,
             info,
-            in_flight: Some(InFlight::start()),
+            in_flight: Some(InFlight::start(Webhook::Batch)),
         }
     }
 }
@@ -74,7 +74,13 @@ where
         let this = self.project();
         let _entered = this.span.enter();
         let result = ready!(this.inner.poll(cx));
-        finish(this.span, *this.started, this.info.as_ref(), &result);
+        finish(
+            this.span,
+            Webhook::Batch,
+            *this.started,
+            this.info.as_ref(),
+            &result,
+        );
         this.in_flight.take();
         Poll::Ready(result)
     }
@@ -103,6 +109,7 @@ pub(crate) fn observe_batch<B>(request: &mut Request<B>, span: &Span) {
 /// lines and metrics read alike.
 pub(crate) fn finish<B, E>(
     span: &Span,
+    webhook: Webhook,
     started: Instant,
     info: Option<&DecompressionInfo>,
     result: &Result<Response<B>, E>,
@@ -136,7 +143,7 @@ pub(crate) fn finish<B, E>(
             Outcome::HandlerError(None)
         }
     };
-    outcome.emit(stats, elapsed);
+    outcome.emit(webhook, stats, elapsed);
 }
 
 /// Milliseconds to two decimals (10 µs): finer digits are noise in a log line, and a raw

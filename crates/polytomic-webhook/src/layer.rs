@@ -121,6 +121,7 @@ impl<C: Clock> Checks<C> {
             .check(request)
             .map_err(|no| answer(no, budget))?;
         request.extensions_mut().insert(self.event.clone());
+        polytomic_webhook_event::__private::admit_batch(request.extensions_mut());
         // The decompression limits bound the decoded body; axum's 2 MB default would otherwise
         // cut large batches short with a less precise answer.
         DefaultBodyLimit::disable().apply(&mut request);

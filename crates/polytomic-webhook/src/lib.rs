@@ -151,8 +151,9 @@ pub mod event {
     pub use polytomic_webhook_event::{
         Ack, BatchObserver, BatchSummary, EventConfig, EventRejection, Fields, FieldsError,
         InvalidSyncId, NotStored, PolytomicEvent, RawFields, RawJson, Record, RecordHash,
-        SYNC_RECORDS, SyncId, SyncRecords, UnknownEventPolicy, normalize_field_name, org, parse,
-        parse_sync_records, read, read_event, rejection,
+        SYNC_RECORDS, SyncId, SyncRecords, UnknownEventPolicy, WithoutLayer, normalize_field_name,
+        org, parse, parse_sync_records, read, read_event, read_event_without_layer,
+        read_without_layer, rejection,
     };
     // The organisation Events webhook's types, also under `org`.
     pub use polytomic_webhook_event::{

@@ -54,7 +54,7 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use crate::drain::Drain;
-use crate::metrics::Outcome;
+use crate::metrics::{Outcome, Webhook};
 use crate::timeout::TimeoutBody;
 /// The server-wide bound on draining refused bodies that [`InFlightLimitLayer`] puts in each
 /// request ([`InFlightLimitLayer::drain_budget`]).
@@ -281,6 +281,12 @@ where
         let started = Instant::now();
         // Every refusal behind this layer drains within the server's drain budget.
         request.extensions_mut().insert(self.limit.drains.clone());
+        // Inside the Events layer (which admitted the request), that layer counts the answer;
+        // in front of a layer, this one counts it, as a batch delivery's.
+        let counted = (!polytomic_webhook_event::__private::admitted_by_org_events_layer(
+            request.extensions(),
+        ))
+        .then_some(Webhook::Batch);
         if let Ok(permit) = Arc::clone(&self.limit.places).try_acquire_owned() {
             return InFlightFuture::running(&mut self.inner, request, permit, started);
         }
@@ -291,6 +297,7 @@ where
         let wait = self.limit.wait;
         InFlightFuture {
             started,
+            counted,
             drain_limit: self.limit.drain_limit,
             state: State::Waiting {
                 place: Box::pin(async move {
@@ -317,6 +324,8 @@ pin_project! {
         #[pin]
         state: State<S, B>,
         started: Instant,
+        // How a refusal here is counted: `None` when the layer outside counts it.
+        counted: Option<Webhook>,
         drain_limit: u64,
     }
 }
@@ -356,6 +365,7 @@ where
     ) -> Self {
         Self {
             started,
+            counted: None,
             drain_limit: 0,
             state: State::run(inner, request, permit),
         }
@@ -429,7 +439,9 @@ where
                 StateProj::Refusing { mut drain } => {
                     ready!(drain.as_mut().poll_drain(cx));
                     // Never seen by the webhook layer's own future: counted here.
-                    Outcome::Refused(OVERLOADED).emit(None, this.started.elapsed());
+                    if let Some(webhook) = *this.counted {
+                        Outcome::Refused(OVERLOADED).emit(webhook, None, this.started.elapsed());
+                    }
                     let mut response = overloaded().to_response();
                     if drain.closes() {
                         response

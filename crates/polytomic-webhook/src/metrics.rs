@@ -6,12 +6,23 @@
 //!
 //! | name | type | labels |
 //! |---|---|---|
-//! | [`DELIVERIES_TOTAL`] | counter | `outcome`, `code` |
+//! | [`DELIVERIES_TOTAL`] | counter | `webhook`, `outcome`, `code` |
 //! | [`RECORDS_TOTAL`] | counter | `result` |
 //! | [`SINK_RECORDS_TOTAL`] | counter | `result` |
-//! | [`BODY_BYTES_TOTAL`] | counter | `stage` |
-//! | [`DELIVERY_DURATION_SECONDS`] | histogram | `outcome` |
-//! | [`IN_FLIGHT`] | gauge | |
+//! | [`BODY_BYTES_TOTAL`] | counter | `webhook`, `stage` |
+//! | [`DELIVERY_DURATION_SECONDS`] | histogram | `webhook`, `outcome` |
+//! | [`IN_FLIGHT`] | gauge | `webhook` |
+//! | [`BUILD_INFO`] | gauge, always 1 | `version` |
+//!
+//! `webhook` is `batch` for `sync.records` deliveries ([`PolytomicWebhookLayer`]) and `events`
+//! for the organisation Events webhook ([`PolytomicOrgEventsLayer`]). [`describe`] (which
+//! `install_prometheus_recorder` calls) also registers every series above, at zero
+//! ([`BUILD_INFO`] at 1), each `outcome` with the codes an alert is likely to name
+//! (`invalid_token`, `invalid_signature`, `overloaded`), so a scrape before the first delivery
+//! already lists the series an alert reads.
+//!
+//! [`PolytomicWebhookLayer`]: crate::PolytomicWebhookLayer
+//! [`PolytomicOrgEventsLayer`]: crate::PolytomicOrgEventsLayer
 //!
 //! `outcome` is one of `accepted`, `refused`, `ignored`, `handler_error` or `panicked`; `code`
 //! is the answer's problem code, or `none`. An Events delivery that [`DedupLayer`](crate::dedup::DedupLayer) answers as a
@@ -51,8 +62,39 @@ pub const SINK_RECORDS_TOTAL: &str = "polytomic_webhook_sink_records_total";
 pub const BODY_BYTES_TOTAL: &str = "polytomic_webhook_body_bytes_total";
 /// Time from a delivery's arrival to its answer, by `outcome` (histogram, seconds).
 pub const DELIVERY_DURATION_SECONDS: &str = "polytomic_webhook_delivery_duration_seconds";
-/// Deliveries being handled right now (gauge).
+/// Deliveries being handled right now, by `webhook` (gauge).
 pub const IN_FLIGHT: &str = "polytomic_webhook_in_flight";
+/// Always 1, with the crate's `version` as a label (gauge): which build a receiver runs.
+pub const BUILD_INFO: &str = "polytomic_webhook_build_info";
+
+/// Which webhook a delivery came through: the `webhook` label.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Webhook {
+    /// `sync.records` batches, through `PolytomicWebhookLayer`.
+    Batch,
+    /// The organisation Events webhook, through `PolytomicOrgEventsLayer`.
+    Events,
+}
+
+impl Webhook {
+    const ALL: [Self; 2] = [Self::Batch, Self::Events];
+
+    fn label(self) -> &'static str {
+        match self {
+            Self::Batch => "batch",
+            Self::Events => "events",
+        }
+    }
+}
+
+/// Every `outcome` label value.
+const OUTCOMES: [&str; 5] = [
+    "accepted",
+    "refused",
+    "ignored",
+    "handler_error",
+    "panicked",
+];
 
 /// The problem `code` of the answer to a handler that panicked (see [`handler_panicked`]).
 ///
@@ -67,8 +109,28 @@ pub const DURATION_BUCKETS: [f64; 14] = [
 ];
 
 /// Registers the metrics' descriptions and units with the installed recorder, which shows
-/// them (Prometheus as `# HELP` lines). Call it once, after installing the recorder.
+/// them (Prometheus as `# HELP` lines), and every series of the [module docs](self) at zero
+/// (with [`BUILD_INFO`] at 1), so the first scrape lists them. Call it once, after installing
+/// the recorder.
+///
+/// ```
+/// use polytomic_webhook::metrics::{describe, prometheus_recorder};
+/// use polytomic_webhook::testing::prometheus_value;
+///
+/// let recorder = prometheus_recorder();
+/// let handle = recorder.handle();
+/// metrics::with_local_recorder(&recorder, describe);
+/// let text = handle.render();
+/// let idle = r#"polytomic_webhook_in_flight{webhook="events"}"#;
+/// assert_eq!(prometheus_value(&text, idle), Some(0.0));
+/// ```
 pub fn describe() {
+    describe_descriptions();
+    register_at_zero();
+}
+
+/// The `# HELP` lines.
+fn describe_descriptions() {
     describe_counter!(
         DELIVERIES_TOTAL,
         Unit::Count,
@@ -99,6 +161,46 @@ pub fn describe() {
         Unit::Count,
         "Webhook deliveries being handled now."
     );
+    describe_gauge!(
+        BUILD_INFO,
+        "Always 1; the version label is the polytomic-webhook crate's."
+    );
+}
+
+/// Every series at zero: a counter, gauge or histogram is listed once registered, so alerts on
+/// an idle receiver have data rather than none.
+fn register_at_zero() {
+    gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+    for webhook in Webhook::ALL {
+        let label = webhook.label();
+        let refusal = match webhook {
+            Webhook::Batch => "invalid_token",
+            Webhook::Events => "invalid_signature",
+        };
+        for (outcome, code) in [
+            ("accepted", "none"),
+            ("ignored", "none"),
+            ("refused", refusal),
+            ("refused", crate::limit::OVERLOADED),
+            ("handler_error", "none"),
+            ("panicked", HANDLER_PANICKED),
+        ] {
+            counter!(DELIVERIES_TOTAL, "webhook" => label, "outcome" => outcome, "code" => code)
+                .absolute(0);
+        }
+        for outcome in OUTCOMES {
+            // Registering is enough: the histogram is rendered with empty buckets.
+            let _ = histogram!(DELIVERY_DURATION_SECONDS, "webhook" => label, "outcome" => outcome);
+        }
+        for stage in ["compressed", "decompressed"] {
+            counter!(BODY_BYTES_TOTAL, "webhook" => label, "stage" => stage).absolute(0);
+        }
+        gauge!(IN_FLIGHT, "webhook" => label).increment(0.0);
+    }
+    counter!(RECORDS_TOTAL, "result" => "accepted").absolute(0);
+    for result in ["stored", "unchanged", "superseded"] {
+        counter!(SINK_RECORDS_TOTAL, "result" => result).absolute(0);
+    }
 }
 
 /// A Prometheus recorder with [`DURATION_BUCKETS`] for the duration histogram (without them
@@ -251,10 +353,13 @@ impl Outcome {
     }
 
     /// Emits the delivery's metrics: its outcome, duration, records and body bytes.
-    pub(crate) fn emit(self, stats: Option<&BodyStats>, elapsed: Duration) {
+    pub(crate) fn emit(self, webhook: Webhook, stats: Option<&BodyStats>, elapsed: Duration) {
         let outcome = self.label();
-        counter!(DELIVERIES_TOTAL, "outcome" => outcome, "code" => self.code()).increment(1);
-        histogram!(DELIVERY_DURATION_SECONDS, "outcome" => outcome).record(elapsed.as_secs_f64());
+        let webhook = webhook.label();
+        counter!(DELIVERIES_TOTAL, "webhook" => webhook, "outcome" => outcome, "code" => self.code())
+            .increment(1);
+        histogram!(DELIVERY_DURATION_SECONDS, "webhook" => webhook, "outcome" => outcome)
+            .record(elapsed.as_secs_f64());
         let count = |records: usize| u64::try_from(records).unwrap_or(u64::MAX);
         if let Self::Accepted { records, stored } = self {
             if let Some(records) = records {
@@ -271,8 +376,10 @@ impl Outcome {
             }
         }
         if let Some(stats) = stats {
-            counter!(BODY_BYTES_TOTAL, "stage" => "compressed").increment(stats.compressed_bytes());
-            counter!(BODY_BYTES_TOTAL, "stage" => "decompressed").increment(stats.decoded_bytes());
+            counter!(BODY_BYTES_TOTAL, "webhook" => webhook, "stage" => "compressed")
+                .increment(stats.compressed_bytes());
+            counter!(BODY_BYTES_TOTAL, "webhook" => webhook, "stage" => "decompressed")
+                .increment(stats.decoded_bytes());
         }
     }
 }
@@ -280,18 +387,18 @@ impl Outcome {
 /// One delivery counted in [`IN_FLIGHT`] from its creation until it is dropped, so a delivery
 /// whose future is cancelled (the client went away) is uncounted too.
 #[derive(Debug)]
-pub(crate) struct InFlight(());
+pub(crate) struct InFlight(Webhook);
 
 impl InFlight {
-    pub(crate) fn start() -> Self {
-        gauge!(IN_FLIGHT).increment(1.0);
-        Self(())
+    pub(crate) fn start(webhook: Webhook) -> Self {
+        gauge!(IN_FLIGHT, "webhook" => webhook.label()).increment(1.0);
+        Self(webhook)
     }
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        gauge!(IN_FLIGHT).decrement(1.0);
+        gauge!(IN_FLIGHT, "webhook" => self.0.label()).decrement(1.0);
     }
 }
 

@@ -278,6 +278,85 @@ fn max_connections_u32(max_connections: usize) -> u32 {
 /// whose SYN is dropped waits a second for its retransmission.
 pub const LISTEN_BACKLOG: u32 = 4096;
 
+/// Why a text is not an address to listen on, and the address its writer most likely meant:
+/// what [`parse_listen_addr`] answers, for a start-up message that says what to do.
+///
+/// ```
+/// use polytomic_webhook::server::parse_listen_addr;
+///
+/// let default = "127.0.0.1:8080".parse().unwrap();
+/// let error = parse_listen_addr("localhost:9000", default).unwrap_err();
+/// assert_eq!(error.problem(), "a host name is not looked up, only an IP address is accepted");
+/// assert_eq!(error.suggestion(), "127.0.0.1:9000");
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BadListenAddr {
+    problem: &'static str,
+    suggestion: String,
+}
+
+impl BadListenAddr {
+    /// What is wrong with the text, as a clause ("the port is missing").
+    pub fn problem(&self) -> &'static str {
+        self.problem
+    }
+
+    /// An address to listen on that is probably what was meant.
+    pub fn suggestion(&self) -> &str {
+        &self.suggestion
+    }
+}
+
+impl std::fmt::Display for BadListenAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}; try {}", self.problem, self.suggestion)
+    }
+}
+
+impl Error for BadListenAddr {}
+
+/// Parses an IP address and port to listen on (surrounding spaces ignored), explaining the
+/// usual mistakes: a host name (which is not looked up), a missing port (suggesting
+/// `default`'s), a missing IP address.
+///
+/// ```
+/// use polytomic_webhook::server::parse_listen_addr;
+///
+/// let default = "127.0.0.1:8080".parse().unwrap();
+/// assert_eq!(parse_listen_addr(" 0.0.0.0:80 ", default)?.port(), 80);
+/// let error = parse_listen_addr("10.0.0.5", default).unwrap_err();
+/// assert_eq!((error.problem(), error.suggestion()), ("the port is missing", "10.0.0.5:8080"));
+/// # Ok::<(), polytomic_webhook::server::BadListenAddr>(())
+/// ```
+pub fn parse_listen_addr(text: &str, default: SocketAddr) -> Result<SocketAddr, BadListenAddr> {
+    let trimmed = text.trim();
+    if let Ok(addr) = trimmed.parse() {
+        return Ok(addr);
+    }
+    let (problem, suggestion) = if let Ok(ip) = trimmed.parse::<std::net::IpAddr>() {
+        (
+            "the port is missing",
+            SocketAddr::new(ip, default.port()).to_string(),
+        )
+    } else {
+        match trimmed.rsplit_once(':') {
+            Some(("", port)) => (
+                "the IP address is missing (0.0.0.0 listens on every interface)",
+                format!("127.0.0.1:{port}"),
+            ),
+            Some((_, port)) if port.parse::<u16>().is_ok() => (
+                "a host name is not looked up, only an IP address is accepted",
+                format!("127.0.0.1:{port}"),
+            ),
+            _ => ("it is not an IP address and port", default.to_string()),
+        }
+    };
+    Err(BadListenAddr {
+        problem,
+        suggestion,
+    })
+}
+
 /// A listener on `addr` with a backlog of [`LISTEN_BACKLOG`] (and `SO_REUSEADDR` on Unix, as
 /// `TcpListener::bind` sets it), for [`serve`]. Call it inside a tokio runtime.
 ///

@@ -659,3 +659,112 @@ mod deadline {
         );
     }
 }
+
+/// axum applies `Router::layer` to the routes added before it only, so a layer written before
+/// its route wraps nothing. The extractors must then fail closed (500 `layer_missing`, an
+/// `error` line saying how to fix the router), never answer 200; with the layers wrapping
+/// their routes, the same router accepts genuine deliveries.
+#[tokio::test]
+async fn a_layer_before_its_route_fails_closed_for_both_extractors() {
+    use polytomic_webhook::testing::{EventDelivery, capture_logs};
+
+    const BATCHES: &str = "/webhooks/polytomic";
+    const EVENTS: &str = "/webhooks/polytomic/events";
+    const EVENTS_SECRET: &str = "whsec-events";
+    let events_layer = || {
+        let secrets = SigningSecrets::new(EVENTS_SECRET).unwrap();
+        PolytomicOrgEventsLayer::new(PolytomicOrgEventsConfig::default().secrets(secrets)).unwrap()
+    };
+    let receive = post(|batch: SyncRecords| async move { Ack::from(&batch) });
+    let receive_event = post(|_event: PolytomicOrgEvent| async { "ok" });
+    // Each layer before its route: both wrap an empty router.
+    let miswired = Router::new()
+        .layer(layer())
+        .route(BATCHES, receive.clone())
+        .merge(
+            Router::new()
+                .layer(events_layer())
+                .route(EVENTS, receive_event.clone()),
+        );
+    let wired = Router::new().route(BATCHES, receive).layer(layer()).merge(
+        Router::new()
+            .route(EVENTS, receive_event)
+            .route_layer(events_layer()),
+    );
+
+    let unauthenticated_batch = || {
+        Delivery::new()
+            .uri(BATCHES)
+            .form(BodyForm::Identity)
+            .record_json(json!({"email": "mallory@example.com"}))
+            .build()
+    };
+    let wrong_secret_batch = || sample().form(BodyForm::Gzip).wrong_secret().build();
+    let unauthenticated_event = || EventDelivery::new("sync.completed").uri(EVENTS).build();
+    let wrong_secret_event = || {
+        EventDelivery::new("sync.completed")
+            .uri(EVENTS)
+            .secret("someone-else")
+            .gzip(true)
+            .build()
+    };
+
+    let status_and_code = |app: &Router, request: Request<axum::body::Body>| {
+        let app = app.clone();
+        async move {
+            let response = app.oneshot(request).await.unwrap();
+            let status = response.status();
+            let code = if status == StatusCode::OK {
+                String::new()
+            } else {
+                problem_code(response).await
+            };
+            (status.as_u16(), code)
+        }
+    };
+    let refused = (500, "layer_missing".to_owned());
+    let (answers, logs) = capture_logs(async {
+        [
+            status_and_code(&miswired, unauthenticated_batch()).await,
+            status_and_code(&miswired, wrong_secret_batch()).await,
+            status_and_code(&miswired, unauthenticated_event()).await,
+            status_and_code(&miswired, wrong_secret_event()).await,
+        ]
+    })
+    .await;
+    assert_eq!(answers, [(); 4].map(|()| refused.clone()));
+    for (needle, times) in [
+        ("ERROR", 4),
+        ("code=\"layer_missing\"", 4),
+        ("PolytomicWebhookLayer did not admit", 2),
+        ("PolytomicOrgEventsLayer did not admit", 2),
+        ("the layer must wrap the route", 4),
+        (".route_layer(...)", 4),
+    ] {
+        assert_eq!(logs.matches(needle).count(), times, "{needle:?} in {logs}");
+    }
+
+    let genuine_event = EventDelivery::new("sync.completed")
+        .uri(EVENTS)
+        .secret(EVENTS_SECRET)
+        .gzip(true)
+        .build();
+    assert_eq!(
+        [
+            status_and_code(&wired, sample().build()).await,
+            status_and_code(&wired, genuine_event).await,
+            status_and_code(&wired, unauthenticated_batch()).await,
+            status_and_code(&wired, wrong_secret_batch()).await,
+            status_and_code(&wired, unauthenticated_event()).await,
+            status_and_code(&wired, wrong_secret_event()).await,
+        ],
+        [
+            (200, String::new()),
+            (200, String::new()),
+            (401, "missing_authorization".to_owned()),
+            (401, "invalid_token".to_owned()),
+            (401, "missing_signature".to_owned()),
+            (401, "invalid_signature".to_owned()),
+        ]
+    );
+}

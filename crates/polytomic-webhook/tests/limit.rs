@@ -69,7 +69,7 @@ async fn a_delivery_beyond_the_bound_waits_then_gets_503_overloaded_with_retry_a
     assert_eq!(
         prometheus_value(
             &recorder.handle().render(),
-            r#"polytomic_webhook_deliveries_total{outcome="refused",code="overloaded"}"#
+            r#"polytomic_webhook_deliveries_total{webhook="batch",outcome="refused",code="overloaded"}"#
         ),
         Some(1.0)
     );

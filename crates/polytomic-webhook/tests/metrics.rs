@@ -96,7 +96,7 @@ async fn each_outcome_is_counted_with_its_code_and_timed() {
     let deliveries = |labels: &str| {
         value(
             &recorder,
-            &format!("polytomic_webhook_deliveries_total{{{labels}}}"),
+            &format!("polytomic_webhook_deliveries_total{{webhook=\"batch\",{labels}}}"),
         )
     };
     for (labels, count) in [
@@ -121,7 +121,9 @@ async fn each_outcome_is_counted_with_its_code_and_timed() {
     let timed = |outcome: &str| {
         value(
             &recorder,
-            &format!("polytomic_webhook_delivery_duration_seconds_count{{outcome=\"{outcome}\"}}"),
+            &format!(
+                "polytomic_webhook_delivery_duration_seconds_count{{webhook=\"batch\",outcome=\"{outcome}\"}}"
+            ),
         )
     };
     for (outcome, count) in [
@@ -133,7 +135,10 @@ async fn each_outcome_is_counted_with_its_code_and_timed() {
     ] {
         assert_eq!(timed(outcome), Some(count), "{outcome}");
     }
-    assert_eq!(value(&recorder, "polytomic_webhook_in_flight"), Some(0.0));
+    assert_eq!(
+        value(&recorder, r#"polytomic_webhook_in_flight{webhook="batch"}"#),
+        Some(0.0)
+    );
 }
 
 #[tokio::test]
@@ -147,7 +152,7 @@ async fn body_bytes_are_counted_as_received_and_as_decoded() {
     let bytes = |stage: &str| {
         value(
             &recorder,
-            &format!("polytomic_webhook_body_bytes_total{{stage=\"{stage}\"}}"),
+            &format!("polytomic_webhook_body_bytes_total{{webhook=\"batch\",stage=\"{stage}\"}}"),
         )
     };
     assert_eq!(bytes("compressed"), Some(gzipped.len() as f64));
@@ -166,8 +171,102 @@ async fn a_delivery_dropped_before_its_answer_leaves_the_in_flight_gauge() {
         assert!(!polled, "the hanging handler answered");
         tokio::task::yield_now().await;
     }
-    assert_eq!(value(&recorder, "polytomic_webhook_in_flight"), Some(1.0));
+    assert_eq!(
+        value(&recorder, r#"polytomic_webhook_in_flight{webhook="batch"}"#),
+        Some(1.0)
+    );
     // The client went away: hyper drops the future.
     drop(answer);
-    assert_eq!(value(&recorder, "polytomic_webhook_in_flight"), Some(0.0));
+    assert_eq!(
+        value(&recorder, r#"polytomic_webhook_in_flight{webhook="batch"}"#),
+        Some(0.0)
+    );
+}
+
+/// Organisation events land in series of their own, and a server-wide bound inside the Events
+/// layer (where the receiver puts it) is counted once, by that layer.
+#[tokio::test]
+async fn events_are_labelled_apart_from_batches_and_counted_once() {
+    use std::time::Duration;
+
+    use polytomic_webhook::limit::{InFlightLimitLayer, ServerLimits};
+    use polytomic_webhook::testing::EventDelivery;
+
+    const EVENTS: &str = "/webhooks/polytomic/events";
+    const EVENTS_SECRET: &str = "metrics-events-secret";
+    let recorder = prometheus_recorder();
+    let _installed = metrics::set_default_local_recorder(&recorder);
+    // One place, and no wait for it: a second event while the first hangs is refused.
+    let limits = ServerLimits::default()
+        .max_in_flight(1)
+        .queue_wait(Duration::ZERO);
+    let secrets = SigningSecrets::new(EVENTS_SECRET).unwrap();
+    let events = Router::new()
+        .route(
+            EVENTS,
+            post(|event: PolytomicOrgEvent| async move {
+                if event.id() == "hang" {
+                    std::future::pending::<()>().await;
+                }
+                "ok"
+            }),
+        )
+        .route_layer(InFlightLimitLayer::new(&limits))
+        .route_layer(
+            PolytomicOrgEventsLayer::new(PolytomicOrgEventsConfig::default().secrets(secrets))
+                .unwrap(),
+        );
+    let event = |id: &str| {
+        EventDelivery::new("sync.completed")
+            .uri(EVENTS)
+            .id(id)
+            .secret(EVENTS_SECRET)
+    };
+    let send = |delivery: EventDelivery| events.clone().oneshot(delivery.build());
+    assert_eq!(send(event("e1")).await.unwrap().status(), StatusCode::OK);
+    let forged = event("e2").secret("someone-else");
+    assert_eq!(
+        send(forged).await.unwrap().status(),
+        StatusCode::UNAUTHORIZED
+    );
+    let mut hanging = Box::pin(send(event("hang")));
+    for _ in 0..10 {
+        let polled =
+            std::future::poll_fn(|cx| Poll::Ready(hanging.as_mut().poll(cx).is_ready())).await;
+        assert!(!polled, "the hanging handler answered");
+        tokio::task::yield_now().await;
+    }
+    let refused = send(event("e3")).await.unwrap();
+    assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        value(
+            &recorder,
+            r#"polytomic_webhook_in_flight{webhook="events"}"#
+        ),
+        Some(1.0)
+    );
+    drop(hanging);
+
+    let deliveries = |webhook: &str, labels: &str| {
+        value(
+            &recorder,
+            &format!("polytomic_webhook_deliveries_total{{webhook=\"{webhook}\",{labels}}}"),
+        )
+    };
+    for (labels, count) in [
+        (r#"outcome="accepted",code="none""#, Some(1.0)),
+        (r#"outcome="refused",code="invalid_signature""#, Some(1.0)),
+        (r#"outcome="refused",code="overloaded""#, Some(1.0)),
+    ] {
+        assert_eq!(deliveries("events", labels), count, "{labels}");
+        // Nothing was a batch (the recorder was not described, so nothing is at zero either).
+        assert_eq!(deliveries("batch", labels), None, "{labels}");
+    }
+    assert_eq!(
+        value(
+            &recorder,
+            r#"polytomic_webhook_in_flight{webhook="events"}"#
+        ),
+        Some(0.0)
+    );
 }

@@ -437,6 +437,24 @@ pub async fn try_send(addr: SocketAddr, request: Request<ClientBody>) -> Option<
     })
 }
 
+/// Whether the external `tool` (Debian package `package`) runs: when it does not, `test` is
+/// skipped, saying so loudly, except under CI (`CI` set), where that fails the test: CI must run
+/// these tests (`.ci/run` installs the package).
+pub fn installed_or_skipped(tool: &str, package: &str, test: &str) -> bool {
+    let installed = std::process::Command::new(tool)
+        .arg("--version")
+        .output()
+        .is_ok_and(|output| output.status.success());
+    if !installed {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "{tool} is not installed, and CI must run {test} (.ci/run installs {package})"
+        );
+        eprintln!("!!! SKIPPED {test}: {tool} is not installed (apt-get install {package}) !!!");
+    }
+    installed
+}
+
 /// A `redis-server` of the test's own, on a free loopback port, with no persistence; killed
 /// when dropped.
 pub struct RedisServer {
@@ -449,18 +467,7 @@ impl RedisServer {
     /// Starts one, or returns `None` (saying so loudly) when `redis-server` is not installed,
     /// except under CI (`CI` set), where that fails the test: CI must run these tests.
     pub fn start(test: &str) -> Option<Self> {
-        let installed = std::process::Command::new("redis-server")
-            .arg("--version")
-            .output()
-            .is_ok_and(|output| output.status.success());
-        if !installed {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "redis-server is not installed, and CI must run the Redis tests (.ci/run installs it)"
-            );
-            eprintln!(
-                "!!! SKIPPED {test}: redis-server is not installed (apt-get install redis-server) !!!"
-            );
+        if !installed_or_skipped("redis-server", "redis-server", test) {
             return None;
         }
         let port = std::net::TcpListener::bind("127.0.0.1:0")

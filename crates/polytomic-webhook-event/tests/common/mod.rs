@@ -11,6 +11,7 @@ use bytes::Bytes;
 use http_body::Frame;
 use http_body_util::BodyExt;
 use polytomic_webhook_core::body::BoxError;
+use polytomic_webhook_event::WithoutLayer;
 use serde_json::Value;
 
 /// The sample body of Polytomic's documentation, with the `...` placeholders removed.
@@ -77,13 +78,15 @@ impl http_body::Body for Scripted {
     }
 }
 
-/// Runs an extractor directly on a request and renders its outcome as a response.
+/// Runs an extractor directly on a request, as [`WithoutLayer`] does (no composed layer admits
+/// the requests of this crate's tests), and renders its outcome as a response.
 pub async fn extract<E>(req: Request) -> Result<E, Response>
 where
-    E: FromRequest<()>,
+    WithoutLayer<E>: FromRequest<()>,
 {
-    E::from_request(req, &())
+    WithoutLayer::<E>::from_request(req, &())
         .await
+        .map(WithoutLayer::into_inner)
         .map_err(IntoResponse::into_response)
 }
 
