@@ -21,6 +21,11 @@
 //!   each process remembers the last 100,000 ids in memory. A value that is blank, not a
 //!   Redis URL, or a Redis that cannot be reached at start-up stops the example (the message
 //!   never shows the URL, which may hold a password).
+//! - `POLYTOMIC_EVENTS_MAX_RECEIVED_BYTES`, `POLYTOMIC_EVENTS_MAX_DECODED_BYTES`: most bytes an
+//!   event may have as received and once decoded (1048576 each); larger is 413.
+//! - `POLYTOMIC_EVENTS_MAX_AGE_SECS`, `POLYTOMIC_EVENTS_MAX_SKEW_SECS`: how old (604800, the
+//!   id store's TTL) and how far ahead (300) an event's signed `created_at` may be; beyond is
+//!   422 `stale_event` or `event_in_future`. 0 turns a check off.
 //! - `POLYTOMIC_WEBHOOK_ADDR`: where to listen, `127.0.0.1:3000` by default.
 //! - `POLYTOMIC_WEBHOOK_METRICS_ADDR`: serve `GET /metrics` on this address instead of the
 //!   webhook's port (where it is by default).
@@ -92,9 +97,9 @@ async fn run() -> Result<(), Box<dyn Error>> {
     let (secrets, generated) = secrets_from_env()?;
     let layer = PolytomicWebhookLayer::new(PolytomicWebhookConfig::default().secrets(secrets))?;
     let events = match startup::events_secrets()? {
-        Some(secrets) => Some(PolytomicOrgEventsLayer::new(
-            PolytomicOrgEventsConfig::default().secrets(secrets),
-        )?),
+        Some(secrets) => Some(PolytomicOrgEventsLayer::new(startup::events_config(
+            secrets,
+        )?)?),
         None => None,
     };
     let event_ids = startup::events_store().await?;

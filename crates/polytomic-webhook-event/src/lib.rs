@@ -139,7 +139,9 @@ pub use event::{
     Fields, InvalidSyncId, PolytomicEvent, Record, RecordHash, SYNC_RECORDS, SyncId, SyncRecords,
 };
 pub use normalize::normalize_field_name;
-pub use org::{CompletionCounts, OrgEventType, PolytomicOrgEvent, RawPayload, parse_org_event};
+pub use org::{
+    CompletionCounts, OrgEventType, PolytomicOrgEvent, RawPayload, VerifiedOrgEvent, parse_org_event,
+};
 #[cfg(feature = "testing")]
 #[doc(hidden)]
 pub use parse::slow_path_runs;
