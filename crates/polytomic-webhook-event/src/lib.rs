@@ -140,7 +140,8 @@ pub use event::{
 };
 pub use normalize::normalize_field_name;
 pub use org::{
-    CompletionCounts, OrgEventType, PolytomicOrgEvent, RawPayload, VerifiedOrgEvent, parse_org_event,
+    CompletionCounts, OrgEventType, PolytomicOrgEvent, RawPayload, VerifiedOrgEvent,
+    parse_org_event,
 };
 #[cfg(feature = "testing")]
 #[doc(hidden)]

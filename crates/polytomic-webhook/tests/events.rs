@@ -558,18 +558,19 @@ async fn signed_events_too_old_or_too_far_ahead_are_refused_with_their_codes() {
     assert_eq!(received.lock().unwrap().len(), 2);
 
     // Configurable: an hour back, nothing ahead; or no window at all.
-    let (narrow, _) = app(
-        config()
-            .max_event_age(Some(std::time::Duration::from_secs(3600)))
-            .max_event_skew(Some(std::time::Duration::ZERO)),
-    );
+    let (narrow, _) = app(config()
+        .max_event_age(Some(std::time::Duration::from_secs(3600)))
+        .max_event_skew(Some(std::time::Duration::ZERO)));
     let (status, code) = status_and_code(&narrow, dated(-TimeDelta::hours(2))).await;
     assert_eq!((status.as_u16(), code.as_str()), (422, "stale_event"));
     let (status, code) = status_and_code(&narrow, dated(TimeDelta::seconds(30))).await;
     assert_eq!((status.as_u16(), code.as_str()), (422, "event_in_future"));
     let (open, _) = app(config().max_event_age(None).max_event_skew(None));
     for offset in [-TimeDelta::days(365 * 7), TimeDelta::days(365)] {
-        assert_eq!(status_and_code(&open, dated(offset)).await.0, StatusCode::OK);
+        assert_eq!(
+            status_and_code(&open, dated(offset)).await.0,
+            StatusCode::OK
+        );
     }
 }
 
@@ -607,7 +608,8 @@ async fn a_signed_event_draws_from_the_decoded_budget_and_an_unsigned_one_does_n
     use polytomic_webhook::limit::{DecodedBudgetLayer, PER_DELIVERY_RESERVE, ServerLimits};
 
     let app_with = |budget: u64| {
-        let budget = DecodedBudgetLayer::new(&ServerLimits::default().max_decoded_in_flight(budget));
+        let budget =
+            DecodedBudgetLayer::new(&ServerLimits::default().max_decoded_in_flight(budget));
         let layer = PolytomicOrgEventsLayer::new(config())
             .unwrap()
             .decoded_budget(&budget);
@@ -629,7 +631,11 @@ async fn a_signed_event_draws_from_the_decoded_budget_and_an_unsigned_one_does_n
         let (status, code) = status_and_code(&app, unsigned).await;
         assert_eq!((status.as_u16(), code.as_str()), (401, "invalid_signature"));
         let request = delivery("sync.completed").id(id).gzip(true);
-        assert_eq!(status_and_code(&app, request).await.0, StatusCode::OK, "{id}");
+        assert_eq!(
+            status_and_code(&app, request).await.0,
+            StatusCode::OK,
+            "{id}"
+        );
     }
     assert_eq!(received.lock().unwrap().len(), 3);
 }
