@@ -65,7 +65,7 @@ use polytomic_webhook_core::body::{BodyLimit, BodyStatsWriter, BoxError, TooLarg
 use polytomic_webhook_core::check::Check as _;
 use polytomic_webhook_core::response::ResponseBody;
 use polytomic_webhook_decompression::{
-    Codings, DecompressionBody, DecompressionConfig, DecompressionInfo,
+    Coding, Codings, DecompressionBody, DecompressionConfig, DecompressionInfo,
 };
 use polytomic_webhook_event::org::VerifiedOrgEvent;
 use polytomic_webhook_event::{EventConfig, EventRejection};
@@ -568,13 +568,16 @@ impl EventChecks {
 
     /// Decodes `received` (sniffing gzip when no coding is declared), within the limits and,
     /// when set, the server's budget, into one buffer: the bytes themselves when there is
-    /// nothing to decode.
+    /// nothing to decode, else one allocation of the decoded size when gzip's trailer tells it
+    /// (each decoder frame is copied in and dropped, so the body is never held twice).
     async fn keep(
         &self,
         codings: &Codings,
         received: Bytes,
         share: Option<&Share>,
     ) -> Result<(Bytes, DecompressionInfo), (Problem, DecompressionInfo)> {
+        let limit = usize::try_from(self.decompression.max_decompressed_bytes).unwrap_or(0);
+        let capacity = gzip_length(codings, &received).min(limit);
         let stats = BodyStatsWriter::new();
         let info = DecompressionInfo::new(*codings, stats.stats().clone());
         let body =
@@ -586,23 +589,31 @@ impl EventChecks {
         if !draw(usize::try_from(PER_DELIVERY_RESERVE).unwrap_or(usize::MAX)) {
             return Err((overloaded(), info));
         }
-        let mut frames = Vec::new();
+        let mut first: Option<Bytes> = None;
+        let mut joined: Option<BytesMut> = None;
         while let Some(frame) = body.frame().await {
             let frame = frame.map_err(|error| {
                 let rejection = EventRejection::from_body_error(error, Some(info.stats()));
                 (rejection.to_problem(), info.clone())
             })?;
-            if let Ok(data) = frame.into_data() {
-                if !draw(data.len()) {
-                    return Err((overloaded(), info));
-                }
-                frames.push(data);
+            let Ok(data) = frame.into_data() else {
+                continue;
+            };
+            if !draw(data.len()) {
+                return Err((overloaded(), info));
+            }
+            if let Some(joined) = &mut joined {
+                joined.extend_from_slice(&data);
+            } else if let Some(before) = first.take() {
+                let mut buffer = BytesMut::with_capacity(capacity);
+                buffer.extend_from_slice(&before);
+                buffer.extend_from_slice(&data);
+                joined = Some(buffer);
+            } else {
+                first = Some(data);
             }
         }
-        let decoded = match frames.len() {
-            0 | 1 => frames.pop().unwrap_or_default(),
-            _ => frames.concat().into(),
-        };
+        let decoded = joined.map_or_else(|| first.unwrap_or_default(), BytesMut::freeze);
         Ok((decoded, info))
     }
 
@@ -626,6 +637,21 @@ impl EventChecks {
             ));
         }
         Ok(())
+    }
+}
+
+/// The decoded length a gzip body's trailer states (ISIZE, the last four bytes), when the body
+/// is gzip alone (declared or sniffed); 0 otherwise. Only a capacity: a wrong one costs a
+/// regrowth, and the caller caps it at the decoded limit.
+fn gzip_length(codings: &Codings, received: &[u8]) -> usize {
+    let gzip = match codings.len() {
+        0 => received.starts_with(&[0x1f, 0x8b]),
+        1 => codings.iter().eq([Coding::Gzip]),
+        _ => false,
+    };
+    match received.last_chunk::<4>() {
+        Some(trailer) if gzip => usize::try_from(u32::from_le_bytes(*trailer)).unwrap_or(0),
+        _ => 0,
     }
 }
 
