@@ -525,7 +525,7 @@ impl EventChecks {
             Ok(verified) => verified,
             Err(rejection) => return (Err(refuse(rejection.to_problem())), Some(info)),
         };
-        if let Err(problem) = self.fresh(verified.event().created_at(), Utc::now()) {
+        if let Some(problem) = self.outside_window(verified.event().created_at(), Utc::now()) {
             return (Err(refuse(problem)), Some(info));
         }
         // The body is decoded now: its coding and length no longer describe it.
@@ -617,26 +617,26 @@ impl EventChecks {
         Ok((decoded, info))
     }
 
-    /// The freshness window over the signed `created_at`, as of `now`.
-    fn fresh(&self, created_at: DateTime<Utc>, now: DateTime<Utc>) -> Result<(), Problem> {
+    /// The refusal of a signed `created_at` outside the freshness window as of `now`, if it is.
+    fn outside_window(&self, created_at: DateTime<Utc>, now: DateTime<Utc>) -> Option<Problem> {
         let beyond = |limit: Option<Duration>, by: TimeDelta| {
             limit.is_some_and(|limit| TimeDelta::from_std(limit).is_ok_and(|limit| by > limit))
         };
         if beyond(self.max_event_age, now.signed_duration_since(created_at)) {
-            return Err(Problem::new(
+            return Some(Problem::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 STALE_EVENT,
                 "The event's signed created_at is older than this receiver accepts.",
             ));
         }
         if beyond(self.max_event_skew, created_at.signed_duration_since(now)) {
-            return Err(Problem::new(
+            return Some(Problem::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 EVENT_IN_FUTURE,
                 "The event's signed created_at is further ahead than this receiver accepts.",
             ));
         }
-        Ok(())
+        None
     }
 }
 
