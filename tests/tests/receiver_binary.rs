@@ -568,6 +568,40 @@ async fn the_events_route_prints_each_new_event_once() {
     assert_eq!(lines[1]["event_id"], "evt-2");
 }
 
+#[tokio::test]
+async fn the_events_limits_and_window_are_set_by_their_variables() {
+    use polytomic_webhook::testing::EventDelivery;
+
+    let receiver = Receiver::spawn(
+        receiver_command(SECRET)
+            .env("POLYTOMIC_EVENTS_SECRET", "events-current")
+            .env("POLYTOMIC_EVENTS_MAX_RECEIVED_BYTES", "2000")
+            .env("POLYTOMIC_EVENTS_MAX_AGE_SECS", "60"),
+    );
+    let addr = receiver.addr;
+    let signed = |delivery: EventDelivery| {
+        encoded_to(
+            addr,
+            examples::EVENTS_PATH,
+            delivery.secret("events-current").encode(),
+        )
+    };
+    let two_minutes_old = EventDelivery::new("sync.running")
+        .created_at(chrono::Utc::now() - chrono::TimeDelta::minutes(2));
+    send(addr, signed(two_minutes_old))
+        .await
+        .assert_problem(StatusCode::UNPROCESSABLE_ENTITY, "stale_event");
+    let large =
+        EventDelivery::new("sync.failed").payload(serde_json::json!({"error": "x".repeat(2000)}));
+    send(addr, signed(large))
+        .await
+        .assert_problem(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large");
+    let reply = send(addr, signed(EventDelivery::new("sync.running"))).await;
+    assert_eq!(reply.status, StatusCode::OK, "{reply:?}");
+    let (stdout, _) = receiver.terminate();
+    assert_eq!(stdout.lines().count(), 1, "{stdout}");
+}
+
 /// Sends the event to `addr`, sending it again while the answer is 409 `event_in_progress`
 /// (another replica holds it), as Polytomic would; returns the final status.
 async fn deliver_event(addr: SocketAddr, id: &str) -> StatusCode {

@@ -264,3 +264,28 @@ fn unusable_server_bounds_and_metrics_address_are_explained() {
         );
     }
 }
+
+#[test]
+fn unusable_events_limits_are_explained() {
+    for (name, value, says) in [
+        ("POLYTOMIC_EVENTS_MAX_RECEIVED_BYTES", "0", "at least 1"),
+        (
+            "POLYTOMIC_EVENTS_MAX_DECODED_BYTES",
+            "1 MiB",
+            "whole number",
+        ),
+        ("POLYTOMIC_EVENTS_MAX_AGE_SECS", "a week", "whole number"),
+        ("POLYTOMIC_EVENTS_MAX_SKEW_SECS", "-5", "whole number"),
+    ] {
+        let stderr =
+            refuses_to_start(&[("POLYTOMIC_EVENTS_SECRET", "events-secret"), (name, value)]);
+        assert_says(
+            &stderr,
+            &[
+                &format!("{name}={value:?}"),
+                says,
+                &format!("Fix: set {name}"),
+            ],
+        );
+    }
+}
