@@ -71,6 +71,18 @@ async fn status_and_code(app: &Router, request: EventDelivery) -> (StatusCode, S
     (status, json["code"].as_str().unwrap().to_owned())
 }
 
+/// Sends each request in turn and checks its status and problem code ("" for none).
+async fn assert_answers(app: &Router, cases: impl IntoIterator<Item = (EventDelivery, u16, &str)>) {
+    for (index, (request, status, code)) in cases.into_iter().enumerate() {
+        let (got_status, got_code) = status_and_code(app, request).await;
+        assert_eq!(
+            (got_status.as_u16(), got_code.as_str()),
+            (status, code),
+            "case {index}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn every_accepted_signature_spelling_reaches_the_handler() {
     let (app, received) = app(config());
@@ -301,10 +313,7 @@ async fn hostile_bodies_are_bounded_like_sync_records() {
             "invalid_envelope",
         ),
     ];
-    for (request, status, code) in cases {
-        let (got_status, got_code) = status_and_code(&app, request).await;
-        assert_eq!((got_status.as_u16(), got_code.as_str()), (status, code));
-    }
+    assert_answers(&app, cases).await;
     assert!(received.lock().unwrap().is_empty());
 }
 
@@ -424,10 +433,7 @@ async fn the_testing_helpers_get_the_documented_answers() {
             "invalid_json",
         ),
     ];
-    for (request, status, code) in cases {
-        let (got_status, got_code) = status_and_code(&app, request).await;
-        assert_eq!((got_status.as_u16(), got_code.as_str()), (status, code));
-    }
+    assert_answers(&app, cases).await;
     assert!(received.lock().unwrap().is_empty());
 }
 
@@ -505,10 +511,7 @@ async fn the_events_route_has_limits_of_its_own_much_smaller_than_batches() {
             "invalid_signature",
         ),
     ];
-    for (request, status, code) in cases {
-        let (got_status, got_code) = status_and_code(&events, request).await;
-        assert_eq!((got_status.as_u16(), got_code.as_str()), (status, code));
-    }
+    assert_answers(&events, cases).await;
     assert_eq!(received.lock().unwrap().len(), 1);
 
     // Raised, the same events are accepted.
@@ -551,10 +554,7 @@ async fn signed_events_too_old_or_too_far_ahead_are_refused_with_their_codes() {
             "stale_event",
         ),
     ];
-    for (request, status, code) in cases {
-        let (got_status, got_code) = status_and_code(&events, request).await;
-        assert_eq!((got_status.as_u16(), got_code.as_str()), (status, code));
-    }
+    assert_answers(&events, cases).await;
     assert_eq!(received.lock().unwrap().len(), 2);
 
     // Configurable: an hour back, nothing ahead; or no window at all.
