@@ -234,7 +234,7 @@ fn an_unusable_events_redis_url_is_an_error_that_hides_the_url() {
 }
 
 #[test]
-fn unusable_server_bounds_and_metrics_address_are_explained() {
+fn unusable_bounds_events_limits_and_metrics_address_are_explained() {
     for (name, value, says) in [
         ("POLYTOMIC_WEBHOOK_MAX_IN_FLIGHT", "0", "at least 1"),
         (
