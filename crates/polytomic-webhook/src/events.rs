@@ -149,7 +149,9 @@ pub struct PolytomicOrgEventsConfig {
     /// default to [`DEFAULT_EVENT_BYTES`]; the other fields to the decompression defaults.
     #[serde(deserialize_with = "event_decompression")]
     pub decompression: DecompressionConfig,
-    /// The extractor's settings; `max_body_bytes` defaults to [`DEFAULT_EVENT_BYTES`].
+    /// The extractor's settings; `max_body_bytes` defaults to [`DEFAULT_EVENT_BYTES`] (an
+    /// `event` object in a file starts from the extractor's own defaults; the decoded-size
+    /// limit bounds the body first either way).
     pub event: EventConfig,
     /// Most age of an event's signed `created_at`; an older one is refused with 422
     /// [`STALE_EVENT`]. Default: the dedup layer's id TTL ([`DEFAULT_EVENT_ID_TTL`], seven
