@@ -5,9 +5,8 @@
 //! event can arrive more than once, and not necessarily in order. [`DedupLayer`] wraps the
 //! handler so that each event id reaches it once, without ever losing an event:
 //!
-//! 1. it reads the envelope's `id`, from the events layer's parse (a
-//!    [`VerifiedOrgEvent`](polytomic_webhook_event::org::VerifiedOrgEvent)) when there is one,
-//!    else from the body (a delivery without one goes to the handler, whose extractor refuses
+//! 1. it reads the envelope's `id`, from the events layer's parse (a [`VerifiedOrgEvent`])
+//!    when there is one, else from the body (a delivery without one goes to the handler, whose extractor refuses
 //!    it with the usual problem);
 //! 2. it **reserves** the id in the store for a short lease. If the id was already handled, the
 //!    delivery is answered `200 {"duplicate":true}` and the handler does not run. If another
