@@ -516,8 +516,9 @@ thread_local! {
 
 /// How many organisation-event bodies this thread has parsed (the envelope read, by the
 /// extractor, [`parse_org_event`], [`VerifiedOrgEvent::parse`] or [`envelope_id`]). A test
-/// hook (feature `testing`): an accepted event costs one.
+/// hook (feature `testing`), outside the API: an accepted event costs one.
 #[cfg(feature = "testing")]
+#[doc(hidden)]
 pub fn org_event_parses() -> usize {
     ORG_EVENT_PARSES.with(std::cell::Cell::get)
 }
