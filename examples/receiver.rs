@@ -25,6 +25,11 @@
 //!   its event ids, so that an event handled before a restart is still a duplicate after it.
 //!   Not in that form, a file that is not the store's, or set beside
 //!   `POLYTOMIC_EVENTS_REDIS_URL`: the example does not start.
+//! - `POLYTOMIC_EVENTS_MAX_RECEIVED_BYTES`, `POLYTOMIC_EVENTS_MAX_DECODED_BYTES`: most bytes an
+//!   event may have as received and once decoded (1048576 each); larger is 413.
+//! - `POLYTOMIC_EVENTS_MAX_AGE_SECS`, `POLYTOMIC_EVENTS_MAX_SKEW_SECS`: how old (604800, the
+//!   id store's TTL) and how far ahead (300) an event's signed `created_at` may be; beyond is
+//!   422 `stale_event` or `event_in_future`. 0 turns a check off.
 //! - `POLYTOMIC_WEBHOOK_ADDR`: where to listen, `127.0.0.1:3000` by default.
 //! - `POLYTOMIC_WEBHOOK_METRICS_ADDR`: serve `GET /metrics` on this address instead of the
 //!   webhook's port (where it is by default).
@@ -101,9 +106,9 @@ async fn run() -> Result<(), Box<dyn Error>> {
     let (secrets, generated) = secrets_from_env()?;
     let layer = PolytomicWebhookLayer::new(PolytomicWebhookConfig::default().secrets(secrets))?;
     let events = match startup::events_secrets()? {
-        Some(secrets) => Some(PolytomicOrgEventsLayer::new(
-            PolytomicOrgEventsConfig::default().secrets(secrets),
-        )?),
+        Some(secrets) => Some(PolytomicOrgEventsLayer::new(startup::events_config(
+            secrets,
+        )?)?),
         None => None,
     };
     let event_ids = startup::events_store().await?;

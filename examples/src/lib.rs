@@ -89,8 +89,9 @@ where
 
 /// `POST /webhooks/polytomic/events`: the signature-checking layer, then deduplication by
 /// event id in `store`, then the `sink`. Merge it into [`receiver_app`]'s router. The route
-/// gets its own bound of `limits.max_in_flight` events in flight, counted once an event's
-/// signature has matched, and its own drain budget.
+/// gets its own bound of `limits.max_in_flight` events in flight and its own budget of
+/// `limits.max_decoded_in_flight` decoded bytes, both counted once an event's signature has
+/// matched, and its own drain budget.
 ///
 /// One process can use a [`MemoryEventIdStore`]; replicas behind one address need a shared
 /// store such as `polytomic_webhook_store::RedisEventIdStore`, or a retry that reaches another
@@ -115,6 +116,7 @@ pub fn events_router<St: EventIdStore>(
     store: St,
 ) -> Router {
     let in_flight = InFlightLimitLayer::new(limits);
+    let layer = layer.decoded_budget(&DecodedBudgetLayer::new(limits));
     Router::new()
         .route(EVENTS_PATH, post(receive_event))
         .route_layer(CatchPanicLayer::custom(handler_panicked))

@@ -35,6 +35,19 @@ pub const EVENTS_REDIS_URL_VAR: &str = "POLYTOMIC_EVENTS_REDIS_URL";
 /// The variable naming a file where one receiver keeps its event ids across restarts:
 /// `sqlite:PATH`.
 pub const EVENTS_STORE_VAR: &str = "POLYTOMIC_EVENTS_STORE";
+/// The variable with the most bytes an organisation event may have as received (1048576).
+pub const EVENTS_MAX_RECEIVED_BYTES_VAR: &str = "POLYTOMIC_EVENTS_MAX_RECEIVED_BYTES";
+
+/// The variable with the most bytes an organisation event may have once decoded (1048576).
+pub const EVENTS_MAX_DECODED_BYTES_VAR: &str = "POLYTOMIC_EVENTS_MAX_DECODED_BYTES";
+
+/// The variable with the most age, in seconds, of an event's signed `created_at` (604800, the
+/// id store's TTL); 0 turns the check off.
+pub const EVENTS_MAX_AGE_SECS_VAR: &str = "POLYTOMIC_EVENTS_MAX_AGE_SECS";
+
+/// The variable with how far ahead, in seconds, an event's `created_at` may be (300); 0 turns
+/// the check off.
+pub const EVENTS_MAX_SKEW_SECS_VAR: &str = "POLYTOMIC_EVENTS_MAX_SKEW_SECS";
 
 /// Where the examples listen when [`ADDR_VAR`] is unset.
 pub const DEFAULT_ADDR: SocketAddr =
@@ -128,6 +141,34 @@ pub fn output_wait() -> Result<Duration, StartupError> {
         polytomic_webhook_store::lines::DEFAULT_WAIT,
         Duration::from_millis,
     ))
+}
+
+/// The Events layer's configuration with `secrets`: the library's defaults, changed by each
+/// of the `POLYTOMIC_EVENTS_MAX_*` variables that is set.
+///
+/// ```
+/// use polytomic_webhook::prelude::*;
+///
+/// let config = examples::startup::events_config(SigningSecrets::new("s3cret")?)?;
+/// assert_eq!(config.decompression.max_compressed_bytes, 1 << 20);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn events_config(secrets: SigningSecrets) -> Result<PolytomicOrgEventsConfig, StartupError> {
+    let mut config = PolytomicOrgEventsConfig::default().secrets(secrets);
+    if let Some(bytes) = number_var(EVENTS_MAX_RECEIVED_BYTES_VAR, 1, "1048576")? {
+        config = config.max_received_bytes(bytes);
+    }
+    if let Some(bytes) = number_var(EVENTS_MAX_DECODED_BYTES_VAR, 1, "1048576")? {
+        config = config.max_decoded_bytes(bytes);
+    }
+    let window = |secs: u64| (secs > 0).then(|| Duration::from_secs(secs));
+    if let Some(secs) = number_var(EVENTS_MAX_AGE_SECS_VAR, 0, "604800")? {
+        config = config.max_event_age(window(secs));
+    }
+    if let Some(secs) = number_var(EVENTS_MAX_SKEW_SECS_VAR, 0, "300")? {
+        config = config.max_event_skew(window(secs));
+    }
+    Ok(config)
 }
 
 /// The connection bounds of the server loop: the library's defaults, changed by each variable

@@ -497,12 +497,19 @@ async fn a_connection_that_sent_half_its_headers_is_closed() {
     assert_half_a_head_is_cut_off(receiver.addr, "receiver").await;
 }
 
+/// When this binary's events were created: its start, in whole seconds (as the printed line
+/// has it), fresh enough for the route's age window.
+static CREATED_AT: std::sync::LazyLock<chrono::DateTime<chrono::Utc>> =
+    std::sync::LazyLock::new(|| {
+        chrono::DateTime::from_timestamp(chrono::Utc::now().timestamp(), 0).unwrap()
+    });
+
 /// A signed organisation event to the events route.
 fn event(addr: SocketAddr, id: &str, secret: &str) -> Request<ClientBody> {
     let delivery = polytomic_webhook::testing::EventDelivery::new("sync.completed")
         .id(id)
         .organization_id("org-7")
-        .created_at("2024-05-01T12:00:00Z".parse().unwrap())
+        .created_at(*CREATED_AT)
         .counts(3, 2, 1)
         .secret(secret)
         .gzip(true);
@@ -555,11 +562,45 @@ async fn the_events_route_prints_each_new_event_once() {
             "event_id": "evt-1",
             "type": "sync.completed",
             "organization_id": "org-7",
-            "created_at": "2024-05-01T12:00:00Z",
+            "created_at": CREATED_AT.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
             "payload": {"total_records": 3, "inserted_records": 2, "updated_records": 1},
         })
     );
     assert_eq!(lines[1]["event_id"], "evt-2");
+}
+
+#[tokio::test]
+async fn the_events_limits_and_window_are_set_by_their_variables() {
+    use polytomic_webhook::testing::EventDelivery;
+
+    let receiver = Receiver::spawn(
+        receiver_command(SECRET)
+            .env("POLYTOMIC_EVENTS_SECRET", "events-current")
+            .env("POLYTOMIC_EVENTS_MAX_RECEIVED_BYTES", "2000")
+            .env("POLYTOMIC_EVENTS_MAX_AGE_SECS", "60"),
+    );
+    let addr = receiver.addr;
+    let signed = |delivery: EventDelivery| {
+        encoded_to(
+            addr,
+            examples::EVENTS_PATH,
+            delivery.secret("events-current").encode(),
+        )
+    };
+    let two_minutes_old = EventDelivery::new("sync.running")
+        .created_at(chrono::Utc::now() - chrono::TimeDelta::minutes(2));
+    send(addr, signed(two_minutes_old))
+        .await
+        .assert_problem(StatusCode::UNPROCESSABLE_ENTITY, "stale_event");
+    let large =
+        EventDelivery::new("sync.failed").payload(serde_json::json!({"error": "x".repeat(2000)}));
+    send(addr, signed(large))
+        .await
+        .assert_problem(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large");
+    let reply = send(addr, signed(EventDelivery::new("sync.running"))).await;
+    assert_eq!(reply.status, StatusCode::OK, "{reply:?}");
+    let (stdout, _) = receiver.terminate();
+    assert_eq!(stdout.lines().count(), 1, "{stdout}");
 }
 
 /// Sends the event to `addr`, sending it again while the answer is 409 `event_in_progress`
@@ -900,4 +941,135 @@ async fn a_stdout_reader_that_stops_reading_gets_503_in_time_and_the_receiver_ke
         text.lines().map(marker_of).collect::<Vec<_>>(),
         acknowledged
     );
+}
+
+/// How many unsigned events the Events memory test holds at once: the route's in-flight bound.
+#[cfg(target_os = "linux")]
+const HELD_EVENTS: usize = 64;
+
+/// The Events route's default received-size limit (`DEFAULT_EVENT_BYTES`).
+#[cfg(target_os = "linux")]
+const EVENTS_RECEIVED_LIMIT: u64 = 1 << 20;
+
+/// About `len` bytes that gzip shrinks about 80-fold: runs of 300 equal bytes, each followed by
+/// one pseudo-random byte. Under the 100:1 ratio limit, so only a size limit stops its inflation.
+#[cfg(target_os = "linux")]
+fn inflatable(len: usize) -> Vec<u8> {
+    let mut state = 0x2545_f491_u32;
+    let mut data = Vec::with_capacity(len + 301);
+    while data.len() < len {
+        data.extend_from_slice(&[b'a'; 300]);
+        state ^= state << 13;
+        state ^= state >> 17;
+        state ^= state << 5;
+        data.push(state.to_le_bytes()[0]);
+    }
+    data
+}
+
+/// Issue 23's "done when": 64 concurrent unsigned gzip events that inflate to 30 MiB, each held
+/// one byte short of complete, then completed together, with the decoded budget at 64 MiB:
+/// each is answered 401 or 413, and the receiver's peak RSS grows by at most the route's
+/// received limit per event plus 64 MiB. (Before, each was buffered, inflated whole and
+/// collected to look for a match: 24 of them took the peak up by 1.4 GiB.)
+#[cfg(target_os = "linux")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unsigned_events_that_inflate_to_30_mib_cost_at_most_their_received_bytes() {
+    use std::sync::Arc;
+
+    use tokio::sync::Barrier;
+
+    let receiver = Receiver::spawn(
+        receiver_command(SECRET)
+            .env("POLYTOMIC_EVENTS_SECRET", "events-current")
+            .env(
+                "POLYTOMIC_WEBHOOK_MAX_DECODED_IN_FLIGHT",
+                (64u64 << 20).to_string(),
+            )
+            .env("RUST_LOG", "info,polytomic_webhook=error"),
+    );
+    let addr = receiver.addr;
+    let pid = receiver.child.id();
+    let body = Arc::new(gzip(&inflatable(30 << 20)));
+    assert!(
+        (body.len() as u64) < EVENTS_RECEIVED_LIMIT,
+        "{} bytes",
+        body.len()
+    );
+    // A signature in a valid spelling, of these bytes but under another secret.
+    let signature = polytomic_webhook::auth::signature::sign_hex("not-the-secret", &body);
+    let head = format!(
+        "POST {} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
+         Content-Encoding: gzip\r\nPolytomic-Signature: {signature}\r\n\
+         Content-Length: {}\r\n\r\n",
+        examples::EVENTS_PATH,
+        body.len()
+    );
+    let before = peak_rss(pid);
+    let all_held = Arc::new(Barrier::new(HELD_EVENTS + 1));
+    let senders: Vec<_> = (0..HELD_EVENTS)
+        .map(|_| {
+            let (body, head, all_held) = (Arc::clone(&body), head.clone(), Arc::clone(&all_held));
+            tokio::spawn(async move {
+                let mut stream = TcpStream::connect(addr).await.unwrap();
+                stream.write_all(head.as_bytes()).await.unwrap();
+                let (last, most) = body.split_last().unwrap();
+                stream.write_all(most).await.unwrap();
+                all_held.wait().await;
+                stream.write_all(&[*last]).await.unwrap();
+                let mut reply = Vec::new();
+                let mut buffer = [0; 4096];
+                // The answer is small; read until its JSON body has closed.
+                while !reply.ends_with(b"}") {
+                    let read = stream.read(&mut buffer).await.unwrap();
+                    if read == 0 {
+                        break;
+                    }
+                    reply.extend_from_slice(&buffer[..read]);
+                }
+                let reply = String::from_utf8_lossy(&reply).into_owned();
+                let status = reply.get(9..12).unwrap_or("-").to_owned();
+                let code = reply
+                    .split("\"code\":\"")
+                    .nth(1)
+                    .and_then(|rest| rest.split('"').next())
+                    .unwrap_or("-")
+                    .to_owned();
+                format!("{status} {code}")
+            })
+        })
+        .collect();
+    all_held.wait().await;
+    let held = peak_rss(pid);
+    let mut answers = std::collections::BTreeMap::<String, usize>::new();
+    for sender in senders {
+        *answers.entry(sender.await.unwrap()).or_default() += 1;
+    }
+    let peak = peak_rss(pid);
+    let mib = |bytes: u64| bytes as f64 / f64::from(1 << 20);
+    println!(
+        "{HELD_EVENTS} unsigned events of {} bytes (30 MiB decoded): {answers:?}; receiver peak \
+         RSS {:.1} MiB before, {:.1} MiB while held, {:.1} MiB after (+{:.1} MiB)",
+        body.len(),
+        mib(before),
+        mib(held),
+        mib(peak),
+        mib(peak - before)
+    );
+    for answer in answers.keys() {
+        assert!(
+            answer.starts_with("401 ") || answer.starts_with("413 "),
+            "{answers:?}"
+        );
+    }
+    let bound = EVENTS_RECEIVED_LIMIT * HELD_EVENTS as u64 + (64 << 20);
+    assert!(
+        peak - before <= bound,
+        "peak RSS grew by {} bytes, over {bound}: {answers:?}",
+        peak - before
+    );
+    // Still serving signed events.
+    let reply = send(addr, event(addr, "evt-after", "events-current")).await;
+    assert_eq!(reply.status, StatusCode::OK, "{reply:?}");
+    receiver.terminate();
 }

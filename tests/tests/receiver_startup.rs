@@ -275,7 +275,7 @@ fn an_unusable_events_store_is_an_error() {
 }
 
 #[test]
-fn unusable_server_bounds_and_metrics_address_are_explained() {
+fn unusable_bounds_events_limits_and_metrics_address_are_explained() {
     for (name, value, says) in [
         ("POLYTOMIC_WEBHOOK_MAX_IN_FLIGHT", "0", "at least 1"),
         (
@@ -293,8 +293,18 @@ fn unusable_server_bounds_and_metrics_address_are_explained() {
             "localhost:9090",
             "host name",
         ),
+        ("POLYTOMIC_EVENTS_MAX_RECEIVED_BYTES", "0", "at least 1"),
+        (
+            "POLYTOMIC_EVENTS_MAX_DECODED_BYTES",
+            "1 MiB",
+            "whole number",
+        ),
+        ("POLYTOMIC_EVENTS_MAX_AGE_SECS", "a week", "whole number"),
+        ("POLYTOMIC_EVENTS_MAX_SKEW_SECS", "-5", "whole number"),
     ] {
-        let stderr = refuses_to_start(&[(name, value)]);
+        // With the Events route on, so that its variables are read.
+        let stderr =
+            refuses_to_start(&[("POLYTOMIC_EVENTS_SECRET", "events-secret"), (name, value)]);
         assert_says(
             &stderr,
             &[

@@ -87,5 +87,7 @@ pub use peer::{ClientIp, PeerAddr, peer_addr};
 pub use polytomic_webhook_core::check::DrainPolicy;
 pub use rejection::AuthRejection;
 pub use secret::{InvalidSecret, Secret, SecretSet};
-pub use signature::{Signature, SignatureEncoding, SignatureError, SigningSecrets};
+pub use signature::{
+    Signature, SignatureEncoding, SignatureError, SignatureVerifier, SigningSecrets,
+};
 pub use timestamp::{DeliveredAt, TimestampWindow};

@@ -210,14 +210,18 @@ impl SigningSecrets {
     /// Whether `signature` is the HMAC-SHA256 of `body` under any of the secrets, comparing
     /// with every secret in constant time (see the [module docs](self)).
     pub fn verify(&self, signature: &Signature, body: &[u8]) -> bool {
-        let mut matched = Choice::from(0);
-        for key in &self.keys {
-            let mut mac = key.clone();
-            mac.update(body);
-            let tag = mac.finalize().into_bytes();
-            matched |= tag.as_slice().ct_eq(&signature.0);
+        let mut verifier = self.verifier(*signature);
+        verifier.update(body);
+        verifier.matches()
+    }
+
+    /// Starts verifying `signature` over a body that arrives in pieces (a decoder's output,
+    /// say), so the body never has to be held whole; see [`SignatureVerifier`].
+    pub fn verifier(&self, signature: Signature) -> SignatureVerifier {
+        SignatureVerifier {
+            signature,
+            macs: self.keys.clone(),
         }
-        matched.into()
     }
 
     /// Decodes a header value and verifies it over `body`: `Malformed` when it does not decode,
@@ -229,6 +233,56 @@ impl SigningSecrets {
         } else {
             Err(SignatureError::Mismatch)
         }
+    }
+}
+
+/// The HMAC of a body under every configured secret, fed piece by piece, then compared with
+/// a signature exactly as [`SigningSecrets::verify`] compares it (every secret, constant time).
+///
+/// `Debug` shows neither the signature nor any key.
+///
+/// ```
+/// use polytomic_webhook_auth::signature::{Signature, SigningSecrets, sign_hex};
+///
+/// let secrets = SigningSecrets::new("s3cret")?;
+/// let signature = Signature::decode(sign_hex("s3cret", b"{\"id\":\"e1\"}").as_bytes()).unwrap();
+/// let mut verifier = secrets.verifier(signature);
+/// for piece in [&b"{\"id\""[..], b":\"e1\"}"] {
+///     verifier.update(piece);
+/// }
+/// assert!(verifier.matches());
+/// # Ok::<(), polytomic_webhook_auth::InvalidSecret>(())
+/// ```
+#[derive(Clone)]
+pub struct SignatureVerifier {
+    signature: Signature,
+    macs: Vec<HmacSha256>,
+}
+
+impl SignatureVerifier {
+    /// Feeds the next bytes of the body.
+    pub fn update(&mut self, bytes: &[u8]) {
+        for mac in &mut self.macs {
+            mac.update(bytes);
+        }
+    }
+
+    /// Whether the bytes fed so far, under any secret, have the signature's HMAC.
+    pub fn matches(self) -> bool {
+        let mut matched = Choice::from(0);
+        for mac in self.macs {
+            let tag = mac.finalize().into_bytes();
+            matched |= tag.as_slice().ct_eq(&self.signature.0);
+        }
+        matched.into()
+    }
+}
+
+impl fmt::Debug for SignatureVerifier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SignatureVerifier")
+            .field("secrets", &self.macs.len())
+            .finish_non_exhaustive()
     }
 }
 

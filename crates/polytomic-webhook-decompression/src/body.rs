@@ -116,7 +116,9 @@ impl<B> DecompressionBody<B> {
         Self::with_stats(inner, codings, config, BodyStatsWriter::new())
     }
 
-    pub(crate) fn with_stats(
+    /// [`new`](Self::new), counting into `stats`, whose [`BodyStats`] say afterwards how many
+    /// bytes were received and decoded and which limit fired.
+    pub fn with_stats(
         inner: B,
         codings: &Codings,
         config: DecompressionConfig,

@@ -30,7 +30,10 @@ pub struct DecompressionInfo {
 }
 
 impl DecompressionInfo {
-    pub(crate) fn new(declared: Codings, stats: BodyStats) -> Self {
+    /// The description of a body declared with `declared`, counted in `stats` (the stats of
+    /// the [`BodyStatsWriter`](polytomic_webhook_core::body::BodyStatsWriter) given to
+    /// [`DecompressionBody::with_stats`](crate::DecompressionBody::with_stats)).
+    pub fn new(declared: Codings, stats: BodyStats) -> Self {
         Self { declared, stats }
     }
 

@@ -52,26 +52,40 @@ impl<B> Check<B> for DecompressionConfig {
         &self,
         request: Request<B>,
     ) -> Result<Request<DecompressionBody<B>>, Refused<B, DecompressionRejection>> {
-        match admit(request.headers(), self) {
+        match self.admit(request.headers()) {
             Ok(codings) => Ok(prepare(request, codings, self)),
             Err(rejection) => Err(Refused::keep_body(request, rejection)),
         }
     }
 }
 
-/// The codings to decode, or why the request is refused.
-fn admit(
-    headers: &HeaderMap,
-    config: &DecompressionConfig,
-) -> Result<Codings, DecompressionRejection> {
-    let codings = Codings::from_headers_at_most(headers, config.codings_allowed())
-        .map_err(DecompressionRejection::UnsupportedContentEncoding)?;
-    if declared_length(headers).is_some_and(|length| length > config.max_compressed_bytes) {
-        return Err(DecompressionRejection::ContentLengthTooLarge {
-            limit: config.max_compressed_bytes,
-        });
+impl DecompressionConfig {
+    /// The head's part of the check: the codings to decode, or why the request is refused
+    /// (an unsupported or over-stacked coding, a `Content-Length` over
+    /// [`max_compressed_bytes`](Self::max_compressed_bytes)). For a caller that holds the body
+    /// itself and decodes it with [`DecompressionBody`] later.
+    ///
+    /// ```
+    /// use http::HeaderMap;
+    /// use polytomic_webhook_decompression::DecompressionConfig;
+    ///
+    /// let mut headers = HeaderMap::new();
+    /// headers.insert("content-encoding", "gzip".parse().unwrap());
+    /// let codings = DecompressionConfig::default().admit(&headers).unwrap();
+    /// assert_eq!(codings.to_string(), "gzip");
+    /// headers.insert("content-encoding", "compress".parse().unwrap());
+    /// assert!(DecompressionConfig::default().admit(&headers).is_err());
+    /// ```
+    pub fn admit(&self, headers: &HeaderMap) -> Result<Codings, DecompressionRejection> {
+        let codings = Codings::from_headers_at_most(headers, self.codings_allowed())
+            .map_err(DecompressionRejection::UnsupportedContentEncoding)?;
+        if declared_length(headers).is_some_and(|length| length > self.max_compressed_bytes) {
+            return Err(DecompressionRejection::ContentLengthTooLarge {
+                limit: self.max_compressed_bytes,
+            });
+        }
+        Ok(codings)
     }
-    Ok(codings)
 }
 
 /// Wraps the body of an admitted request in its decoder, and records what is decoded.

@@ -157,7 +157,10 @@ pub use event::{
 };
 pub use extract::WithoutLayer;
 pub use normalize::normalize_field_name;
-pub use org::{CompletionCounts, OrgEventType, PolytomicOrgEvent, RawPayload, parse_org_event};
+pub use org::{
+    CompletionCounts, OrgEventType, PolytomicOrgEvent, RawPayload, VerifiedOrgEvent,
+    parse_org_event,
+};
 #[cfg(feature = "testing")]
 #[doc(hidden)]
 pub use parse::slow_path_runs;

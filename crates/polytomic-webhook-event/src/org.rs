@@ -46,10 +46,10 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::value::RawValue;
 
 use crate::admitted::Gate;
-use crate::extract::buffer;
+use crate::extract::{buffer, check_content_type};
 use crate::parse::{is_malformed, message, not_utf8, syntax_error};
 use crate::raw::{MAX_DEPTH, RawJson, RoomGuard, SourceGuard};
-use crate::rejection::{EventRejection, InvalidEnvelope, InvalidJson};
+use crate::rejection::{BodyTooLarge, EventRejection, InvalidEnvelope, InvalidJson, TooLargeLimit};
 
 /// The type of an organisation event: the ten Polytomic documents, or any other name.
 ///
@@ -369,16 +369,91 @@ struct Envelope<I, K, P> {
 
 impl<T, S> FromRequest<S> for PolytomicOrgEvent<T>
 where
-    T: DeserializeOwned,
+    T: DeserializeOwned + 'static,
     S: Send + Sync,
 {
     type Rejection = EventRejection;
 
-    async fn from_request(req: Request, _state: &S) -> Result<Self, Self::Rejection> {
+    async fn from_request(mut req: Request, _state: &S) -> Result<Self, Self::Rejection> {
         // Fails closed before the body is read: see `WithoutLayer` for the deliberate way round.
         Gate::OrgEvents.require(req.extensions())?;
+        // The events layer parsed the verified body already: take its parse, not a second one.
+        if let Some(verified) = req.extensions_mut().remove::<VerifiedOrgEvent>() {
+            return verified.into_event();
+        }
         let (_config, body) = buffer(req).await?;
         parse_org_event_shared(&body)
+    }
+}
+
+/// An event whose signature the events layer verified, parsed once from the verified body,
+/// as a request extension: the dedup layer reads its id there and the [`PolytomicOrgEvent`]
+/// extractor takes it, so the body is parsed once however many layers look at it. Its
+/// payload is a view of the body's buffer.
+///
+/// ```
+/// use bytes::Bytes;
+/// use http::HeaderMap;
+/// use polytomic_webhook_event::EventConfig;
+/// use polytomic_webhook_event::org::VerifiedOrgEvent;
+///
+/// let mut headers = HeaderMap::new();
+/// headers.insert("content-type", "application/json".parse().unwrap());
+/// let body = Bytes::from_static(br#"{"id":"e1","organization_id":"o1","type":"sync.running",
+///     "created_at":"2024-05-01T12:00:00Z","event":{}}"#);
+/// let verified = VerifiedOrgEvent::parse(&headers, &body, &EventConfig::default())?;
+/// assert_eq!(verified.event().id(), "e1");
+///
+/// headers.insert("content-type", "text/plain".parse().unwrap());
+/// let refused = VerifiedOrgEvent::parse(&headers, &body, &EventConfig::default()).unwrap_err();
+/// assert_eq!(refused.code(), "unsupported_media_type");
+/// # Ok::<(), polytomic_webhook_event::EventRejection>(())
+/// ```
+#[derive(Clone, Debug)]
+pub struct VerifiedOrgEvent(PolytomicOrgEvent);
+
+impl VerifiedOrgEvent {
+    /// The extractor's checks over a body the caller has verified and holds whole: the
+    /// `Content-Type` (415), `config.max_body_bytes` (413), then the envelope (400, 422).
+    pub fn parse(
+        headers: &http::HeaderMap,
+        body: &Bytes,
+        config: &crate::EventConfig,
+    ) -> Result<Self, EventRejection> {
+        check_content_type(headers)?;
+        if body.len() > config.max_body_bytes {
+            let limit = u64::try_from(config.max_body_bytes).unwrap_or(u64::MAX);
+            return Err(BodyTooLarge::new(TooLargeLimit::Extractor(limit)).into());
+        }
+        parse_org_event_shared(body).map(Self)
+    }
+
+    /// The event, its payload as raw text.
+    pub fn event(&self) -> &PolytomicOrgEvent {
+        &self.0
+    }
+
+    /// The event with its payload as `T`: the parse itself when `T` is [`RawPayload`], else the
+    /// payload's text read into `T` (nothing else of the body is read again).
+    fn into_event<T: DeserializeOwned + 'static>(
+        self,
+    ) -> Result<PolytomicOrgEvent<T>, EventRejection> {
+        let mut raw = Some(self.0);
+        let same = (&mut raw as &mut dyn std::any::Any)
+            .downcast_mut::<Option<PolytomicOrgEvent<T>>>()
+            .and_then(Option::take);
+        match (same, raw) {
+            (Some(event), _) => Ok(event),
+            (None, Some(raw)) => Ok(PolytomicOrgEvent {
+                payload: raw.payload.deserialize_as()?,
+                id: raw.id,
+                organization_id: raw.organization_id,
+                created_at: raw.created_at,
+                kind: raw.kind,
+            }),
+            // `raw` is only taken when the types are the same.
+            (None, None) => Err(InvalidEnvelope::new(String::new(), String::new()).into()),
+        }
     }
 }
 
@@ -413,6 +488,8 @@ pub fn parse_org_event<T: DeserializeOwned>(
 pub(crate) fn parse_org_event_shared<T: DeserializeOwned>(
     body: &Bytes,
 ) -> Result<PolytomicOrgEvent<T>, EventRejection> {
+    #[cfg(feature = "testing")]
+    ORG_EVENT_PARSES.with(|parses| parses.set(parses.get() + 1));
     let text = ByteString::try_from(body.clone()).map_err(|_| not_utf8(body))?;
     let _source = SourceGuard::enter(text.clone());
     if !text.trim_start().starts_with('{') {
@@ -436,6 +513,41 @@ pub(crate) fn parse_org_event_shared<T: DeserializeOwned>(
         kind: envelope.kind,
         payload: envelope.event,
     })
+}
+
+#[cfg(feature = "testing")]
+thread_local! {
+    static ORG_EVENT_PARSES: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// How many organisation-event bodies this thread has parsed (the envelope read, by the
+/// extractor, [`parse_org_event`], [`VerifiedOrgEvent::parse`] or [`envelope_id`]). A test
+/// hook (feature `testing`), outside the API: an accepted event costs one.
+#[cfg(feature = "testing")]
+#[doc(hidden)]
+pub fn org_event_parses() -> usize {
+    ORG_EVENT_PARSES.with(std::cell::Cell::get)
+}
+
+/// The envelope's `id`, read without building anything else: for a layer that needs the id
+/// of a body no [`VerifiedOrgEvent`] describes.
+///
+/// ```
+/// use polytomic_webhook_event::org::envelope_id;
+///
+/// assert_eq!(envelope_id(br#"{"event":{"id":"inner"},"id":"outer"}"#).as_deref(), Some("outer"));
+/// assert_eq!(envelope_id(b"not json"), None);
+/// ```
+pub fn envelope_id(body: &[u8]) -> Option<String> {
+    #[derive(Deserialize)]
+    struct IdOnly<'a> {
+        #[serde(borrow)]
+        id: std::borrow::Cow<'a, str>,
+    }
+    #[cfg(feature = "testing")]
+    ORG_EVENT_PARSES.with(|parses| parses.set(parses.get() + 1));
+    let envelope: IdOnly<'_> = serde_json::from_slice(body).ok()?;
+    Some(envelope.id.into_owned())
 }
 
 /// serde's derived structs also accept a JSON array of the members in order; the envelope is an
@@ -691,6 +803,17 @@ mod tests {
                 code
             );
         }
+    }
+
+    #[test]
+    fn the_event_id_is_read_from_the_envelope_only() {
+        assert_eq!(
+            envelope_id(br#"{"event":{"id":"inner"},"id":"outer","type":"x"}"#).as_deref(),
+            Some("outer")
+        );
+        assert_eq!(envelope_id(br#"{"id":"a\"b"}"#).as_deref(), Some("a\"b"));
+        assert_eq!(envelope_id(br#"{"type":"x"}"#), None);
+        assert_eq!(envelope_id(b"not json"), None);
     }
 
     #[test]

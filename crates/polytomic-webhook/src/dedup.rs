@@ -5,8 +5,9 @@
 //! event can arrive more than once, and not necessarily in order. [`DedupLayer`] wraps the
 //! handler so that each event id reaches it once, without ever losing an event:
 //!
-//! 1. it reads the envelope's `id` (a delivery without one goes to the handler, whose extractor
-//!    refuses it with the usual problem);
+//! 1. it reads the envelope's `id`, from the events layer's parse (a [`VerifiedOrgEvent`])
+//!    when there is one, else from the body (a delivery without one goes to the handler, whose
+//!    extractor refuses it with the usual problem);
 //! 2. it **reserves** the id in the store for a short lease, writing a random [`LeaseToken`]
 //!    of its own. If the id was already handled, the
 //!    delivery is answered `200 {"duplicate":true}` and the handler does not run. If another
@@ -92,8 +93,8 @@ use polytomic_webhook_auth::{Clock, SystemClock};
 use polytomic_webhook_core::Problem;
 use polytomic_webhook_core::body::BoxError;
 use polytomic_webhook_core::response::ResponseBody;
+use polytomic_webhook_event::org::{VerifiedOrgEvent, envelope_id};
 use polytomic_webhook_event::{EventConfig, EventRejection};
-use serde::Deserialize;
 use tokio::sync::Semaphore;
 use tower_layer::Layer;
 use tower_service::Service;
@@ -377,6 +378,11 @@ impl<C> fmt::Debug for MemoryEventIdStore<C> {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct DuplicateEvent;
 
+/// How long [`DedupLayer`] remembers a handled id unless told otherwise: seven days, which
+/// outlasts any retry schedule by far. The events layer's `max_event_age` defaults to it, so
+/// an event old enough to be forgotten is refused for its age instead.
+pub const DEFAULT_EVENT_ID_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
+
 /// Wraps a handler so that each event id reaches it once; see the [module docs](self).
 #[must_use]
 pub struct DedupLayer<St> {
@@ -393,8 +399,8 @@ pub struct DedupLayer<St> {
 const MAX_PENDING: usize = 1024;
 
 impl<St: EventIdStore> DedupLayer<St> {
-    /// Dedups through `store`, with a two-minute lease, a seven-day TTL and a five-second store
-    /// timeout.
+    /// Dedups through `store`, with a two-minute lease, a seven-day TTL
+    /// ([`DEFAULT_EVENT_ID_TTL`]) and a five-second store timeout.
     ///
     /// Seven days outlasts any retry schedule by far; with a bounded store, capacity, not the
     /// TTL, is what limits how far back a duplicate is recognised.
@@ -407,7 +413,7 @@ impl<St: EventIdStore> DedupLayer<St> {
         Self {
             store,
             lease: Duration::from_secs(120),
-            ttl: Duration::from_secs(7 * 24 * 3600),
+            ttl: DEFAULT_EVENT_ID_TTL,
             store_timeout: Duration::from_secs(5),
             pending: Arc::new(Semaphore::new(MAX_PENDING)),
             max_pending: MAX_PENDING,
@@ -547,6 +553,7 @@ where
         || EventConfig::default().max_body_bytes,
         |config| config.max_body_bytes,
     );
+    // The events layer's body is one `Bytes`: collecting it takes that buffer, copying nothing.
     let (parts, body) = request.into_parts();
     let body = match Limited::new(body, limit).collect().await {
         Ok(collected) => collected.to_bytes(),
@@ -556,8 +563,13 @@ where
             ));
         }
     };
-    let request = Request::from_parts(parts, Full::new(body.clone()));
-    let Some(id) = event_id(&body) else {
+    // The id of the events layer's parse; read from the body only behind some other layer.
+    let id = match parts.extensions.get::<VerifiedOrgEvent>() {
+        Some(verified) => Some(verified.event().id().to_owned()),
+        None => envelope_id(&body),
+    };
+    let request = Request::from_parts(parts, Full::new(body));
+    let Some(id) = id else {
         // The extractor explains what is wrong with the envelope.
         return call(&mut inner, request).await;
     };
@@ -603,17 +615,6 @@ where
         .call(request)
         .await
         .map(|response| response.map(ResponseBody::inner))
-}
-
-/// The envelope's `id`, read without building anything else.
-fn event_id(body: &[u8]) -> Option<String> {
-    #[derive(Deserialize)]
-    struct IdOnly<'a> {
-        #[serde(borrow)]
-        id: std::borrow::Cow<'a, str>,
-    }
-    let envelope: IdOnly<'_> = serde_json::from_slice(body).ok()?;
-    Some(envelope.id.into_owned())
 }
 
 fn refuse<B>(problem: &Problem) -> Response<ResponseBody<B>> {
@@ -781,16 +782,5 @@ mod tests {
             store.reserve_now("c", &MINE, LEASE).unwrap(),
             Reservation::Claimed
         );
-    }
-
-    #[test]
-    fn the_event_id_is_read_from_the_envelope_only() {
-        assert_eq!(
-            event_id(br#"{"event":{"id":"inner"},"id":"outer","type":"x"}"#).as_deref(),
-            Some("outer")
-        );
-        assert_eq!(event_id(br#"{"id":"a\"b"}"#).as_deref(), Some("a\"b"));
-        assert_eq!(event_id(br#"{"type":"x"}"#), None);
-        assert_eq!(event_id(b"not json"), None);
     }
 }

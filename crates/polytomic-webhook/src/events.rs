@@ -9,22 +9,36 @@
 //! 2. optionally refuses senders outside an address allowlist (403);
 //! 3. refuses a request without a `Polytomic-Signature` header (401 `missing_signature`) or
 //!    with one that does not decode (401 `invalid_signature`), and a request whose
-//!    `Content-Encoding` or `Content-Length` the decompression limits refuse (415, 413), all
-//!    before reading any body byte (the unread body is drained, as the other layer does);
-//! 4. buffers the body as received, within `max_compressed_bytes` and the body deadline;
+//!    `Content-Encoding` or `Content-Length` the route's decompression limits refuse (415,
+//!    413), all before reading any body byte (the unread body is drained, as the other layer
+//!    does). The signature and the codings are decoded here, once;
+//! 4. buffers the body as received, within `max_compressed_bytes` (1 MiB by default, see
+//!    [`DEFAULT_EVENT_BYTES`]) and the body deadline;
 //! 5. verifies the HMAC over those bytes. If no secret matches and the request declares a
-//!    `Content-Encoding`, it inflates the body through the decompression layer, with all its
-//!    limits, and verifies over the decoded bytes. Which one matched is recorded on the span as
+//!    `Content-Encoding`, it streams the decoder's output into the HMAC, keeping none of it,
+//!    and stops at the decoded-size limit. Which one matched is recorded on the span as
 //!    `signed_bytes = "received"` or `"decoded"`; neither gives 401 `invalid_signature`;
-//! 6. hands the inner service the decoded body (an `http_body_util::Full<Bytes>`) with the
-//!    [`EventConfig`] attached, for the
-//!    [`PolytomicOrgEvent`](polytomic_webhook_event::org::PolytomicOrgEvent) extractor.
+//! 6. only then keeps the decoded body, drawing it from the server's decoded-bytes budget when
+//!    one is set ([`PolytomicOrgEventsLayer::decoded_budget`]; 503 `overloaded` when it is
+//!    used up), and parses it once, with the extractor's checks (415, 413, 400, 422);
+//! 7. refuses an event whose signed `created_at` is older than `max_event_age` (422
+//!    [`STALE_EVENT`]) or further ahead than `max_event_skew` (422 [`EVENT_IN_FUTURE`]);
+//! 8. hands the inner service the decoded body (an `http_body_util::Full<Bytes>`) with the
+//!    parse as a [`VerifiedOrgEvent`] extension, which the dedup layer and the
+//!    [`PolytomicOrgEvent`](polytomic_webhook_event::org::PolytomicOrgEvent) extractor take
+//!    instead of parsing again, and the [`EventConfig`] attached.
 //!
 //! Nothing in the body is parsed before a signature has matched: a sender without a secret can
-//! make the server read at most `max_compressed_bytes`, and inflate them within the
-//! decompression limits, but never run the JSON parser. A decoding failure while looking for a
-//! match over the decoded bytes answers `invalid_signature`, so such a sender learns nothing
-//! about the body either.
+//! make the server hold at most `max_compressed_bytes` and inflate them up to
+//! `max_decompressed_bytes` once, but never keep what it inflates nor run the JSON parser. A
+//! decoding failure while looking for a match over the decoded bytes answers
+//! `invalid_signature`, so such a sender learns nothing about the body either.
+//!
+//! # Why a stale event is 422, not 401
+//!
+//! The signature covers `created_at`, so an event refused for its age is authentic: the sender
+//! holds the secret and nothing about the credentials is wrong, which a 401 would suggest.
+//! What is wrong is the signed content itself, and no retry of the same bytes changes it.
 //!
 //! [`PolytomicWebhookLayer`]: crate::PolytomicWebhookLayer
 
@@ -37,32 +51,56 @@ use std::time::{Duration, Instant};
 
 use axum_core::extract::DefaultBodyLimit;
 use bytes::{Buf, Bytes, BytesMut};
-use http::header::CONTENT_ENCODING;
+use chrono::{DateTime, TimeDelta, Utc};
+use http::header::{CONTENT_ENCODING, CONTENT_LENGTH};
 use http::request::Parts;
-use http::{HeaderMap, Request, Response};
+use http::{Request, Response, StatusCode};
 use http_body::Body;
 use http_body_util::{BodyExt, Full};
 use polytomic_webhook_auth::SigningSecrets;
 use polytomic_webhook_auth::allowlist::{AllowlistConfig, SourceIpAllowlistLayer};
 use polytomic_webhook_auth::signature::{Signature, SignatureError, signature_header};
 use polytomic_webhook_core::Problem;
-use polytomic_webhook_core::body::{BodyLimit, BodyStats, BoxError, TooLargeLimit};
+use polytomic_webhook_core::body::{BodyLimit, BodyStatsWriter, BoxError, TooLargeLimit};
 use polytomic_webhook_core::check::Check as _;
 use polytomic_webhook_core::response::ResponseBody;
-use polytomic_webhook_decompression::{DecompressionConfig, DecompressionInfo, DecompressionLayer};
+use polytomic_webhook_decompression::{
+    Coding, Codings, DecompressionBody, DecompressionConfig, DecompressionInfo,
+};
+use polytomic_webhook_event::org::VerifiedOrgEvent;
 use polytomic_webhook_event::{EventConfig, EventRejection};
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
 use tower_layer::Layer;
 use tower_service::Service;
 use tracing::{Instrument as _, Span};
 
 use crate::config::{ConfigError, DEFAULT_BODY_TIMEOUT, optional_secs};
+use crate::dedup::DEFAULT_EVENT_ID_TTL;
 use crate::drain::Drain;
 use crate::future::{close_connection, finish};
 use crate::layer::{Refused, answer};
+use crate::limit::{DecodedBudgetLayer, PER_DELIVERY_RESERVE, Share, overloaded};
 use crate::metrics::{InFlight, Webhook};
 use crate::service::{delivery_span, take_ready};
 use crate::timeout::TimeoutBody;
+
+/// The default received and decoded size limits of the Events route: 1 MiB each.
+///
+/// Polytomic's organisation events are an envelope of five members around a sync run's status
+/// and record counts: a few hundred bytes (the example in [`org`](polytomic_webhook_event::org)
+/// is 262). 1 MiB leaves room for three orders of magnitude more (a long error message, say)
+/// while an unsigned request can make the server hold and inflate only that much.
+pub const DEFAULT_EVENT_BYTES: u64 = 1024 * 1024;
+
+/// The default [`PolytomicOrgEventsConfig::max_event_skew`]: 5 minutes, for a sender's clock
+/// that runs ahead of the receiver's.
+pub const DEFAULT_EVENT_SKEW: Duration = Duration::from_secs(5 * 60);
+
+/// The problem `code` of a signed event older than `max_event_age` (422).
+pub const STALE_EVENT: &str = "stale_event";
+
+/// The problem `code` of a signed event dated further ahead than `max_event_skew` (422).
+pub const EVENT_IN_FUTURE: &str = "event_in_future";
 
 /// The body the inner service receives: the whole decoded body, already verified.
 pub type EventBody = Full<Bytes>;
@@ -72,15 +110,24 @@ pub type EventBody = Full<Bytes>;
 pub type EventsFuture<R, E> = Pin<Box<dyn Future<Output = Result<R, E>> + Send>>;
 
 /// Everything the [`PolytomicOrgEventsLayer`] needs to know; every field but `secrets` has a
-/// safe default, the same as [`PolytomicWebhookConfig`](crate::PolytomicWebhookConfig)'s.
+/// safe default. Unlike [`PolytomicWebhookConfig`](crate::PolytomicWebhookConfig)'s, the size
+/// limits default to [`DEFAULT_EVENT_BYTES`] (1 MiB received, 1 MiB decoded, and the
+/// extractor's `max_body_bytes`), also when a file sets other decompression fields.
 ///
 /// ```
+/// use std::time::Duration;
+///
 /// use polytomic_webhook::{PolytomicOrgEventsConfig, PolytomicOrgEventsLayer};
 ///
 /// let config: PolytomicOrgEventsConfig = serde_json::from_str(r#"{
 ///     "secrets": ["current-events-secret", "previous-events-secret"],
-///     "decompression": { "max_compressed_bytes": 1048576 }
+///     "decompression": { "max_compressed_bytes": 262144 },
+///     "max_event_age_secs": 86400
 /// }"#)?;
+/// assert_eq!(config.decompression.max_compressed_bytes, 256 << 10);
+/// assert_eq!(config.decompression.max_decompressed_bytes, 1 << 20);
+/// assert_eq!(config.max_event_age, Some(Duration::from_secs(86400)));
+/// assert_eq!(config.max_event_skew, Some(Duration::from_secs(300)));
 /// let layer = PolytomicOrgEventsLayer::new(config)?;
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
@@ -97,23 +144,57 @@ pub struct PolytomicOrgEventsConfig {
     pub body_timeout: Option<Duration>,
     /// Only accept deliveries from these address blocks. Default: no allowlist.
     pub allowlist: Option<AllowlistConfig>,
-    /// Decompression limits; `max_compressed_bytes` also bounds the body buffered for the
-    /// signature check.
+    /// Decompression limits: `max_compressed_bytes` bounds the body buffered for the signature
+    /// check, `max_decompressed_bytes` what is inflated to check it and what is kept. Both
+    /// default to [`DEFAULT_EVENT_BYTES`]; the other fields to the decompression defaults.
+    #[serde(deserialize_with = "event_decompression")]
     pub decompression: DecompressionConfig,
-    /// The extractor's settings (its body-size limit, above all).
+    /// The extractor's settings; `max_body_bytes` defaults to [`DEFAULT_EVENT_BYTES`] (an
+    /// `event` object in a file starts from the extractor's own defaults; the decoded-size
+    /// limit bounds the body first either way).
     pub event: EventConfig,
+    /// Most age of an event's signed `created_at`; an older one is refused with 422
+    /// [`STALE_EVENT`]. Default: the dedup layer's id TTL ([`DEFAULT_EVENT_ID_TTL`], seven
+    /// days), so that every event young enough to be accepted is still remembered by the id
+    /// store; keep it no longer than the TTL you give [`DedupLayer`](crate::dedup::DedupLayer).
+    /// `None` for no limit. In a file: `max_event_age_secs`.
+    #[serde(rename = "max_event_age_secs", deserialize_with = "optional_secs")]
+    pub max_event_age: Option<Duration>,
+    /// How far ahead of the receiver's clock `created_at` may be; further is refused with 422
+    /// [`EVENT_IN_FUTURE`]. Default [`DEFAULT_EVENT_SKEW`] (5 minutes); `None` for no limit. In
+    /// a file: `max_event_skew_secs`.
+    #[serde(rename = "max_event_skew_secs", deserialize_with = "optional_secs")]
+    pub max_event_skew: Option<Duration>,
 }
 
 impl Default for PolytomicOrgEventsConfig {
     fn default() -> Self {
+        let mut decompression = DecompressionConfig::default();
+        decompression.max_compressed_bytes = DEFAULT_EVENT_BYTES;
+        decompression.max_decompressed_bytes = DEFAULT_EVENT_BYTES;
         Self {
             secrets: None,
             body_timeout: Some(DEFAULT_BODY_TIMEOUT),
             allowlist: None,
-            decompression: DecompressionConfig::default(),
-            event: EventConfig::default(),
+            decompression,
+            event: EventConfig::default()
+                .max_body_bytes(usize::try_from(DEFAULT_EVENT_BYTES).unwrap_or(usize::MAX)),
+            max_event_age: Some(DEFAULT_EVENT_ID_TTL),
+            max_event_skew: Some(DEFAULT_EVENT_SKEW),
         }
     }
+}
+
+/// The decompression fields a file sets, over the Events route's own size defaults.
+fn event_decompression<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<DecompressionConfig, D::Error> {
+    let mut fields = serde_json::Map::deserialize(deserializer)?;
+    for name in ["max_compressed_bytes", "max_decompressed_bytes"] {
+        fields.entry(name).or_insert(DEFAULT_EVENT_BYTES.into());
+    }
+    DecompressionConfig::deserialize(serde_json::Value::Object(fields))
+        .map_err(serde::de::Error::custom)
 }
 
 impl PolytomicOrgEventsConfig {
@@ -121,6 +202,39 @@ impl PolytomicOrgEventsConfig {
     #[must_use]
     pub fn secrets(mut self, secrets: SigningSecrets) -> Self {
         self.secrets = Some(secrets);
+        self
+    }
+
+    /// Sets the most bytes a body may have as received (the buffer an unsigned request can
+    /// make the server hold).
+    #[must_use]
+    pub fn max_received_bytes(mut self, bytes: u64) -> Self {
+        self.decompression.max_compressed_bytes = bytes;
+        self
+    }
+
+    /// Sets the most bytes a body may have once decoded: what an unsigned request can make the
+    /// server inflate, and what a signed one may keep (the extractor's limit too).
+    #[must_use]
+    pub fn max_decoded_bytes(mut self, bytes: u64) -> Self {
+        self.decompression.max_decompressed_bytes = bytes;
+        self.event = self
+            .event
+            .max_body_bytes(usize::try_from(bytes).unwrap_or(usize::MAX));
+        self
+    }
+
+    /// Sets the most age of an event's `created_at`; `None` for no limit.
+    #[must_use]
+    pub fn max_event_age(mut self, age: Option<Duration>) -> Self {
+        self.max_event_age = age;
+        self
+    }
+
+    /// Sets how far ahead `created_at` may be; `None` for no limit.
+    #[must_use]
+    pub fn max_event_skew(mut self, skew: Option<Duration>) -> Self {
+        self.max_event_skew = skew;
         self
     }
 
@@ -152,14 +266,17 @@ impl PolytomicOrgEventsConfig {
 #[derive(Clone)]
 pub struct PolytomicOrgEventsLayer {
     checks: Arc<EventChecks>,
+    budget: Option<DecodedBudgetLayer>,
 }
 
 struct EventChecks {
     secrets: SigningSecrets,
     allowlist: Option<SourceIpAllowlistLayer>,
     body_timeout: Option<Duration>,
-    decompression: DecompressionLayer,
+    decompression: DecompressionConfig,
     event: EventConfig,
+    max_event_age: Option<Duration>,
+    max_event_skew: Option<Duration>,
 }
 
 impl PolytomicOrgEventsLayer {
@@ -171,10 +288,33 @@ impl PolytomicOrgEventsLayer {
                 secrets,
                 allowlist: config.allowlist.map(SourceIpAllowlistLayer::from_config),
                 body_timeout: config.body_timeout,
-                decompression: DecompressionLayer::from_config(config.decompression),
+                decompression: config.decompression,
                 event: config.event,
+                max_event_age: config.max_event_age,
+                max_event_skew: config.max_event_skew,
             }),
+            budget: None,
         })
+    }
+
+    /// Draws what each event keeps (its decoded bytes, plus [`PER_DELIVERY_RESERVE`]) from
+    /// `budget`, the server-wide one batches draw from, from the moment its signature matched
+    /// until it is answered. An event that does not fit is answered 503 `overloaded`, with
+    /// `Retry-After`, without calling the inner service. A request whose signature did not
+    /// match draws nothing, so senders without the secret cannot use up the budget.
+    ///
+    /// ```
+    /// use polytomic_webhook::limit::{DecodedBudgetLayer, ServerLimits};
+    /// use polytomic_webhook::prelude::*;
+    ///
+    /// let budget = DecodedBudgetLayer::new(&ServerLimits::default());
+    /// let config = PolytomicOrgEventsConfig::default().secrets(SigningSecrets::new("s3cret")?);
+    /// let layer = PolytomicOrgEventsLayer::new(config)?.decoded_budget(&budget);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn decoded_budget(mut self, budget: &DecodedBudgetLayer) -> Self {
+        self.budget = Some(budget.clone());
+        self
     }
 }
 
@@ -185,6 +325,7 @@ impl<S> Layer<S> for PolytomicOrgEventsLayer {
         PolytomicOrgEvents {
             inner,
             checks: Arc::clone(&self.checks),
+            budget: self.budget.clone(),
         }
     }
 }
@@ -204,6 +345,8 @@ impl fmt::Debug for EventChecks {
             .field("body_timeout", &self.body_timeout)
             .field("decompression", &self.decompression)
             .field("event", &self.event)
+            .field("max_event_age", &self.max_event_age)
+            .field("max_event_skew", &self.max_event_skew)
             .finish()
     }
 }
@@ -213,6 +356,7 @@ impl fmt::Debug for EventChecks {
 pub struct PolytomicOrgEvents<S> {
     inner: S,
     checks: Arc<EventChecks>,
+    budget: Option<DecodedBudgetLayer>,
 }
 
 impl<S> PolytomicOrgEvents<S> {
@@ -224,6 +368,7 @@ impl<S: fmt::Debug> fmt::Debug for PolytomicOrgEvents<S> {
         f.debug_struct("PolytomicOrgEvents")
             .field("inner", &self.inner)
             .field("checks", &self.checks)
+            .field("budget", &self.budget)
             .finish()
     }
 }
@@ -257,10 +402,14 @@ where
         };
         let task_span = span.clone();
         let in_flight = InFlight::start(Webhook::Events);
+        // Held until the answer: the kept bytes live until the handler has answered.
+        let share = self.budget.as_ref().map(DecodedBudgetLayer::share);
         Box::pin(
             async move {
                 let (admitted, info) = match head {
-                    Ok((parts, body)) => checks.admit_body(parts, body).await,
+                    Ok((parts, body, head)) => {
+                        checks.admit_body(parts, body, head, share.as_ref()).await
+                    }
                     Err(refused) => (Err(refused), None),
                 };
                 let result = match admitted {
@@ -280,6 +429,7 @@ where
                     }
                 };
                 finish(&task_span, Webhook::Events, started, info.as_ref(), &result);
+                drop(share);
                 drop(in_flight);
                 result
             }
@@ -290,16 +440,31 @@ where
 
 type Admitted<B> = Result<Request<EventBody>, Box<Refused<B>>>;
 
+/// What the head told: decoded once, used by the body's checks.
+struct Head {
+    signature: Signature,
+    codings: Codings,
+    /// Whether a `Content-Encoding` was declared: only then is a match over the decoded bytes
+    /// looked for.
+    declared: bool,
+    /// The declared length, for the receive buffer's size.
+    length: Option<u64>,
+}
+
 impl EventChecks {
     /// The checks that need only the request head: allowlist, signature header, and the
-    /// decompression layer's header checks. The body is not touched.
-    fn admit_head<B>(&self, request: Request<B>) -> Result<(Parts, TimeoutBody<B>), Box<Refused<B>>>
+    /// decompression limits' header checks. The body is not touched.
+    #[allow(clippy::type_complexity)]
+    fn admit_head<B>(
+        &self,
+        request: Request<B>,
+    ) -> Result<(Parts, TimeoutBody<B>, Head), Box<Refused<B>>>
     where
         B: Body,
         B::Error: Into<BoxError>,
     {
         let mut request = request.map(|body| TimeoutBody::new(body, self.body_timeout));
-        let budget = self.decompression.config().max_compressed_bytes;
+        let budget = self.decompression.max_compressed_bytes;
         let refuse = |problem: Problem, request| Box::new((problem, Drain::new(request, budget)));
         if let Some(allowlist) = &self.allowlist {
             request = allowlist
@@ -309,116 +474,205 @@ impl EventChecks {
         }
         let decoded = signature_header(request.headers())
             .and_then(|value| Signature::decode(value).ok_or(SignatureError::Malformed));
-        if let Err(refusal) = decoded {
-            return Err(refuse(refusal.to_problem(), request));
-        }
-        if let Err(refusal) = self.decompression.decompress(head_only(request.headers())) {
-            return Err(refuse(refusal.to_problem(), request));
-        }
-        Ok(request.into_parts())
+        let signature = match decoded {
+            Ok(signature) => signature,
+            Err(refusal) => return Err(refuse(refusal.to_problem(), request)),
+        };
+        let codings = match self.decompression.admit(request.headers()) {
+            Ok(codings) => codings,
+            Err(refusal) => return Err(refuse(refusal.to_problem(), request)),
+        };
+        let head = Head {
+            signature,
+            codings,
+            declared: request.headers().contains_key(CONTENT_ENCODING),
+            length: request.body().size_hint().exact(),
+        };
+        let (parts, body) = request.into_parts();
+        Ok((parts, body, head))
     }
 
-    /// Reads the body, verifies the signature over it (as received, then decoded), and builds
-    /// the request for the inner service.
+    /// Reads the body, verifies the signature over it (as received, then as decoded), keeps
+    /// and parses the decoded body, and builds the request for the inner service.
     async fn admit_body<B>(
         &self,
         mut parts: Parts,
         body: TimeoutBody<B>,
+        head: Head,
+        share: Option<&Share>,
     ) -> (Admitted<B>, Option<DecompressionInfo>)
     where
         B: Body,
         B::Error: Into<BoxError>,
     {
         let refuse = |problem: Problem| Box::new((problem, Drain::none()));
-        let budget = self.decompression.config().max_compressed_bytes;
-        let received = match read_to_end(body, budget).await {
+        let limit = self.decompression.max_compressed_bytes;
+        let received = match read_to_end(body, limit, head.length).await {
             Ok(received) => received,
             Err(problem) => return (Err(refuse(problem)), None),
         };
-        // The header was checked in `admit_head`; read again rather than carried across.
-        let signature = signature_header(&parts.headers)
-            .ok()
-            .and_then(Signature::decode);
-        let Some(signature) = signature else {
-            return (Err(refuse(SignatureError::Malformed.to_problem())), None);
-        };
         let span = Span::current();
-        let (decoded, info) = if self.secrets.verify(&signature, &received) {
+        if self.secrets.verify(&head.signature, &received) {
             span.record("signed_bytes", "received");
-            match self.decode(&parts.headers, received).await {
-                Ok(decoded) => decoded,
-                Err((problem, info)) => return (Err(refuse(problem)), info),
-            }
-        } else if parts.headers.contains_key(CONTENT_ENCODING) {
-            match self.decode(&parts.headers, received).await {
-                Ok((decoded, info)) if self.secrets.verify(&signature, &decoded) => {
-                    span.record("signed_bytes", "decoded");
-                    (decoded, info)
-                }
-                // A sender not known to hold a secret learns nothing about its body.
-                Ok((_, info)) | Err((_, info)) => {
-                    return (Err(refuse(SignatureError::Mismatch.to_problem())), info);
-                }
-            }
+        } else if head.declared && self.decoded_matches(&head, &received).await {
+            span.record("signed_bytes", "decoded");
         } else {
             return (Err(refuse(SignatureError::Mismatch.to_problem())), None);
+        }
+        let (decoded, info) = match self.keep(&head.codings, received, share).await {
+            Ok(kept) => kept,
+            Err((problem, info)) => return (Err(refuse(problem)), Some(info)),
         };
+        let verified = match VerifiedOrgEvent::parse(&parts.headers, &decoded, &self.event) {
+            Ok(verified) => verified,
+            Err(rejection) => return (Err(refuse(rejection.to_problem())), Some(info)),
+        };
+        if let Some(problem) = self.outside_window(verified.event().created_at(), Utc::now()) {
+            return (Err(refuse(problem)), Some(info));
+        }
         // The body is decoded now: its coding and length no longer describe it.
         parts.headers.remove(CONTENT_ENCODING);
-        parts.headers.remove(http::header::CONTENT_LENGTH);
-        if let Some(info) = &info {
-            parts.extensions.insert(info.clone());
-            parts.extensions.insert(info.stats().clone());
-        }
+        parts.headers.remove(CONTENT_LENGTH);
+        parts.extensions.insert(info.clone());
+        parts.extensions.insert(info.stats().clone());
         parts.extensions.insert(self.event.clone());
         polytomic_webhook_event::__private::admit_org_event(&mut parts.extensions);
+        parts.extensions.insert(verified);
         let mut request = Request::from_parts(parts, Full::new(decoded));
-        // The decompression limits bound the body already; axum's 2 MB default would otherwise
-        // cut large deliveries short with a less precise answer.
+        // The limits bound the body already; axum's 2 MB default would otherwise answer a
+        // raised limit with a less precise refusal.
         DefaultBodyLimit::disable().apply(&mut request);
-        (Ok(request), info)
+        (Ok(request), Some(info))
     }
 
-    /// Runs `received` through the decompression layer, with all its limits.
-    async fn decode(
-        &self,
-        headers: &HeaderMap,
-        received: Bytes,
-    ) -> Result<(Bytes, Option<DecompressionInfo>), (Problem, Option<DecompressionInfo>)> {
-        let mut request = Request::new(Full::new(received));
-        *request.headers_mut() = headers.clone();
-        let request = self
-            .decompression
-            .decompress(request)
-            .map_err(|refusal| (refusal.to_problem(), None))?;
-        let info = request.extensions().get::<DecompressionInfo>().cloned();
-        let stats = request.extensions().get::<BodyStats>().cloned();
-        match request.into_body().collect().await {
-            Ok(collected) => Ok((collected.to_bytes(), info)),
-            Err(error) => Err((
-                EventRejection::from_body_error(error, stats.as_ref()).to_problem(),
-                info,
-            )),
+    /// Whether the signature is the HMAC of the decoded body, streaming the decoder's output
+    /// into the HMAC and keeping none of it: memory stays the decoder's buffers, and the work
+    /// stops at the decoded-size limit. Any decoding failure is no match.
+    async fn decoded_matches(&self, head: &Head, received: &Bytes) -> bool {
+        let mut verifier = self.secrets.verifier(head.signature);
+        let body = DecompressionBody::new(
+            Full::new(received.clone()),
+            &head.codings,
+            self.decompression,
+        );
+        let mut body = pin!(body);
+        while let Some(frame) = body.frame().await {
+            match frame {
+                Ok(frame) => {
+                    if let Some(data) = frame.data_ref() {
+                        verifier.update(data);
+                    }
+                }
+                Err(_) => return false,
+            }
         }
+        verifier.matches()
+    }
+
+    /// Decodes `received` (sniffing gzip when no coding is declared), within the limits and,
+    /// when set, the server's budget, into one buffer: the bytes themselves when there is
+    /// nothing to decode, else one allocation of the decoded size when gzip's trailer tells it
+    /// (each decoder frame is copied in and dropped, so the body is never held twice).
+    async fn keep(
+        &self,
+        codings: &Codings,
+        received: Bytes,
+        share: Option<&Share>,
+    ) -> Result<(Bytes, DecompressionInfo), (Problem, DecompressionInfo)> {
+        let limit = usize::try_from(self.decompression.max_decompressed_bytes).unwrap_or(0);
+        let capacity = gzip_length(codings, &received).min(limit);
+        let stats = BodyStatsWriter::new();
+        let info = DecompressionInfo::new(*codings, stats.stats().clone());
+        let body =
+            DecompressionBody::with_stats(Full::new(received), codings, self.decompression, stats);
+        let mut body = pin!(body);
+        let draw = |bytes: usize| {
+            share.is_none_or(|share| share.draw(u64::try_from(bytes).unwrap_or(u64::MAX)))
+        };
+        if !draw(usize::try_from(PER_DELIVERY_RESERVE).unwrap_or(usize::MAX)) {
+            return Err((overloaded(), info));
+        }
+        let mut first: Option<Bytes> = None;
+        let mut joined: Option<BytesMut> = None;
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|error| {
+                let rejection = EventRejection::from_body_error(error, Some(info.stats()));
+                (rejection.to_problem(), info.clone())
+            })?;
+            let Ok(data) = frame.into_data() else {
+                continue;
+            };
+            if !draw(data.len()) {
+                return Err((overloaded(), info));
+            }
+            if let Some(joined) = &mut joined {
+                joined.extend_from_slice(&data);
+            } else if let Some(before) = first.take() {
+                let mut buffer = BytesMut::with_capacity(capacity);
+                buffer.extend_from_slice(&before);
+                buffer.extend_from_slice(&data);
+                joined = Some(buffer);
+            } else {
+                first = Some(data);
+            }
+        }
+        let decoded = joined.map_or_else(|| first.unwrap_or_default(), BytesMut::freeze);
+        Ok((decoded, info))
+    }
+
+    /// The refusal of a signed `created_at` outside the freshness window as of `now`, if it is.
+    fn outside_window(&self, created_at: DateTime<Utc>, now: DateTime<Utc>) -> Option<Problem> {
+        let beyond = |limit: Option<Duration>, by: TimeDelta| {
+            limit.is_some_and(|limit| TimeDelta::from_std(limit).is_ok_and(|limit| by > limit))
+        };
+        if beyond(self.max_event_age, now.signed_duration_since(created_at)) {
+            return Some(Problem::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                STALE_EVENT,
+                "The event's signed created_at is older than this receiver accepts.",
+            ));
+        }
+        if beyond(self.max_event_skew, created_at.signed_duration_since(now)) {
+            return Some(Problem::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                EVENT_IN_FUTURE,
+                "The event's signed created_at is further ahead than this receiver accepts.",
+            ));
+        }
+        None
     }
 }
 
-/// A body-less request with `headers`, for the decompression layer's header checks.
-fn head_only(headers: &HeaderMap) -> Request<()> {
-    let mut request = Request::new(());
-    *request.headers_mut() = headers.clone();
-    request
+/// The decoded length a gzip body's trailer states (ISIZE, the last four bytes), when the body
+/// is gzip alone (declared or sniffed); 0 otherwise. Only a capacity: a wrong one costs a
+/// regrowth, and the caller caps it at the decoded limit.
+fn gzip_length(codings: &Codings, received: &[u8]) -> usize {
+    let gzip = match codings.len() {
+        0 => received.starts_with(&[0x1f, 0x8b]),
+        1 => codings.iter().eq([Coding::Gzip]),
+        _ => false,
+    };
+    match received.last_chunk::<4>() {
+        Some(trailer) if gzip => usize::try_from(u32::from_le_bytes(*trailer)).unwrap_or(0),
+        _ => 0,
+    }
 }
 
-/// Reads a body as received into one buffer, refusing it past `budget` bytes.
-async fn read_to_end<B>(body: TimeoutBody<B>, budget: u64) -> Result<Bytes, Problem>
+/// Reads a body as received into one buffer (sized from the declared length, so it is never
+/// regrown), refusing it past `limit` bytes.
+async fn read_to_end<B>(
+    body: TimeoutBody<B>,
+    limit: u64,
+    length: Option<u64>,
+) -> Result<Bytes, Problem>
 where
     B: Body,
     B::Error: Into<BoxError>,
 {
-    let too_large = || TooLargeLimit::Layer(BodyLimit::Compressed, budget).problem();
+    let too_large = || TooLargeLimit::Layer(BodyLimit::Compressed, limit).problem();
     let mut body = pin!(body);
-    let mut received = BytesMut::new();
+    let capacity = length.filter(|length| *length <= limit).unwrap_or(0);
+    let mut received = BytesMut::with_capacity(usize::try_from(capacity).unwrap_or(0));
     while let Some(frame) = body.frame().await {
         let frame =
             frame.map_err(|error| EventRejection::from_body_error(error, None).to_problem())?;
@@ -427,7 +681,7 @@ where
         };
         let len =
             u64::try_from(received.len().saturating_add(data.remaining())).unwrap_or(u64::MAX);
-        if len > budget {
+        if len > limit {
             return Err(too_large());
         }
         while data.has_remaining() {

@@ -183,7 +183,7 @@ impl ServerLimits {
 }
 
 /// The 503 `overloaded` problem, with `Retry-After`.
-fn overloaded() -> Problem {
+pub(crate) fn overloaded() -> Problem {
     Problem::new(
         StatusCode::SERVICE_UNAVAILABLE,
         OVERLOADED,
@@ -511,6 +511,18 @@ impl DecodedBudgetLayer {
     }
 }
 
+impl DecodedBudgetLayer {
+    /// One delivery's share, for the events layer, which decodes the body itself and draws
+    /// what it keeps (once a signature matched) the way [`BudgetBody`] draws a batch's frames.
+    pub(crate) fn share(&self) -> Share {
+        Share {
+            budget: Arc::clone(&self.budget),
+            held: AtomicU64::new(0),
+            refused: AtomicBool::new(false),
+        }
+    }
+}
+
 impl<S> Layer<S> for DecodedBudgetLayer {
     type Service = DecodedBudget<S>;
 
@@ -532,7 +544,7 @@ pub struct DecodedBudget<S> {
 /// One delivery's share of the budget, given back when both its body and its response future
 /// are gone: the decoded bytes live until the handler has answered.
 #[derive(Debug)]
-struct Share {
+pub(crate) struct Share {
     budget: Arc<Budget>,
     held: AtomicU64,
     refused: AtomicBool,
@@ -540,7 +552,7 @@ struct Share {
 
 impl Share {
     /// Draws `bytes` more; on failure the delivery is marked refused.
-    fn draw(&self, bytes: u64) -> bool {
+    pub(crate) fn draw(&self, bytes: u64) -> bool {
         let drawn = self.budget.draw(bytes);
         if drawn {
             self.held.fetch_add(bytes, Ordering::AcqRel);

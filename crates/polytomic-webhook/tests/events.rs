@@ -28,8 +28,17 @@ fn config() -> PolytomicOrgEventsConfig {
 }
 
 fn app(config: PolytomicOrgEventsConfig) -> (Router, Received) {
+    let (handler, received) = receiving();
+    (
+        handler.layer(PolytomicOrgEventsLayer::new(config).unwrap()),
+        received,
+    )
+}
+
+/// The route's handler, which keeps every event it is given, with no layer in front.
+fn receiving() -> (Router, Received) {
     let received = Received::default();
-    let app = Router::new()
+    let handler = Router::new()
         .route(
             ROUTE,
             post(
@@ -39,9 +48,8 @@ fn app(config: PolytomicOrgEventsConfig) -> (Router, Received) {
                 },
             ),
         )
-        .layer(PolytomicOrgEventsLayer::new(config).unwrap())
         .layer(Extension(received.clone()));
-    (app, received)
+    (handler, received)
 }
 
 fn delivery(kind: &str) -> EventDelivery {
@@ -61,6 +69,18 @@ async fn status_and_code(app: &Router, request: EventDelivery) -> (StatusCode, S
     }
     let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
     (status, json["code"].as_str().unwrap().to_owned())
+}
+
+/// Sends each request in turn and checks its status and problem code ("" for none).
+async fn assert_answers(app: &Router, cases: impl IntoIterator<Item = (EventDelivery, u16, &str)>) {
+    for (index, (request, status, code)) in cases.into_iter().enumerate() {
+        let (got_status, got_code) = status_and_code(app, request).await;
+        assert_eq!(
+            (got_status.as_u16(), got_code.as_str()),
+            (status, code),
+            "case {index}"
+        );
+    }
 }
 
 #[tokio::test]
@@ -293,10 +313,7 @@ async fn hostile_bodies_are_bounded_like_sync_records() {
             "invalid_envelope",
         ),
     ];
-    for (request, status, code) in cases {
-        let (got_status, got_code) = status_and_code(&app, request).await;
-        assert_eq!((got_status.as_u16(), got_code.as_str()), (status, code));
-    }
+    assert_answers(&app, cases).await;
     assert!(received.lock().unwrap().is_empty());
 }
 
@@ -416,10 +433,7 @@ async fn the_testing_helpers_get_the_documented_answers() {
             "invalid_json",
         ),
     ];
-    for (request, status, code) in cases {
-        let (got_status, got_code) = status_and_code(&app, request).await;
-        assert_eq!((got_status.as_u16(), got_code.as_str()), (status, code));
-    }
+    assert_answers(&app, cases).await;
     assert!(received.lock().unwrap().is_empty());
 }
 
@@ -451,4 +465,177 @@ async fn the_allowlist_refuses_a_sender_outside_it_before_the_signature_is_read(
     let response = app.clone().oneshot(inside).await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(received.lock().unwrap().len(), 1);
+}
+
+/// `len` bytes of JSON-safe text that gzip shrinks about fourfold, far under the 100:1 ratio
+/// limit: only a size limit stops it.
+fn incompressible(len: usize) -> String {
+    let mut state = 0x9e37_79b9_u32;
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 17;
+            state ^= state << 5;
+            ['a', 'c', 'g', 't'][(state % 4) as usize]
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn the_events_route_has_limits_of_its_own_much_smaller_than_batches() {
+    let (events, received) = app(config());
+    let blob = |len: usize| json!({ "blob": incompressible(len) });
+    let cases = [
+        // Within 1 MiB as received and decoded.
+        (delivery("sync.failed").payload(blob(900 << 10)), 200, ""),
+        // Over 1 MiB as received (32 MiB used to be accepted), signed or not.
+        (
+            delivery("sync.failed").payload(blob(1100 << 10)),
+            413,
+            "body_too_large",
+        ),
+        // Under 1 MiB gzipped, 1.2 MiB decoded: refused while it is kept, signed over the
+        // bytes as received...
+        (
+            delivery("sync.failed").payload(blob(1200 << 10)).gzip(true),
+            413,
+            "body_too_large",
+        ),
+        // ...and, over the decoded bytes, never matched: the HMAC stops at the limit.
+        (
+            delivery("sync.failed")
+                .payload(blob(1200 << 10))
+                .gzip(true)
+                .signed_bytes(SignedBytes::Decoded),
+            401,
+            "invalid_signature",
+        ),
+    ];
+    assert_answers(&events, cases).await;
+    assert_eq!(received.lock().unwrap().len(), 1);
+
+    // Raised, the same events are accepted.
+    let raised = config()
+        .max_received_bytes(4 << 20)
+        .max_decoded_bytes(4 << 20);
+    let (raised, received) = app(raised);
+    for request in [
+        delivery("sync.failed").payload(blob(1100 << 10)),
+        delivery("sync.failed")
+            .payload(blob(1200 << 10))
+            .gzip(true)
+            .signed_bytes(SignedBytes::Decoded),
+    ] {
+        assert_eq!(status_and_code(&raised, request).await.0, StatusCode::OK);
+    }
+    assert_eq!(received.lock().unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn signed_events_too_old_or_too_far_ahead_are_refused_with_their_codes() {
+    use chrono::{TimeDelta, Utc};
+
+    let (events, received) = app(config());
+    let dated = |offset: TimeDelta| delivery("sync.completed").created_at(Utc::now() + offset);
+    let cases = [
+        // Within the default window: seven days (the dedup TTL) back, five minutes ahead.
+        (dated(-TimeDelta::days(6)), 200, ""),
+        (dated(TimeDelta::minutes(4)), 200, ""),
+        (dated(-TimeDelta::days(8)), 422, "stale_event"),
+        (dated(-TimeDelta::days(365 * 7)), 422, "stale_event"),
+        (dated(TimeDelta::minutes(6)), 422, "event_in_future"),
+        (dated(TimeDelta::days(365 * 73)), 422, "event_in_future"),
+        // Signed over the decoded bytes, the same rule.
+        (
+            dated(-TimeDelta::days(8))
+                .gzip(true)
+                .signed_bytes(SignedBytes::Decoded),
+            422,
+            "stale_event",
+        ),
+    ];
+    assert_answers(&events, cases).await;
+    assert_eq!(received.lock().unwrap().len(), 2);
+
+    // Configurable: an hour back, nothing ahead; or no window at all.
+    let (narrow, _) = app(config()
+        .max_event_age(Some(std::time::Duration::from_secs(3600)))
+        .max_event_skew(Some(std::time::Duration::ZERO)));
+    let (status, code) = status_and_code(&narrow, dated(-TimeDelta::hours(2))).await;
+    assert_eq!((status.as_u16(), code.as_str()), (422, "stale_event"));
+    let (status, code) = status_and_code(&narrow, dated(TimeDelta::seconds(30))).await;
+    assert_eq!((status.as_u16(), code.as_str()), (422, "event_in_future"));
+    let (open, _) = app(config().max_event_age(None).max_event_skew(None));
+    for offset in [-TimeDelta::days(365 * 7), TimeDelta::days(365)] {
+        assert_eq!(
+            status_and_code(&open, dated(offset)).await.0,
+            StatusCode::OK
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_accepted_event_is_parsed_once_through_dedup_and_the_extractor() {
+    use polytomic_webhook::dedup::{DedupLayer, MemoryEventIdStore};
+    use polytomic_webhook_event::org::org_event_parses;
+
+    let (handler, received) = receiving();
+    let app = handler
+        .layer(DedupLayer::new(MemoryEventIdStore::new(100)))
+        .layer(PolytomicOrgEventsLayer::new(config()).unwrap());
+    for (id, gzip, signed) in [
+        ("evt-plain", false, SignedBytes::Received),
+        ("evt-gzip", true, SignedBytes::Received),
+        ("evt-decoded", true, SignedBytes::Decoded),
+    ] {
+        let request = delivery("sync.completed")
+            .id(id)
+            .counts(3, 2, 1)
+            .gzip(gzip)
+            .signed_bytes(signed);
+        // The test runtime has one thread, where every parse of this request happens.
+        let before = org_event_parses();
+        assert_eq!(status_and_code(&app, request).await.0, StatusCode::OK);
+        assert_eq!(org_event_parses() - before, 1, "{id}");
+    }
+    let received = received.lock().unwrap();
+    let ids: Vec<&str> = received.iter().map(PolytomicOrgEvent::id).collect();
+    assert_eq!(ids, ["evt-plain", "evt-gzip", "evt-decoded"]);
+}
+
+#[tokio::test]
+async fn a_signed_event_draws_from_the_decoded_budget_and_an_unsigned_one_does_not() {
+    use polytomic_webhook::limit::{DecodedBudgetLayer, PER_DELIVERY_RESERVE, ServerLimits};
+
+    let app_with = |budget: u64| {
+        let budget =
+            DecodedBudgetLayer::new(&ServerLimits::default().max_decoded_in_flight(budget));
+        let layer = PolytomicOrgEventsLayer::new(config())
+            .unwrap()
+            .decoded_budget(&budget);
+        let (handler, received) = receiving();
+        (handler.layer(layer), received)
+    };
+    // Less than one event's reserve: every signed event is refused, none reaches the handler.
+    let (app, received) = app_with(PER_DELIVERY_RESERVE - 1);
+    let (status, code) = status_and_code(&app, delivery("sync.completed")).await;
+    assert_eq!((status.as_u16(), code.as_str()), (503, "overloaded"));
+    assert!(received.lock().unwrap().is_empty());
+    // Room for one event at a time: each gives its share back once answered, and unsigned
+    // requests, refused before they keep anything, take none.
+    let (app, received) = app_with(PER_DELIVERY_RESERVE + (64 << 10));
+    for id in ["evt-1", "evt-2", "evt-3"] {
+        let unsigned = EventDelivery::new("sync.completed")
+            .uri(ROUTE)
+            .secret("someone-else");
+        let (status, code) = status_and_code(&app, unsigned).await;
+        assert_eq!((status.as_u16(), code.as_str()), (401, "invalid_signature"));
+        let request = delivery("sync.completed").id(id).gzip(true);
+        assert_eq!(
+            status_and_code(&app, request).await.0,
+            StatusCode::OK,
+            "{id}"
+        );
+    }
+    assert_eq!(received.lock().unwrap().len(), 3);
 }
