@@ -145,10 +145,10 @@ async fn metrics_count_every_outcome_with_its_code_and_time_every_delivery() {
             "{series} in\n{idle}"
         );
     }
-    // Every metric the metrics module names, and every row of the README's metrics table, is
+    // Every metric the metrics module names, and every row of the metrics guide's table, is
     // there too (a histogram by its `_bucket` series).
-    let readme = include_str!("../../README.md");
-    let table = readme.lines().filter_map(|line| {
+    let guide = include_str!("../../crates/polytomic-webhook/docs/metrics.md");
+    let table = guide.lines().filter_map(|line| {
         let name = line.strip_prefix("| `")?.split('`').next()?;
         name.starts_with("polytomic_webhook_").then_some(name)
     });

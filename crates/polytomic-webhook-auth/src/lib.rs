@@ -63,6 +63,7 @@
 //! [`SourceIpRejection`]: allowlist::SourceIpRejection
 
 #![forbid(unsafe_code)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod allowlist;
 pub mod authorization;

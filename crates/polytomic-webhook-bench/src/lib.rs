@@ -1,7 +1,7 @@
 //! Benchmarks of the polytomic-webhook stack (not published).
 //!
-//! Every pipeline handles the identical gzipped `sync.records` delivery; see the README's
-//! "Performance" section for the figures and how to reproduce them:
+//! Every pipeline handles the identical gzipped `sync.records` delivery; see this crate's
+//! README.md for the figures and how to reproduce them:
 //!
 //! - `cargo bench -p polytomic-webhook-bench`: Criterion, one pipeline at a time;
 //! - `cargo run --release -p polytomic-webhook-bench --bin report`: every pipeline interleaved

@@ -646,12 +646,13 @@ fn csv_in_a_file_not_named_csv_gets_a_format_hint() {
     assert!(!stderr(&output).contains(hint), "{}", stderr(&output));
 }
 
-/// The README's try-it block, split into its commands: continuation lines joined, comments
-/// and blank lines dropped.
+/// The try-it block of this crate's README (the workspace README shows the same block; a test
+/// in `tests/` keeps the two identical), split into its commands: continuation lines joined,
+/// comments and blank lines dropped.
 fn readme_cli_block() -> Vec<String> {
-    let readme = include_str!("../../../README.md");
+    let readme = include_str!("../README.md");
     let section = readme
-        .split_once("### Try it without writing code")
+        .split_once("## Try it without writing code")
         .unwrap()
         .1;
     let block = section
@@ -695,8 +696,9 @@ fn shell(dir: &std::path::Path, script: &str) -> String {
     String::from_utf8(output.stdout).unwrap()
 }
 
-/// The README's CLI block, pasted in order: `serve`, then the curl `sample` prints, then
-/// `send`. Only the port differs (a free one instead of 8080), so runs cannot collide.
+/// The README's CLI block, pasted in order: `serve`, then the curl `sample` prints, then the
+/// README's own curl command, then `send`. Only the port differs (a free one instead of 8080),
+/// so runs cannot collide.
 #[test]
 fn the_readmes_cli_block_works_when_run_in_order() {
     let curl = Command::new("curl").arg("--version").output();
@@ -713,7 +715,16 @@ fn the_readmes_cli_block_works_when_run_in_order() {
             continue; // Installs the binary this test already has.
         }
         let Some(args) = command.strip_prefix("polytomic-webhook ") else {
-            shell(&dir, &command);
+            let Some(serve) = &serve else {
+                shell(&dir, &command);
+                continue;
+            };
+            let host = serve.url.split('/').nth(2).unwrap();
+            let answer = shell(&dir, &command.replace(readme_addr, host));
+            if command.contains("curl ") {
+                ran.push("curl".to_owned());
+                assert_eq!(answer, r#"{"accepted":1}"#, "{command}");
+            }
             continue;
         };
         let mut args: Vec<String> = args
@@ -759,11 +770,11 @@ fn the_readmes_cli_block_works_when_run_in_order() {
             other => panic!("the README's CLI block runs `{other}`: extend this test"),
         }
     }
-    assert_eq!(ran, ["serve", "sample", "send"]);
+    assert_eq!(ran, ["serve", "sample", "curl", "send"]);
 
     let summary = serve.unwrap().interrupt();
     assert!(
-        summary.contains("accepted 2 batches (4 records)"),
+        summary.contains("accepted 3 batches (5 records)"),
         "{summary}"
     );
     assert!(
@@ -771,7 +782,7 @@ fn the_readmes_cli_block_works_when_run_in_order() {
         "{summary}"
     );
     let out = std::fs::read_to_string(dir.join("batches.jsonl")).unwrap();
-    assert_eq!(out.lines().count(), 2, "{out}");
+    assert_eq!(out.lines().count(), 3, "{out}");
 }
 
 #[test]

@@ -12,6 +12,7 @@
 //! Users normally depend on the `polytomic-webhook` crate, which re-exports what they need.
 
 #![forbid(unsafe_code)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod body;
 pub mod check;

@@ -126,6 +126,7 @@
 //! [`BodyStats`]: polytomic_webhook_core::body::BodyStats
 
 #![forbid(unsafe_code)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod ack;
 mod admitted;

@@ -974,7 +974,7 @@ fn lone_surrogates_are_refused_alike_by_raw_and_decoded_fields() {
 /// The fuzz input itself: the raw batch is refused, so nothing unreadable is acknowledged.
 #[test]
 fn the_lone_surrogate_fuzz_input_is_refused() {
-    let body = include_bytes!("../../../tests/fuzz/seeds/event_parse/lone-surrogate");
+    let body = include_bytes!("data/lone-surrogate");
     for rejection in [
         parse::<RawFields>(body, &config()).unwrap_err(),
         parse::<Fields>(body, &config()).unwrap_err(),

@@ -54,6 +54,13 @@
 //! ```
 
 #![forbid(unsafe_code)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+// The crate's README, shown on crates.io: its snippets (a SQLite sink, the Redis event-id
+// store) are compiled here, with the features they name.
+#[cfg(all(doctest, feature = "sqlite", feature = "redis"))]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
 
 use std::collections::HashSet;
 use std::fmt;

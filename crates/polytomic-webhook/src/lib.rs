@@ -49,8 +49,8 @@
 //! [`SyncRecords`](event::SyncRecords) extractor then parses and validates the envelope once,
 //! and the handler runs only for a valid batch.
 //!
-//! Every refusal is `application/problem+json` (RFC 9457) with a stable `code`; see the
-//! README's table. Unknown event types are acknowledged with 200 by default, since Polytomic
+//! Every refusal is `application/problem+json` (RFC 9457) with a stable `code`; see
+//! [every answer](guide::answers). Unknown event types are acknowledged with 200 by default, since Polytomic
 //! asks receivers to ignore what they do not know.
 //!
 //! # The organisation Events webhook
@@ -67,6 +67,13 @@
 //! The layer is generic over request and response bodies and never boxes the inner service,
 //! so it fits tonic's and hyper's stacks too; there, [`event::read`] does the extractor's work
 //! on the request the layer passes on.
+//!
+//! # Guides
+//!
+//! The [`guide`] modules hold what spans many items: [record types](guide::records), [the
+//! Events webhook](guide::events) (signature, dedup), [configuration](guide::configuration),
+//! [every answer](guide::answers), [metrics and logs](guide::metrics), and [the security
+//! model and server-wide bounds](guide::security).
 //!
 //! # Crates
 //!
@@ -88,6 +95,28 @@
 
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
+
+// The crate's README, shown on crates.io: its snippet is compiled here.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
+
+/// Guides: what the API reference does not say in one place. Every snippet in them is a
+/// doctest, and each compiles as pasted into a new project with the dependencies it names.
+pub mod guide {
+    #[doc = include_str!("../docs/records.md")]
+    pub mod records {}
+    #[doc = include_str!("../docs/events.md")]
+    pub mod events {}
+    #[doc = include_str!("../docs/configuration.md")]
+    pub mod configuration {}
+    #[doc = include_str!("../docs/answers.md")]
+    pub mod answers {}
+    #[doc = include_str!("../docs/metrics.md")]
+    pub mod metrics {}
+    #[doc = include_str!("../docs/security.md")]
+    pub mod security {}
+}
 
 mod config;
 pub mod dedup;
