@@ -580,8 +580,15 @@ impl LineWriter {
     /// When the line could not be written (see [`LineOutput::append`]), or the wait ran out
     /// first (see the type's documentation for what then happens to the line).
     pub async fn append(&self, line: Vec<u8>) -> Result<(), NotWritten> {
-        let deadline = Instant::now() + self.wait;
         let state = Arc::new(AtomicU8::new(QUEUED));
+        let abandoned = Abandoned(Some(Arc::clone(&state)));
+        let result = self.append_job(line, state).await;
+        abandoned.disarm();
+        result
+    }
+
+    async fn append_job(&self, line: Vec<u8>, state: Arc<AtomicU8>) -> Result<(), NotWritten> {
+        let deadline = Instant::now() + self.wait;
         let (done, mut result) = oneshot::channel();
         let job = Job {
             line,
@@ -650,6 +657,29 @@ impl LineWriter {
             Opening::Open | Opening::Pending => "the writer thread stopped".to_owned(),
         };
         NotWritten(Why::Stopped(why))
+    }
+}
+
+/// Gives a line up when its delivery's future is dropped before the answer (the client went
+/// away): nobody was told it is kept, so it must not be kept, as when its wait runs out.
+struct Abandoned(Option<Arc<AtomicU8>>);
+
+impl Abandoned {
+    fn disarm(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for Abandoned {
+    fn drop(&mut self) {
+        if let Some(state) = &self.0 {
+            let give_up = |from| {
+                state
+                    .compare_exchange(from, GIVEN_UP, Ordering::SeqCst, Ordering::SeqCst)
+                    .is_ok()
+            };
+            let _ = give_up(QUEUED) || give_up(WRITING);
+        }
     }
 }
 
@@ -1058,6 +1088,30 @@ mod tests {
         fn sync_data(&self) -> io::Result<()> {
             Ok(())
         }
+    }
+
+    #[tokio::test]
+    async fn a_line_whose_delivery_went_away_is_not_kept() {
+        let gate = Gate::default();
+        let output = LineOutput::append_file(Box::new(gate.clone()), false);
+        let writer = LineWriter::spawn(output, Duration::from_secs(60)).unwrap();
+        // The first line blocks the thread in its write; the second waits in the queue.
+        let writing = tokio::spawn({
+            let writer = writer.clone();
+            async move { writer.append(numbered(1)).await }
+        });
+        let queued = tokio::spawn({
+            let writer = writer.clone();
+            async move { writer.append(numbered(2)).await }
+        });
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        // Both clients go away before an answer.
+        writing.abort();
+        queued.abort();
+        let _ = (writing.await, queued.await);
+        gate.release();
+        writer.append(numbered(3)).await.unwrap();
+        assert_eq!(numbers(&gate.data.lock().unwrap()), [3]);
     }
 
     #[tokio::test]
