@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::fs::OpenOptions;
-use std::io::{self, Write as _};
+use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -298,6 +298,9 @@ struct Receiver {
     /// The destination's readiness, made once: it keeps the probe's last result, so that the
     /// probe runs at most once a second however many requests ask.
     readiness: OnceLock<Readiness>,
+    /// Where events go when batches go to a sink: standard output, through a writer of its
+    /// own (with lines, events share the batches' writer).
+    events_out: Option<LineWriter>,
     counts: Mutex<Counts>,
 }
 
@@ -400,9 +403,22 @@ pub(crate) async fn run(args: ServeArgs) -> ExitCode {
             return ExitCode::from(EXIT_FAILED);
         }
     };
+    let events_out = match (&events, destination.get()) {
+        (Some(_), None) => match LineOutput::stdout().and_then(|output| {
+            LineWriter::spawn(output, Duration::from_millis(args.output_wait_ms))
+        }) {
+            Ok(writer) => Some(writer),
+            Err(error) => {
+                eprintln!("{NAME}: cannot write events to standard output: {error}");
+                return ExitCode::from(EXIT_FAILED);
+            }
+        },
+        _ => None,
+    };
     let receiver = Arc::new(Receiver {
         destination,
         readiness: OnceLock::new(),
+        events_out,
         counts: Mutex::new(Counts::default()),
     });
     let listener = match bind(args.addr).await {
@@ -781,23 +797,12 @@ async fn receive_event(
         Ok(line) => line,
         Err(error) => return event_not_stored(&error),
     };
-    let written = match receiver.destination.get() {
-        Some(Destination::Lines(out)) => out.append(line).await.map_err(|error| error.to_string()),
-        // With a sink, events go to standard output, written off the runtime's workers and
-        // waited for no longer than a line output would be.
-        _ => {
-            let write = tokio::task::spawn_blocking(move || {
-                let mut stdout = io::stdout().lock();
-                stdout.write_all(&line).and_then(|()| stdout.flush())
-            });
-            match tokio::time::timeout(DEFAULT_WAIT, write).await {
-                Ok(Ok(Ok(()))) => Ok(()),
-                Ok(Ok(Err(error))) => Err(error.to_string()),
-                Ok(Err(error)) => Err(error.to_string()),
-                Err(_) => Err("standard output did not take the event in time".to_owned()),
-            }
-        }
+    let ((Some(out), _) | (None, Some(Destination::Lines(out)))) =
+        (&receiver.events_out, receiver.destination.get())
+    else {
+        return event_not_stored(&"standard output is not open");
     };
+    let written = out.append(line).await;
     match written {
         Ok(()) => (
             [(axum::http::header::CONTENT_TYPE, "application/json")],
@@ -1024,6 +1029,7 @@ mod tests {
                 .unwrap(),
             )),
             readiness: OnceLock::new(),
+            events_out: None,
             counts: Mutex::new(Counts::default()),
         });
         let config = PolytomicWebhookConfig::default().secret(Secret::new(SECRET).unwrap());
@@ -1172,6 +1178,7 @@ mod tests {
         let receiver = Arc::new(Receiver {
             destination: OnceLock::from(Destination::Sink(Arc::clone(&sink) as Arc<dyn Sink>)),
             readiness: OnceLock::new(),
+            events_out: None,
             counts: Mutex::new(Counts::default()),
         });
         let config = PolytomicWebhookConfig::default().secret(Secret::new(SECRET).unwrap());

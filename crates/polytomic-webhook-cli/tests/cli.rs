@@ -65,10 +65,15 @@ impl Serve {
 
     /// Starts `command` (a `serve` on port 0, with its own --out) and waits until it says
     /// where it listens.
-    fn spawn_as_given(mut command: Command) -> Self {
+    fn spawn_as_given(command: Command) -> Self {
+        Self::spawn_with_stdout(command, Stdio::null())
+    }
+
+    /// [`Serve::spawn_as_given`], its standard output sent to `stdout`.
+    fn spawn_with_stdout(mut command: Command, stdout: Stdio) -> Self {
         let mut child = command
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            .stdout(stdout)
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
@@ -1699,6 +1704,47 @@ fn serve_with_an_events_secret_accepts_send_event_at_its_default_url() {
     assert_eq!(lines.len(), 1, "{lines:?}");
     assert_eq!(lines[0]["event_id"], "evt-serve-1");
     assert_eq!(lines[0]["type"], "sync.completed");
+}
+
+/// With `--sink`, batches go to the sink and events to standard output, through a line writer
+/// of their own (a reader that stops reading makes events wait their bounded time, as lines).
+#[test]
+fn serve_with_a_sink_writes_events_to_standard_output() {
+    let dir = scratch("serve-events-sink");
+    let stdout_path = dir.join("stdout.jsonl");
+    let mut command = bin();
+    command
+        .args(["serve", "--secret", SECRET, "--events-secret", "whsec-sink"])
+        .arg("--sink")
+        .arg(format!("sqlite:{}", dir.join("records.db").display()))
+        .args(["--addr", "127.0.0.1:0"]);
+    let serve = Serve::spawn_with_stdout(
+        command,
+        Stdio::from(std::fs::File::create(&stdout_path).unwrap()),
+    );
+    let url = serve
+        .url
+        .replace("/webhooks/polytomic", "/webhooks/polytomic/events");
+    let sent = bin()
+        .args([
+            "send-event",
+            "--type",
+            "sync.completed",
+            "--id",
+            "evt-sink-1",
+        ])
+        .args(["--url", &url, "--secret", "whsec-sink"])
+        .output()
+        .unwrap();
+    assert!(
+        stderr(&sent).contains("accepted: HTTP 200"),
+        "{}",
+        stderr(&sent)
+    );
+    serve.interrupt();
+    let lines = one_document_per_line(&std::fs::read_to_string(&stdout_path).unwrap());
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert_eq!(lines[0]["event_id"], "evt-sink-1");
 }
 
 /// `--addr` explains a host name and a missing port as the receiver example explains its
