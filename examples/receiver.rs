@@ -111,7 +111,11 @@ async fn run() -> Result<(), Box<dyn Error>> {
         )?)?),
         None => None,
     };
-    let event_ids = startup::events_store().await?;
+    // Only a receiver with the Events route opens (or connects to) an id store.
+    let event_ids = match &events {
+        Some(_) => startup::events_store().await?,
+        None => EventsStore::Memory,
+    };
 
     let metrics = install_prometheus_recorder()?;
     let metrics_addr = startup::metrics_addr()?;

@@ -427,8 +427,9 @@ pub async fn events_store() -> Result<EventsStore, StartupError> {
 pub fn sqlite_events_path(value: &str) -> Result<std::path::PathBuf, StartupError> {
     match value.trim().strip_prefix("sqlite:") {
         Some(path) if !path.is_empty() => Ok(path.into()),
+        // Not shown: a value not of this form may be a Redis URL with its password.
         _ => Err(StartupError(format!(
-            "{EVENTS_STORE_VAR}={value:?} is not a store. Expected sqlite:PATH, such as \
+            "{EVENTS_STORE_VAR} (value not shown) is not a store. Expected sqlite:PATH, such as \
              sqlite:/var/lib/receiver/event-ids.db. Fix: set {EVENTS_STORE_VAR} to that form, \
              use {EVENTS_REDIS_URL_VAR} for Redis, or unset it to remember event ids in this \
              process only."

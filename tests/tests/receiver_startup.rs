@@ -251,6 +251,13 @@ fn an_unusable_events_store_is_an_error() {
         ),
         (vec![("POLYTOMIC_EVENTS_STORE", "sqlite:")], "sqlite:PATH"),
         (
+            vec![(
+                "POLYTOMIC_EVENTS_STORE",
+                "redis://:hunter2-secret@127.0.0.1:1",
+            )],
+            "value not shown",
+        ),
+        (
             vec![("POLYTOMIC_EVENTS_STORE", foreign_store.as_str())],
             "cannot be used",
         ),
@@ -266,6 +273,7 @@ fn an_unusable_events_store_is_an_error() {
         env.push(("POLYTOMIC_EVENTS_SECRET", "events-secret"));
         let stderr = refuses_to_start(&env);
         assert_says(&stderr, &["POLYTOMIC_EVENTS_STORE", says, "Fix: "]);
+        assert!(!stderr.contains("hunter2-secret"), "{stderr}");
     }
     assert_eq!(
         std::fs::read_to_string(&foreign).unwrap(),
