@@ -33,10 +33,10 @@
 //! - `POLYTOMIC_WEBHOOK_ADDR`: where to listen, `127.0.0.1:3000` by default.
 //! - `POLYTOMIC_WEBHOOK_METRICS_ADDR`: serve `GET /metrics` on this address instead of the
 //!   webhook's port (where it is by default).
-//! - `POLYTOMIC_WEBHOOK_MAX_IN_FLIGHT`: most deliveries handled at once (64); one beyond it
+//! - `POLYTOMIC_WEBHOOK_MAX_IN_FLIGHT`: most deliveries handled at once (64), per route; one beyond it
 //!   waits `POLYTOMIC_WEBHOOK_QUEUE_WAIT_MS` (1000) for a place, then gets 503 `overloaded`.
-//! - `POLYTOMIC_WEBHOOK_MAX_DECODED_IN_FLIGHT`: most decoded bytes all deliveries hold at
-//!   once (256 MiB); a delivery that would pass it is stopped and gets 503 `overloaded`.
+//! - `POLYTOMIC_WEBHOOK_MAX_DECODED_IN_FLIGHT`: most decoded bytes all deliveries of a route
+//!   hold at once (256 MiB; the Events route has a budget of its own); a delivery that would pass it is stopped and gets 503 `overloaded`.
 //! - `POLYTOMIC_WEBHOOK_MAX_DRAINING`: most refused bodies read and thrown away at once (64),
 //!   each for at most `POLYTOMIC_WEBHOOK_DRAIN_MS` (5000); a refusal beyond it is answered at
 //!   once and its connection closed. A refused delivery holds no in-flight place.

@@ -35,6 +35,7 @@ pub const EVENTS_REDIS_URL_VAR: &str = "POLYTOMIC_EVENTS_REDIS_URL";
 /// The variable naming a file where one receiver keeps its event ids across restarts:
 /// `sqlite:PATH`.
 pub const EVENTS_STORE_VAR: &str = "POLYTOMIC_EVENTS_STORE";
+
 /// The variable with the most bytes an organisation event may have as received (1048576).
 pub const EVENTS_MAX_RECEIVED_BYTES_VAR: &str = "POLYTOMIC_EVENTS_MAX_RECEIVED_BYTES";
 

@@ -153,8 +153,9 @@ pub(crate) struct ServeArgs {
           default_value_t = u64::try_from(DEFAULT_QUEUE_WAIT.as_millis()).unwrap_or(u64::MAX))]
     queue_wait_ms: u64,
 
-    /// Most decoded bytes all deliveries hold at once; a delivery that would pass it is
-    /// stopped and answered 503 `overloaded` with Retry-After.
+    /// Most decoded bytes all deliveries of a route hold at once (the Events route has a
+    /// budget of its own); a delivery that would pass it is stopped and answered 503
+    /// `overloaded` with Retry-After.
     #[arg(long, env = "POLYTOMIC_WEBHOOK_MAX_DECODED_IN_FLIGHT", value_name = "BYTES",
           default_value_t = DEFAULT_MAX_DECODED_IN_FLIGHT)]
     max_decoded_in_flight: u64,
@@ -775,6 +776,7 @@ fn events_route<St: EventIdStore>(
     store: St,
 ) -> Router {
     let in_flight = InFlightLimitLayer::new(limits);
+    let layer = layer.decoded_budget(&DecodedBudgetLayer::new(limits));
     Router::new()
         .route(EVENTS_PATH, post(receive_event))
         .route_layer(CatchPanicLayer::custom(handler_panicked))

@@ -22,7 +22,7 @@
 //!    default), the answer is `503` with the problem code `event_store_unavailable`: the
 //!    handler does not run unchecked, and Polytomic retries.
 //!
-//! **A lease never outlives its delivery's answer.** A reservation whose call failed or timed
+//! **A lease does not outlive its delivery's answer.** A reservation whose call failed or timed
 //! out may still take effect (a Redis that was paused runs the command it had received when
 //! it resumes); a delivery whose future is dropped (its client went away) never gets to
 //! commit or release. In both cases, and when a commit or release itself fails, the lease is
@@ -31,7 +31,10 @@
 //! reservation got no answer is released as soon as it is found. So once the store is back,
 //! the next retry of a delivery answered 503 reaches the handler. At most
 //! [`DedupLayer::max_pending`] leases (1,024 by default) wait for that task at once; past
-//! that, one is left to run out. This needs a tokio runtime, which any server has.
+//! that, one is left to run out. This needs a tokio runtime, which any server has. The task
+//! counts the lease from when the reservation was sent: a reservation that reaches the store
+//! more than a lease later (a store stalled that long) is not released, and holds its id for
+//! a lease from when it landed.
 //!
 //! If the process dies while the handler runs, the lease expires by itself and a later retry
 //! goes through. Choose the lease longer than the handler ever takes, and shorter than

@@ -298,7 +298,8 @@ impl PolytomicOrgEventsLayer {
     }
 
     /// Draws what each event keeps (its decoded bytes, plus [`PER_DELIVERY_RESERVE`]) from
-    /// `budget`, the server-wide one batches draw from, from the moment its signature matched
+    /// `budget` (the batch route's, if you pass that one, or one of the Events route's own),
+    /// from the moment its signature matched
     /// until it is answered. An event that does not fit is answered 503 `overloaded`, with
     /// `Retry-After`, without calling the inner service. A request whose signature did not
     /// match draws nothing, so senders without the secret cannot use up the budget.
