@@ -35,8 +35,8 @@
 //!   webhook's port (where it is by default).
 //! - `POLYTOMIC_WEBHOOK_MAX_IN_FLIGHT`: most deliveries handled at once (64), per route; one beyond it
 //!   waits `POLYTOMIC_WEBHOOK_QUEUE_WAIT_MS` (1000) for a place, then gets 503 `overloaded`.
-//! - `POLYTOMIC_WEBHOOK_MAX_DECODED_IN_FLIGHT`: most decoded bytes all deliveries of a route
-//!   hold at once (256 MiB; the Events route has a budget of its own); a delivery that would pass it is stopped and gets 503 `overloaded`.
+//! - `POLYTOMIC_WEBHOOK_MAX_DECODED_IN_FLIGHT`: most decoded bytes all deliveries (batches
+//!   and events) hold at once (256 MiB); a delivery that would pass it is stopped and gets 503 `overloaded`.
 //! - `POLYTOMIC_WEBHOOK_MAX_DRAINING`: most refused bodies read and thrown away at once (64),
 //!   each for at most `POLYTOMIC_WEBHOOK_DRAIN_MS` (5000); a refusal beyond it is answered at
 //!   once and its connection closed. A refused delivery holds no in-flight place.
@@ -161,15 +161,15 @@ async fn run() -> Result<(), Box<dyn Error>> {
             let router = match event_ids {
                 EventsStore::Redis(store) => {
                     tracing::info!("event ids are shared through {EVENTS_REDIS_URL_VAR}");
-                    events_router(events, sink, &ops.limits, store)
+                    events_router(events, sink, &ops, store)
                 }
                 EventsStore::Sqlite(store) => {
                     tracing::info!("event ids are kept in the file {EVENTS_STORE_VAR} names");
-                    events_router(events, sink, &ops.limits, store)
+                    events_router(events, sink, &ops, store)
                 }
                 EventsStore::Memory => {
                     let store = MemoryEventIdStore::new(REMEMBERED_EVENT_IDS);
-                    events_router(events, sink, &ops.limits, store)
+                    events_router(events, sink, &ops, store)
                 }
             };
             app = app.merge(router);

@@ -106,17 +106,19 @@ where
 /// let layer = PolytomicOrgEventsLayer::new(config)?;
 /// let store = MemoryEventIdStore::new(examples::REMEMBERED_EVENT_IDS);
 /// let sink = examples::sync_event_sink(|_| Ok(()));
-/// let events = examples::events_router(layer, sink, &Default::default(), store);
+/// let events = examples::events_router(layer, sink, &examples::Ops::default(), store);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub fn events_router<St: EventIdStore>(
     layer: PolytomicOrgEventsLayer,
     sink: EventSink,
-    limits: &ServerLimits,
+    ops: &Ops,
     store: St,
 ) -> Router {
-    let in_flight = InFlightLimitLayer::new(limits);
-    let layer = layer.decoded_budget(&DecodedBudgetLayer::new(limits));
+    // A place of its own, so events and batches never wait for each other's places; the
+    // decoded bytes from the budget batches draw from, so the process holds at most one.
+    let in_flight = InFlightLimitLayer::new(&ops.limits);
+    let layer = layer.decoded_budget(&ops.decoded_budget());
     Router::new()
         .route(EVENTS_PATH, post(receive_event))
         .route_layer(CatchPanicLayer::custom(handler_panicked))
@@ -225,14 +227,45 @@ pub struct Ops {
     pub readiness: Readiness,
     /// The server-wide bounds on the webhook route.
     pub limits: ServerLimits,
+    /// The decoded-bytes budget of `limits`, made when a route first asks and then shared by
+    /// the batch route and [`events_router`] (and by clones of these `Ops`).
+    pub decoded_budget: SharedBudget,
 }
+
+impl Ops {
+    /// The budget both routes draw their decoded bytes from: made from
+    /// [`limits`](Self::limits) on the first call, the same one on every later call.
+    ///
+    /// ```
+    /// let ops = examples::Ops::default();
+    /// let _budget = ops.decoded_budget();
+    /// ```
+    pub fn decoded_budget(&self) -> DecodedBudgetLayer {
+        self.decoded_budget
+            .0
+            .get_or_init(|| DecodedBudgetLayer::new(&self.limits))
+            .clone()
+    }
+}
+
+/// Where [`Ops::decoded_budget`] keeps the budget once made; empty by default.
+///
+/// ```
+/// let ops = examples::Ops {
+///     decoded_budget: examples::SharedBudget::default(),
+///     ..examples::Ops::default()
+/// };
+/// # let _ = ops;
+/// ```
+#[derive(Clone, Debug, Default)]
+pub struct SharedBudget(Arc<std::sync::OnceLock<DecodedBudgetLayer>>);
 
 /// [`receiver_app`] with `GET /readyz` asking `ops.readiness` (200 when ready, 503
 /// `not_ready` otherwise) and, when `ops.metrics` is set, `GET /metrics` (Prometheus text).
 /// Neither route is behind the webhook layer: they answer anyone who reaches the port.
 pub fn receiver_app_with(layer: PolytomicWebhookLayer, sink: Sink, ops: &Ops) -> Router {
     let readiness = ops.readiness.clone();
-    let router = webhook_router(layer, sink, &ops.limits)
+    let router = webhook_router(layer, sink, ops)
         .route("/healthz", get(healthz))
         .route(
             "/readyz",
@@ -262,13 +295,13 @@ pub fn metrics_router(handle: PrometheusHandle) -> Router {
 /// delivery's span before it records an outcome, and the answer would not be a problem. The
 /// decoded-bytes budget sits inside it too, where the body is the decoded one; the in-flight
 /// bound outside, so a delivery waiting for a place has cost nothing yet.
-fn webhook_router(layer: PolytomicWebhookLayer, sink: Sink, limits: &ServerLimits) -> Router {
+fn webhook_router(layer: PolytomicWebhookLayer, sink: Sink, ops: &Ops) -> Router {
     Router::new()
         .route(WEBHOOK_PATH, post(receive))
         .route_layer(CatchPanicLayer::custom(handler_panicked))
-        .route_layer(DecodedBudgetLayer::new(limits))
+        .route_layer(ops.decoded_budget())
         .route_layer(layer)
-        .route_layer(InFlightLimitLayer::new(limits))
+        .route_layer(InFlightLimitLayer::new(&ops.limits))
         .with_state(sink)
 }
 
@@ -320,8 +353,10 @@ pub fn tonic_gateway(
 ) -> (Router, tonic_health::server::HealthReporter) {
     let (reporter, health) = tonic_health::server::health_reporter();
     let grpc = tonic::service::Routes::new(health).into_axum_router();
-    let limits = ServerLimits::default();
-    (grpc.merge(webhook_router(layer, sink, &limits)), reporter)
+    (
+        grpc.merge(webhook_router(layer, sink, &Ops::default())),
+        reporter,
+    )
 }
 
 /// Serves `layer` around a plain `service_fn` with hyper, HTTP/1 and HTTP/2 (cleartext, prior

@@ -92,6 +92,11 @@ async fn wrong_secret_clients_trickling_bodies_hold_no_place_a_genuine_delivery_
 
 /// The receiver's router with its Events route, both with `limits`.
 async fn start_with_events(limits: ServerLimits) -> SocketAddr {
+    start_with_events_and(limits, examples::sync_sink(|_| Ok(()))).await
+}
+
+/// [`start_with_events`] with batches going to `sink`.
+async fn start_with_events_and(limits: ServerLimits, sink: examples::Sink) -> SocketAddr {
     use polytomic_webhook::dedup::MemoryEventIdStore;
     use polytomic_webhook::prelude::*;
 
@@ -103,12 +108,11 @@ async fn start_with_events(limits: ServerLimits) -> SocketAddr {
         PolytomicOrgEventsConfig::default().secrets(SigningSecrets::new(EVENTS_SECRET).unwrap()),
     )
     .unwrap();
-    let sink: examples::Sink = examples::sync_sink(|_| Ok(()));
     let app =
         examples::receiver_app_with(layer(config()), sink, &ops).merge(examples::events_router(
             events,
             examples::sync_event_sink(|_| Ok(())),
-            &ops.limits,
+            &ops,
             MemoryEventIdStore::new(1000),
         ));
     serve_axum(app).await
@@ -162,6 +166,41 @@ async fn events_with_a_wrong_signature_trickling_bodies_hold_no_place_a_genuine_
     for trickler in tricklers {
         trickler.abort();
     }
+}
+
+/// Batches and events draw their decoded bytes from one budget: with room for one delivery's
+/// reserve, a batch whose handler is still working leaves none for a signed event (503
+/// `overloaded`), and once the batch is answered the same event is accepted. With a budget per
+/// route the event would have been accepted at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_and_events_draw_from_one_decoded_budget() {
+    use polytomic_webhook::limit::PER_DELIVERY_RESERVE;
+    use polytomic_webhook::testing::EventDelivery;
+
+    let slow: examples::Sink = Arc::new(|_| {
+        Box::pin(async {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            Ok(())
+        })
+    });
+    let limits = ServerLimits::default()
+        .max_decoded_in_flight(PER_DELIVERY_RESERVE + PER_DELIVERY_RESERVE / 2);
+    let addr = start_with_events_and(limits, slow).await;
+    let event = || {
+        let event = EventDelivery::new("sync.completed")
+            .id("evt-budget")
+            .secret(EVENTS_SECRET)
+            .encode();
+        encoded_to(addr, examples::EVENTS_PATH, event)
+    };
+    let batch = tokio::spawn(send(addr, sample(addr, http::Version::HTTP_11)));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    send(addr, event())
+        .await
+        .assert_problem(http::StatusCode::SERVICE_UNAVAILABLE, "overloaded");
+    batch.await.unwrap().assert_accepted(2);
+    let reply = send(addr, event()).await;
+    assert_eq!(reply.status, 200, "{reply:?}");
 }
 
 /// A client without the secret that pipelines `GET /readyz` on one connection for as long as it

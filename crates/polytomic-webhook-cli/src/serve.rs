@@ -153,9 +153,8 @@ pub(crate) struct ServeArgs {
           default_value_t = u64::try_from(DEFAULT_QUEUE_WAIT.as_millis()).unwrap_or(u64::MAX))]
     queue_wait_ms: u64,
 
-    /// Most decoded bytes all deliveries of a route hold at once (the Events route has a
-    /// budget of its own); a delivery that would pass it is stopped and answered 503
-    /// `overloaded` with Retry-After.
+    /// Most decoded bytes all deliveries (batches and events) hold at once; a delivery that
+    /// would pass it is stopped and answered 503 `overloaded` with Retry-After.
     #[arg(long, env = "POLYTOMIC_WEBHOOK_MAX_DECODED_IN_FLIGHT", value_name = "BYTES",
           default_value_t = DEFAULT_MAX_DECODED_IN_FLIGHT)]
     max_decoded_in_flight: u64,
@@ -448,24 +447,23 @@ pub(crate) async fn run(args: ServeArgs) -> ExitCode {
             ..Ops::default()
         },
     };
-    let ops = Ops {
-        limits: ServerLimits::default()
+    let ops = ops.with_limits(
+        ServerLimits::default()
             .max_in_flight(args.max_in_flight)
             .queue_wait(Duration::from_millis(args.queue_wait_ms))
             .max_decoded_in_flight(args.max_decoded_in_flight)
             .max_draining(args.max_draining)
             .drain_time(Duration::from_millis(args.drain_ms)),
-        ..ops
-    };
+    );
     let mut app = app(&receiver, &args.path, layer, &ops);
     let bound = listener.local_addr().unwrap_or(args.addr);
     if let Some(events) = events {
         app = app.merge(match event_ids {
-            Some(store) => events_route(&receiver, events, &ops.limits, store),
+            Some(store) => events_route(&receiver, events, &ops, store),
             None => events_route(
                 &receiver,
                 events,
-                &ops.limits,
+                &ops,
                 MemoryEventIdStore::new(REMEMBERED_EVENT_IDS),
             ),
         });
@@ -731,6 +729,27 @@ struct Ops {
     metrics: Option<PrometheusHandle>,
     /// The server-wide bounds on the webhook route.
     limits: ServerLimits,
+    /// The decoded-bytes budget of `limits`, drawn from by batches and events alike; made by
+    /// [`Ops::with_limits`].
+    decoded_budget: Option<DecodedBudgetLayer>,
+}
+
+impl Ops {
+    /// These `Ops` with `limits`, and one decoded-bytes budget of their size for both routes.
+    fn with_limits(self, limits: ServerLimits) -> Self {
+        let decoded_budget = Some(DecodedBudgetLayer::new(&limits));
+        Self {
+            limits,
+            decoded_budget,
+            ..self
+        }
+    }
+
+    fn decoded_budget(&self) -> DecodedBudgetLayer {
+        self.decoded_budget
+            .clone()
+            .unwrap_or_else(|| DecodedBudgetLayer::new(&self.limits))
+    }
 }
 
 /// The webhook route behind `layer`, answering from `receiver`; `GET /readyz`, and
@@ -742,7 +761,7 @@ fn app(receiver: &Arc<Receiver>, path: &str, layer: PolytomicWebhookLayer, ops: 
         .route(path, post(receive))
         .route_layer(CatchPanicLayer::custom(handler_panicked))
         // Inside the webhook layer, where the body is the decoded one.
-        .route_layer(DecodedBudgetLayer::new(&ops.limits))
+        .route_layer(ops.decoded_budget())
         .with_state(Arc::clone(receiver))
         .layer(layer)
         // Outside the webhook layer, so a delivery waiting for a place has cost nothing yet.
@@ -772,11 +791,11 @@ fn app(receiver: &Arc<Receiver>, path: &str, layer: PolytomicWebhookLayer, ops: 
 fn events_route<St: EventIdStore>(
     receiver: &Arc<Receiver>,
     layer: PolytomicOrgEventsLayer,
-    limits: &ServerLimits,
+    ops: &Ops,
     store: St,
 ) -> Router {
-    let in_flight = InFlightLimitLayer::new(limits);
-    let layer = layer.decoded_budget(&DecodedBudgetLayer::new(limits));
+    let in_flight = InFlightLimitLayer::new(&ops.limits);
+    let layer = layer.decoded_budget(&ops.decoded_budget());
     Router::new()
         .route(EVENTS_PATH, post(receive_event))
         .route_layer(CatchPanicLayer::custom(handler_panicked))
