@@ -723,32 +723,33 @@ fn warn_repaired(name: &str) -> impl FnOnce(LineOutput) -> LineOutput + '_ {
 }
 
 /// What `serve` answers besides deliveries.
-#[derive(Default)]
 struct Ops {
     /// `GET /metrics` on the webhook's port, unless --metrics-addr moved it.
     metrics: Option<PrometheusHandle>,
     /// The server-wide bounds on the webhook route.
     limits: ServerLimits,
-    /// The decoded-bytes budget of `limits`, drawn from by batches and events alike; made by
-    /// [`Ops::with_limits`].
-    decoded_budget: Option<DecodedBudgetLayer>,
+    /// The decoded-bytes budget of `limits`, drawn from by batches and events alike.
+    decoded_budget: DecodedBudgetLayer,
+}
+
+impl Default for Ops {
+    fn default() -> Self {
+        Self {
+            metrics: None,
+            limits: ServerLimits::default(),
+            decoded_budget: DecodedBudgetLayer::new(&ServerLimits::default()),
+        }
+    }
 }
 
 impl Ops {
     /// These `Ops` with `limits`, and one decoded-bytes budget of their size for both routes.
     fn with_limits(self, limits: ServerLimits) -> Self {
-        let decoded_budget = Some(DecodedBudgetLayer::new(&limits));
         Self {
+            decoded_budget: DecodedBudgetLayer::new(&limits),
             limits,
-            decoded_budget,
             ..self
         }
-    }
-
-    fn decoded_budget(&self) -> DecodedBudgetLayer {
-        self.decoded_budget
-            .clone()
-            .unwrap_or_else(|| DecodedBudgetLayer::new(&self.limits))
     }
 }
 
@@ -761,7 +762,7 @@ fn app(receiver: &Arc<Receiver>, path: &str, layer: PolytomicWebhookLayer, ops: 
         .route(path, post(receive))
         .route_layer(CatchPanicLayer::custom(handler_panicked))
         // Inside the webhook layer, where the body is the decoded one.
-        .route_layer(ops.decoded_budget())
+        .route_layer(ops.decoded_budget.clone())
         .with_state(Arc::clone(receiver))
         .layer(layer)
         // Outside the webhook layer, so a delivery waiting for a place has cost nothing yet.
@@ -795,7 +796,7 @@ fn events_route<St: EventIdStore>(
     store: St,
 ) -> Router {
     let in_flight = InFlightLimitLayer::new(&ops.limits);
-    let layer = layer.decoded_budget(&ops.decoded_budget());
+    let layer = layer.decoded_budget(&ops.decoded_budget);
     Router::new()
         .route(EVENTS_PATH, post(receive_event))
         .route_layer(CatchPanicLayer::custom(handler_panicked))
